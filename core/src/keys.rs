@@ -1,0 +1,44 @@
+//! Every label, annotation and name sessionguard reads or writes.
+
+pub const PREFIX: &str = "sessionguard.io/";
+
+/// Opt-in label on a StatefulSet, Deployment, ReplicaSet, pod or namespace.
+pub const PROTECT: &str = "sessionguard.io/protect";
+/// Pod/owner annotation: never create a PDB for it (ours).
+pub const NO_PDB: &str = "sessionguard.io/no-pdb";
+/// login-protector's keys, honoured unchanged as aliases.
+pub const LP_PROTECT: &str = "login-protector.cybozu.io/protect";
+pub const LP_NO_PDB: &str = "login-protector.cybozu.io/no-pdb";
+
+/// Set on every pod someone interacted with (login, exec, attach, debug).
+pub const INTERACTED: &str = "sessionguard.io/interacted";
+/// Set on PDBs we create, so we never touch anyone else's.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "sessionguard";
+
+pub const FIRST_INTERACTION: &str = "sessionguard.io/first-interaction";
+pub const LAST_INTERACTION: &str = "sessionguard.io/last-interaction";
+pub const INTERACTOR: &str = "sessionguard.io/interactor";
+pub const TTL: &str = "sessionguard.io/ttl";
+pub const EVICT_AT: &str = "sessionguard.io/evict-at";
+pub const EXTENSION: &str = "sessionguard.io/extension";
+pub const EXTENDED_BY: &str = "sessionguard.io/extended-by";
+/// Previous autoscaler annotation values, restored after the last logout.
+pub const SAVED_ANNOTATIONS: &str = "sessionguard.io/saved-annotations";
+pub const PROTECTED_SINCE: &str = "sessionguard.io/protected-since";
+
+/// Namespace label that exempts a namespace from drift eviction.
+pub const EVICTION_EXEMPT: &str = "sessionguard.io/eviction-exempt";
+
+pub const CA_SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+pub const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+/// The kubelet's annotation on mirror pods, holding the static pod's config hash.
+pub const CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
+
+/// True for the values Kubernetes users write for yes.
+pub fn is_true(v: Option<&str>) -> bool {
+    matches!(
+        v.map(str::trim),
+        Some("true" | "True" | "TRUE" | "yes" | "1")
+    )
+}

@@ -1,0 +1,15 @@
+//! sessionguard's domain: what a terminal session is, what an agent reports, the
+//! label and annotation keys we own, and the pure decisions built on them.
+//!
+//! Nothing here does I/O or knows about the Kubernetes client, so every rule can
+//! be tested on literal values.
+
+pub mod duration;
+pub mod error;
+pub mod keys;
+pub mod report;
+pub mod session;
+
+pub use error::Error;
+pub use report::{Report, ReportLimits};
+pub use session::{ContainerId, PodUid, Session};

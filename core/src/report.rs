@@ -1,0 +1,146 @@
+//! The agent → controller report: a node's full session snapshot.
+//!
+//! Reports are level-triggered: each one replaces everything the controller
+//! knew about that node, so a lost or reordered report heals with the next.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Session};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The node this snapshot speaks for. The controller checks it against the
+    /// node the authenticated agent runs on.
+    pub node: String,
+    /// When the scan that produced it finished.
+    pub generated_at: jiff::Timestamp,
+    /// Increases with every scan of one agent process; lets the controller drop
+    /// a stale report that overtook a newer one.
+    #[serde(default)]
+    pub sequence: u64,
+    pub sessions: Vec<Session>,
+}
+
+/// Bounds the controller enforces on an incoming report.
+#[derive(Clone, Copy, Debug)]
+pub struct ReportLimits {
+    pub max_bytes: usize,
+    pub max_sessions: usize,
+}
+
+impl Default for ReportLimits {
+    fn default() -> Self {
+        // A node runs at most a few hundred pods; 4096 terminals is far past any
+        // honest node, and 4 MiB holds them with long argv.
+        Self {
+            max_bytes: 4 << 20,
+            max_sessions: 4096,
+        }
+    }
+}
+
+impl Report {
+    /// Parses and validates a report body: size, JSON shape, node name, counts.
+    pub fn from_json(body: &[u8], limits: ReportLimits) -> Result<Self, Error> {
+        if body.len() > limits.max_bytes {
+            return Err(Error::Report(format!(
+                "body is {} bytes, over the {} byte limit",
+                body.len(),
+                limits.max_bytes
+            )));
+        }
+        let report: Report = serde_json::from_slice(body)
+            .map_err(|e| Error::Report(format!("malformed JSON: {e}")))?;
+        report.validate(limits)?;
+        Ok(report)
+    }
+
+    pub fn validate(&self, limits: ReportLimits) -> Result<(), Error> {
+        if !is_dns_subdomain(&self.node) {
+            return Err(Error::Report(format!(
+                "node {:?} is not a valid node name (RFC 1123 subdomain)",
+                self.node
+            )));
+        }
+        if self.sessions.len() > limits.max_sessions {
+            return Err(Error::Report(format!(
+                "{} sessions, over the limit of {}",
+                self.sessions.len(),
+                limits.max_sessions
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sessions that count as logins (consoles never do).
+    pub fn logins(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.iter().filter(|s| s.is_login())
+    }
+}
+
+/// RFC 1123 subdomain, as Kubernetes requires of node names.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(node: &str, n: usize) -> String {
+        let s = r#"{"pod_uid":"0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0","container_id":"CID","tty":"pts/3",
+            "pid":42,"command":"bash","argv":["bash","-l"],"uid":1000,
+            "started_at":"2026-11-24T01:00:00Z","processes":2}"#
+            .replace("CID", &"ab".repeat(32));
+        let sessions = vec![s; n].join(",");
+        format!(
+            r#"{{"node":"{node}","generated_at":"2026-11-24T01:00:01Z","sessions":[{sessions}]}}"#
+        )
+    }
+
+    #[test]
+    fn accepts_a_valid_report() {
+        let r = Report::from_json(body("node-a", 2).as_bytes(), ReportLimits::default()).unwrap();
+        assert_eq!(r.node, "node-a");
+        assert_eq!(r.logins().count(), 2);
+        assert_eq!(r.sessions[0].argv, ["bash", "-l"]);
+    }
+
+    #[test]
+    fn rejects_bad_reports_with_reasons() {
+        let limits = ReportLimits {
+            max_bytes: 10_000,
+            max_sessions: 3,
+        };
+        let cases = [
+            (body("Node_A", 1), "not a valid node name"),
+            (body("node-a", 4), "over the limit of 3"),
+            (body("node-a", 40), "byte limit"),
+            ("{\"node\":".to_string(), "malformed JSON"),
+        ];
+        for (input, want) in cases {
+            let err = Report::from_json(input.as_bytes(), limits)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn dns_subdomains() {
+        assert!(is_dns_subdomain("ip-10-0-0-1.ec2.internal"));
+        for bad in ["", "-a", "a-", "A", "a..b", &"a".repeat(64)] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! A terminal session: one controlling terminal inside one container.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// A pod's UID as the kubelet writes it into cgroup paths, normalised to
+/// lowercase with dashes. Static pods carry their 32-hex config hash instead
+/// (the mirror pod exposes it as `kubernetes.io/config.mirror`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PodUid(String);
+
+/// A container ID: 64 lowercase hex characters, no `containerd://` prefix.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ContainerId(String);
+
+/// One controlling terminal inside one container, as the agent saw it.
+///
+/// Processes that share the terminal are counted in `processes`; the pid,
+/// command and uid are the session leader's (or the oldest process on the
+/// terminal when the leader lives outside the container).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub pod_uid: PodUid,
+    pub container_id: ContainerId,
+    /// `pts/N` for Unix98 ptys, `major:minor` otherwise.
+    pub tty: String,
+    pub pid: u32,
+    pub command: String,
+    #[serde(default)]
+    pub argv: Vec<String>,
+    pub uid: u32,
+    /// RFC3339, from the boot time and the leader's start time.
+    pub started_at: jiff::Timestamp,
+    pub processes: u32,
+    /// The container's own console (`tty: true`, leader is the container's PID 1):
+    /// reported for visibility, never a login.
+    #[serde(default)]
+    pub console: bool,
+    /// Filled by the agent from its node's pod watch when it knows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+}
+
+impl Session {
+    /// A login is any terminal session that is not the container's console.
+    pub fn is_login(&self) -> bool {
+        !self.console
+    }
+}
+
+// === impl PodUid ===
+
+impl PodUid {
+    /// Accepts the dashed form, the underscored form systemd slice names use,
+    /// and the 32-hex hash of static pods; any case.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let bytes = s.as_bytes();
+        let ok = match bytes.len() {
+            36 => bytes.iter().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => *b == b'-' || *b == b'_',
+                _ => b.is_ascii_hexdigit(),
+            }),
+            32 => bytes.iter().all(u8::is_ascii_hexdigit),
+            _ => false,
+        };
+        if !ok {
+            return Err(Error::PodUid(s.to_string()));
+        }
+        Ok(Self(s.to_ascii_lowercase().replace('_', "-")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Static pods are named by their config hash, not an API server UID.
+    pub fn is_static(&self) -> bool {
+        self.0.len() == 32
+    }
+}
+
+impl TryFrom<String> for PodUid {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<PodUid> for String {
+    fn from(u: PodUid) -> String {
+        u.0
+    }
+}
+
+impl fmt::Display for PodUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// === impl ContainerId ===
+
+impl ContainerId {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(s.to_ascii_lowercase()))
+        } else {
+            Err(Error::ContainerId(s.to_string()))
+        }
+    }
+
+    /// Strips a CRI scheme such as `containerd://` or `cri-o://`, as found in
+    /// `status.containerStatuses[].containerID`.
+    pub fn from_status(s: &str) -> Result<Self, Error> {
+        Self::parse(s.rsplit_once("://").map_or(s, |(_, id)| id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The 12-character form people know from `crictl ps`.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+impl TryFrom<String> for ContainerId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<ContainerId> for String {
+    fn from(c: ContainerId) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_uid_forms() {
+        let dashed = "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0";
+        let under = "0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0";
+        assert_eq!(
+            PodUid::parse(dashed).unwrap().as_str(),
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+        );
+        assert_eq!(
+            PodUid::parse(under).unwrap(),
+            PodUid::parse(dashed).unwrap()
+        );
+        let hash = PodUid::parse("5b2d8bd2d9a4f2e8e7c5a3a0f9b7e6d1").unwrap();
+        assert!(hash.is_static());
+        for bad in [
+            "",
+            "pod",
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fz",
+            "0f1e2d3c4b5a-6978-8796-a5b4c3d2e1f0-",
+        ] {
+            assert!(PodUid::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn container_id_from_status() {
+        let id = "a".repeat(64);
+        assert_eq!(
+            ContainerId::from_status(&format!("containerd://{id}"))
+                .unwrap()
+                .as_str(),
+            id
+        );
+        assert_eq!(
+            ContainerId::from_status(&format!("cri-o://{id}"))
+                .unwrap()
+                .short(),
+            &id[..12]
+        );
+        assert!(ContainerId::from_status("containerd://abc").is_err());
+    }
+
+    #[test]
+    fn session_json_rejects_bad_ids() {
+        let json = r#"{"pod_uid":"nope","container_id":"x","tty":"pts/0","pid":1,"command":"sh",
+            "uid":0,"started_at":"2026-01-01T00:00:00Z","processes":1}"#;
+        let err = serde_json::from_str::<Session>(json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid pod UID"), "{err}");
+    }
+}
