@@ -42,3 +42,15 @@ pub fn is_true(v: Option<&str>) -> bool {
         Some("true" | "True" | "TRUE" | "yes" | "1")
     )
 }
+
+/// Pod label holding the pod's UID: the one selector that matches exactly one
+/// pod, whatever created it, so our PDB can never cover a sibling.
+pub const POD_UID_LABEL: &str = "sessionguard.io/pod-uid";
+/// The StatefulSet controller's revision label on each pod.
+pub const REVISION_HASH: &str = "controller-revision-hash";
+
+/// The SessionReport custom resource agents write (one per node).
+pub const REPORT_GROUP: &str = "sessionguard.io";
+pub const REPORT_VERSION: &str = "v1alpha1";
+pub const REPORT_KIND: &str = "SessionReport";
+pub const REPORT_PLURAL: &str = "sessionreports";

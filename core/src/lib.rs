@@ -6,8 +6,11 @@
 
 pub mod duration;
 pub mod error;
+pub mod interaction;
 pub mod keys;
+pub mod protection;
 pub mod report;
+pub mod rollout;
 pub mod session;
 
 pub use error::Error;
