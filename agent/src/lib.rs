@@ -1,1 +1,19 @@
+//! sessionguard's node agent: finds every terminal session in the node's pods
+//! by reading /proc, and reports them.
+//!
+//! Data path: `proc` (pure parsers) → `scan` (reads /proc, groups terminals
+//! into sessions) → `snapshot` (the node's current report) → `server`
+//! (/sessions, /metrics) and `report` (to the API server).
 
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod metrics;
+pub mod output;
+pub mod proc;
+pub mod scan;
+pub mod server;
+pub mod snapshot;
+pub mod testing;
+
+pub use error::Error;

@@ -1,0 +1,99 @@
+//! Command line and environment. Every flag has an `env` twin so the
+//! DaemonSet can be configured without a shell.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sessionguard-agent",
+    version,
+    about = "Finds terminal sessions in this node's pods and reports them"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        env = "SESSIONGUARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Log filter in tracing-subscriber syntax (e.g. `info`, `sessionguard_agent=debug`).
+    #[arg(long, env = "SESSIONGUARD_LOG", default_value = "info", global = true)]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan once, print the sessions and exit: how an operator debugs a node.
+    Scan(ScanArgs),
+    /// Run the daemon: scan on an interval, serve metrics and /sessions, report.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Json,
+    Table,
+}
+
+#[derive(Debug, Args)]
+pub struct ProcArgs {
+    /// Where the host's proc filesystem is mounted (`/host/proc` in a pod).
+    #[arg(long, env = "SESSIONGUARD_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub proc: ProcArgs,
+    /// Output format.
+    #[arg(
+        long,
+        short = 'o',
+        env = "SESSIONGUARD_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub proc: ProcArgs,
+    /// This node's name (from the downward API in the DaemonSet).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Address for /metrics, /healthz, /readyz and /sessions.
+    #[arg(long, env = "SESSIONGUARD_LISTEN_ADDR", default_value = "0.0.0.0:9102")]
+    pub listen_addr: SocketAddr,
+    /// Time between scans (Go-style duration: 500ms, 1s, 2s).
+    #[arg(long, env = "SESSIONGUARD_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub interval: Duration,
+    /// Every n-th scan re-reads every process instead of only new ones.
+    #[arg(long, env = "SESSIONGUARD_RESYNC_EVERY", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub resync_every: u32,
+}
+
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let d = sessionguard_core::duration::parse(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}

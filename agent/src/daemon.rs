@@ -1,0 +1,104 @@
+//! `sessionguard-agent run`: the scan loop, the HTTP server and (when
+//! configured) the reporter, wired over one snapshot channel.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::registry::Registry;
+
+use crate::Error;
+use crate::config::RunArgs;
+use crate::metrics::Metrics;
+use crate::scan::{ProcFs, Scanner, ScannerConfig};
+use crate::server::Server;
+use crate::snapshot::{self, Snapshot, SnapshotTx};
+
+pub async fn run(args: RunArgs) -> Result<(), Error> {
+    let fs = ProcFs::open(&args.proc.proc_root)?;
+    let scanner = Scanner::new(
+        fs,
+        ScannerConfig {
+            resync_every: args.resync_every,
+        },
+    )?;
+    let (tx, rx) = snapshot::channel(&args.node_name);
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, rx.clone());
+
+    let listener = Server::bind(args.listen_addr).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Http(e.to_string()))?;
+    tracing::info!(%addr, node = %args.node_name, proc_root = %args.proc.proc_root.display(), "listening");
+    let server = tokio::spawn(Server::new(registry, rx).serve(listener));
+
+    // Scanning is blocking file I/O; it gets its own thread so the runtime
+    // stays free for HTTP and the API client.
+    let interval = args.interval;
+    std::thread::Builder::new()
+        .name("scan".into())
+        .spawn(move || scan_loop(scanner, tx, metrics, interval))
+        .map_err(|e| Error::Http(format!("cannot start scan thread: {e}")))?;
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.abort();
+    Ok(())
+}
+
+fn scan_loop(
+    mut scanner: Scanner,
+    tx: SnapshotTx,
+    metrics: Metrics,
+    interval: std::time::Duration,
+) {
+    let mut sequence = 0u64;
+    loop {
+        let started = Instant::now();
+        match scanner.tick() {
+            Ok((sessions, stats)) => {
+                metrics.observe(&stats);
+                sequence += 1;
+                let node = tx.borrow().node.clone();
+                tx.send_replace(Arc::new(Snapshot {
+                    node,
+                    sequence,
+                    generated_at: jiff::Timestamp::now(),
+                    sessions,
+                    stats,
+                    ready: true,
+                }));
+            }
+            Err(e) => {
+                // Only a broken proc root fails a whole scan; keep serving the last snapshot.
+                tracing::error!(error = %e, "scan failed");
+                metrics
+                    .scan_errors
+                    .get_or_create(&crate::metrics::KindLabel {
+                        kind: e.kind().into(),
+                    })
+                    .inc();
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        // Pacing, not synchronisation: the next scan is due one interval after this one started.
+        std::thread::sleep(interval.saturating_sub(started.elapsed()));
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,47 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Everything the agent can fail at. Per-pid parse and read errors are counted
+/// and skipped by the scanner; they never fail a whole scan.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("malformed {file}: {reason}")]
+    Parse { file: &'static str, reason: String },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a proc filesystem root: {reason} (pass --proc-root pointing at the host's /proc)"
+    )]
+    ProcRoot { path: PathBuf, reason: String },
+    #[error("HTTP server: {0}")]
+    Http(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(String),
+    #[error(transparent)]
+    Core(#[from] sessionguard_core::Error),
+}
+
+impl Error {
+    pub(crate) fn parse(file: &'static str, reason: impl Into<String>) -> Self {
+        Self::Parse {
+            file,
+            reason: reason.into(),
+        }
+    }
+
+    /// The label used for the scan-errors metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Parse { file, .. } => file,
+            Self::Io { .. } => "io",
+            Self::ProcRoot { .. } => "proc_root",
+            Self::Http(_) => "http",
+            Self::Kube(_) => "kube",
+            Self::Core(_) => "invalid_id",
+        }
+    }
+}

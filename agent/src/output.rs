@@ -1,0 +1,81 @@
+//! `scan` output: JSON for machines, a table for people.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+use sessionguard_core::Session;
+
+#[derive(Serialize)]
+struct Doc<'a> {
+    sessions: &'a [Session],
+}
+
+pub fn json(sessions: &[Session]) -> String {
+    serde_json::to_string_pretty(&Doc { sessions }).expect("sessions always serialise")
+}
+
+pub fn table(sessions: &[Session]) -> String {
+    let rows: Vec<[String; 9]> = sessions
+        .iter()
+        .map(|s| {
+            [
+                s.pod_name.clone().map_or_else(
+                    || s.pod_uid.to_string(),
+                    |p| format!("{}/{p}", s.namespace.as_deref().unwrap_or("?")),
+                ),
+                s.container_name
+                    .clone()
+                    .unwrap_or_else(|| s.container_id.short().to_string()),
+                s.tty.clone(),
+                s.pid.to_string(),
+                s.uid.to_string(),
+                s.processes.to_string(),
+                s.started_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                if s.console { "console" } else { "login" }.to_string(),
+                s.argv
+                    .join(" ")
+                    .chars()
+                    .take(60)
+                    .collect::<String>()
+                    .replace('\n', " "),
+            ]
+        })
+        .collect();
+    let header = [
+        "POD",
+        "CONTAINER",
+        "TTY",
+        "PID",
+        "UID",
+        "PROCS",
+        "STARTED",
+        "KIND",
+        "COMMAND",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let last = cells.len() - 1;
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            let _ = if i == last {
+                write!(out, "{cell}")
+            } else {
+                write!(out, "{cell:<w$}  ")
+            };
+        }
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    if rows.is_empty() {
+        out.push_str("(no terminal sessions in pods)\n");
+    }
+    out
+}

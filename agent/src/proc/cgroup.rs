@@ -1,0 +1,232 @@
+//! `/proc/<pid>/cgroup` → the pod and container a process runs in.
+//!
+//! Each line is `hierarchy-id:controllers:path`. On hybrid hosts the pod path
+//! may appear in only some lines, so every line is tried. Within a path the
+//! *last* pod component wins and the container is the component right after
+//! it: nested layouts (kind, k3s-in-docker) put an outer container's id in a
+//! prefix such as `/system.slice/docker-<node id>.scope/kubelet.slice/...`,
+//! and that id must never be taken for the container.
+//!
+//! Layouts understood:
+//! - systemd driver: `kubepods-<qos>-pod<uid_with_underscores>.slice`, or
+//!   `kubepods-pod<uid>.slice` for Guaranteed pods, then
+//!   `cri-containerd-<id>.scope`, `crio-<id>.scope` (crun on v2 adds a
+//!   `/container` child), `docker-<id>.scope` (cri-dockerd);
+//! - cgroupfs driver: `/kubepods/<qos>/pod<uid>/<id>` (Guaranteed: no qos),
+//!   `crio-<id>`;
+//! - the unexpanded systemd form `...pod<uid>.slice:cri-containerd:<id>` that
+//!   some runtimes write when the slice was never realised;
+//! - static pods, whose "uid" is the kubelet's 32-hex config hash.
+
+use sessionguard_core::{ContainerId, PodUid};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodContainer {
+    pub pod_uid: PodUid,
+    pub container_id: ContainerId,
+}
+
+/// The pod and container of the first line that names both; `None` for
+/// processes outside pods (node logins, plain `docker run`) or in a pod's own
+/// cgroup without a container.
+pub fn parse_cgroup(text: &str) -> Option<PodContainer> {
+    text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_id, _controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        from_path(path)
+    })
+}
+
+/// Parses one cgroup path.
+pub fn from_path(path: &str) -> Option<PodContainer> {
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let (at, pod_uid) = comps
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, c)| pod_in(c).map(|u| (i, u)))?;
+    // Unexpanded form: `kubepods-...-pod<uid>.slice:cri-containerd:<id>`.
+    if let Some((_, id)) = comps[at].rsplit_once(':') {
+        return Some(PodContainer {
+            pod_uid,
+            container_id: ContainerId::parse(id).ok()?,
+        });
+    }
+    let container_id = container_in(comps.get(at + 1)?)?;
+    Some(PodContainer {
+        pod_uid,
+        container_id,
+    })
+}
+
+/// A pod UID inside one path component, in any driver's spelling.
+fn pod_in(component: &str) -> Option<PodUid> {
+    let name = component.split(':').next()?;
+    let name = name.strip_suffix(".slice").unwrap_or(name);
+    let uid = if let Some(i) = name.rfind("-pod") {
+        // systemd: kubepods-burstable-pod<uid>, kubepods-pod<uid>, kubelet-kubepods-...
+        if !name[..i].contains("kubepods") {
+            return None;
+        }
+        &name[i + 4..]
+    } else {
+        name.strip_prefix("pod")?
+    };
+    PodUid::parse(uid).ok()
+}
+
+/// A container ID inside the component after the pod's.
+fn container_in(component: &str) -> Option<ContainerId> {
+    let name = component.strip_suffix(".scope").unwrap_or(component);
+    // conmon runs beside the container in its own scope; it is not the container.
+    if name.starts_with("crio-conmon-") {
+        return None;
+    }
+    let id = [
+        "cri-containerd-",
+        "crio-",
+        "docker-",
+        "containerd-",
+        "libpod-",
+    ]
+    .iter()
+    .find_map(|p| name.strip_prefix(p))
+    .unwrap_or(name);
+    ContainerId::parse(id).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    const UID_: &str = "0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0";
+    const ID: &str = "4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c";
+    const NODE: &str = "9999999999999999999999999999999999999999999999999999999999999999";
+
+    fn expect(text: &str) {
+        let got = parse_cgroup(text).unwrap_or_else(|| panic!("no pod in {text:?}"));
+        assert_eq!(got.pod_uid.as_str(), UID, "{text}");
+        assert_eq!(got.container_id.as_str(), ID, "{text}");
+    }
+
+    #[test]
+    fn systemd_driver_v2() {
+        for (qos, runtime) in [
+            ("burstable", "cri-containerd"),
+            ("besteffort", "crio"),
+            ("burstable", "docker"),
+        ] {
+            expect(&format!(
+                "0::/kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{UID_}.slice/{runtime}-{ID}.scope\n"
+            ));
+        }
+    }
+
+    #[test]
+    fn guaranteed_pods_have_no_qos_level() {
+        expect(&format!(
+            "0::/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope\n"
+        ));
+        expect(&format!("0::/kubepods/pod{UID}/{ID}\n"));
+    }
+
+    #[test]
+    fn crio_with_crun_container_child() {
+        expect(&format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope/container\n"
+        ));
+    }
+
+    #[test]
+    fn crio_conmon_is_not_the_container() {
+        let text = format!("0::/kubepods.slice/kubepods-pod{UID_}.slice/crio-conmon-{ID}.scope\n");
+        assert_eq!(parse_cgroup(&text), None);
+    }
+
+    #[test]
+    fn cgroupfs_driver() {
+        expect(&format!("0::/kubepods/besteffort/pod{UID}/{ID}\n"));
+        expect(&format!("0::/kubepods/burstable/pod{UID}/crio-{ID}\n"));
+    }
+
+    #[test]
+    fn cgroup_v1_and_hybrid_lines() {
+        // v1: every controller line carries the path.
+        expect(&format!(
+            "12:pids:/kubepods/burstable/pod{UID}/{ID}\n11:memory:/kubepods/burstable/pod{UID}/{ID}\n1:name=systemd:/kubepods/burstable/pod{UID}/{ID}\n"
+        ));
+        // hybrid: only some lines name the pod; the unified line says "/".
+        expect(&format!(
+            "9:name=systemd:/\n4:memory:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope\n0::/\n"
+        ));
+        // and the other way round.
+        expect(&format!(
+            "4:memory:/\n0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope\n"
+        ));
+    }
+
+    #[test]
+    fn kind_and_k3s_nesting_ignore_the_outer_container() {
+        expect(&format!(
+            "0::/system.slice/docker-{NODE}.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope\n"
+        ));
+        expect(&format!(
+            "0::/docker/{NODE}/kubepods/besteffort/pod{UID}/{ID}\n"
+        ));
+        // The node container itself is not a pod.
+        assert_eq!(
+            parse_cgroup(&format!("0::/system.slice/docker-{NODE}.scope\n")),
+            None
+        );
+    }
+
+    #[test]
+    fn unexpanded_systemd_form() {
+        expect(&format!(
+            "0::/kubepods-burstable-pod{UID_}.slice:cri-containerd:{ID}\n"
+        ));
+        expect(&format!(
+            "1:name=systemd:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice:crio:{ID}\n"
+        ));
+    }
+
+    #[test]
+    fn static_pods_keep_their_config_hash() {
+        let hash = "5b2d8bd2d9a4f2e8e7c5a3a0f9b7e6d1";
+        let got = parse_cgroup(&format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{hash}.slice/cri-containerd-{ID}.scope\n")).unwrap();
+        assert_eq!(got.pod_uid.as_str(), hash);
+        assert!(got.pod_uid.is_static());
+    }
+
+    #[test]
+    fn not_pods() {
+        for text in [
+            "0::/user.slice/user-1000.slice/session-3.scope\n".to_string(),
+            format!("0::/system.slice/docker-{ID}.scope\n"), // plain docker run -it
+            format!("0::/kubepods.slice/kubepods-pod{UID_}.slice\n"), // pod cgroup, no container
+            format!("0::/kubepods/pod{UID}/not-a-container-id\n"),
+            format!("0::/kubepods/podnot-a-uid/{ID}\n"),
+            format!("0::/system.slice/mypod{UID_}.slice/{ID}\n"), // "pod" in a non-kubepods slice name
+            String::new(),
+            "garbage without colons\n".to_string(),
+            "0:\n".to_string(),
+        ] {
+            assert_eq!(parse_cgroup(&text), None, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in "\\PC{0,300}") {
+            let _ = parse_cgroup(&text);
+        }
+
+        #[test]
+        fn finds_the_pod_under_any_prefix(prefix in "(/[a-z0-9._-]{1,12}){0,4}") {
+            let text = format!("0::{prefix}/kubepods/besteffort/pod{UID}/{ID}\n");
+            let got = parse_cgroup(&text).unwrap();
+            proptest::prop_assert_eq!(got.container_id.as_str(), ID);
+        }
+    }
+}

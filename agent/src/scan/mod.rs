@@ -1,0 +1,10 @@
+//! The I/O half of the agent: reads /proc (or a fake tree under
+//! `--proc-root`) and turns it into sessions with the pure parsers.
+
+mod group;
+mod procfs;
+mod scanner;
+
+pub use group::{Candidate, Group, group_by_terminal};
+pub use procfs::ProcFs;
+pub use scanner::{ScanStats, Scanner, ScannerConfig};

@@ -1,0 +1,117 @@
+//! A thin layer over a proc root: list pids, read one small file of a pid into
+//! a reused buffer. A pid that vanished between readdir and read is normal
+//! churn and comes back as `Ok(false)`, never as an error.
+
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
+
+use crate::Error;
+
+pub struct ProcFs {
+    root: PathBuf,
+    // Kept open so every tick reuses one directory stream and opens pid files
+    // relative to it (openat) instead of walking the path from `/` again.
+    dir: Dir,
+    path: String,
+}
+
+impl ProcFs {
+    pub fn open(root: &Path) -> Result<Self, Error> {
+        let dir = Dir::open(
+            root,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::ProcRoot {
+            path: root.to_path_buf(),
+            reason: e.desc().to_string(),
+        })?;
+        if !root.join("stat").is_file() {
+            return Err(Error::ProcRoot {
+                path: root.to_path_buf(),
+                reason: "it has no stat file".into(),
+            });
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            dir,
+            path: String::with_capacity(32),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Fills `out` with `(pid, inode)` for every numeric entry. The inode of a
+    /// `/proc/<pid>` directory changes when the pid is reused, which lets the
+    /// scanner skip re-reading pids it has seen without missing a new process.
+    pub fn pids(&mut self, out: &mut Vec<(u32, u64)>) -> Result<(), Error> {
+        out.clear();
+        for entry in self.dir.iter() {
+            let entry = entry.map_err(|e| Error::Io {
+                path: self.root.clone(),
+                source: e.into(),
+            })?;
+            let name = entry.file_name().to_bytes();
+            if name.is_empty() || !name.iter().all(u8::is_ascii_digit) {
+                continue;
+            }
+            // Cannot overflow meaningfully: pid_max is at most 2^22; longer names are skipped.
+            if let Some(pid) = std::str::from_utf8(name)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                out.push((pid, entry.ino()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `<root>/<pid>/<file>` into `buf`. `Ok(false)` when the pid is gone.
+    pub fn read(&mut self, pid: u32, file: &str, buf: &mut Vec<u8>) -> Result<bool, Error> {
+        use std::fmt::Write;
+        self.path.clear();
+        let _ = write!(self.path, "{pid}/{file}");
+        buf.clear();
+        let fd = match openat(
+            self.dir.as_fd(),
+            self.path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ESRCH) => return Ok(false),
+            Err(e) => return Err(self.io_error(io::Error::from(e))),
+        };
+        match std::fs::File::from(fd).read_to_end(buf) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error().is_some_and(gone) => Ok(false),
+            Err(e) => Err(self.io_error(e)),
+        }
+    }
+
+    /// Reads a top-level file such as `stat` or `uptime`.
+    pub fn read_top(&self, file: &str) -> Result<String, Error> {
+        let path = self.root.join(file);
+        std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })
+    }
+
+    fn io_error(&self, source: io::Error) -> Error {
+        Error::Io {
+            path: self.root.join(&self.path),
+            source,
+        }
+    }
+}
+
+/// ENOENT when the pid left before open, ESRCH when it left before read.
+fn gone(errno: i32) -> bool {
+    errno == Errno::ENOENT as i32 || errno == Errno::ESRCH as i32
+}

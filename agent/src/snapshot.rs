@@ -1,0 +1,41 @@
+//! The node's current sessions: what `/sessions` serves, what metrics are
+//! computed from, and exactly what is reported to the controller.
+
+use std::sync::Arc;
+
+use sessionguard_core::{Report, Session};
+use tokio::sync::watch;
+
+use crate::scan::ScanStats;
+
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub node: String,
+    pub sequence: u64,
+    pub generated_at: jiff::Timestamp,
+    pub sessions: Vec<Session>,
+    pub stats: ScanStats,
+    /// False until the first scan completes.
+    pub ready: bool,
+}
+
+impl Snapshot {
+    pub fn report(&self) -> Report {
+        Report {
+            node: self.node.clone(),
+            generated_at: self.generated_at,
+            sequence: self.sequence,
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+pub type SnapshotTx = watch::Sender<Arc<Snapshot>>;
+pub type SnapshotRx = watch::Receiver<Arc<Snapshot>>;
+
+pub fn channel(node: &str) -> (SnapshotTx, SnapshotRx) {
+    watch::channel(Arc::new(Snapshot {
+        node: node.to_string(),
+        ..Snapshot::default()
+    }))
+}
