@@ -88,6 +88,12 @@ pub struct RunArgs {
     /// Every n-th scan re-reads every process instead of only new ones.
     #[arg(long, env = "SESSIONGUARD_RESYNC_EVERY", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub resync_every: u32,
+    /// Write this node's SessionReport to the API server (KUBECONFIG or in-cluster credentials).
+    #[arg(long, env = "SESSIONGUARD_REPORT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub report: bool,
+    /// Longest time between two report writes when nothing changes (the heartbeat).
+    #[arg(long, env = "SESSIONGUARD_REPORT_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub report_interval: Duration,
 }
 
 pub fn duration(s: &str) -> Result<Duration, String> {

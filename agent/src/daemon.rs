@@ -1,14 +1,16 @@
 //! `sessionguard-agent run`: the scan loop, the HTTP server and (when
-//! configured) the reporter, wired over one snapshot channel.
+//! configured) the node's pod watch and the reporter, wired over one
+//! snapshot channel.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 
 use crate::Error;
 use crate::config::RunArgs;
 use crate::metrics::Metrics;
+use crate::report::{NodePods, ReportWriter, resolve};
 use crate::scan::{ProcFs, Scanner, ScannerConfig};
 use crate::server::Server;
 use crate::snapshot::{self, Snapshot, SnapshotTx};
@@ -30,14 +32,30 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         .local_addr()
         .map_err(|e| Error::Http(e.to_string()))?;
     tracing::info!(%addr, node = %args.node_name, proc_root = %args.proc.proc_root.display(), "listening");
-    let server = tokio::spawn(Server::new(registry, rx).serve(listener));
+    let server = tokio::spawn(Server::new(registry, rx.clone()).serve(listener));
+
+    let pods = if args.report {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| Error::Kube(format!("no Kubernetes client: {e}")))?;
+        let (pods, driver) = NodePods::watch(client.clone(), &args.node_name);
+        tokio::spawn(driver);
+        // An empty pod index would make every session look foreign and
+        // report the node as logged out, so nothing is reported before it syncs.
+        tracing::info!("waiting for this node's pods to sync");
+        pods.ready().await?;
+        tokio::spawn(ReportWriter::new(client, args.report_interval, metrics.clone()).run(rx));
+        Some(pods)
+    } else {
+        None
+    };
 
     // Scanning is blocking file I/O; it gets its own thread so the runtime
     // stays free for HTTP and the API client.
     let interval = args.interval;
     std::thread::Builder::new()
         .name("scan".into())
-        .spawn(move || scan_loop(scanner, tx, metrics, interval))
+        .spawn(move || scan_loop(scanner, tx, metrics, pods, interval))
         .map_err(|e| Error::Http(format!("cannot start scan thread: {e}")))?;
 
     shutdown_signal().await;
@@ -50,14 +68,19 @@ fn scan_loop(
     mut scanner: Scanner,
     tx: SnapshotTx,
     metrics: Metrics,
-    interval: std::time::Duration,
+    pods: Option<NodePods>,
+    interval: Duration,
 ) {
     let mut sequence = 0u64;
     loop {
         let started = Instant::now();
         match scanner.tick() {
-            Ok((sessions, stats)) => {
+            Ok((mut sessions, stats)) => {
                 metrics.observe(&stats);
+                if let Some(pods) = &pods {
+                    let foreign = resolve(&pods.snapshot(), &mut sessions);
+                    metrics.foreign_sessions.inc_by(foreign as u64);
+                }
                 sequence += 1;
                 let node = tx.borrow().node.clone();
                 tx.send_replace(Arc::new(Snapshot {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod output;
 pub mod proc;
+pub mod report;
 pub mod scan;
 pub mod server;
 pub mod snapshot;

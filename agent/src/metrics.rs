@@ -38,6 +38,7 @@ pub struct Metrics {
     pub terminal_processes: Gauge,
     pub vanished: Counter,
     pub reports: Family<OutcomeLabel, Counter>,
+    pub foreign_sessions: Counter,
 }
 
 impl Metrics {
@@ -54,6 +55,7 @@ impl Metrics {
             terminal_processes: Gauge::default(),
             vanished: Counter::default(),
             reports: Family::default(),
+            foreign_sessions: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("sessionguard_agent");
         r.register_with_unit(
@@ -91,6 +93,11 @@ impl Metrics {
             "reports",
             "Session reports written to the API server, by outcome",
             m.reports.clone(),
+        );
+        r.register(
+            "foreign_sessions",
+            "Sessions dropped because their pod is not on this node per the API server",
+            m.foreign_sessions.clone(),
         );
         r.register_collector(Box::new(SessionCollector(snapshot)));
         m

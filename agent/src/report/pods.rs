@@ -1,0 +1,184 @@
+//! Names for what the scanner finds: the agent watches only its own node's
+//! pods (field selector `spec.nodeName`), so no component lists every pod in
+//! the cluster on every tick.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use sessionguard_core::{ContainerId, Session, keys};
+
+use crate::Error;
+
+/// The node's pods, kept current by a watch.
+#[derive(Clone)]
+pub struct NodePods {
+    store: Store<Pod>,
+}
+
+impl NodePods {
+    /// Starts the watch; the returned future drives it and must be spawned.
+    pub fn watch(
+        client: Client,
+        node: &str,
+    ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
+        let (store, writer) = reflector::store();
+        let api: Api<Pod> = Api::all(client);
+        let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let stream = reflector::reflector(writer, watcher(api, cfg))
+            .default_backoff()
+            .touched_objects();
+        let driver = async move {
+            use futures::StreamExt;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                if let Err(e) = ev {
+                    tracing::warn!(error = %e, "pod watch error; retrying");
+                }
+            }
+        };
+        (Self { store }, driver)
+    }
+
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.store
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Kube(e.to_string()))
+    }
+
+    pub fn snapshot(&self) -> Vec<std::sync::Arc<Pod>> {
+        self.store.state()
+    }
+}
+
+/// Fills in namespace, pod and container names, and drops sessions whose pod
+/// is not on this node (on a shared host or right after a pod left, the
+/// cgroup can outlive what the API server says is here). Static pods are found
+/// by their mirror pod's config hash.
+pub fn resolve(pods: &[std::sync::Arc<Pod>], sessions: &mut Vec<Session>) -> usize {
+    if sessions.is_empty() {
+        return 0;
+    }
+    let mut by_uid: HashMap<String, &Pod> = HashMap::with_capacity(pods.len());
+    for p in pods {
+        if let Some(uid) = p.metadata.uid.as_deref() {
+            by_uid.insert(uid.to_ascii_lowercase(), p);
+        }
+        if let Some(hash) = p.annotations().get(keys::CONFIG_MIRROR) {
+            by_uid.insert(hash.to_ascii_lowercase(), p);
+        }
+    }
+    let before = sessions.len();
+    sessions.retain_mut(|s| {
+        let Some(pod) = by_uid.get(s.pod_uid.as_str()) else {
+            return false;
+        };
+        s.namespace = pod.metadata.namespace.clone();
+        s.pod_name = pod.metadata.name.clone();
+        s.container_name = container_name(pod, &s.container_id);
+        true
+    });
+    before - sessions.len()
+}
+
+fn container_name(pod: &Pod, id: &ContainerId) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    [
+        &status.container_statuses,
+        &status.init_container_statuses,
+        &status.ephemeral_container_statuses,
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    .find(|c| {
+        c.container_id
+            .as_deref()
+            .and_then(|raw| ContainerId::from_status(raw).ok())
+            .as_ref()
+            == Some(id)
+    })
+    .map(|c| c.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
+    use sessionguard_core::PodUid;
+    use std::sync::Arc;
+
+    const UID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+
+    fn pod(name: &str, uid: &str, containers: &[(&str, char)]) -> Arc<Pod> {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("ops".into());
+        p.metadata.uid = Some(uid.into());
+        p.status = Some(PodStatus {
+            container_statuses: Some(
+                containers
+                    .iter()
+                    .map(|(n, c)| ContainerStatus {
+                        name: n.to_string(),
+                        container_id: Some(format!("containerd://{}", c.to_string().repeat(64))),
+                        ..ContainerStatus::default()
+                    })
+                    .collect(),
+            ),
+            ..PodStatus::default()
+        });
+        Arc::new(p)
+    }
+
+    fn session(uid: &str, c: char) -> Session {
+        Session {
+            pod_uid: PodUid::parse(uid).unwrap(),
+            container_id: ContainerId::parse(&c.to_string().repeat(64)).unwrap(),
+            tty: "pts/0".into(),
+            pid: 1,
+            command: "sh".into(),
+            argv: vec![],
+            uid: 0,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            processes: 1,
+            console: false,
+            namespace: None,
+            pod_name: None,
+            container_name: None,
+        }
+    }
+
+    #[test]
+    fn names_sessions_and_drops_foreign_pods() {
+        let pods = [pod("bastion-0", UID, &[("main", 'a'), ("sidecar", 'b')])];
+        let mut s = vec![
+            session(UID, 'b'),
+            session("11111111-2222-3333-4444-555555555555", 'a'),
+        ];
+        assert_eq!(resolve(&pods, &mut s), 1);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].pod_name.as_deref(), Some("bastion-0"));
+        assert_eq!(s[0].namespace.as_deref(), Some("ops"));
+        assert_eq!(s[0].container_name.as_deref(), Some("sidecar"));
+    }
+
+    #[test]
+    fn static_pods_by_mirror_hash() {
+        let hash = "5b2d8bd2d9a4f2e8e7c5a3a0f9b7e6d1";
+        let mut mirror = (*pod(
+            "etcd-node-a",
+            "99999999-2222-3333-4444-555555555555",
+            &[("etcd", 'c')],
+        ))
+        .clone();
+        mirror.metadata.annotations =
+            Some([(keys::CONFIG_MIRROR.to_string(), hash.to_string())].into());
+        let mut s = vec![session(hash, 'c')];
+        resolve(&[Arc::new(mirror)], &mut s);
+        assert_eq!(s[0].pod_name.as_deref(), Some("etcd-node-a"));
+    }
+}

@@ -1,0 +1,136 @@
+//! Writes the node's `SessionReport`: at once when the sessions change, and
+//! as a heartbeat every report interval so the controller can tell a quiet
+//! node from a dead agent. Each write replaces the whole snapshot
+//! (level-triggered), so a lost write heals with the next.
+
+use std::time::Duration;
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Api, Client};
+use sessionguard_core::{Report, Session};
+use tokio::time::Instant;
+
+use super::{FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION};
+use crate::Error;
+use crate::metrics::{Metrics, OutcomeLabel};
+use crate::snapshot::SnapshotRx;
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn report_api(client: Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(GROUP, VERSION, KIND);
+    Api::all_with(client, &ApiResource::from_gvk_with_plural(&gvk, PLURAL))
+}
+
+pub struct ReportWriter {
+    api: Api<DynamicObject>,
+    heartbeat: Duration,
+    metrics: Metrics,
+}
+
+impl ReportWriter {
+    pub fn new(client: Client, heartbeat: Duration, metrics: Metrics) -> Self {
+        Self {
+            api: report_api(client),
+            heartbeat,
+            metrics,
+        }
+    }
+
+    /// Runs until the snapshot channel closes.
+    pub async fn run(self, mut rx: SnapshotRx) {
+        let mut last: Option<Vec<Key>> = None;
+        let mut next_heartbeat = Instant::now();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let snap = rx.borrow_and_update().clone();
+            let keys: Vec<Key> = snap.sessions.iter().map(Key::of).collect();
+            let due =
+                snap.ready && (last.as_ref() != Some(&keys) || Instant::now() >= next_heartbeat);
+            if due {
+                match self.write(&snap.report()).await {
+                    Ok(()) => {
+                        last = Some(keys);
+                        next_heartbeat = Instant::now() + self.heartbeat;
+                        backoff = Duration::from_secs(1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "could not write session report");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep_until(next_heartbeat) => {}
+            }
+        }
+    }
+
+    async fn write(&self, report: &Report) -> Result<(), Error> {
+        let body = serde_json::json!({
+            "apiVersion": format!("{GROUP}/{VERSION}"),
+            "kind": KIND,
+            "metadata": { "name": report.node },
+            "spec": report,
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let res = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            self.api.patch(&report.node, &params, &Patch::Apply(&body)),
+        )
+        .await;
+        let outcome = match &res {
+            Ok(Ok(_)) => "success",
+            Ok(Err(_)) => "failure",
+            Err(_) => "timeout",
+        };
+        self.metrics
+            .reports
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+        match res {
+            Ok(Ok(_)) => {
+                tracing::debug!(node = %report.node, sessions = report.sessions.len(), "report written");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Error::Kube(e.to_string())),
+            Err(_) => Err(Error::Kube(format!(
+                "write did not finish within {WRITE_TIMEOUT:?}"
+            ))),
+        }
+    }
+}
+
+/// What makes a report worth writing early. The process count changes with
+/// every command a user runs, so it only travels with the heartbeat.
+#[derive(PartialEq, Eq)]
+struct Key {
+    pod_uid: String,
+    container_id: String,
+    tty: String,
+    pid: u32,
+    uid: u32,
+    console: bool,
+    command: String,
+    container_name: Option<String>,
+}
+
+impl Key {
+    fn of(s: &Session) -> Self {
+        Self {
+            pod_uid: s.pod_uid.to_string(),
+            container_id: s.container_id.to_string(),
+            tty: s.tty.clone(),
+            pid: s.pid,
+            uid: s.uid,
+            console: s.console,
+            command: s.command.clone(),
+            container_name: s.container_name.clone(),
+        }
+    }
+}

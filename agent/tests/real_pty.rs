@@ -1,0 +1,205 @@
+//! Real processes on this machine: a shell on a real pty, inside a cgroup
+//! directory shaped like the kubelet's (systemd driver, containerd), found by
+//! `scan --proc-root /proc` with the right pod UID and container ID.
+//!
+//! Needs root and a cgroup2 hierarchy; skips with a printed reason elsewhere,
+//! except under CI where it must run.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The cgroup2 mount: `/sys/fs/cgroup` on pure v2 hosts, `/sys/fs/cgroup/unified` on hybrid ones.
+fn cgroup2_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.subtree_control").exists())
+}
+
+fn skip_or_fail(reason: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("real_pty test cannot run in CI: {reason}");
+    }
+    eprintln!("SKIP real_pty: {reason}");
+}
+
+/// A kubelet-shaped cgroup directory chain we created, removed on drop.
+struct PodCgroup {
+    top: PathBuf,
+    scope: PathBuf,
+}
+
+impl PodCgroup {
+    fn create(root: &Path, pod_uid: &str, container_id: &str) -> Self {
+        let top = root.join(format!(
+            "sessionguard-agent-test-{}.slice",
+            std::process::id()
+        ));
+        let u = pod_uid.replace('-', "_");
+        let scope = top
+            .join("kubepods.slice/kubepods-besteffort.slice")
+            .join(format!("kubepods-besteffort-pod{u}.slice"))
+            .join(format!("cri-containerd-{container_id}.scope"));
+        std::fs::create_dir_all(&scope).expect("create cgroup dirs");
+        Self { top, scope }
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        // Deepest first; cgroup dirs are removed with rmdir, never recursively.
+        let mut dir = self.scope.clone();
+        while dir.starts_with(&self.top) {
+            if let Err(e) = std::fs::remove_dir(&dir) {
+                eprintln!("could not remove {}: {e}", dir.display());
+            }
+            if !dir.pop() {
+                break;
+            }
+        }
+    }
+}
+
+/// `sh -c 'sleep 600 & wait'` as a session leader on a fresh pty, moved into `scope`.
+fn spawn_login(scope: &Path) -> (Child, String, nix::pty::OpenptyResult) {
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let tty = nix::unistd::ttyname(&pty.slave).expect("ttyname");
+    let slave = pty.slave.as_raw_fd();
+    let procs = std::ffi::CString::new(
+        scope
+            .join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "sleep 600 & wait"]);
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in 0..3 {
+                libc::dup2(slave, fd);
+            }
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn shell on pty");
+    let name = tty
+        .to_string_lossy()
+        .trim_start_matches("/dev/")
+        .to_string();
+    (child, name, pty)
+}
+
+fn scan_for(pod_uid: &str) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionguard-agent"))
+        .args(["scan", "--proc-root", "/proc", "--output", "json"])
+        .output()
+        .expect("run agent");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["pod_uid"] == pod_uid)
+        .cloned()
+        .collect()
+}
+
+/// Polls `f` until it returns Some, or fails after `timeout`.
+fn await_some<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return skip_or_fail("needs root to create cgroup directories and move processes");
+    }
+    let Some(root) = cgroup2_root() else {
+        return skip_or_fail(
+            "no cgroup2 hierarchy mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified",
+        );
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let pod_uid = format!(
+        "{:08x}-{:04x}-4000-8000-{:012x}",
+        std::process::id(),
+        nanos as u16,
+        nanos as u64 & 0xffff_ffff_ffff
+    );
+    let container_id = format!("{:064x}", nanos);
+    let cg = PodCgroup::create(&root, &pod_uid, &container_id);
+    let (mut child, tty, _pty) = spawn_login(&cg.scope);
+    let pid = child.id();
+
+    let found = await_some(
+        "the shell and its sleep on the pty",
+        Duration::from_secs(10),
+        || {
+            let s = scan_for(&pod_uid);
+            (s.len() == 1 && s[0]["processes"] == 2).then_some(s)
+        },
+    );
+    let s = &found[0];
+    eprintln!("found {s}");
+    assert_eq!(s["container_id"], container_id.as_str());
+    assert_eq!(s["pid"], pid);
+    assert_eq!(s["tty"], tty.as_str());
+    assert_eq!(s["command"], "sh");
+    assert_eq!(s["uid"], 0);
+    assert_eq!(s["console"], false);
+    let started: jiff::Timestamp = s["started_at"].as_str().unwrap().parse().unwrap();
+    let age = jiff::Timestamp::now().duration_since(started);
+    assert!(
+        age.as_secs() < 60 && age.as_secs() > -2,
+        "start time {started} is not now"
+    );
+
+    // Closing the terminal ends the session.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    await_some("the session to end", Duration::from_secs(10), || {
+        scan_for(&pod_uid).is_empty().then_some(())
+    });
+    await_some("the cgroup to empty", Duration::from_secs(10), || {
+        std::fs::read_to_string(cg.scope.join("cgroup.procs"))
+            .unwrap()
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    drop(cg);
+}

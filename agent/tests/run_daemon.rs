@@ -1,0 +1,150 @@
+//! `sessionguard-agent run` on a fake proc tree: endpoints, metrics, and the
+//! incremental scanner following processes that start and exit.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sessionguard_agent::testing::{FakeProc, pts};
+
+const POD: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+
+struct Agent {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(fake: &FakeProc) -> Agent {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sessionguard-agent"))
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--report=false",
+            "--node-name",
+            "node-a",
+            "--listen-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--interval",
+            "50ms",
+            "--resync-every",
+            "1000",
+            "--proc-root",
+        ])
+        .arg(fake.root())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("agent exited before listening")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["fields"]["message"] == "listening" {
+            break v["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the agent never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Agent { child, addr }
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp[9..12].parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn await_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sessions(addr: &str) -> Vec<serde_json::Value> {
+    let (code, body) = get(addr, "/sessions");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["node"], "node-a");
+    v["sessions"].as_array().unwrap().clone()
+}
+
+#[test]
+fn serves_sessions_and_metrics_and_follows_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeProc::create(dir.path(), 1_764_000_000).unwrap();
+    for pid in 1..50 {
+        fake.process(pid).write().unwrap();
+    }
+    let agent = start(&fake);
+    await_until("ready", || get(&agent.addr, "/readyz").0 == 200);
+    assert_eq!(get(&agent.addr, "/healthz").0, 200);
+    assert!(sessions(&agent.addr).is_empty());
+
+    // A login appears: a new pid the incremental scan has never seen.
+    let c = "c".repeat(64);
+    fake.process(900)
+        .comm("bash")
+        .argv(&["bash"])
+        .tty(pts(5))
+        .leads_session()
+        .in_container(POD, &c)
+        .write()
+        .unwrap();
+    await_until("the login", || sessions(&agent.addr).len() == 1);
+    let s = &sessions(&agent.addr)[0];
+    assert_eq!(
+        (s["pid"].as_u64(), s["tty"].as_str()),
+        (Some(900), Some("pts/5"))
+    );
+
+    let (code, metrics) = get(&agent.addr, "/metrics");
+    assert_eq!(code, 200);
+    let want = format!(
+        "sessionguard_agent_sessions{{namespace=\"\",pod=\"\",container=\"\",pod_uid=\"{POD}\",container_id=\"{c}\"}} 1"
+    );
+    assert!(metrics.contains(&want), "{metrics}");
+    assert!(
+        metrics.contains("sessionguard_agent_session_start_time_seconds{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sessionguard_agent_scan_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sessionguard_agent_processes_scanned 50"),
+        "{metrics}"
+    );
+
+    // The shell exits: its pid disappears from readdir.
+    fake.kill(900).unwrap();
+    await_until("the logout", || sessions(&agent.addr).is_empty());
+    let (_, metrics) = get(&agent.addr, "/metrics");
+    assert!(
+        !metrics.contains(&want),
+        "stale session series left behind:\n{metrics}"
+    );
+    assert_eq!(get(&agent.addr, "/nope").0, 404);
+}
