@@ -75,9 +75,7 @@ impl Interaction {
     pub fn evict_at(&self) -> Timestamp {
         let total = self.ttl + self.extension.unwrap_or_default();
         let total = SignedDuration::try_from(total).unwrap_or(SignedDuration::MAX);
-        self.first
-            .checked_add(total)
-            .unwrap_or(Timestamp::MAX)
+        self.first.checked_add(total).unwrap_or(Timestamp::MAX)
     }
 
     /// Folds one interaction (at `at`, by `who`) into an existing record, or
@@ -168,7 +166,11 @@ mod tests {
         assert_eq!(r.first, ts("2026-11-24T01:00:00Z"));
         assert_eq!(r.last, ts("2026-11-24T01:05:00Z"));
         assert_eq!(r.interactor, "alice@example.com");
-        assert_eq!(r.ttl, Duration::from_secs(600), "TTL is fixed at first interaction");
+        assert_eq!(
+            r.ttl,
+            Duration::from_secs(600),
+            "TTL is fixed at first interaction"
+        );
     }
 
     #[test]

@@ -89,11 +89,10 @@ pub fn restore_annotations(current: &Map) -> BTreeMap<String, Option<String>> {
     let saved: BTreeMap<String, Option<String>> = serde_json::from_str(raw).unwrap_or_default();
     for (k, ours) in AUTOSCALER {
         match saved.get(k) {
-            Some(prev) => {
-                if current.get(k) != prev.as_ref() {
-                    patch.insert(k.to_string(), prev.clone());
-                }
+            Some(prev) if current.get(k) != prev.as_ref() => {
+                patch.insert(k.to_string(), prev.clone());
             }
+            Some(_) => {}
             None if current.get(k).map(String::as_str) == Some(ours) => {
                 patch.insert(k.to_string(), None);
             }
@@ -112,9 +111,9 @@ pub fn pdb_name(pod: &str) -> String {
         return name;
     }
     // FNV-1a: stable across releases (unlike std's hasher), no dependency.
-    let hash = pod
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let hash = pod.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
     let mut cut = 253 - 17;
     while !name.is_char_boundary(cut) {
         cut -= 1;
@@ -159,7 +158,9 @@ mod tests {
         let patch = protect_annotations(&user);
         assert_eq!(
             patch["sessionguard.io/saved-annotations"].as_deref(),
-            Some(r#"{"cluster-autoscaler.kubernetes.io/safe-to-evict":"true","karpenter.sh/do-not-disrupt":null}"#)
+            Some(
+                r#"{"cluster-autoscaler.kubernetes.io/safe-to-evict":"true","karpenter.sh/do-not-disrupt":null}"#
+            )
         );
         assert_eq!(
             patch["cluster-autoscaler.kubernetes.io/safe-to-evict"].as_deref(),
@@ -180,7 +181,10 @@ mod tests {
         );
         assert_eq!(undo["karpenter.sh/do-not-disrupt"], None);
         assert_eq!(undo["sessionguard.io/saved-annotations"], None);
-        assert!(restore_annotations(&user).is_empty(), "nothing saved, nothing to undo");
+        assert!(
+            restore_annotations(&user).is_empty(),
+            "nothing saved, nothing to undo"
+        );
     }
 
     #[test]

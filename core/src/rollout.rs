@@ -119,13 +119,19 @@ mod tests {
     #[test]
     fn replaces_highest_ordinal_first() {
         let set = [pod(0), pod(1), pod(2)];
-        assert_eq!(next_step(&set, 3, "old", "new"), Step::Replace("web-2".into()));
+        assert_eq!(
+            next_step(&set, 3, "old", "new"),
+            Step::Replace("web-2".into())
+        );
     }
 
     #[test]
     fn steps_past_logged_in_pods() {
         let set = [pod(0), pod(1).logged_in(), pod(2).updated()];
-        assert_eq!(next_step(&set, 3, "old", "new"), Step::Replace("web-0".into()));
+        assert_eq!(
+            next_step(&set, 3, "old", "new"),
+            Step::Replace("web-0".into())
+        );
         let set = [pod(0).updated(), pod(1).logged_in().unready()];
         assert_eq!(
             next_step(&set, 2, "old", "new"),
@@ -139,7 +145,9 @@ mod tests {
         let set = [pod(0), pod(1).updated().unready()];
         assert!(matches!(next_step(&set, 2, "old", "new"), Step::Wait(m) if m.contains("web-1")));
         let set = [pod(0), pod(1).terminating()];
-        assert!(matches!(next_step(&set, 2, "old", "new"), Step::Wait(m) if m.contains("terminating")));
+        assert!(
+            matches!(next_step(&set, 2, "old", "new"), Step::Wait(m) if m.contains("terminating"))
+        );
         let set = [pod(0)];
         assert!(matches!(next_step(&set, 2, "old", "new"), Step::Wait(m) if m.contains("1 of 2")));
     }
@@ -150,7 +158,11 @@ mod tests {
         assert_eq!(next_step(&set, 2, "old", "new"), Step::MarkCurrent);
         assert_eq!(next_step(&set, 2, "new", "new"), Step::Idle);
         let set = [pod(0).updated(), pod(1).updated(), pod(5)];
-        assert_eq!(next_step(&set, 2, "old", "new"), Step::MarkCurrent, "scaled-away ordinals ignored");
+        assert_eq!(
+            next_step(&set, 2, "old", "new"),
+            Step::MarkCurrent,
+            "scaled-away ordinals ignored"
+        );
     }
 
     #[test]

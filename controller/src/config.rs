@@ -1,0 +1,141 @@
+//! Command-line flags; every one also reads an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    sessionguard_core::duration::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// sessionguard controller: protects logged-in pods, holds back OnDelete
+/// StatefulSet updates, records interactions and evicts drifted pods.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "sessionguard-controller", version)]
+pub struct Config {
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "SESSIONGUARD_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+
+    #[arg(
+        long,
+        env = "SESSIONGUARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// How long a node's sessions stay trusted after its agent's last report.
+    /// Protection an agent established is kept this long when it goes silent,
+    /// then released with an event.
+    #[arg(long, env = "SESSIONGUARD_AGENT_GRACE", value_parser = duration, default_value = "2m")]
+    pub agent_grace: Duration,
+
+    /// Keep the PDB this long after the last session ends (covers a quick re-login).
+    #[arg(long, env = "SESSIONGUARD_RELEASE_GRACE", value_parser = duration, default_value = "0s")]
+    pub release_grace: Duration,
+
+    /// Release protection after this long even if sessions continue (Warning event).
+    /// Off unless set.
+    #[arg(long, env = "SESSIONGUARD_MAX_PROTECTION", value_parser = duration)]
+    pub max_protection: Option<Duration>,
+
+    /// Record interactions (label + annotations) for terminal logins the agents see.
+    #[arg(long, env = "SESSIONGUARD_RECORD_INTERACTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub record_interactions: bool,
+
+    /// Evict interacted pods once their evict-at time passes (drift eviction).
+    #[arg(long, env = "SESSIONGUARD_EVICT_INTERACTED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub evict_interacted: bool,
+
+    /// Time from first interaction to eviction (recorded on the pod at first interaction).
+    #[arg(long, env = "SESSIONGUARD_TTL", value_parser = duration, default_value = "10m")]
+    pub ttl: Duration,
+
+    /// Namespaces whose pods are never drift-evicted (comma-separated).
+    #[arg(long, env = "SESSIONGUARD_NAMESPACE_ALLOWLIST", value_delimiter = ',')]
+    pub namespace_allowlist: Vec<String>,
+
+    /// Replace outdated pods of protected OnDelete StatefulSets.
+    #[arg(long, env = "SESSIONGUARD_ROLLOUT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rollout: bool,
+
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sessionguard-system")]
+    pub lease_namespace: String,
+
+    #[arg(
+        long,
+        env = "SESSIONGUARD_LEASE_NAME",
+        default_value = "sessionguard-controller"
+    )]
+    pub lease_name: String,
+
+    /// How long a leader's Lease is honoured without renewal.
+    #[arg(long, env = "SESSIONGUARD_LEASE_DURATION", value_parser = duration, default_value = "15s")]
+    pub lease_duration: Duration,
+
+    /// This replica's name in the Lease (defaults to hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Upper bound on every write to the API server.
+    #[arg(long, env = "SESSIONGUARD_WRITE_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub write_timeout: Duration,
+
+    /// Parallel pod reconciles.
+    #[arg(long, env = "SESSIONGUARD_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+impl Config {
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "sessionguard".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    pub fn namespace_allowed_to_evict(&self, ns: &str) -> bool {
+        !self.namespace_allowlist.iter().any(|a| a.trim() == ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations_and_lists() {
+        let c = Config::try_parse_from([
+            "c",
+            "--ttl",
+            "1h30m",
+            "--max-protection",
+            "2d",
+            "--namespace-allowlist",
+            "kube-system,ops",
+            "--evict-interacted",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(c.ttl, Duration::from_secs(5400));
+        assert_eq!(c.max_protection, Some(Duration::from_secs(172_800)));
+        assert!(c.evict_interacted);
+        assert!(!c.namespace_allowed_to_evict("ops"));
+        assert!(c.namespace_allowed_to_evict("default"));
+        let e = Config::try_parse_from(["c", "--ttl", "3x"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown unit"), "{e}");
+    }
+}

@@ -1,0 +1,189 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease. Only the holder runs
+//! the controllers and writes; standbys wait.
+//!
+//! Expiry is judged on the local clock, from when this replica last saw the
+//! Lease change (as client-go does), so clock skew between replicas cannot
+//! make two leaders. Every write carries the resourceVersion it read, so two
+//! candidates racing for an expired Lease cannot both win.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
+use kube::api::{Api, PostParams};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+    timeout: Duration,
+    observed: Option<(String, Instant)>,
+    metrics: Metrics,
+}
+
+impl Elector {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            duration,
+            timeout: duration / 3,
+            observed: None,
+            metrics,
+        }
+    }
+
+    pub fn retry_period(&self) -> Duration {
+        (self.duration / 5).max(Duration::from_millis(200))
+    }
+
+    pub fn renew_period(&self) -> Duration {
+        (self.duration / 3).max(Duration::from_millis(200))
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        f: impl std::future::Future<Output = kube::Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(Ok(v)) => {
+                self.metrics.write(op, "ok");
+                Ok(v)
+            }
+            Ok(Err(source)) => {
+                self.metrics.write(op, "error");
+                Err(Error::Kube { op, source })
+            }
+            Err(_) => {
+                self.metrics.write(op, "timeout");
+                Err(Error::Timeout {
+                    op,
+                    secs: self.timeout.as_secs(),
+                })
+            }
+        }
+    }
+
+    fn spec(&self, previous: Option<&LeaseSpec>, now: Timestamp) -> LeaseSpec {
+        let ours =
+            previous.and_then(|p| p.holder_identity.as_deref()) == Some(self.identity.as_str());
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.duration.as_secs().max(1) as i32),
+            acquire_time: if ours {
+                previous.and_then(|p| p.acquire_time.clone())
+            } else {
+                Some(MicroTime(now))
+            },
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(
+                previous.and_then(|p| p.lease_transitions).unwrap_or(0)
+                    + if ours || previous.is_none() { 0 } else { 1 },
+            ),
+            ..Default::default()
+        }
+    }
+
+    /// One attempt: true if we hold the Lease afterwards.
+    pub async fn try_acquire_or_renew(&mut self) -> Result<bool> {
+        let now = Timestamp::now();
+        let Some(lease) = self
+            .timed("get_lease", self.api.get_opt(&self.name))
+            .await?
+        else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(self.spec(None, now)),
+            };
+            return match self
+                .timed(
+                    "create_lease",
+                    self.api.create(&PostParams::default(), &lease),
+                )
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if e.status() == Some(409) => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let rv = lease.metadata.resource_version.clone().unwrap_or_default();
+        let observed_at = match &self.observed {
+            Some((seen, at)) if *seen == rv => *at,
+            _ => {
+                let at = Instant::now();
+                self.observed = Some((rv.clone(), at));
+                at
+            }
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.as_deref().unwrap_or("");
+        let their_duration =
+            Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
+        let expired = holder.is_empty() || observed_at.elapsed() > their_duration;
+        if holder != self.identity && !expired {
+            return Ok(false);
+        }
+        let mut next = lease.clone();
+        next.spec = Some(self.spec(Some(&spec), now));
+        match self
+            .timed(
+                "update_lease",
+                self.api.replace(&self.name, &PostParams::default(), &next),
+            )
+            .await
+        {
+            Ok(updated) => {
+                self.observed = updated
+                    .metadata
+                    .resource_version
+                    .map(|rv| (rv, Instant::now()));
+                Ok(true)
+            }
+            Err(e) if e.status() == Some(409) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the Lease up on shutdown so a standby takes over at once.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        if let Err(e) = self
+            .timed(
+                "release_lease",
+                self.api.replace(&self.name, &PostParams::default(), &lease),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not release the Lease; a standby takes over when it expires");
+        }
+    }
+}

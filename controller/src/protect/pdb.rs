@@ -1,0 +1,164 @@
+//! Our PodDisruptionBudgets: one per logged-in pod, `maxUnavailable: 0`,
+//! selecting the pod by its UID label, owned by the pod (garbage-collected
+//! with it) and labelled as ours. A PDB we did not create is never changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use sessionguard_core::keys;
+use sessionguard_core::protection::pdb_name;
+
+use crate::error::Result;
+use crate::events::{self, Kind};
+use crate::state::State;
+
+/// The PDB we want for `pod`.
+pub fn desired(pod: &Pod) -> PodDisruptionBudget {
+    let uid = pod.uid().unwrap_or_default();
+    PodDisruptionBudget {
+        metadata: ObjectMeta {
+            name: Some(pdb_name(&pod.name_any())),
+            namespace: pod.namespace(),
+            labels: Some(BTreeMap::from([
+                (keys::MANAGED_BY.to_string(), keys::MANAGER.to_string()),
+                (keys::POD_UID_LABEL.to_string(), uid.clone()),
+            ])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: pod.name_any(),
+                uid: uid.clone(),
+                // Not a controller reference (the pod's workload controls it),
+                // and no blockOwnerDeletion (would need pods/finalizers rights).
+                controller: None,
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        },
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(0)),
+            selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(keys::POD_UID_LABEL.to_string(), uid)])),
+                match_expressions: None,
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+pub enum Ensured {
+    Created,
+    Present,
+    /// A PDB we did not create holds the name.
+    NameTaken,
+}
+
+/// Creates the PDB unless it exists. Called only when the store shows none of ours.
+pub async fn ensure(state: &Arc<State>, pod: &Pod) -> Result<Ensured> {
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<PodDisruptionBudget> = Api::namespaced(state.client.clone(), &ns);
+    let pdb = desired(pod);
+    match state
+        .write("create_pdb", api.create(&PostParams::default(), &pdb))
+        .await
+    {
+        Ok(_) => Ok(Ensured::Created),
+        Err(e) if e.status() == Some(409) => {
+            let name = pdb_name(&pod.name_any());
+            let existing =
+                api.get_opt(&name)
+                    .await
+                    .map_err(|source| crate::error::Error::Kube {
+                        op: "get_pdb",
+                        source,
+                    })?;
+            let ours = existing.as_ref().is_some_and(|p| {
+                p.labels().get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGER)
+                    && p.owner_references()
+                        .iter()
+                        .any(|o| Some(&o.uid) == pod.metadata.uid.as_ref())
+            });
+            if ours {
+                return Ok(Ensured::Present);
+            }
+            let first = state.with_memory(&pod.uid().unwrap_or_default(), |m| {
+                !std::mem::replace(&mut m.warned_name_taken, true)
+            });
+            if first {
+                events::on_pod(
+                    state,
+                    pod,
+                    Kind::Warning,
+                    "PDBNameTaken",
+                    format!(
+                        "cannot protect {}: a PodDisruptionBudget named {name} exists and was not created by sessionguard; it is left untouched. Rename it to let sessionguard protect this pod.",
+                        events::pod_name(pod)
+                    ),
+                );
+            }
+            Ok(Ensured::NameTaken)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes our PDB, with a UID precondition so a PDB that replaced ours under
+/// the same name in the meantime is never deleted.
+pub async fn delete(state: &Arc<State>, pdb: &PodDisruptionBudget) -> Result<()> {
+    let ns = pdb.namespace().unwrap_or_default();
+    let api: Api<PodDisruptionBudget> = Api::namespaced(state.client.clone(), &ns);
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pdb.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match state
+        .write("delete_pdb", api.delete(&pdb.name_any(), &dp))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone already (GC or a previous attempt), or replaced by someone else's.
+        Err(e) if matches!(e.status(), Some(404 | 409)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::pod;
+
+    #[test]
+    fn selects_exactly_the_pod_and_is_owned_by_it() {
+        let p = pod("target-sts-0").on_node("node-b").build();
+        let pdb = desired(&p);
+        assert_eq!(
+            pdb.metadata.name.as_deref(),
+            Some("sessionguard-target-sts-0")
+        );
+        let spec = pdb.spec.unwrap();
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(
+            spec.selector.unwrap().match_labels.unwrap()[keys::POD_UID_LABEL],
+            p.metadata.uid.clone().unwrap()
+        );
+        let owner = &pdb.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Pod", p.metadata.uid.as_deref().unwrap())
+        );
+        assert_eq!(
+            pdb.metadata.labels.unwrap()[keys::MANAGED_BY],
+            "sessionguard"
+        );
+    }
+}

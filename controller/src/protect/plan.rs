@@ -1,0 +1,330 @@
+//! The pure part of a pod reconcile: from what we know about a pod, decide the
+//! PDB, the pod's labels and annotations, and when to look again.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use sessionguard_core::interaction::{Interaction, login_user, rfc3339};
+use sessionguard_core::protection::{OptIn, protect_annotations, restore_annotations};
+use sessionguard_core::{Session, keys};
+
+use crate::config::Config;
+
+/// Everything a decision depends on.
+pub struct Inputs<'a> {
+    pub pod: &'a Pod,
+    /// Live logins from a fresh report (consoles already removed).
+    pub logins: &'a [Session],
+    /// Set when the node's agent has gone silent past the grace period.
+    pub silent_since: Option<Timestamp>,
+    /// When the report stops being fresh.
+    pub stale_at: Option<Timestamp>,
+    pub opt: OptIn,
+    pub has_pdb: bool,
+    pub last_login: Option<Timestamp>,
+    pub now: Timestamp,
+    pub config: &'a Config,
+}
+
+/// Why protection ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Release {
+    SessionsEnded,
+    AgentSilent(Timestamp),
+    Capped(Duration),
+    NoPdb,
+    OptedOut,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    pub protect: bool,
+    pub release: Option<Release>,
+    /// Merge-patch values for labels and annotations (None removes).
+    pub labels: BTreeMap<String, Option<String>>,
+    pub annotations: BTreeMap<String, Option<String>>,
+    /// Set when the interaction record changed because of a new extension.
+    pub extended: Option<Interaction>,
+    /// The record as it will be after the patch.
+    pub interaction: Option<Interaction>,
+    pub interaction_error: Option<String>,
+    pub requeue: Option<Duration>,
+}
+
+fn plus(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn until(now: Timestamp, t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+pub fn plan(i: &Inputs) -> Plan {
+    let mut p = Plan::default();
+    let current = i.pod.annotations();
+    let mut wake: Vec<Timestamp> = Vec::new();
+
+    // --- protection ---
+    let in_grace = i.logins.is_empty()
+        && i.has_pdb
+        && i.last_login
+            .is_some_and(|t| i.now < plus(t, i.config.release_grace));
+    let since = current
+        .get(keys::PROTECTED_SINCE)
+        .and_then(|v| v.parse::<Timestamp>().ok());
+    let capped = match (i.config.max_protection, since) {
+        (Some(cap), Some(since)) if !i.logins.is_empty() => {
+            let end = plus(since, cap);
+            if i.now >= end {
+                Some(cap)
+            } else {
+                wake.push(end);
+                None
+            }
+        }
+        _ => None,
+    };
+    p.protect = i.opt.wants_protection() && capped.is_none() && (!i.logins.is_empty() || in_grace);
+    if in_grace && p.protect {
+        wake.push(plus(i.last_login.unwrap_or(i.now), i.config.release_grace));
+    }
+    if let Some(stale) = i.stale_at.filter(|_| !i.logins.is_empty()) {
+        wake.push(stale);
+    }
+
+    if p.protect {
+        let uid = i.pod.uid().unwrap_or_default();
+        if i.pod.labels().get(keys::POD_UID_LABEL) != Some(&uid) {
+            p.labels.insert(keys::POD_UID_LABEL.into(), Some(uid));
+        }
+        p.annotations.extend(protect_annotations(current));
+        if since.is_none() {
+            p.annotations
+                .insert(keys::PROTECTED_SINCE.into(), Some(rfc3339(i.now)));
+        }
+    } else {
+        p.annotations.extend(restore_annotations(current));
+        // protected-since survives a cap while sessions continue, so the cap
+        // is not re-armed by the next reconcile; it goes with the last session.
+        if i.logins.is_empty() && since.is_some() {
+            p.annotations.insert(keys::PROTECTED_SINCE.into(), None);
+        }
+        if i.has_pdb || current.contains_key(keys::SAVED_ANNOTATIONS) {
+            p.release = Some(if let Some(cap) = capped {
+                Release::Capped(cap)
+            } else if !i.opt.protect {
+                Release::OptedOut
+            } else if i.opt.no_pdb {
+                Release::NoPdb
+            } else if let Some(t) = i.silent_since {
+                Release::AgentSilent(t)
+            } else {
+                Release::SessionsEnded
+            });
+        }
+    }
+
+    // --- interaction record ---
+    let existing = match Interaction::from_annotations(current) {
+        Ok(r) => r,
+        Err(e) => {
+            p.interaction_error = Some(e.to_string());
+            None
+        }
+    };
+    let mut record = existing.clone();
+    if i.config.record_interactions && !i.logins.is_empty() && p.interaction_error.is_none() {
+        let first = i
+            .logins
+            .iter()
+            .min_by_key(|s| s.started_at)
+            .expect("non-empty");
+        let last = i
+            .logins
+            .iter()
+            .max_by_key(|s| s.started_at)
+            .expect("non-empty");
+        let r = Interaction::record(
+            existing.as_ref(),
+            first.started_at,
+            &login_user(first.uid),
+            i.config.ttl,
+        );
+        record = Some(Interaction::record(
+            Some(&r),
+            last.started_at,
+            &login_user(last.uid),
+            i.config.ttl,
+        ));
+        if i.pod.labels().get(keys::INTERACTED).map(String::as_str) != Some("true") {
+            p.labels
+                .insert(keys::INTERACTED.into(), Some("true".into()));
+        }
+    }
+    if let Some(r) = &record {
+        for (k, v) in r.to_annotations() {
+            if current.get(&k) != Some(&v) {
+                p.annotations.insert(k, Some(v));
+            }
+        }
+        // Someone changed the extension (kubectl sessions extend): evict-at moves.
+        let stored_evict_at = current.get(keys::EVICT_AT);
+        if existing.is_some()
+            && r.extension.is_some()
+            && stored_evict_at.is_some_and(|s| *s != rfc3339(r.evict_at()))
+        {
+            p.extended = Some(r.clone());
+        }
+    }
+    p.interaction = record;
+
+    p.requeue = wake
+        .into_iter()
+        .min()
+        .map(|t| until(i.now, t) + Duration::from_millis(50));
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{config, pod, session, ts};
+
+    fn run(pod: &Pod, logins: &[Session], has_pdb: bool, cfg: &Config) -> Plan {
+        plan(&Inputs {
+            pod,
+            logins,
+            silent_since: None,
+            stale_at: Some(ts("2026-11-24T01:02:00Z")),
+            opt: OptIn::from_objects([(pod.labels(), pod.annotations())]),
+            has_pdb,
+            last_login: Some(ts("2026-11-24T01:00:00Z")),
+            now: ts("2026-11-24T01:00:00Z"),
+            config: cfg,
+        })
+    }
+
+    #[test]
+    fn a_login_on_a_protected_pod_protects_and_records() {
+        let cfg = config();
+        let p = pod("web-0").protected().build();
+        let plan = run(
+            &p,
+            &[session().uid(1000).at("2026-11-24T00:59:00Z").build()],
+            false,
+            &cfg,
+        );
+        assert!(plan.protect);
+        assert_eq!(plan.labels[keys::POD_UID_LABEL], p.metadata.uid.clone());
+        assert_eq!(plan.labels[keys::INTERACTED].as_deref(), Some("true"));
+        assert_eq!(
+            plan.annotations[keys::CA_SAFE_TO_EVICT].as_deref(),
+            Some("false")
+        );
+        assert_eq!(
+            plan.annotations[keys::KARPENTER_DO_NOT_DISRUPT].as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            plan.annotations[keys::INTERACTOR].as_deref(),
+            Some("uid:1000")
+        );
+        assert_eq!(
+            plan.annotations[keys::EVICT_AT].as_deref(),
+            Some("2026-11-24T01:09:00Z")
+        );
+        assert_eq!(
+            plan.requeue,
+            Some(Duration::from_millis(120_050)),
+            "look again when the report goes stale"
+        );
+    }
+
+    #[test]
+    fn consoles_are_not_passed_in_and_unprotected_pods_are_only_recorded() {
+        let cfg = config();
+        let p = pod("debug").build();
+        let plan = run(&p, &[session().uid(0).build()], false, &cfg);
+        assert!(!plan.protect && plan.release.is_none());
+        assert_eq!(plan.annotations[keys::INTERACTOR].as_deref(), Some("uid:0"));
+        assert!(!plan.annotations.contains_key(keys::CA_SAFE_TO_EVICT));
+    }
+
+    #[test]
+    fn last_logout_releases_and_restores() {
+        let cfg = config();
+        let p = pod("web-0").protected().was_protected().build();
+        let plan = run(&p, &[], true, &cfg);
+        assert!(!plan.protect);
+        assert_eq!(plan.release, Some(Release::SessionsEnded));
+        assert_eq!(plan.annotations[keys::CA_SAFE_TO_EVICT], None);
+        assert_eq!(plan.annotations[keys::SAVED_ANNOTATIONS], None);
+        assert_eq!(plan.annotations[keys::PROTECTED_SINCE], None);
+    }
+
+    #[test]
+    fn release_grace_keeps_the_pdb_briefly() {
+        let mut cfg = config();
+        cfg.release_grace = Duration::from_secs(5);
+        let p = pod("web-0").protected().was_protected().build();
+        let plan = run(&p, &[], true, &cfg);
+        assert!(plan.protect && plan.release.is_none());
+        assert_eq!(plan.requeue, Some(Duration::from_millis(5_050)));
+    }
+
+    #[test]
+    fn no_pdb_and_cap_release_with_their_reason() {
+        let cfg = config();
+        let p = pod("web-0").protected().no_pdb().was_protected().build();
+        assert_eq!(
+            run(&p, &[session().build()], true, &cfg).release,
+            Some(Release::NoPdb)
+        );
+
+        let mut cfg = config();
+        cfg.max_protection = Some(Duration::from_secs(60));
+        let p = pod("web-0").protected().was_protected().build(); // since 00:58
+        let plan = run(&p, &[session().build()], true, &cfg);
+        assert_eq!(plan.release, Some(Release::Capped(Duration::from_secs(60))));
+        assert!(
+            !plan.annotations.contains_key(keys::PROTECTED_SINCE),
+            "cap stays armed while logged in"
+        );
+    }
+
+    #[test]
+    fn an_extension_moves_evict_at() {
+        let cfg = config();
+        let p = pod("web-0")
+            .annotated(keys::FIRST_INTERACTION, "2026-11-24T00:50:00Z")
+            .annotated(keys::TTL, "10m0s")
+            .annotated(keys::EVICT_AT, "2026-11-24T01:00:00Z")
+            .annotated(keys::EXTENSION, "1h")
+            .build();
+        let plan = run(&p, &[], false, &cfg);
+        assert_eq!(
+            plan.annotations[keys::EVICT_AT].as_deref(),
+            Some("2026-11-24T02:00:00Z")
+        );
+        assert!(plan.extended.is_some());
+    }
+
+    #[test]
+    fn an_unreadable_record_is_reported_not_overwritten() {
+        let cfg = config();
+        let p = pod("web-0")
+            .annotated(keys::FIRST_INTERACTION, "soon")
+            .build();
+        let plan = run(&p, &[session().build()], false, &cfg);
+        assert!(
+            plan.interaction_error
+                .unwrap()
+                .contains("first-interaction")
+        );
+        assert!(!plan.annotations.contains_key(keys::FIRST_INTERACTION));
+    }
+}

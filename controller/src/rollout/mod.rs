@@ -1,0 +1,194 @@
+//! OnDelete StatefulSet rollouts for protected sets: replace outdated pods one
+//! at a time through the eviction API (so PDBs, including ours, are honoured),
+//! never a logged-in pod, and fix up `status.currentRevision` at the end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use sessionguard_core::keys;
+use sessionguard_core::protection::{Map, OptIn};
+use sessionguard_core::rollout::{Member, Step, next_step, ordinal};
+
+use crate::error::{Error, Result};
+use crate::events::{self, Kind};
+use crate::state::State;
+
+/// Does sessionguard drive this set's updates?
+pub fn manages(sts: &StatefulSet, opt: &OptIn) -> bool {
+    let on_delete = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.as_deref())
+        == Some("OnDelete");
+    on_delete && opt.protect
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Action> {
+    let _timer = state.metrics.timer("statefulset");
+    state.ready().await;
+    let ns = sts.namespace().unwrap_or_default();
+    let ns_labels: Map = state
+        .stores
+        .namespaces
+        .get(&ObjectRef::new(&ns))
+        .map(|n| n.labels().clone())
+        .unwrap_or_default();
+    let opt = OptIn::from_objects([(sts.labels(), sts.annotations()), (&ns_labels, &Map::new())]);
+    if !state.config.rollout || !manages(&sts, &opt) {
+        return Ok(Action::await_change());
+    }
+    let Some(status) = sts.status.as_ref() else {
+        return Ok(Action::await_change());
+    };
+    let (Some(update), Some(current)) = (
+        status.update_revision.as_deref(),
+        status.current_revision.as_deref(),
+    ) else {
+        return Ok(Action::await_change());
+    };
+    let replicas = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
+        .max(0) as u32;
+    let name = sts.name_any();
+    let now = Timestamp::now();
+    let pods: Vec<Arc<Pod>> = state
+        .stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| {
+            p.namespace().as_deref() == Some(&ns)
+                && p.owner_references().iter().any(|o| {
+                    o.controller == Some(true) && Some(&o.uid) == sts.metadata.uid.as_ref()
+                })
+        })
+        .collect();
+    let members: Vec<Member> = pods
+        .iter()
+        .filter_map(|p| {
+            Some(Member {
+                name: p.name_any(),
+                ordinal: ordinal(&name, &p.name_any())?,
+                revision: p
+                    .labels()
+                    .get(keys::REVISION_HASH)
+                    .cloned()
+                    .unwrap_or_default(),
+                ready: ready(p),
+                terminating: p.metadata.deletion_timestamp.is_some(),
+                logged_in: state.logged_in(p, now) && !state.opt_in(p).no_pdb,
+            })
+        })
+        .collect();
+
+    match next_step(&members, replicas, current, update) {
+        Step::Idle => Ok(Action::requeue(Duration::from_secs(60))),
+        Step::Wait(why) => {
+            tracing::debug!(statefulset = %name, %why, "rollout waiting");
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+        Step::Held(pods) => {
+            tracing::debug!(statefulset = %name, ?pods, "rollout held by logged-in pods");
+            Ok(Action::requeue(Duration::from_secs(10)))
+        }
+        Step::Replace(pod_name) => {
+            let pod = pods
+                .iter()
+                .find(|p| p.name_any() == pod_name)
+                .expect("member");
+            let api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
+            let ep = EvictParams {
+                delete_options: Some(DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: pod.uid(),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match state.write("evict_pod", api.evict(&pod_name, &ep)).await {
+                Ok(_) => {
+                    state.metrics.eviction("rollout", "evicted");
+                    events::on_pod(
+                        &state,
+                        pod,
+                        Kind::Normal,
+                        "RolloutReplaced",
+                        format!(
+                            "evicted to roll out StatefulSet {name} revision {update} (OnDelete, replaced by sessionguard one pod at a time)"
+                        ),
+                    );
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+                Err(e) if e.status() == Some(429) => {
+                    state.metrics.eviction("rollout", "blocked");
+                    Ok(Action::requeue(Duration::from_secs(5)))
+                }
+                Err(e) if matches!(e.status(), Some(404 | 409)) => {
+                    Ok(Action::requeue(Duration::from_secs(1)))
+                }
+                Err(e) => {
+                    state.metrics.eviction("rollout", "failed");
+                    Err(e)
+                }
+            }
+        }
+        Step::MarkCurrent => {
+            let api: Api<StatefulSet> = Api::namespaced(state.client.clone(), &ns);
+            let patch = serde_json::json!({
+                "status": {
+                    "currentRevision": update,
+                    "currentReplicas": status.updated_replicas.unwrap_or(replicas as i32),
+                }
+            });
+            state
+                .write(
+                    "patch_statefulset_status",
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await?;
+            events::emit(
+                &state,
+                events::object_ref(&*sts),
+                Kind::Normal,
+                "RolloutComplete",
+                format!(
+                    "all {replicas} pods run revision {update}; status.currentRevision updated"
+                ),
+            );
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+    }
+}
+
+pub fn error_policy(sts: Arc<StatefulSet>, err: &Error, state: Arc<State>) -> Action {
+    state
+        .metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            controller: "statefulset",
+            kind: err.kind(),
+        })
+        .inc();
+    tracing::warn!(statefulset = %sts.name_any(), error = %err, "rollout reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
