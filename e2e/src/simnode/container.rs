@@ -1,0 +1,135 @@
+//! A container's process. Images cannot be pulled here, so every container runs a
+//! stand-in, `sleep infinity`, inside the container's cgroup scope. What matters for
+//! sessionguard is real: a pid in the right cgroup, reaped and signalled like a container.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use super::cgroup;
+use crate::error::Context;
+use crate::{Error, Result};
+
+/// The stand-in each container runs.
+pub const STAND_IN: [&str; 2] = ["sleep", "infinity"];
+
+/// A running container.
+#[derive(Debug)]
+pub struct Container {
+    pub name: String,
+    /// 64 hex digits, as containerd's IDs.
+    pub id: String,
+    pub scope: PathBuf,
+    child: Child,
+}
+
+// === impl Container ===
+
+impl Container {
+    /// Creates the scope below `pod_dir` and starts the stand-in inside it.
+    pub fn start(name: &str, pod_dir: &Path) -> Result<Self> {
+        let id = new_id();
+        let scope = pod_dir.join(cgroup::container_scope(&id));
+        std::fs::create_dir(&scope).ctx(|| format!("creating cgroup {}", scope.display()))?;
+        let procs = cgroup::procs_file(&scope)?;
+        let mut cmd = Command::new(STAND_IN[0]);
+        cmd.args(&STAND_IN[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Dropping the handle (node stopped, task aborted) never leaks the process.
+            .kill_on_drop(true);
+        // SAFETY: setsid and open/write/close only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::setsid();
+                cgroup::enter_from_child(&procs)
+            });
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&scope);
+                return Err(e).ctx(|| format!("starting container {name} in {}", scope.display()));
+            }
+        };
+        Ok(Self {
+            name: name.to_string(),
+            id,
+            scope,
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL once `grace` has passed; then removes the scope.
+    pub async fn stop(mut self, grace: Duration) -> Result<()> {
+        if let Some(pid) = self.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            if tokio::time::timeout(grace, self.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = self.child.start_kill();
+            }
+        }
+        let _ = self.child.wait().await;
+        cgroup::remove_dir(&self.scope)
+    }
+
+    /// Synchronous last resort for Drop paths: SIGKILL and remove the scope.
+    pub fn kill_now(mut self) -> Result<()> {
+        let _ = self.child.start_kill();
+        cgroup::remove_dir(&self.scope)
+    }
+}
+
+fn new_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Validates a container ID read back from a pod status (`containerd://<64 hex>`).
+pub fn parse_container_id(status_id: &str) -> Result<&str> {
+    let id = status_id.strip_prefix("containerd://").ok_or_else(|| {
+        Error::Invalid(format!(
+            "container ID {status_id:?} is not containerd://<id>"
+        ))
+    })?;
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(id)
+    } else {
+        Err(Error::Invalid(format!(
+            "container ID {id:?} is not 64 hex digits"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_64_hex_digits() {
+        let id = new_id();
+        assert_eq!(id.len(), 64);
+        assert_eq!(
+            parse_container_id(&format!("containerd://{id}")).unwrap(),
+            id
+        );
+    }
+
+    #[test]
+    fn foreign_runtimes_and_short_ids_are_refused() {
+        assert!(parse_container_id("docker://abc").is_err());
+        assert!(parse_container_id("containerd://abc").is_err());
+    }
+}
