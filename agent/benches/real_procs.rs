@@ -1,0 +1,196 @@
+//! Scan cost on this machine with a few thousand real processes, against
+//! `ps -e -o pid,tty,cgroup` in the same run, plus the daemon's CPU and RSS
+//! at a 1 s interval. Prints ratios; the machine is noisy, so only ratios
+//! measured side by side mean anything.
+//!
+//! `cargo bench -p sessionguard-agent --bench real_procs`
+//! Env: SG_BENCH_PROCS (default 3000 extra processes), SG_BENCH_ROUNDS (15),
+//! SG_BENCH_DAEMON_SECS (30).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sessionguard_agent::scan::{ProcFs, Scanner, ScannerConfig};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Sleepers(Vec<Child>);
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> Duration {
+    let t = Instant::now();
+    std::hint::black_box(f());
+    t.elapsed()
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with no `--bench`; do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let extra = env_or("SG_BENCH_PROCS", 3000);
+    let rounds = env_or("SG_BENCH_ROUNDS", 15) as usize;
+    let daemon_secs = env_or("SG_BENCH_DAEMON_SECS", 30);
+
+    let mut sleepers = Sleepers(Vec::new());
+    for _ in 0..extra {
+        let c = Command::new("sleep")
+            .arg("3600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn sleep");
+        sleepers.0.push(c);
+    }
+    let total = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter(|e| {
+            e.as_ref().is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+        })
+        .count();
+    println!("processes on the host: {total} ({extra} spawned by this bench)");
+
+    let agent = env!("CARGO_BIN_EXE_sessionguard-agent");
+    let mut full = Scanner::new(
+        ProcFs::open("/proc".as_ref()).unwrap(),
+        ScannerConfig::default(),
+    )
+    .unwrap();
+    let mut inc = Scanner::new(
+        ProcFs::open("/proc".as_ref()).unwrap(),
+        ScannerConfig::default(),
+    )
+    .unwrap();
+    inc.scan(true).unwrap();
+    let mut fs = ProcFs::open("/proc".as_ref()).unwrap();
+    let (mut pids, mut buf) = (Vec::new(), Vec::new());
+
+    let names = [
+        "ps -e -o pid,tty,cgroup",
+        "agent scan (binary, JSON)",
+        "full scan (in-process)",
+        "procfs crate scan",
+        "stat of every pid",
+        "incremental tick",
+        "readdir only",
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    for _ in 0..rounds {
+        samples[0].push(time(|| {
+            Command::new("ps")
+                .args(["-e", "-o", "pid,tty,cgroup"])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+        }));
+        samples[1].push(time(|| {
+            Command::new(agent)
+                .args(["scan", "-o", "json"])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+        }));
+        samples[2].push(time(|| full.scan(true).unwrap()));
+        samples[3].push(time(|| {
+            procfs::process::all_processes()
+                .unwrap()
+                .flatten()
+                .filter(|p| p.stat().is_ok_and(|s| s.tty_nr != 0) && p.cgroups().is_ok())
+                .count()
+        }));
+        samples[4].push(time(|| {
+            fs.pids(&mut pids).unwrap();
+            pids.iter()
+                .filter(|(pid, _)| fs.read(*pid, "stat", &mut buf).unwrap_or(false))
+                .count()
+        }));
+        samples[5].push(time(|| inc.scan(false).unwrap()));
+        samples[6].push(time(|| fs.pids(&mut pids).unwrap()));
+    }
+    let base = median(samples[0].clone());
+    println!(
+        "\n{:<28} {:>12} {:>10}",
+        "what (median of rounds)", "time", "× ps"
+    );
+    for (name, s) in names.iter().zip(samples) {
+        let m = median(s);
+        println!(
+            "{name:<28} {:>10.2?} {:>10.3}",
+            m,
+            m.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+
+    // The daemon at its default interval: CPU share of one core and memory.
+    let mut d = Command::new(agent)
+        .args([
+            "run",
+            "--report=false",
+            "--node-name",
+            "bench",
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--interval",
+            "1s",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as f64;
+    // Let start-up and the first full scan pass before measuring the steady state.
+    std::thread::sleep(Duration::from_secs(3));
+    let (t0, c0) = (Instant::now(), cpu_ticks(d.id()));
+    std::thread::sleep(Duration::from_secs(daemon_secs));
+    let (secs, ticks) = (t0.elapsed().as_secs_f64(), cpu_ticks(d.id()) - c0);
+    println!(
+        "\ndaemon at 1s interval over {secs:.0}s: CPU {:.3}% of one core; VmRSS {} KiB, VmHWM {} KiB",
+        ticks as f64 / hz / secs * 100.0,
+        status_kib(d.id(), "VmRSS:"),
+        status_kib(d.id(), "VmHWM:")
+    );
+    let _ = d.kill();
+    let _ = d.wait();
+}
