@@ -98,7 +98,9 @@ impl Scanner {
 
     /// One scan; full on the first call and every `resync_every` ticks.
     pub fn tick(&mut self) -> Result<(Vec<Session>, ScanStats), Error> {
-        let full = self.generation % self.config.resync_every.max(1) == 0;
+        let full = self
+            .generation
+            .is_multiple_of(self.config.resync_every.max(1));
         self.scan(full)
     }
 
