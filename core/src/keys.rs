@@ -54,3 +54,7 @@ pub const REPORT_GROUP: &str = "sessionguard.io";
 pub const REPORT_VERSION: &str = "v1alpha1";
 pub const REPORT_KIND: &str = "SessionReport";
 pub const REPORT_PLURAL: &str = "sessionreports";
+
+/// The container of the most recent API interaction (exec, attach, debug),
+/// written by the admission webhook's record path.
+pub const LAST_CONTAINER: &str = "sessionguard.io/last-container";

@@ -6,6 +6,7 @@
 
 pub mod duration;
 pub mod error;
+pub mod guard;
 pub mod interaction;
 pub mod keys;
 pub mod protection;

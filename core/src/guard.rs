@@ -1,0 +1,257 @@
+//! Who may change sessionguard's labels and annotations on a pod.
+//!
+//! The interaction record decides when a pod is evicted, so only the
+//! controller may write it. Users may change exactly one value, the
+//! extension, and the requester is taken from the authenticated request and
+//! written next to it (`extended-by`), never from client-written text.
+//! Opt-in keys (`protect`, `no-pdb`, `eviction-exempt`) stay the user's.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::{duration, keys};
+
+pub type Map = BTreeMap<String, String>;
+
+/// sessionguard keys a user may set or remove freely.
+const USER_KEYS: [&str; 4] = [
+    keys::PROTECT,
+    keys::NO_PDB,
+    keys::EVICTION_EXEMPT,
+    keys::EXTENSION,
+];
+
+fn guarded(key: &str) -> bool {
+    key.starts_with(keys::PREFIX) && !USER_KEYS.contains(&key)
+}
+
+/// Guarded keys whose value differs between `old` and `new` (added, changed
+/// or removed), sorted.
+pub fn changed_guarded(old: &Map, new: &Map) -> Vec<String> {
+    let mut out: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| guarded(k) && old.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(
+            old.keys()
+                .filter(|k| guarded(k) && !new.contains_key(*k))
+                .cloned(),
+        )
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What a pod update may do, as seen by the guard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing of ours changed, or a privileged writer changed it.
+    Allow,
+    /// The extension changed (set to `Some`, or removed); `extended-by` must
+    /// be the requester.
+    Extension(Option<Duration>),
+    Deny(String),
+}
+
+/// One pod update's labels and annotations, before and after.
+pub struct Update<'a> {
+    pub old_labels: &'a Map,
+    pub new_labels: &'a Map,
+    pub old_annotations: &'a Map,
+    pub new_annotations: &'a Map,
+}
+
+/// Decides a pod update. `privileged` writers (the controller) may change
+/// anything. For everyone else, only the extension may change; `extended-by`
+/// may change only alongside it and must equal `requester` (the mutating
+/// webhook sets it, so a client-written value never survives).
+pub fn check(u: &Update, privileged: bool, requester: &str, max_extension: Duration) -> Verdict {
+    if privileged {
+        return Verdict::Allow;
+    }
+    let labels = changed_guarded(u.old_labels, u.new_labels);
+    let mut annotations = changed_guarded(u.old_annotations, u.new_annotations);
+    let ext_old = u.old_annotations.get(keys::EXTENSION);
+    let ext_new = u.new_annotations.get(keys::EXTENSION);
+    let ext_changed = ext_old != ext_new;
+    if ext_changed {
+        annotations.retain(|k| k != keys::EXTENDED_BY);
+    }
+    let mut touched: Vec<String> = labels.iter().map(|k| format!("label {k}")).collect();
+    touched.extend(annotations.iter().map(|k| format!("annotation {k}")));
+    if !touched.is_empty() {
+        return Verdict::Deny(format!(
+            "{} {} managed by sessionguard and may only be changed by its controller; \
+             users may change only the annotation {} (use `kubectl sessions extend POD -d 30m`)",
+            touched.join(", "),
+            if touched.len() == 1 { "is" } else { "are" },
+            keys::EXTENSION
+        ));
+    }
+    if !ext_changed {
+        return Verdict::Allow;
+    }
+    let by = u.new_annotations.get(keys::EXTENDED_BY).map(String::as_str);
+    let Some(value) = ext_new.filter(|v| !v.trim().is_empty()) else {
+        // Removing the extension: extended-by must not keep naming someone else.
+        return match by {
+            None => Verdict::Extension(None),
+            Some(b) if b == requester => Verdict::Extension(None),
+            Some(_) => Verdict::Deny(format!(
+                "{} must be removed together with {}",
+                keys::EXTENDED_BY,
+                keys::EXTENSION
+            )),
+        };
+    };
+    let d = match duration::parse(value) {
+        Ok(d) => d,
+        Err(e) => return Verdict::Deny(format!("annotation {}: {e}", keys::EXTENSION)),
+    };
+    if d > max_extension {
+        return Verdict::Deny(format!(
+            "annotation {}={value:?} exceeds the maximum extension of {} set by the cluster's \
+             sessionguard (--webhook-max-extension); ask for at most that",
+            keys::EXTENSION,
+            duration::format(max_extension)
+        ));
+    }
+    if by != Some(requester) {
+        return Verdict::Deny(format!(
+            "annotation {} must name the requester {requester:?}; it is recorded by \
+             sessionguard's mutating webhook, which did not run for this request",
+            keys::EXTENDED_BY
+        ));
+    }
+    Verdict::Extension(Some(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> Map {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn verdict(old: &Map, new: &Map, privileged: bool) -> Verdict {
+        let empty = Map::new();
+        check(
+            &Update {
+                old_labels: &empty,
+                new_labels: &empty,
+                old_annotations: old,
+                new_annotations: new,
+            },
+            privileged,
+            "alice@example.com",
+            7 * DAY,
+        )
+    }
+
+    fn record() -> Map {
+        map(&[
+            (keys::FIRST_INTERACTION, "2026-11-24T01:00:00Z"),
+            (keys::TTL, "10m0s"),
+            (keys::INTERACTOR, "bob"),
+            ("team", "ops"),
+        ])
+    }
+
+    #[test]
+    fn users_may_extend_and_extended_by_must_be_them() {
+        let old = record();
+        let mut new = old.clone();
+        new.insert(keys::EXTENSION.into(), "1h30m".into());
+        new.insert(keys::EXTENDED_BY.into(), "alice@example.com".into());
+        assert_eq!(
+            verdict(&old, &new, false),
+            Verdict::Extension(Some(Duration::from_secs(5400)))
+        );
+        new.insert(keys::EXTENSION.into(), "2d".into());
+        assert_eq!(verdict(&old, &new, false), Verdict::Extension(Some(2 * DAY)));
+
+        new.insert(keys::EXTENDED_BY.into(), "mallory".into());
+        let Verdict::Deny(why) = verdict(&old, &new, false) else {
+            panic!("forged extended-by admitted")
+        };
+        assert!(why.contains("must name the requester"), "{why}");
+    }
+
+    #[test]
+    fn bad_or_oversized_durations_are_refused_with_the_reason() {
+        let old = record();
+        for (value, want) in [("3x", "unknown unit"), ("8d", "exceeds the maximum")] {
+            let mut new = old.clone();
+            new.insert(keys::EXTENSION.into(), value.into());
+            new.insert(keys::EXTENDED_BY.into(), "alice@example.com".into());
+            let Verdict::Deny(why) = verdict(&old, &new, false) else {
+                panic!("{value} admitted")
+            };
+            assert!(why.contains(want), "{value}: {why}");
+        }
+    }
+
+    #[test]
+    fn the_record_is_the_controllers() {
+        let old = record();
+        let mut new = old.clone();
+        new.insert(keys::FIRST_INTERACTION.into(), "2030-01-01T00:00:00Z".into());
+        new.remove(keys::INTERACTOR);
+        let Verdict::Deny(why) = verdict(&old, &new, false) else {
+            panic!("record edit admitted")
+        };
+        assert!(
+            why.contains("annotation sessionguard.io/first-interaction, annotation sessionguard.io/interactor are managed"),
+            "{why}"
+        );
+        assert_eq!(verdict(&old, &new, true), Verdict::Allow, "controller");
+
+        let mut only_by = old.clone();
+        only_by.insert(keys::EXTENDED_BY.into(), "alice@example.com".into());
+        assert!(matches!(verdict(&old, &only_by, false), Verdict::Deny(_)));
+    }
+
+    #[test]
+    fn unrelated_and_opt_in_changes_pass() {
+        let old = record();
+        let mut new = old.clone();
+        new.insert("team".into(), "dev".into());
+        new.insert(keys::NO_PDB.into(), "true".into());
+        assert_eq!(verdict(&old, &new, false), Verdict::Allow);
+
+        let empty = Map::new();
+        let labels = map(&[(keys::INTERACTED, "true")]);
+        let v = check(
+            &Update {
+                old_labels: &labels,
+                new_labels: &empty,
+                old_annotations: &empty,
+                new_annotations: &empty,
+            },
+            false,
+            "alice",
+            DAY,
+        );
+        assert!(matches!(v, Verdict::Deny(w) if w.contains("label sessionguard.io/interacted")));
+    }
+
+    #[test]
+    fn removing_the_extension_removes_the_requester_too() {
+        let mut old = record();
+        old.insert(keys::EXTENSION.into(), "1h".into());
+        old.insert(keys::EXTENDED_BY.into(), "bob".into());
+        let mut new = old.clone();
+        new.remove(keys::EXTENSION);
+        new.remove(keys::EXTENDED_BY);
+        assert_eq!(verdict(&old, &new, false), Verdict::Extension(None));
+        new.insert(keys::EXTENDED_BY.into(), "bob".into());
+        assert!(matches!(verdict(&old, &new, false), Verdict::Deny(_)));
+    }
+}
