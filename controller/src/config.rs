@@ -93,6 +93,9 @@ pub struct Config {
     /// Parallel pod reconciles.
     #[arg(long, env = "SESSIONGUARD_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+
+    #[command(flatten)]
+    pub webhook: crate::admission::WebhookConfig,
 }
 
 impl Config {

@@ -27,6 +27,8 @@ pub enum Error {
     Leader(String),
     #[error("metrics server: {0}")]
     Server(#[from] std::io::Error),
+    #[error("admission webhook: {0}")]
+    Webhook(String),
 }
 
 impl Error {
@@ -40,6 +42,7 @@ impl Error {
             Error::Watch { .. } => "watch",
             Error::Leader(_) => "leader",
             Error::Server(_) => "server",
+            Error::Webhook(_) => "webhook",
         }
     }
 

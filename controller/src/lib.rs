@@ -6,6 +6,7 @@
 //! `rollout` (OnDelete StatefulSets). `leader` gates every write; `metrics`
 //! and `server` expose the state.
 
+pub mod admission;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -175,7 +175,7 @@ impl Collector for PodGauges {
         let view = state.pod_view();
         let families: [Family4; 4] = [
             (
-                "sessionguard_pod_protecting",
+                "pod_protecting",
                 "1 while sessionguard holds a PodDisruptionBudget for the pod, 0 for opted-in pods without one",
                 view.iter()
                     .filter(|p| p.opted_in)
@@ -183,14 +183,14 @@ impl Collector for PodGauges {
                     .collect(),
             ),
             (
-                "sessionguard_pod_pending_updates",
+                "pod_pending_updates",
                 "1 while a pod of a protected OnDelete StatefulSet runs an outdated revision",
                 view.iter()
                     .filter_map(|p| p.pending_update.map(|u| (p.labels(), u as u8 as f64)))
                     .collect(),
             ),
             (
-                "sessionguard_pod_sessions",
+                "pod_sessions",
                 "Live login sessions (consoles excluded) per pod, from fresh agent reports",
                 view.iter()
                     .filter(|p| p.sessions > 0)
@@ -198,7 +198,7 @@ impl Collector for PodGauges {
                     .collect(),
             ),
             (
-                "sessionguard_pod_oldest_session_age_seconds",
+                "pod_oldest_session_age_seconds",
                 "Age of the oldest live login session per pod",
                 view.iter()
                     .filter_map(|p| p.oldest_session_age.map(|a| (p.labels(), a)))

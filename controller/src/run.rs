@@ -72,12 +72,10 @@ pub async fn run(config: Config) -> Result<()> {
         sts_tx,
     ));
 
-    let server = Server::bind(
-        config.listen_addr,
-        new_registry(&metrics, &state),
-        state.clone(),
-    )
-    .await?;
+    let mut registry = new_registry(&metrics, &state);
+    // Every replica serves admission, leader or not.
+    crate::admission::start(&config, client.clone(), &mut registry, &state.identity).await?;
+    let server = Server::bind(config.listen_addr, registry, state.clone()).await?;
     tracing::info!(addr = %server.local_addr()?, "serving /metrics, /healthz, /readyz");
     tokio::spawn(server.run());
 

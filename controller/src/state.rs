@@ -35,15 +35,20 @@ pub struct Stores {
 impl Stores {
     /// Every decision reads several stores; acting before all have listed
     /// could, after a restart, release protection that is still needed.
-    pub async fn ready(&self) {
-        let _ = futures::join!(
-            self.pods.wait_until_ready(),
-            self.pdbs.wait_until_ready(),
-            self.namespaces.wait_until_ready(),
-            self.statefulsets.wait_until_ready(),
-            self.replicasets.wait_until_ready(),
-            self.deployments.wait_until_ready(),
-        );
+    pub fn is_ready(&self) -> bool {
+        use futures::FutureExt;
+        // Checked by polling once rather than awaiting each store, so one
+        // lost wakeup can never park a reconcile forever.
+        self.pods.wait_until_ready().now_or_never().is_some()
+            && self.pdbs.wait_until_ready().now_or_never().is_some()
+            && self.namespaces.wait_until_ready().now_or_never().is_some()
+            && self
+                .statefulsets
+                .wait_until_ready()
+                .now_or_never()
+                .is_some()
+            && self.replicasets.wait_until_ready().now_or_never().is_some()
+            && self.deployments.wait_until_ready().now_or_never().is_some()
     }
 }
 
@@ -136,9 +141,9 @@ impl State {
 
     /// Waits until every store and the report index have listed once.
     pub async fn ready(&self) {
-        self.stores.ready().await;
-        let mut rx = self.reports_synced.subscribe();
-        let _ = rx.wait_for(|v| *v).await;
+        while !(self.stores.is_ready() && *self.reports_synced.borrow()) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub fn set_synced(&self) {

@@ -29,9 +29,14 @@ pub async fn run(state: Arc<State>, pods: UnboundedSender<ObjectRef<Pod>>) {
     let mut listing: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+            Ok(watcher::Event::Apply(obj)) => {
                 listing.insert(obj.name_any());
-                apply(&state, &obj, &pods);
+                apply(&state, &obj, &pods, true);
+            }
+            // Listed reports are old news: their age is not a latency.
+            Ok(watcher::Event::InitApply(obj)) => {
+                listing.insert(obj.name_any());
+                apply(&state, &obj, &pods, false);
             }
             Ok(watcher::Event::Delete(obj)) => {
                 let gone = state
@@ -72,7 +77,12 @@ pub async fn run(state: Arc<State>, pods: UnboundedSender<ObjectRef<Pod>>) {
     }
 }
 
-fn apply(state: &Arc<State>, obj: &SessionReport, pods: &UnboundedSender<ObjectRef<Pod>>) {
+fn apply(
+    state: &Arc<State>,
+    obj: &SessionReport,
+    pods: &UnboundedSender<ObjectRef<Pod>>,
+    live: bool,
+) {
     let now = Timestamp::now();
     let report = match obj.report() {
         Ok(r) => r,
@@ -90,7 +100,7 @@ fn apply(state: &Arc<State>, obj: &SessionReport, pods: &UnboundedSender<ObjectR
         }
     };
     let latency = now.duration_since(report.generated_at).as_secs_f64();
-    if latency >= 0.0 {
+    if live && latency >= 0.0 {
         state.metrics.report_latency.observe(latency);
     }
     let report = refuse_cross_node(state, report);

@@ -1,0 +1,277 @@
+//! The two webhook configurations, built in one place so the chart's file,
+//! the e2e tests and the server's paths cannot drift apart.
+//!
+//! - Validating `interactions.sessionguard.io`: CONNECT pods/exec and
+//!   pods/attach, UPDATE pods/ephemeralcontainers (kubectl debug).
+//!   sideEffects NoneOnDryRun: the server records nothing for dry runs.
+//! - Validating `annotations.sessionguard.io` and mutating
+//!   `extended-by.sessionguard.io`: UPDATE pods, called only when a request
+//!   changes a sessionguard key (matchConditions), so ordinary pod updates
+//!   never wait on us.
+//!
+//! All: failurePolicy Ignore by default (the agent still sees terminal
+//! logins), timeoutSeconds 2, kube-system and our own namespace excluded.
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use sessionguard_core::keys;
+
+use super::review::{CONNECT_PATH, GUARD_PATH, MUTATE_PATH};
+
+pub enum Target {
+    Service {
+        namespace: String,
+        name: String,
+        port: i32,
+    },
+    /// `https://host:port` (no path), for webhooks outside the cluster.
+    Url(String),
+}
+
+pub struct Options {
+    /// Name of both configurations.
+    pub name: String,
+    pub target: Target,
+    pub namespace_selector: LabelSelector,
+    pub failure_policy: String,
+    pub timeout_seconds: i32,
+}
+
+impl Options {
+    /// Every namespace except `excluded` (kube-system and our own).
+    pub fn excluding(name: &str, target: Target, excluded: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            target,
+            namespace_selector: LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "kubernetes.io/metadata.name".into(),
+                    operator: "NotIn".into(),
+                    values: Some(excluded.iter().map(|s| s.to_string()).collect()),
+                }]),
+                ..Default::default()
+            },
+            failure_policy: "Ignore".into(),
+            timeout_seconds: 2,
+        }
+    }
+
+    fn client(&self, path: &str) -> WebhookClientConfig {
+        match &self.target {
+            Target::Service {
+                namespace,
+                name,
+                port,
+            } => WebhookClientConfig {
+                service: Some(ServiceReference {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    path: Some(path.into()),
+                    port: Some(*port),
+                }),
+                ..Default::default()
+            },
+            Target::Url(base) => WebhookClientConfig {
+                url: Some(format!("{}{path}", base.trim_end_matches('/'))),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+fn rule(op: &str, resources: &[&str]) -> RuleWithOperations {
+    RuleWithOperations {
+        api_groups: Some(vec!["".into()]),
+        api_versions: Some(vec!["v1".into()]),
+        operations: Some(vec![op.into()]),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        scope: Some("Namespaced".into()),
+    }
+}
+
+/// CEL: does the update add, change or remove a `sessionguard.io/` key in
+/// `field` (labels or annotations)?
+fn touches(field: &str) -> String {
+    let (new, old) = (
+        format!("object.metadata.{field}"),
+        format!("oldObject.metadata.{field}"),
+    );
+    format!(
+        "(has({new}) && {new}.exists(k, k.startsWith('{p}') && !(has({old}) && k in {old} && {old}[k] == {new}[k]))) || \
+         (has({old}) && {old}.exists(k, k.startsWith('{p}') && !(has({new}) && k in {new})))",
+        p = keys::PREFIX
+    )
+}
+
+fn extension_of(obj: &str) -> String {
+    let m = format!("{obj}.metadata.annotations");
+    format!(
+        "(has({m}) && '{k}' in {m} ? {m}['{k}'] : '')",
+        k = keys::EXTENSION
+    )
+}
+
+pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
+    ValidatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(o.name.clone()),
+            ..Default::default()
+        },
+        webhooks: Some(vec![
+            ValidatingWebhook {
+                name: "interactions.sessionguard.io".into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config: o.client(CONNECT_PATH),
+                rules: Some(vec![
+                    rule("CONNECT", &["pods/exec", "pods/attach"]),
+                    rule("UPDATE", &["pods/ephemeralcontainers"]),
+                ]),
+                side_effects: "NoneOnDryRun".into(),
+                failure_policy: Some(o.failure_policy.clone()),
+                match_policy: Some("Equivalent".into()),
+                namespace_selector: Some(o.namespace_selector.clone()),
+                timeout_seconds: Some(o.timeout_seconds),
+                ..Default::default()
+            },
+            ValidatingWebhook {
+                name: "annotations.sessionguard.io".into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config: o.client(GUARD_PATH),
+                rules: Some(vec![rule("UPDATE", &["pods"])]),
+                side_effects: "None".into(),
+                failure_policy: Some(o.failure_policy.clone()),
+                match_policy: Some("Equivalent".into()),
+                namespace_selector: Some(o.namespace_selector.clone()),
+                timeout_seconds: Some(o.timeout_seconds),
+                match_conditions: Some(vec![MatchCondition {
+                    name: "touches-sessionguard-keys".into(),
+                    expression: format!("{} || {}", touches("annotations"), touches("labels")),
+                }]),
+                ..Default::default()
+            },
+        ]),
+    }
+}
+
+pub fn mutating(o: &Options) -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(o.name.clone()),
+            ..Default::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: "extended-by.sessionguard.io".into(),
+            admission_review_versions: vec!["v1".into()],
+            client_config: o.client(MUTATE_PATH),
+            rules: Some(vec![rule("UPDATE", &["pods"])]),
+            side_effects: "None".into(),
+            failure_policy: Some(o.failure_policy.clone()),
+            match_policy: Some("Equivalent".into()),
+            namespace_selector: Some(o.namespace_selector.clone()),
+            timeout_seconds: Some(o.timeout_seconds),
+            reinvocation_policy: Some("Never".into()),
+            match_conditions: Some(vec![MatchCondition {
+                name: "changes-extension".into(),
+                expression: format!(
+                    "{} != {}",
+                    extension_of("object"),
+                    extension_of("oldObject")
+                ),
+            }]),
+            ..Default::default()
+        }]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart_options() -> Options {
+        Options::excluding(
+            "sessionguard",
+            Target::Service {
+                namespace: "sessionguard-system".into(),
+                name: "sessionguard-webhook".into(),
+                port: 443,
+            },
+            &["kube-system", "sessionguard-system"],
+        )
+    }
+
+    /// charts/sessionguard/files/webhooks.yaml is this function's output;
+    /// regenerate with `SESSIONGUARD_REGENERATE=1 cargo test -p sessionguard-controller manifests`.
+    #[test]
+    fn chart_file_is_current() {
+        let o = chart_options();
+        let text = format!(
+            "# Generated from controller/src/admission/manifests.rs; do not edit.\n# The controller fills in caBundle (or cert-manager's CA injector does).\n{}---\n{}",
+            serde_yaml::to_string(&with_kind(validating(&o), "ValidatingWebhookConfiguration"))
+                .unwrap(),
+            serde_yaml::to_string(&with_kind(mutating(&o), "MutatingWebhookConfiguration"))
+                .unwrap()
+        );
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/sessionguard/files/webhooks.yaml"
+        );
+        if std::env::var_os("SESSIONGUARD_REGENERATE").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert_eq!(
+            on_disk, text,
+            "{path} is stale; regenerate with SESSIONGUARD_REGENERATE=1"
+        );
+    }
+
+    fn with_kind<T: serde::Serialize>(obj: T, kind: &str) -> serde_json::Value {
+        let mut v = serde_json::to_value(obj).unwrap();
+        v["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+        v["kind"] = kind.into();
+        v
+    }
+
+    #[test]
+    fn paths_and_policies() {
+        let v = validating(&chart_options());
+        let hooks = v.webhooks.unwrap();
+        assert_eq!(
+            hooks[0]
+                .client_config
+                .service
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some(CONNECT_PATH)
+        );
+        assert!(
+            hooks
+                .iter()
+                .all(|h| h.failure_policy.as_deref() == Some("Ignore"))
+        );
+        let sel = hooks[0].namespace_selector.as_ref().unwrap();
+        let req = &sel.match_expressions.as_ref().unwrap()[0];
+        assert_eq!(req.operator, "NotIn");
+        assert!(
+            req.values
+                .as_ref()
+                .unwrap()
+                .contains(&"kube-system".to_string())
+        );
+        let u = Options::excluding("x", Target::Url("https://127.0.0.1:9443/".into()), &[]);
+        assert_eq!(
+            mutating(&u).webhooks.unwrap()[0]
+                .client_config
+                .url
+                .as_deref(),
+            Some("https://127.0.0.1:9443/mutate/pods")
+        );
+    }
+}

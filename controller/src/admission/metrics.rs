@@ -1,0 +1,95 @@
+//! Webhook metrics, registered next to the controller's under `sessionguard_`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub webhook: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<WebhookLabels, Histogram>,
+    pub records: Family<OutcomeLabels, Counter>,
+    pub queue_depth: Gauge,
+    pub cert_not_after: Gauge,
+    pub cert_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 14))
+            }),
+            records: Family::default(),
+            queue_depth: Gauge::default(),
+            cert_not_after: Gauge::default(),
+            cert_errors: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("sessionguard_webhook");
+        r.register(
+            "requests",
+            "Admission requests by webhook (connect, guard, mutate) and outcome (allowed, denied, dry_run, invalid)",
+            self.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to answer one admission request, by webhook",
+            self.duration.clone(),
+        );
+        r.register(
+            "records",
+            "Interaction records from the webhook by outcome (recorded, shed, pod_gone, unreadable, failed)",
+            self.records.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Interaction records waiting to be written",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "cert_not_after_seconds",
+            "Expiry (Unix time) of the serving certificate in use",
+            self.cert_not_after.clone(),
+        );
+        r.register(
+            "cert_errors",
+            "Failures to load, generate, store or publish (caBundle) the certificate",
+            self.cert_errors.clone(),
+        );
+    }
+
+    pub fn request(&self, webhook: &'static str, outcome: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels { webhook, outcome })
+            .inc();
+    }
+
+    pub fn record(&self, outcome: &'static str) {
+        self.records.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+}

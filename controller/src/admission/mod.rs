@@ -1,0 +1,238 @@
+//! The admission webhooks, served by every replica over TLS:
+//!
+//! - `/validate/connect` (CONNECT pods/exec, pods/attach; UPDATE
+//!   pods/ephemeralcontainers): always admits (unless an opt-in policy denies
+//!   a namespace) and queues an interaction record ([`queue`] → [`record`]);
+//!   the request path never waits on the API server.
+//! - `/mutate/pods` and `/validate/pods` (UPDATE pods): the guard on our
+//!   annotations. The mutating half writes `extended-by` from the
+//!   authenticated user whenever the extension changes; the validating half
+//!   refuses every other change to our keys and bad or oversized durations.
+//!
+//! Certificates come from [`certs`] (a CA and serving cert in a Secret shared
+//! by the replicas, caBundle patched into the webhook configurations) or from
+//! mounted files (cert-manager); [`tls`] swaps them in without a restart.
+
+pub mod certs;
+pub mod manifests;
+pub mod metrics;
+pub mod queue;
+pub mod record;
+pub mod review;
+pub mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use prometheus_client::registry::Registry;
+
+use crate::error::{Error, Result};
+
+fn duration(s: &str) -> std::result::Result<Duration, String> {
+    sessionguard_core::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// Flags of the admission webhooks (all off unless `--webhook true`).
+#[derive(Clone, Debug, Args)]
+pub struct WebhookConfig {
+    /// Serve the exec/attach/debug and annotation-guard admission webhooks.
+    #[arg(long = "webhook", env = "SESSIONGUARD_WEBHOOK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+
+    /// HTTPS address of the webhooks.
+    #[arg(
+        long = "webhook-addr",
+        env = "SESSIONGUARD_WEBHOOK_ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub addr: SocketAddr,
+
+    /// Use tls.crt/tls.key from this directory (e.g. a cert-manager Secret
+    /// volume), reloaded when they change; no Secret is generated and no
+    /// caBundle is patched (cert-manager's CA injector does that).
+    #[arg(long = "webhook-cert-dir", env = "SESSIONGUARD_WEBHOOK_CERT_DIR")]
+    pub cert_dir: Option<PathBuf>,
+
+    /// Secret (in the controller's namespace) holding the generated CA and
+    /// serving certificate, shared by all replicas.
+    #[arg(
+        long = "webhook-secret",
+        env = "SESSIONGUARD_WEBHOOK_SECRET",
+        default_value = "sessionguard-webhook-tls"
+    )]
+    pub secret: String,
+
+    /// The webhook Service's name; the serving certificate covers
+    /// NAME, NAME.NS, NAME.NS.svc and NAME.NS.svc.cluster.local.
+    #[arg(
+        long = "webhook-service",
+        env = "SESSIONGUARD_WEBHOOK_SERVICE",
+        default_value = "sessionguard-webhook"
+    )]
+    pub service: String,
+
+    /// Extra subject alternative names (DNS names or IP addresses), comma-separated.
+    #[arg(
+        long = "webhook-extra-sans",
+        env = "SESSIONGUARD_WEBHOOK_EXTRA_SANS",
+        value_delimiter = ','
+    )]
+    pub extra_sans: Vec<String>,
+
+    /// ValidatingWebhookConfiguration whose caBundle the controller keeps current.
+    #[arg(
+        long = "webhook-validating-config",
+        env = "SESSIONGUARD_WEBHOOK_VALIDATING_CONFIG",
+        default_value = "sessionguard"
+    )]
+    pub validating_config: String,
+
+    /// MutatingWebhookConfiguration whose caBundle the controller keeps current.
+    #[arg(
+        long = "webhook-mutating-config",
+        env = "SESSIONGUARD_WEBHOOK_MUTATING_CONFIG",
+        default_value = "sessionguard"
+    )]
+    pub mutating_config: String,
+
+    /// Lifetime of the generated CA and serving certificate.
+    #[arg(long = "webhook-cert-validity", env = "SESSIONGUARD_WEBHOOK_CERT_VALIDITY", value_parser = duration, default_value = "90d")]
+    pub cert_validity: Duration,
+
+    /// Renew the generated certificates when less than this is left.
+    #[arg(long = "webhook-cert-renew-before", env = "SESSIONGUARD_WEBHOOK_CERT_RENEW_BEFORE", value_parser = duration, default_value = "30d")]
+    pub cert_renew_before: Duration,
+
+    /// How often the Secret, the caBundles and mounted files are checked.
+    #[arg(long = "webhook-cert-check-interval", env = "SESSIONGUARD_WEBHOOK_CERT_CHECK_INTERVAL", value_parser = duration, default_value = "30s")]
+    pub cert_check_interval: Duration,
+
+    /// Opt-in policy: deny exec, attach and debug in these namespaces
+    /// (comma-separated). Empty (the default) never denies.
+    #[arg(
+        long = "webhook-deny-namespaces",
+        env = "SESSIONGUARD_WEBHOOK_DENY_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub deny_namespaces: Vec<String>,
+
+    /// Largest extension a user may request (the annotation's total value).
+    #[arg(long = "webhook-max-extension", env = "SESSIONGUARD_WEBHOOK_MAX_EXTENSION", value_parser = duration, default_value = "7d")]
+    pub max_extension: Duration,
+
+    /// Users besides the controller itself (found with a SelfSubjectReview)
+    /// that may change every sessionguard annotation (comma-separated).
+    #[arg(
+        long = "webhook-privileged-users",
+        env = "SESSIONGUARD_WEBHOOK_PRIVILEGED_USERS",
+        value_delimiter = ','
+    )]
+    pub privileged_users: Vec<String>,
+
+    /// Interaction records waiting to be written; beyond this, records are
+    /// dropped (counted in sessionguard_webhook_records_total{outcome="shed"})
+    /// rather than slowing down exec.
+    #[arg(
+        long = "webhook-queue-capacity",
+        env = "SESSIONGUARD_WEBHOOK_QUEUE_CAPACITY",
+        default_value_t = 1024
+    )]
+    pub queue_capacity: usize,
+
+    /// Parallel record writers per replica.
+    #[arg(
+        long = "webhook-record-workers",
+        env = "SESSIONGUARD_WEBHOOK_RECORD_WORKERS",
+        default_value_t = 4
+    )]
+    pub record_workers: usize,
+}
+
+/// The username this process authenticates as: its own writes (the
+/// interaction record, protection annotations) must pass the guard.
+pub async fn whoami(client: &Client) -> Result<String> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .map_err(|source| Error::Kube {
+            op: "self_subject_review",
+            source,
+        })?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .ok_or_else(|| Error::Webhook("SelfSubjectReview returned no username".into()))
+}
+
+/// Starts the webhook server, the certificate loop and the record writers.
+/// Called on every replica before leader election: admission must work on
+/// standbys too, since the Service spreads requests over all of them.
+pub async fn start(
+    config: &crate::Config,
+    client: Client,
+    registry: &mut Registry,
+    identity: &str,
+) -> Result<()> {
+    let wh = &config.webhook;
+    if !wh.enabled {
+        return Ok(());
+    }
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .ok();
+    let metrics = metrics::Metrics::default();
+    metrics.register(registry);
+    let myself = whoami(&client).await?;
+    tracing::info!(user = %myself, "webhook: my own writes pass the annotation guard");
+    let mut privileged = wh.privileged_users.clone();
+    privileged.push(myself);
+    let (queue, rx) = queue::Queue::new(wh.queue_capacity, metrics.clone());
+    let writer = Arc::new(record::Writer {
+        client: client.clone(),
+        ttl: config.ttl,
+        write_timeout: config.write_timeout,
+        identity: identity.to_string(),
+        metrics: metrics.clone(),
+    });
+    record::spawn_workers(writer, rx, wh.record_workers.max(1));
+
+    let resolver = Arc::new(tls::Resolver::default());
+    let source = match &wh.cert_dir {
+        Some(dir) => certs::Source::Files(dir.clone()),
+        None => certs::Source::Secret {
+            namespace: config.lease_namespace.clone(),
+            sans: certs::sans(&wh.service, &config.lease_namespace, &wh.extra_sans),
+        },
+    };
+    let manager = certs::Manager {
+        client,
+        source,
+        resolver: resolver.clone(),
+        config: wh.clone(),
+        metrics: metrics.clone(),
+    };
+    // The first certificate must be in place before the port answers.
+    manager.tick().await?;
+    tokio::spawn(manager.run());
+
+    let ctx = Arc::new(review::Context {
+        deny_namespaces: wh.deny_namespaces.clone(),
+        privileged,
+        max_extension: wh.max_extension,
+        queue,
+        metrics,
+    });
+    let server = server::Server::bind(wh.addr, tls::server_config(resolver), ctx).await?;
+    tracing::info!(addr = %server.local_addr()?, "serving admission webhooks over TLS");
+    tokio::spawn(server.run());
+    Ok(())
+}

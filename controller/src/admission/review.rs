@@ -1,0 +1,535 @@
+//! Admission decisions over `AdmissionReview` bodies. No I/O: the connect
+//! webhook hands its record to the [`Queue`] (which never waits), so a
+//! decision costs a JSON parse and a few map lookups.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::{Value, json};
+use sessionguard_core::guard::{self, Update, Verdict};
+use sessionguard_core::keys;
+
+use super::metrics::{Metrics, WebhookLabels};
+use super::queue::Queue;
+
+pub const CONNECT_PATH: &str = "/validate/connect";
+pub const GUARD_PATH: &str = "/validate/pods";
+pub const MUTATE_PATH: &str = "/mutate/pods";
+
+/// How the API server was used to get into the pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Exec,
+    Attach,
+    Debug,
+}
+
+impl Via {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Via::Exec => "Exec",
+            Via::Attach => "Attach",
+            Via::Debug => "Debug",
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            Via::Exec => "kubectl exec",
+            Via::Attach => "kubectl attach",
+            Via::Debug => "kubectl debug (ephemeral container)",
+        }
+    }
+}
+
+/// One interaction seen by the API server, waiting to be written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub namespace: String,
+    pub pod: String,
+    pub at: Timestamp,
+    /// From the authenticated request (`userInfo`), never from the client's body.
+    pub user: String,
+    pub groups: Vec<String>,
+    pub via: Via,
+    pub container: Option<String>,
+    /// Exec's command, or the ephemeral container's command and args; empty
+    /// for attach (PodAttachOptions has none).
+    pub command: Vec<String>,
+}
+
+pub struct Context {
+    pub deny_namespaces: Vec<String>,
+    pub privileged: Vec<String>,
+    pub max_extension: Duration,
+    pub queue: Queue,
+    pub metrics: Metrics,
+}
+
+/// A request we could not read: the API server gets a 400 and, with
+/// failurePolicy Ignore, admits anyway.
+#[derive(Debug)]
+pub struct BadRequest(pub String);
+
+/// Answers one AdmissionReview posted to `path`.
+pub fn handle(ctx: &Context, path: &str, body: &[u8]) -> Result<Vec<u8>, BadRequest> {
+    let started = Instant::now();
+    let webhook = match path {
+        CONNECT_PATH => "connect",
+        GUARD_PATH => "guard",
+        MUTATE_PATH => "mutate",
+        _ => return Err(BadRequest(format!("no webhook at {path}"))),
+    };
+    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
+        ctx.metrics.request(webhook, "invalid");
+        BadRequest(format!("not an AdmissionReview: {e}"))
+    })?;
+    let req: AdmissionRequest<DynamicObject> = review.try_into().map_err(|e| {
+        ctx.metrics.request(webhook, "invalid");
+        BadRequest(format!("AdmissionReview without a request: {e}"))
+    })?;
+    let (resp, outcome) = match webhook {
+        "connect" => connect(ctx, &req, Timestamp::now()),
+        "guard" => guard_update(ctx, &req),
+        _ => mutate(ctx, &req),
+    };
+    ctx.metrics.request(webhook, outcome);
+    let out = serde_json::to_vec(&resp.into_review())
+        .map_err(|e| BadRequest(format!("encoding the response: {e}")))?;
+    ctx.metrics
+        .duration
+        .get_or_create(&WebhookLabels { webhook })
+        .observe(started.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+fn user(req: &AdmissionRequest<DynamicObject>) -> (String, Vec<String>) {
+    (
+        req.user_info.username.clone().unwrap_or_default(),
+        req.user_info.groups.clone().unwrap_or_default(),
+    )
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What kind of interaction this request is, if it is one we record.
+pub fn via(req: &AdmissionRequest<DynamicObject>) -> Option<Via> {
+    if req.resource.resource != "pods" {
+        return None;
+    }
+    match (&req.operation, req.sub_resource.as_deref()) {
+        (Operation::Connect, Some("exec")) => Some(Via::Exec),
+        (Operation::Connect, Some("attach")) => Some(Via::Attach),
+        (Operation::Update, Some("ephemeralcontainers")) => Some(Via::Debug),
+        _ => None,
+    }
+}
+
+/// The ephemeral containers in `new` that `old` does not have.
+fn added_ephemeral<'a>(new: &'a DynamicObject, old: Option<&DynamicObject>) -> Vec<&'a Value> {
+    let names = |o: &DynamicObject| -> Vec<String> {
+        o.data["spec"]["ephemeralContainers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = old.map(names).unwrap_or_default();
+    new.data["spec"]["ephemeralContainers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| {
+                    c["name"]
+                        .as_str()
+                        .is_some_and(|n| !before.iter().any(|b| b == n))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The record for an exec, attach or debug request; `None` when there is
+/// nothing to record (not an interaction, or no new ephemeral container).
+pub fn record_for(req: &AdmissionRequest<DynamicObject>, now: Timestamp) -> Option<Record> {
+    let via = via(req)?;
+    let obj = req.object.as_ref();
+    let (container, command) = match via {
+        Via::Exec | Via::Attach => (
+            obj.and_then(|o| o.data["container"].as_str().map(str::to_string)),
+            obj.map(|o| strings(&o.data["command"])).unwrap_or_default(),
+        ),
+        Via::Debug => {
+            let added = added_ephemeral(obj?, req.old_object.as_ref());
+            let c = added.first()?;
+            let mut cmd = strings(&c["command"]);
+            cmd.extend(strings(&c["args"]));
+            (c["name"].as_str().map(str::to_string), cmd)
+        }
+    };
+    let (user, groups) = user(req);
+    Some(Record {
+        namespace: req.namespace.clone().unwrap_or_default(),
+        pod: req.name.clone(),
+        at: now,
+        user,
+        groups,
+        via,
+        container,
+        command,
+    })
+}
+
+/// exec/attach/debug: admit (unless the namespace's policy denies) and queue
+/// the record. Dry-run requests are admitted and leave no trace.
+pub fn connect(
+    ctx: &Context,
+    req: &AdmissionRequest<DynamicObject>,
+    now: Timestamp,
+) -> (AdmissionResponse, &'static str) {
+    let resp = AdmissionResponse::from(req);
+    if req.dry_run {
+        return (resp, "dry_run");
+    }
+    let ns = req.namespace.as_deref().unwrap_or_default();
+    if let Some(via) = via(req)
+        && ctx.deny_namespaces.iter().any(|d| d.trim() == ns)
+    {
+        return (
+            resp.deny(format!(
+                "{} is not allowed in namespace {ns}: sessionguard's policy \
+                 (--webhook-deny-namespaces) denies interactive access there; \
+                 change the workload through its manifest instead",
+                via.verb()
+            )),
+            "denied",
+        );
+    }
+    if let Some(record) = record_for(req, now) {
+        ctx.queue.push(record);
+    }
+    (resp, "allowed")
+}
+
+fn maps(o: Option<&DynamicObject>) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    o.map(|o| {
+        (
+            o.metadata.labels.clone().unwrap_or_default(),
+            o.metadata.annotations.clone().unwrap_or_default(),
+        )
+    })
+    .unwrap_or_default()
+}
+
+fn is_pod_update(req: &AdmissionRequest<DynamicObject>) -> bool {
+    req.operation == Operation::Update
+        && req.resource.resource == "pods"
+        && req.sub_resource.is_none()
+}
+
+/// The guard: only the extension is the user's, and it must be a valid
+/// duration within the cap. Applies to dry-run requests too (no side effects).
+pub fn guard_update(
+    ctx: &Context,
+    req: &AdmissionRequest<DynamicObject>,
+) -> (AdmissionResponse, &'static str) {
+    let resp = AdmissionResponse::from(req);
+    if !is_pod_update(req) {
+        return (resp, "allowed");
+    }
+    let (username, _) = user(req);
+    let (old_labels, old_annotations) = maps(req.old_object.as_ref());
+    let (new_labels, new_annotations) = maps(req.object.as_ref());
+    let verdict = guard::check(
+        &Update {
+            old_labels: &old_labels,
+            new_labels: &new_labels,
+            old_annotations: &old_annotations,
+            new_annotations: &new_annotations,
+        },
+        ctx.privileged.contains(&username),
+        &username,
+        ctx.max_extension,
+    );
+    match verdict {
+        Verdict::Deny(why) => (resp.deny(why), "denied"),
+        Verdict::Allow | Verdict::Extension(_) => (resp, "allowed"),
+    }
+}
+
+/// Writes `extended-by` from the authenticated user whenever a non-privileged
+/// request changes the extension, so a client-written value never survives.
+pub fn mutate(
+    ctx: &Context,
+    req: &AdmissionRequest<DynamicObject>,
+) -> (AdmissionResponse, &'static str) {
+    let resp = AdmissionResponse::from(req);
+    if !is_pod_update(req) {
+        return (resp, "allowed");
+    }
+    let (username, _) = user(req);
+    if ctx.privileged.contains(&username) {
+        return (resp, "allowed");
+    }
+    let (_, old) = maps(req.old_object.as_ref());
+    let (_, new) = maps(req.object.as_ref());
+    if old.get(keys::EXTENSION) == new.get(keys::EXTENSION) {
+        return (resp, "allowed");
+    }
+    let path = format!(
+        "/metadata/annotations/{}",
+        keys::EXTENDED_BY.replace('/', "~1")
+    );
+    let ops = if new
+        .get(keys::EXTENSION)
+        .is_some_and(|v| !v.trim().is_empty())
+    {
+        json!([{ "op": "add", "path": path, "value": username }])
+    } else if new.contains_key(keys::EXTENDED_BY) {
+        json!([{ "op": "remove", "path": path }])
+    } else {
+        return (resp, "allowed");
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("well-formed JSON patch");
+    match resp.clone().with_patch(patch) {
+        Ok(r) => (r, "mutated"),
+        // Cannot happen for a patch we built; admitting unmutated lets the
+        // guard refuse the request with its reason.
+        Err(_) => (resp, "allowed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::metrics::Metrics;
+
+    fn ctx(deny: &[&str]) -> (Context, super::super::queue::Receiver) {
+        let metrics = Metrics::default();
+        let (queue, rx) = Queue::new(8, metrics.clone());
+        (
+            Context {
+                deny_namespaces: deny.iter().map(|s| s.to_string()).collect(),
+                privileged: vec!["system:serviceaccount:sg:controller".into()],
+                max_extension: Duration::from_secs(86_400),
+                queue,
+                metrics,
+            },
+            rx,
+        )
+    }
+
+    fn review(
+        op: &str,
+        sub: Option<&str>,
+        user: &str,
+        object: Value,
+        old: Value,
+        dry_run: bool,
+    ) -> Vec<u8> {
+        let mut req = json!({
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "PodExecOptions"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "web-0",
+            "namespace": "team-a",
+            "operation": op,
+            "userInfo": {"username": user, "groups": ["devs", "system:authenticated"]},
+            "object": object,
+            "oldObject": old,
+            "dryRun": dry_run,
+        });
+        if let Some(s) = sub {
+            req["subResource"] = json!(s);
+        }
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": req,
+        }))
+        .unwrap()
+    }
+
+    fn answer(ctx: &Context, path: &str, body: &[u8]) -> Value {
+        let out = handle(ctx, path, body).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["kind"], "AdmissionReview");
+        assert_eq!(
+            v["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "uid must be echoed"
+        );
+        v["response"].clone()
+    }
+
+    #[test]
+    fn exec_is_admitted_and_recorded_with_the_authenticated_user() {
+        let (c, mut rx) = ctx(&[]);
+        let body = review(
+            "CONNECT",
+            Some("exec"),
+            "oidc:https://idp.example.com#alice@example.com",
+            json!({"kind": "PodExecOptions", "apiVersion": "v1", "stdin": true, "tty": true,
+                   "container": "app", "command": ["sh", "-c", "echo hi"]}),
+            Value::Null,
+            false,
+        );
+        assert_eq!(answer(&c, CONNECT_PATH, &body)["allowed"], true);
+        let r = rx.try_recv().unwrap();
+        assert_eq!(r.user, "oidc:https://idp.example.com#alice@example.com");
+        assert_eq!(r.groups, ["devs", "system:authenticated"]);
+        assert_eq!((r.namespace.as_str(), r.pod.as_str()), ("team-a", "web-0"));
+        assert_eq!(r.via, Via::Exec);
+        assert_eq!(r.container.as_deref(), Some("app"));
+        assert_eq!(r.command, ["sh", "-c", "echo hi"]);
+    }
+
+    #[test]
+    fn attach_has_no_command_and_still_works() {
+        let (c, mut rx) = ctx(&[]);
+        let body = review(
+            "CONNECT",
+            Some("attach"),
+            "bob",
+            json!({"kind": "PodAttachOptions", "apiVersion": "v1", "stdin": true, "container": "app"}),
+            Value::Null,
+            false,
+        );
+        assert_eq!(answer(&c, CONNECT_PATH, &body)["allowed"], true);
+        let r = rx.try_recv().unwrap();
+        assert_eq!((r.via, r.command.len()), (Via::Attach, 0));
+    }
+
+    #[test]
+    fn debug_records_the_new_ephemeral_container() {
+        let (c, mut rx) = ctx(&[]);
+        let old = json!({"metadata": {"name": "web-0"}, "spec": {"ephemeralContainers": [
+            {"name": "debugger-old", "image": "busybox"}]}});
+        let new = json!({"metadata": {"name": "web-0"}, "spec": {"ephemeralContainers": [
+            {"name": "debugger-old", "image": "busybox"},
+            {"name": "debugger-x1", "image": "busybox", "command": ["sh"], "args": ["-i"], "targetContainerName": "app"}]}});
+        let body = review(
+            "UPDATE",
+            Some("ephemeralcontainers"),
+            "bob",
+            new,
+            old,
+            false,
+        );
+        assert_eq!(answer(&c, CONNECT_PATH, &body)["allowed"], true);
+        let r = rx.try_recv().unwrap();
+        assert_eq!(r.via, Via::Debug);
+        assert_eq!(r.container.as_deref(), Some("debugger-x1"));
+        assert_eq!(r.command, ["sh", "-i"]);
+    }
+
+    #[test]
+    fn dry_run_records_nothing_and_policy_denies_only_where_asked() {
+        let (c, mut rx) = ctx(&["team-a"]);
+        let exec = |dry| {
+            review(
+                "CONNECT",
+                Some("exec"),
+                "bob",
+                json!({"container": "app", "command": ["ls"]}),
+                Value::Null,
+                dry,
+            )
+        };
+        assert_eq!(answer(&c, CONNECT_PATH, &exec(true))["allowed"], true);
+        assert!(rx.try_recv().is_err(), "dry run recorded");
+        let resp = answer(&c, CONNECT_PATH, &exec(false));
+        assert_eq!(resp["allowed"], false);
+        assert!(
+            resp["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("kubectl exec is not allowed in namespace team-a")
+        );
+        let (c, _rx) = ctx(&["elsewhere"]);
+        assert_eq!(answer(&c, CONNECT_PATH, &exec(false))["allowed"], true);
+    }
+
+    fn pod(annotations: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "annotations": annotations}})
+    }
+
+    #[test]
+    fn the_extension_gets_its_requester_from_the_request() {
+        let (c, _rx) = ctx(&[]);
+        let old = pod(json!({"sessionguard.io/first-interaction": "2026-11-24T01:00:00Z"}));
+        let new = pod(
+            json!({"sessionguard.io/first-interaction": "2026-11-24T01:00:00Z",
+                             "sessionguard.io/extension": "30m",
+                             "sessionguard.io/extended-by": "somebody-else"}),
+        );
+        let body = review("UPDATE", None, "alice", new, old.clone(), false);
+        let resp = answer(&c, MUTATE_PATH, &body);
+        assert_eq!(resp["patchType"], "JSONPatch");
+        // kube encodes the patch bytes as a JSON array, which the API
+        // server's decoder accepts for []byte like a base64 string.
+        let bytes: Vec<u8> = serde_json::from_value(resp["patch"].clone()).unwrap();
+        let patch: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            patch,
+            json!([{"op": "add", "path": "/metadata/annotations/sessionguard.io~1extended-by", "value": "alice"}])
+        );
+        // The guard refuses the forged value if the mutation did not happen.
+        let resp = answer(&c, GUARD_PATH, &body);
+        assert_eq!(resp["allowed"], false);
+        // ... and admits once it did.
+        let mutated = pod(
+            json!({"sessionguard.io/first-interaction": "2026-11-24T01:00:00Z",
+                                 "sessionguard.io/extension": "30m",
+                                 "sessionguard.io/extended-by": "alice"}),
+        );
+        let body = review("UPDATE", None, "alice", mutated, old, false);
+        assert_eq!(answer(&c, GUARD_PATH, &body)["allowed"], true);
+    }
+
+    #[test]
+    fn the_guard_refuses_record_edits_but_not_the_controller() {
+        let (c, _rx) = ctx(&[]);
+        let old = pod(json!({"sessionguard.io/evict-at": "2026-11-24T01:10:00Z"}));
+        let new = pod(json!({"sessionguard.io/evict-at": "2099-01-01T00:00:00Z"}));
+        let body = review("UPDATE", None, "alice", new.clone(), old.clone(), false);
+        let resp = answer(&c, GUARD_PATH, &body);
+        assert_eq!(resp["allowed"], false);
+        assert!(
+            resp["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("sessionguard.io/evict-at")
+        );
+        let body = review(
+            "UPDATE",
+            None,
+            "system:serviceaccount:sg:controller",
+            new,
+            old,
+            false,
+        );
+        assert_eq!(answer(&c, GUARD_PATH, &body)["allowed"], true);
+    }
+
+    #[test]
+    fn garbage_is_a_bad_request_not_a_panic() {
+        let (c, _rx) = ctx(&[]);
+        assert!(handle(&c, CONNECT_PATH, b"{").is_err());
+        assert!(handle(&c, CONNECT_PATH, br#"{"kind":"AdmissionReview"}"#).is_err());
+        assert!(handle(&c, "/nope", b"{}").is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! login-protector's e2e, replayed against sessionguard on a real control plane:
+//! the real controller and the real agent run as processes, the sessions are
+//! real ptys in the pods' container cgroups on a simulated node.
+
+mod controller_support;
+
+use std::time::{Duration, Instant};
+
+use controller_support as sg;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, EvictParams, ListParams};
+use sessionguard_e2e::harness::{TestEnv, await_};
+use sessionguard_e2e::{Error, Result, wait};
+
+const SEED: &str = include_str!("../fixtures/target-sts.yaml");
+const PDB: &str = "sessionguard-target-sts-0";
+const REVISION: &str = "controller-revision-hash";
+
+fn revision(p: &Pod) -> String {
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+fn check(cond: bool, what: impl Into<String>) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Invalid(what.into()))
+    }
+}
+
+async fn await_metric(
+    ctl: &sg::Controller,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+) -> Result<()> {
+    wait::until(
+        &format!("{name}{labels:?} == {want}"),
+        await_::TIMEOUT,
+        || async { Ok((ctl.metric(name, labels).await? == Some(want)).then_some(())) },
+    )
+    .await
+}
+
+async fn reasons(env: &TestEnv, pod: &str) -> Result<Vec<String>> {
+    let events: Api<Event> = env.api();
+    let lp = ListParams::default().fields(&format!("regarding.name={pod}"));
+    Ok(events
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_protector_replay() -> Result<()> {
+    let _serial = sg::serial();
+    let Some(env) = TestEnv::start("ctl-lp-replay").await? else {
+        return Ok(());
+    };
+    sg::install(env.client()).await?;
+    let ctl = sg::start_controller(&env, "ctl-lp", &[]).await?;
+    let _agent = sg::start_agent(&env, "500ms").await?;
+    let mut pdbs = sg::PdbWatch::start(&env);
+    let pods: Api<Pod> = env.api();
+    let sets: Api<StatefulSet> = env.api();
+    let ns = env.ns().to_string();
+    let node = env.node_name().to_string();
+    let t = Instant::now();
+    let step = |what: &str| eprintln!("[{:>6.1}s] {what}", t.elapsed().as_secs_f64());
+
+    // The seed's manifest with two replicas, and the same set without the opt-in label.
+    env.create_yaml::<StatefulSet>(&SEED.replace("replicas: 1", "replicas: 2"))
+        .await?;
+    let nontarget = SEED.replace("target-sts", "nontarget-sts").replace(
+        "login-protector.cybozu.io/protect: \"true\"",
+        "app: nontarget",
+    );
+    env.create_yaml::<StatefulSet>(&nontarget).await?;
+    let t0 = await_::pod_ready(&pods, "target-sts-0").await?;
+    let t1 = await_::pod_ready(&pods, "target-sts-1").await?;
+    await_::pod_ready(&pods, "nontarget-sts-0").await?;
+    await_metric(
+        &ctl,
+        "sessionguard_pod_protecting",
+        &[("pod", "target-sts-0")],
+        0.0,
+    )
+    .await?;
+
+    step("pods ready");
+    // --- log in to target-sts-0: exactly one PDB, selecting only that pod, within 1 s ---
+    let opened = Instant::now();
+    let session = env.session("target-sts-0", "main", &["sh"]).await?;
+    let seen = pdbs.until(PDB, true, Duration::from_secs(10)).await?;
+    let login_latency = seen.duration_since(opened);
+    eprintln!("login -> PDB: {login_latency:?}");
+    check(
+        login_latency <= Duration::from_secs(1),
+        format!("PDB took {login_latency:?} (> 1s)"),
+    )?;
+    let all: Vec<PodDisruptionBudget> = env
+        .api::<PodDisruptionBudget>()
+        .list(&ListParams::default())
+        .await?
+        .items;
+    check(
+        all.len() == 1,
+        format!("expected exactly one PDB, got {}", all.len()),
+    )?;
+    let pdb = &all[0];
+    let spec = pdb.spec.clone().unwrap_or_default();
+    check(
+        spec.max_unavailable
+            == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0)),
+        "maxUnavailable must be 0",
+    )?;
+    let selector = spec
+        .selector
+        .and_then(|s| s.match_labels)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let selected: Vec<String> = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    check(
+        selected == ["target-sts-0"],
+        format!("PDB selects {selected:?}"),
+    )?;
+    let owner = pdb.metadata.owner_references.clone().unwrap_or_default();
+    check(
+        owner.len() == 1 && owner[0].uid == uid(&t0),
+        "PDB is owned by the pod",
+    )?;
+    let annotations = pods
+        .get("target-sts-0")
+        .await?
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    check(
+        annotations
+            .get("cluster-autoscaler.kubernetes.io/safe-to-evict")
+            .map(String::as_str)
+            == Some("false")
+            && annotations
+                .get("karpenter.sh/do-not-disrupt")
+                .map(String::as_str)
+                == Some("true"),
+        format!("autoscaler annotations set while logged in: {annotations:?}"),
+    )?;
+    await_metric(
+        &ctl,
+        "sessionguard_pod_protecting",
+        &[("pod", "target-sts-0")],
+        1.0,
+    )
+    .await?;
+    await_metric(
+        &ctl,
+        "sessionguard_pod_sessions",
+        &[("pod", "target-sts-0")],
+        1.0,
+    )
+    .await?;
+
+    step("protected");
+    // --- the eviction API answers 429, and kubectl drain is blocked ---
+    match pods.evict("target-sts-0", &EvictParams::default()).await {
+        Err(kube::Error::Api(s)) if s.code == 429 => {}
+        other => {
+            return Err(Error::Invalid(format!(
+                "eviction of a logged-in pod: {other:?}"
+            )));
+        }
+    }
+    let (ok, out) = env
+        .kubectl(&[
+            "drain",
+            &node,
+            "--pod-selector=statefulset.kubernetes.io/pod-name=target-sts-0",
+            "--ignore-daemonsets",
+            "--timeout=6s",
+        ])
+        .await?;
+    check(!ok, format!("drain should be blocked, got: {out}"))?;
+    check(
+        out.contains("disruption budget"),
+        format!("drain output names the PDB: {out}"),
+    )?;
+    env.kubectl(&["uncordon", &node]).await?;
+    check(
+        uid(&pods.get("target-sts-0").await?) == uid(&t0),
+        "target-sts-0 survived the drain",
+    )?;
+    check(
+        uid(&pods.get("target-sts-1").await?) == uid(&t1),
+        "the drain touched only target-sts-0",
+    )?;
+
+    step("drain blocked");
+    // --- kubectl set image while logged in: target-0 untouched, target-1 updated ---
+    let (ok, out) = env
+        .kubectl(&[
+            "-n",
+            &ns,
+            "set",
+            "image",
+            "sts/target-sts",
+            "main=ghcr.io/cybozu/ubuntu-debug:22.04",
+        ])
+        .await?;
+    check(ok, format!("set image: {out}"))?;
+    let sts = await_::object(&sets, "target-sts", "a new update revision", |s| {
+        let st = s.status.clone().unwrap_or_default();
+        st.update_revision.is_some() && st.update_revision != st.current_revision
+    })
+    .await?;
+    let update = sts
+        .status
+        .and_then(|s| s.update_revision)
+        .unwrap_or_default();
+    let t1_new = await_::object(
+        &pods,
+        "target-sts-1",
+        "replaced at the update revision",
+        |p| uid(p) != uid(&t1) && revision(p) == update && await_::is_running_ready(p),
+    )
+    .await?;
+    eprintln!("target-sts-1 replaced at {update} (uid {})", uid(&t1_new));
+    await_metric(
+        &ctl,
+        "sessionguard_pod_pending_updates",
+        &[("pod", "target-sts-0")],
+        1.0,
+    )
+    .await?;
+    let still = pods.get("target-sts-0").await?;
+    check(
+        uid(&still) == uid(&t0) && revision(&still) != update,
+        "logged-in target-sts-0 not replaced",
+    )?;
+
+    step("target-1 updated, target-0 held");
+    // --- log out: PDB released, annotations restored, pod replaced, revision fixed up ---
+    let closed = Instant::now();
+    session.close()?;
+    let gone = pdbs.until(PDB, false, Duration::from_secs(10)).await?;
+    eprintln!("logout -> PDB deleted: {:?}", gone.duration_since(closed));
+    let t0_new = await_::object(
+        &pods,
+        "target-sts-0",
+        "replaced at the update revision",
+        |p| uid(p) != uid(&t0) && revision(p) == update && await_::is_running_ready(p),
+    )
+    .await?;
+    await_::object(
+        &sets,
+        "target-sts",
+        "status.currentRevision fixed up",
+        |s| {
+            s.status
+                .as_ref()
+                .and_then(|s| s.current_revision.as_deref())
+                == Some(update.as_str())
+        },
+    )
+    .await?;
+    let new_annotations = t0_new.metadata.annotations.clone().unwrap_or_default();
+    check(
+        !new_annotations.contains_key("karpenter.sh/do-not-disrupt"),
+        "the replacement pod carries no protection",
+    )?;
+    await_metric(
+        &ctl,
+        "sessionguard_pod_protecting",
+        &[("pod", "target-sts-0")],
+        0.0,
+    )
+    .await?;
+    await_metric(
+        &ctl,
+        "sessionguard_pod_pending_updates",
+        &[("pod", "target-sts-0")],
+        0.0,
+    )
+    .await?;
+    let r = reasons(&env, "target-sts-0").await?;
+    for want in [
+        "SessionStarted",
+        "Protected",
+        "SessionEnded",
+        "Released",
+        "RolloutReplaced",
+    ] {
+        check(
+            r.iter().any(|x| x == want),
+            format!("event {want} on target-sts-0; got {r:?}"),
+        )?;
+    }
+
+    step("released and rolled out");
+    // --- a session in the non-target pod: seen by the controller, no PDB ---
+    let s2 = env.session("nontarget-sts-0", "main", &["sh"]).await?;
+    await_metric(
+        &ctl,
+        "sessionguard_pod_sessions",
+        &[("pod", "nontarget-sts-0")],
+        1.0,
+    )
+    .await?;
+    let n0 = pods.get("nontarget-sts-0").await?;
+    let labels = n0.metadata.labels.clone().unwrap_or_default();
+    check(
+        labels.get("sessionguard.io/interacted").map(String::as_str) == Some("true"),
+        "the interaction is recorded on the non-target pod",
+    )?;
+    let all = env
+        .api::<PodDisruptionBudget>()
+        .list(&ListParams::default())
+        .await?
+        .items;
+    check(
+        all.is_empty(),
+        format!("no PDB for a non-target pod, got {}", all.len()),
+    )?;
+    check(
+        !pdbs.current().iter().any(|n| n.contains("nontarget")),
+        "PDB watch saw no non-target PDB",
+    )?;
+    s2.close()?;
+
+    drop(ctl);
+    env.finish().await
+}

@@ -1,0 +1,453 @@
+//! Shared by the controller e2e tests: install sessionguard's CRD, admission
+//! policy and agent RBAC; run the real controller and the real agent (with a
+//! pod-bound ServiceAccount token, as in a DaemonSet) as child processes;
+//! scrape metrics; watch PDBs with timestamps.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
+use kube::discovery::ApiResource;
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use sessionguard_e2e::harness::{Child, TestEnv, await_, tokens, workspace_bin};
+use sessionguard_e2e::{Error, Result, wait};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const CRD: &str = include_str!("../../../charts/sessionguard/crds/sessionreports.yaml");
+pub const POLICY: &str =
+    include_str!("../../../charts/sessionguard/files/sessionreport-policy.yaml");
+pub const AGENT_SA: &str = "sessionguard-agent";
+
+/// Serialises the tests of one binary: the controller is cluster-wide, so two
+/// tests' controllers would act on each other's pods.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
+}
+
+async fn create_or_replace<K>(api: &Api<K>, obj: K) -> Result<()>
+where
+    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let mut obj = obj;
+            let current = api.get(&name).await?;
+            obj.meta_mut().resource_version = current.meta().resource_version.clone();
+            api.replace(&name, &PostParams::default(), &obj).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// CRD (waits for Established), admission policy + binding, and the agent's
+/// ClusterRole, from the same files the Helm chart ships.
+pub async fn install(client: &kube::Client) -> Result<()> {
+    let crd: CustomResourceDefinition = serde_yaml::from_str(CRD)?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    create_or_replace(&crds, crd).await?;
+    await_::object(
+        &crds,
+        "sessionreports.sessionguard.io",
+        "Established",
+        |c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        },
+    )
+    .await?;
+    let mut docs = serde_yaml::Deserializer::from_str(POLICY);
+    let policy: ValidatingAdmissionPolicy =
+        serde::Deserialize::deserialize(docs.next().ok_or_else(|| invalid("policy doc"))?)?;
+    let binding: ValidatingAdmissionPolicyBinding =
+        serde::Deserialize::deserialize(docs.next().ok_or_else(|| invalid("binding doc"))?)?;
+    create_or_replace(&Api::all(client.clone()), policy).await?;
+    create_or_replace(&Api::all(client.clone()), binding).await?;
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "sessionguard-agent"},
+        "rules": [
+            {"apiGroups": ["sessionguard.io"], "resources": ["sessionreports"],
+             "verbs": ["get", "create", "update", "patch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+        ]
+    }))?;
+    create_or_replace(&Api::all(client.clone()), role).await?;
+    Ok(())
+}
+
+pub fn free_addr() -> Result<SocketAddr> {
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| invalid(format!("bind: {e}")))?;
+    l.local_addr()
+        .map_err(|e| invalid(format!("local_addr: {e}")))
+}
+
+fn log_dir(env: &TestEnv) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sessionguard-e2e-{}", env.ns()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// The real controller, as a child process with the admin kubeconfig.
+pub struct Controller {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+pub async fn start_controller(env: &TestEnv, name: &str, args: &[&str]) -> Result<Controller> {
+    let bin = workspace_bin("sessionguard-controller", "sessionguard-controller")?;
+    let addr = free_addr()?;
+    let addr_s = addr.to_string();
+    let mut all: Vec<&str> = vec![
+        "--listen-addr",
+        &addr_s,
+        "--lease-namespace",
+        env.ns(),
+        "--lease-duration",
+        "3s",
+        "--identity",
+        name,
+    ];
+    all.extend_from_slice(args);
+    let log = log_dir(env).join(format!("{name}.log"));
+    let kubeconfig = env.kubeconfig().display().to_string();
+    let child = Child::spawn(
+        &bin,
+        &all,
+        &[
+            ("KUBECONFIG", &kubeconfig),
+            ("RUST_LOG", "info,sessionguard_controller=debug,kube=warn"),
+        ],
+        &log,
+    )?;
+    eprintln!(
+        "controller {name}: pid {}, log {}",
+        child.pid(),
+        log.display()
+    );
+    let c = Controller {
+        child: Some(child),
+        addr,
+        log,
+    };
+    wait::until(
+        "controller to become leader with synced caches",
+        await_::TIMEOUT,
+        || async {
+            let ready = http_get(addr, "/readyz").await.ok();
+            let leader = metric(addr, "sessionguard_leader", &[])
+                .await
+                .ok()
+                .flatten();
+            Ok((leader == Some(1.0) && ready.is_some_and(|r| r.contains("leader"))).then_some(()))
+        },
+    )
+    .await?;
+    Ok(c)
+}
+
+impl Controller {
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<Option<f64>> {
+        metric(self.addr, name, labels).await
+    }
+
+    /// kill -9: no chance to release the Lease or finish anything.
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.pid() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            c.stop(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(c) = self.child.take() {
+            c.stop(Duration::from_secs(5));
+        }
+    }
+
+    pub fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- controller log tail ({}) ---\n{}",
+                self.log.display(),
+                self.tail()
+            );
+        }
+        self.stop();
+    }
+}
+
+/// The real agent, authenticated like a DaemonSet pod: a token bound to a pod
+/// running on the test's node.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "--- agent log tail ({}) ---\n{}",
+                self.log.display(),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
+        if let Some(c) = self.child.take() {
+            c.stop(Duration::from_secs(3));
+        }
+    }
+}
+
+/// A pod on the test's node for the agent's identity, and a token bound to it.
+pub async fn agent_kubeconfig(env: &TestEnv, pod_name: &str, node: &str) -> Result<(Pod, PathBuf)> {
+    let sas: Api<ServiceAccount> = env.api();
+    if sas.get_opt(AGENT_SA).await?.is_none() {
+        sas.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": AGENT_SA}}))?,
+        )
+        .await?;
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("sessionguard-agent-{}", env.ns())},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "sessionguard-agent"},
+            "subjects": [{"kind": "ServiceAccount", "name": AGENT_SA, "namespace": env.ns()}]
+        }))?;
+        create_or_replace(&Api::all(env.client().clone()), binding).await?;
+    }
+    let pods: Api<Pod> = env.api();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": pod_name, "labels": {"app": "sessionguard-agent"}},
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": AGENT_SA,
+            "containers": [{"name": "agent", "image": "sessionguard/agent:dev"}]
+        }
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let pod = await_::pod_ready(&pods, pod_name).await?;
+    let token = tokens::pod_token(env.client(), AGENT_SA, &pod, &[], 3600).await?;
+    let kubeconfig =
+        tokens::write_token_kubeconfig(&env.cluster().info, &log_dir(env), pod_name, &token)?;
+    Ok((pod, kubeconfig))
+}
+
+pub async fn start_agent(env: &TestEnv, interval: &str) -> Result<Agent> {
+    let node = env.node_name().to_string();
+    let (_pod, kubeconfig) = agent_kubeconfig(env, "sessionguard-agent", &node).await?;
+    let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
+    let log = log_dir(env).join("agent.log");
+    let kc = kubeconfig.display().to_string();
+    let child = Child::spawn(
+        &bin,
+        &[
+            "run",
+            "--node-name",
+            &node,
+            "--proc-root",
+            "/proc",
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--report-interval",
+            "30s",
+            "--interval",
+            interval,
+        ],
+        &[("KUBECONFIG", &kc), ("RUST_LOG", "info")],
+        &log,
+    )?;
+    eprintln!("agent: pid {}, log {}", child.pid(), log.display());
+    let agent = Agent {
+        child: Some(child),
+        log,
+        kubeconfig,
+    };
+    let reports = report_api(env.client());
+    await_::object(&reports, &node, "written by the agent", |_| true).await?;
+    Ok(agent)
+}
+
+pub fn report_api(client: &kube::Client) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("sessionguard.io", "v1alpha1", "SessionReport"),
+        "sessionreports",
+    );
+    Api::all_with(client.clone(), &ar)
+}
+
+/// Sessions in the node's report for `pod_uid`.
+pub fn report_sessions(report: &DynamicObject, pod_uid: &str) -> usize {
+    report.data["spec"]["sessions"]
+        .as_array()
+        .map_or(0, |s| s.iter().filter(|s| s["pod_uid"] == pod_uid).count())
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| invalid(format!("connect {addr}: {e}")))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| invalid(format!("write: {e}")))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .await
+        .map_err(|e| invalid(format!("read: {e}")))?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return Err(invalid(format!(
+            "GET {path}: {}",
+            out.lines().next().unwrap_or("")
+        )));
+    }
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+/// The value of one series; labels must all match (others are allowed).
+pub async fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Result<Option<f64>> {
+    let text = http_get(addr, "/metrics").await?;
+    Ok(find_metric(&text, name, labels))
+}
+
+pub fn find_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if n != name {
+            return None;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        all.then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Watches our PDBs in the namespace and reports when `name` appears or
+/// disappears, with the instant it was observed (not polled).
+pub struct PdbWatch {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(Instant, String, bool)>,
+    task: tokio::task::JoinHandle<()>,
+    present: BTreeMap<String, (bool, Instant)>,
+}
+
+impl PdbWatch {
+    pub fn start(env: &TestEnv) -> Self {
+        let api: Api<PodDisruptionBudget> = env.api();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut s = watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = s.next().await {
+                let now = Instant::now();
+                match ev {
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                        let _ = tx.send((now, p.metadata.name.unwrap_or_default(), true));
+                    }
+                    Ok(watcher::Event::Delete(p)) => {
+                        let _ = tx.send((now, p.metadata.name.unwrap_or_default(), false));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Self {
+            rx,
+            task,
+            present: BTreeMap::new(),
+        }
+    }
+
+    /// Waits until `name` is `present` (or not); returns when it was seen so.
+    pub async fn until(&mut self, name: &str, present: bool, timeout: Duration) -> Result<Instant> {
+        while let Ok(ev) = self.rx.try_recv() {
+            self.present.insert(ev.1.clone(), (ev.2, ev.0));
+        }
+        if let Some((p, at)) = self.present.get(name)
+            && *p == present
+        {
+            return Ok(*at);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .map_err(|_| {
+                    invalid(format!(
+                        "PDB {name} to be {}: timed out after {timeout:?}",
+                        if present { "created" } else { "deleted" }
+                    ))
+                })?
+                .ok_or_else(|| invalid("PDB watch ended"))?;
+            self.present.insert(ev.1.clone(), (ev.2, ev.0));
+            if ev.1 == name && ev.2 == present {
+                return Ok(ev.0);
+            }
+        }
+    }
+
+    /// Names of PDBs currently present, as far as the watch has told us.
+    pub fn current(&mut self) -> Vec<String> {
+        while let Ok(ev) = self.rx.try_recv() {
+            self.present.insert(ev.1.clone(), (ev.2, ev.0));
+        }
+        self.present
+            .iter()
+            .filter(|(_, (p, _))| *p)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+impl Drop for PdbWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
