@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export SESSIONGUARD_BIN_DIR := $(CURDIR)/.dev/bin
 
-.PHONY: all build tools fmt fmt-check clippy unit e2e test bench demo dev-up dev-down clean
+.PHONY: all build tools fmt fmt-check clippy unit e2e test bench demo dev-up dev-down clean static manifests
 
 all: build
 
@@ -28,8 +28,25 @@ clippy:
 unit:
 	$(CARGO) test --workspace --lib --bins --benches
 
+## Static release binaries, built exactly as the Dockerfile builds them (static-pie,
+## glibc crt-static: no musl target is installable offline), then checked to be static.
+STATIC_TARGET := x86_64-unknown-linux-gnu
+STATIC_BINS := sessionguard-agent sessionguard-controller
+STATIC_OUT ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/static
+static:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked \
+	  --target $(STATIC_TARGET) $(addprefix --bin ,$(STATIC_BINS)) \
+	  -p sessionguard-agent -p sessionguard-controller
+	bash .ci/check-static.sh "$(STATIC_OUT)" \
+	  $(addprefix $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/$(STATIC_TARGET)/release/,$(STATIC_BINS))
+
+## Regenerate deploy/sessionguard.yaml and deploy/prometheus/sessionguard-alerts.yaml
+## from the chart (a test fails while they are out of date).
+manifests: tools
+	SESSIONGUARD_UPDATE_MANIFESTS=1 $(CARGO) test -p sessionguard-e2e --test chart_manifest
+
 ## Everything, including e2e tests against the real API server and real processes.
-test: fmt-check clippy tools
+test: fmt-check clippy tools static
 	$(CARGO) test --workspace --no-fail-fast
 
 bench:

@@ -1,0 +1,346 @@
+//! The Helm chart without a cluster: `helm lint --strict` and `helm template` with
+//! default and all-on values, the values schema refusing bad input, and the rendered
+//! objects holding the security properties the README promises.
+
+mod chart_support;
+
+use chart_support::{self as chart, check, docs, find, invalid};
+use serde_json::Value;
+use sessionguard_e2e::Result;
+
+fn all_on() -> String {
+    chart::all_on_values().display().to_string()
+}
+
+#[test]
+fn lint_strict_default_all_on_and_cert_manager() -> Result<()> {
+    let dir = chart::chart_dir().display().to_string();
+    let all_on = all_on();
+    for extra in [
+        vec![],
+        vec!["-f", all_on.as_str()],
+        vec![
+            "-f",
+            all_on.as_str(),
+            "--set",
+            "webhook.certManager.enabled=true",
+        ],
+    ] {
+        let mut args = vec![
+            "lint",
+            "--strict",
+            "--kube-version",
+            chart::KUBE_VERSION,
+            &dir,
+        ];
+        args.extend_from_slice(&extra);
+        let out = chart::helm(&args)?;
+        check(
+            out.contains("0 chart(s) failed") && !out.contains("[WARNING]"),
+            format!("helm lint {extra:?}:\n{out}"),
+        )?;
+    }
+    Ok(())
+}
+
+fn kinds(d: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = d
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn default_rendering_is_least_privilege() -> Result<()> {
+    let d = docs(&chart::template("sg", "sessionguard-system", &[])?)?;
+    let k = kinds(&d);
+    for absent in [
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "ValidatingWebhookConfiguration",
+        "Secret",
+    ] {
+        check(
+            !k.iter().any(|x| x == absent),
+            format!("{absent} rendered by default: {k:?}"),
+        )?;
+    }
+
+    // --- the agent: host /proc read-only, nothing else from the host ---
+    let ds = find(&d, "DaemonSet", Some("sg-sessionguard-agent"))?;
+    let pod = &ds["spec"]["template"]["spec"];
+    for host in ["hostPID", "hostNetwork", "hostIPC"] {
+        check(pod[host] == false, format!("agent {host} must be false"))?;
+    }
+    let sc = &pod["securityContext"];
+    check(
+        sc["runAsNonRoot"] == true && sc["runAsUser"].as_u64().is_some_and(|u| u > 0),
+        format!("agent pod securityContext: {sc}"),
+    )?;
+    check(
+        sc["seccompProfile"]["type"] == "RuntimeDefault",
+        "seccomp RuntimeDefault",
+    )?;
+    let c = &pod["containers"][0];
+    let csc = &c["securityContext"];
+    check(
+        csc["allowPrivilegeEscalation"] == false
+            && csc["readOnlyRootFilesystem"] == true
+            && csc["privileged"] == false
+            && csc["capabilities"]["drop"] == serde_json::json!(["ALL"])
+            && csc["capabilities"].get("add").is_none(),
+        format!("agent container securityContext: {csc}"),
+    )?;
+    let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+    check(volumes.len() == 1, format!("agent volumes: {volumes:?}"))?;
+    check(
+        volumes[0]["hostPath"]["path"] == "/proc",
+        "the only host volume is /proc",
+    )?;
+    let mounts = c["volumeMounts"].as_array().cloned().unwrap_or_default();
+    check(
+        mounts.len() == 1
+            && mounts[0]["mountPath"] == "/host/proc"
+            && mounts[0]["readOnly"] == true,
+        format!("agent mounts: {mounts:?}"),
+    )?;
+    let env = c["env"].as_array().cloned().unwrap_or_default();
+    let env_of = |n: &str| env.iter().find(|e| e["name"] == n).cloned();
+    check(
+        env_of("NODE_NAME")
+            .is_some_and(|e| e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"),
+        "NODE_NAME from the downward API",
+    )?;
+    check(
+        env_of("SESSIONGUARD_PROC_ROOT").is_some_and(|e| e["value"] == "/host/proc"),
+        "proc root /host/proc",
+    )?;
+    check(
+        pod["tolerations"] == serde_json::json!([{"operator": "Exists"}]),
+        "agent tolerates every taint",
+    )?;
+    check(
+        c["resources"]["limits"]["memory"].is_string()
+            && c["resources"]["requests"]["cpu"].is_string(),
+        "agent resources set",
+    )?;
+    let ann = &ds["spec"]["template"]["metadata"]["annotations"];
+    check(
+        ann["prometheus.io/scrape"] == "true" && ann["prometheus.io/port"] == "9102",
+        format!("agent scrape annotations: {ann}"),
+    )?;
+
+    // --- the controller: 2 replicas, its own PDB, POD_NAME/POD_NAMESPACE ---
+    let dep = find(&d, "Deployment", Some("sg-sessionguard-controller"))?;
+    check(dep["spec"]["replicas"] == 2, "2 controller replicas")?;
+    let cpod = &dep["spec"]["template"]["spec"];
+    check(
+        cpod["hostPID"].is_null() && cpod["volumes"].is_null(),
+        "controller needs nothing from the host",
+    )?;
+    let cenv = cpod["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (n, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        check(
+            cenv.iter()
+                .any(|e| e["name"] == n && e["valueFrom"]["fieldRef"]["fieldPath"] == path),
+            format!("controller env {n}"),
+        )?;
+    }
+    check(
+        cpod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] == true
+            && cpod["securityContext"]["runAsNonRoot"] == true,
+        "controller non-root, read-only root",
+    )?;
+    let pdb = find(
+        &d,
+        "PodDisruptionBudget",
+        Some("sg-sessionguard-controller"),
+    )?;
+    check(
+        pdb["spec"]["minAvailable"] == 1,
+        "controller PDB minAvailable 1",
+    )?;
+
+    // --- RBAC: no wildcards, no secrets, exactly the agent's two rules ---
+    for o in d
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+    {
+        for r in o["rules"].as_array().into_iter().flatten() {
+            let text = r.to_string();
+            check(
+                !text.contains("\"*\""),
+                format!("wildcard in {}: {text}", o["metadata"]["name"]),
+            )?;
+            check(
+                !text.contains("secrets"),
+                format!("secrets in {}: {text}", o["metadata"]["name"]),
+            )?;
+            check(
+                !r["verbs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v == "get" || v == "update")
+                    || r["resources"] == serde_json::json!(["leases"]),
+                format!(
+                    "get/update outside the Lease in {}: {text}",
+                    o["metadata"]["name"]
+                ),
+            )?;
+        }
+    }
+    let agent_role = find(&d, "ClusterRole", Some("sg-sessionguard-agent"))?;
+    check(
+        agent_role["rules"]
+            == serde_json::json!([
+                {"apiGroups": ["sessionguard.io"], "resources": ["sessionreports"], "verbs": ["create", "patch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
+            ]),
+        format!("agent ClusterRole: {}", agent_role["rules"]),
+    )?;
+    let lease_rule = find(&d, "Role", Some("sg-sessionguard-controller"))?["rules"][1].clone();
+    check(
+        lease_rule["resourceNames"] == serde_json::json!(["sg-sessionguard-controller"]),
+        format!("Lease get/update limited to its name: {lease_rule}"),
+    )?;
+
+    // --- the node-binding policy, from files/, renamed after the release ---
+    let vap = find(&d, "ValidatingAdmissionPolicy", None)?;
+    let vapb = find(&d, "ValidatingAdmissionPolicyBinding", None)?;
+    check(
+        vap["metadata"]["name"] == "sg-sessionguard-sessionreports"
+            && vapb["spec"]["policyName"] == "sg-sessionguard-sessionreports"
+            && vapb["spec"]["validationActions"] == serde_json::json!(["Deny"]),
+        "policy and binding renamed together",
+    )?;
+    check(
+        vap["spec"]["validations"].as_array().map(Vec::len) == Some(3),
+        "policy validations come from files/sessionreport-policy.yaml unchanged",
+    )?;
+    Ok(())
+}
+
+#[test]
+fn all_on_rendering_has_every_optional_part() -> Result<()> {
+    let all_on = all_on();
+    let d = docs(&chart::template(
+        "sg",
+        "sessionguard-system",
+        &["-f", &all_on],
+    )?)?;
+    let k = kinds(&d);
+    for want in [
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "ValidatingWebhookConfiguration",
+        "Secret",
+        "ConfigMap",
+    ] {
+        check(
+            k.iter().any(|x| x == want),
+            format!("{want} missing: {k:?}"),
+        )?;
+    }
+    // Monitors replace the annotations, and keep the metrics' own namespace/pod labels.
+    let ds = find(&d, "DaemonSet", None)?;
+    check(
+        ds["spec"]["template"]["metadata"]["annotations"]
+            .get("prometheus.io/scrape")
+            .is_none(),
+        "no scrape annotations when a monitor scrapes",
+    )?;
+    for kind in ["ServiceMonitor", "PodMonitor"] {
+        for m in d.iter().filter(|o| o["kind"] == kind) {
+            let ep = if kind == "ServiceMonitor" {
+                &m["spec"]["endpoints"][0]
+            } else {
+                &m["spec"]["podMetricsEndpoints"][0]
+            };
+            check(ep["honorLabels"] == true, format!("{kind} honorLabels"))?;
+        }
+    }
+    let rule = find(&d, "PrometheusRule", None)?;
+    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .ok_or_else(|| invalid("PrometheusRule without rules"))?
+        .iter()
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    for a in [
+        "SessionguardLoginTooLong",
+        "SessionguardDrainBlocked",
+        "SessionguardAgentDown",
+        "SessionguardAgentNotReporting",
+        "SessionguardUpdatePending",
+    ] {
+        check(
+            alerts.contains(&a),
+            format!("alert {a} missing: {alerts:?}"),
+        )?;
+    }
+    for r in rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let a = &r["annotations"];
+        check(
+            ["summary", "description", "runbook", "runbook_url"]
+                .iter()
+                .all(|k| a[*k].as_str().is_some_and(|s| !s.is_empty())),
+            format!("{} lacks summary/description/runbook: {a}", r["alert"]),
+        )?;
+    }
+    // The webhook slot: both configurations exclude kube-system and our namespace.
+    for w in d
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingWebhookConfiguration")
+    {
+        let sel = w["webhooks"][0]["namespaceSelector"].to_string();
+        check(
+            sel.contains("kube-system") && sel.contains("sessionguard-system"),
+            format!("webhook namespaceSelector: {sel}"),
+        )?;
+        check(
+            w["webhooks"][0]["failurePolicy"] == "Ignore",
+            "webhook failurePolicy Ignore",
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn schema_refuses_bad_values_with_the_key_named() -> Result<()> {
+    for (set, needle) in [
+        ("agent.runAsUser=0", "/agent/runAsUser"),
+        ("controller.ttl=3x", "/controller/ttl"),
+        ("agent.bogus=1", "bogus"),
+        ("logFormat=xml", "/logFormat"),
+        (
+            "alerts.longLogin.thresholdSeconds=-5",
+            "/alerts/longLogin/thresholdSeconds",
+        ),
+    ] {
+        match chart::template("sg", "sessionguard-system", &["--set", set]) {
+            Ok(_) => return Err(invalid(format!("--set {set} was accepted"))),
+            Err(e) => check(
+                e.to_string().contains(needle),
+                format!("--set {set}: error does not name {needle}: {e}"),
+            )?,
+        }
+    }
+    Ok(())
+}
