@@ -1,0 +1,325 @@
+//! Flags and the two commands' I/O.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::ApiResource;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use sessionguard_core::interaction::{Interaction, rfc3339};
+use sessionguard_core::{Report, duration, keys};
+
+use crate::error::{Error, Result};
+use crate::extend;
+use crate::output::{self, Format};
+use crate::rows::{self, Row, relative};
+
+/// Who is in which pod, since when, and when it will be evicted (sessionguard).
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-sessions", bin_name = "kubectl sessions", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub kube: KubeFlags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The standard kubeconfig flags.
+#[derive(Debug, Args)]
+pub struct KubeFlags {
+    /// Path to the kubeconfig file.
+    #[arg(long, global = true, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true, env = "SESSIONGUARD_CONTEXT")]
+    pub context: Option<String>,
+    /// The kubeconfig cluster to use.
+    #[arg(long, global = true, env = "SESSIONGUARD_CLUSTER")]
+    pub cluster: Option<String>,
+    /// The kubeconfig user to use.
+    #[arg(long, global = true, env = "SESSIONGUARD_USER")]
+    pub user: Option<String>,
+    /// Namespace (default: the context's).
+    #[arg(short = 'n', long, global = true, env = "SESSIONGUARD_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show interacted pods (or the named ones): sessions, interaction record, eviction time.
+    Get {
+        /// Pods to show (default: every interacted pod in the namespace).
+        pods: Vec<String>,
+        /// All namespaces.
+        #[arg(short = 'A', long, env = "SESSIONGUARD_ALL_NAMESPACES")]
+        all_namespaces: bool,
+        /// Every pod of the namespace, interacted or not.
+        #[arg(long, env = "SESSIONGUARD_ALL")]
+        all: bool,
+        /// Output format.
+        #[arg(
+            short = 'o',
+            long,
+            value_enum,
+            default_value = "table",
+            env = "SESSIONGUARD_OUTPUT"
+        )]
+        output: Format,
+    },
+    /// Push back the eviction time of interacted pods by DURATION.
+    Extend {
+        pods: Vec<String>,
+        /// How much later, e.g. 30m, 1h30m, 2d.
+        #[arg(short = 'd', long, env = "SESSIONGUARD_DURATION")]
+        duration: String,
+        /// Every interacted pod of the namespace.
+        #[arg(long, env = "SESSIONGUARD_ALL")]
+        all: bool,
+    },
+}
+
+pub async fn client(flags: &KubeFlags) -> Result<(Client, String)> {
+    let kc = match &flags.kubeconfig {
+        // KUBECONFIG may list several files; kube merges them.
+        Some(p) if p.to_string_lossy().contains(':') => Kubeconfig::read(),
+        Some(p) => Kubeconfig::read_from(p),
+        None => Kubeconfig::read(),
+    }
+    .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let opts = KubeConfigOptions {
+        context: flags.context.clone(),
+        cluster: flags.cluster.clone(),
+        user: flags.user.clone(),
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let ns = flags
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    Ok((client, ns))
+}
+
+fn kube_err(op: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let op = op.into();
+    move |source| Error::Kube { op, source }
+}
+
+fn interacted() -> ListParams {
+    ListParams::default().labels(&format!("{}=true", keys::INTERACTED))
+}
+
+async fn select(
+    api: &Api<Pod>,
+    ns: &str,
+    names: &[String],
+    all: bool,
+    every_pod: bool,
+) -> Result<Vec<Pod>> {
+    if !names.is_empty() && !all {
+        let mut out = vec![];
+        for n in names {
+            let p = api
+                .get_opt(n)
+                .await
+                .map_err(kube_err(format!("getting pod {ns}/{n}")))?
+                .ok_or_else(|| Error::PodNotFound {
+                    namespace: ns.into(),
+                    pod: n.clone(),
+                })?;
+            out.push(p);
+        }
+        return Ok(out);
+    }
+    let lp = if every_pod {
+        ListParams::default()
+    } else {
+        interacted()
+    };
+    Ok(api
+        .list(&lp)
+        .await
+        .map_err(kube_err(format!("listing pods in {ns}")))?
+        .items)
+}
+
+/// The node's report, if readable (RBAC may not allow it, or no agent runs there).
+async fn report(
+    client: &Client,
+    node: &str,
+    cache: &mut BTreeMap<String, Option<Report>>,
+) -> Option<Report> {
+    if let Some(r) = cache.get(node) {
+        return r.clone();
+    }
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(keys::REPORT_GROUP, keys::REPORT_VERSION, keys::REPORT_KIND),
+        keys::REPORT_PLURAL,
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let r = api
+        .get_opt(node)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|o| serde_json::from_value::<Report>(o.data["spec"].clone()).ok());
+    cache.insert(node.to_string(), r.clone());
+    r
+}
+
+pub async fn get(
+    flags: &KubeFlags,
+    pods: &[String],
+    all_namespaces: bool,
+    all: bool,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<()> {
+    let (client, ns) = client(flags).await?;
+    let api: Api<Pod> = if all_namespaces {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(client.clone(), &ns)
+    };
+    let selected = select(&api, &ns, pods, false, all).await?;
+    let mut cache = BTreeMap::new();
+    let mut rows: Vec<Row> = vec![];
+    for p in &selected {
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+        let rep = match &node {
+            Some(n) => report(&client, n, &mut cache).await,
+            None => None,
+        };
+        rows.push(rows::row(p, rep.as_ref()));
+    }
+    rows.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+    if rows.is_empty() && matches!(format, Format::Table | Format::Wide) {
+        let where_ = if all_namespaces {
+            "any namespace".to_string()
+        } else {
+            format!("namespace {ns}")
+        };
+        writeln!(out, "No interacted pods found in {where_}.").ok();
+        return Ok(());
+    }
+    let text = output::render(&rows, format, Timestamp::now(), all_namespaces)?;
+    out.write_all(text.as_bytes()).ok();
+    Ok(())
+}
+
+/// Extends each pod; reports every failure and returns the first.
+pub async fn extend(
+    flags: &KubeFlags,
+    pods: &[String],
+    duration_arg: &str,
+    all: bool,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<()> {
+    let by = extend::requested(duration_arg)?;
+    if pods.is_empty() && !all {
+        return Err(Error::Usage(
+            "name at least one pod, or pass --all for every interacted pod of the namespace".into(),
+        ));
+    }
+    let (client, ns) = client(flags).await?;
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let targets: Vec<String> = if all {
+        select(&api, &ns, &[], true, false)
+            .await?
+            .iter()
+            .map(|p| p.name_any())
+            .collect()
+    } else {
+        pods.to_vec()
+    };
+    let mut failed = 0;
+    for name in &targets {
+        match extend_one(&api, &ns, name, by).await {
+            Ok(line) => {
+                writeln!(out, "{line}").ok();
+            }
+            Err(e) => {
+                writeln!(err, "error: {e}").ok();
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Error::Partial {
+            failed,
+            total: targets.len(),
+        });
+    }
+    Ok(())
+}
+
+async fn extend_one(
+    api: &Api<Pod>,
+    ns: &str,
+    name: &str,
+    by: std::time::Duration,
+) -> Result<String> {
+    for _ in 0..5 {
+        let pod = api
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("getting pod {ns}/{name}")))?
+            .ok_or_else(|| Error::PodNotFound {
+                namespace: ns.into(),
+                pod: name.into(),
+            })?;
+        let value = extend::new_extension(ns, name, pod.annotations(), by)?;
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": pod.resource_version(),
+                "annotations": { keys::EXTENSION: value },
+            }
+        });
+        let updated = match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(p) => p,
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(kube::Error::Api(s)) => {
+                return Err(Error::Pod {
+                    namespace: ns.into(),
+                    pod: name.into(),
+                    reason: s.message,
+                });
+            }
+            Err(e) => return Err(kube_err(format!("patching pod {ns}/{name}"))(e)),
+        };
+        let record = Interaction::from_annotations(updated.annotations())?.ok_or_else(|| {
+            Error::NeverInteracted {
+                namespace: ns.into(),
+                pod: name.into(),
+            }
+        })?;
+        let at = record.evict_at();
+        let by_whom = match updated.annotations().get(keys::EXTENDED_BY) {
+            Some(u) => format!("requested by {u}"),
+            None => "requester NOT recorded: is the sessionguard webhook running?".into(),
+        };
+        return Ok(format!(
+            "pod/{name} extended by {} (total extension {value}, {by_whom}); new eviction time {} ({})",
+            duration::format(by),
+            rfc3339(at),
+            relative(Timestamp::now(), at)
+        ));
+    }
+    Err(Error::Pod {
+        namespace: ns.into(),
+        pod: name.into(),
+        reason: "the pod kept changing while extending; try again".into(),
+    })
+}

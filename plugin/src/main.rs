@@ -1,0 +1,26 @@
+use clap::Parser;
+use sessionguard_plugin::cli::{self, Cli, Command};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = Cli::parse();
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let result = match &args.command {
+        Command::Get {
+            pods,
+            all_namespaces,
+            all,
+            output,
+        } => cli::get(&args.kube, pods, *all_namespaces, *all, *output, &mut out).await,
+        Command::Extend {
+            pods,
+            duration,
+            all,
+        } => cli::extend(&args.kube, pods, duration, *all, &mut out, &mut err).await,
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

@@ -1,0 +1,188 @@
+//! One row per pod: the interaction record from its annotations, live
+//! terminal sessions from its node's SessionReport.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
+use sessionguard_core::interaction::{Interaction, login_user};
+use sessionguard_core::{Report, keys};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    pub namespace: String,
+    pub pod: String,
+    pub node: Option<String>,
+    /// Containers with live sessions, or else the last one entered through the API.
+    pub containers: Vec<String>,
+    /// Who interacted first, or else the users of the live sessions.
+    pub user: Option<String>,
+    /// Live login sessions; `None` when the node has no readable report.
+    pub sessions: Option<usize>,
+    pub first_interaction: Option<Timestamp>,
+    pub last_interaction: Option<Timestamp>,
+    pub protected: bool,
+    pub ttl: Option<String>,
+    pub extension: Option<String>,
+    pub extended_by: Option<String>,
+    pub eviction_time: Option<Timestamp>,
+    /// Set when the pod's record is unreadable (says which annotation).
+    pub record_error: Option<String>,
+}
+
+pub fn row(pod: &Pod, report: Option<&Report>) -> Row {
+    let empty = BTreeMap::new();
+    let ann = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let (record, record_error) = match Interaction::from_annotations(ann) {
+        Ok(r) => (r, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let live: Vec<_> = report
+        .map(|r| {
+            r.logins()
+                .filter(|s| s.pod_uid.as_str() == uid)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut containers: Vec<String> = live
+        .iter()
+        .map(|s| {
+            s.container_name
+                .clone()
+                .unwrap_or_else(|| s.container_id.short().to_string())
+        })
+        .collect();
+    containers.sort();
+    containers.dedup();
+    if containers.is_empty()
+        && let Some(c) = ann.get(keys::LAST_CONTAINER)
+    {
+        containers.push(c.clone());
+    }
+    let mut users: Vec<String> = live.iter().map(|s| login_user(s.uid)).collect();
+    users.sort();
+    users.dedup();
+    let user = record
+        .as_ref()
+        .map(|r| r.interactor.clone())
+        .filter(|u| !u.is_empty())
+        .or_else(|| (!users.is_empty()).then(|| users.join(",")));
+    Row {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        pod: pod.metadata.name.clone().unwrap_or_default(),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        containers,
+        user,
+        sessions: report.map(|_| live.len()),
+        first_interaction: record.as_ref().map(|r| r.first),
+        last_interaction: record.as_ref().map(|r| r.last),
+        protected: ann.contains_key(keys::PROTECTED_SINCE),
+        ttl: ann.get(keys::TTL).cloned(),
+        extension: ann.get(keys::EXTENSION).cloned(),
+        extended_by: ann.get(keys::EXTENDED_BY).cloned(),
+        eviction_time: record.as_ref().map(Interaction::evict_at),
+        record_error,
+    }
+}
+
+/// `in 9m30s` / `5s ago`: the two largest units, like kubectl's ages.
+pub fn relative(now: Timestamp, t: Timestamp) -> String {
+    let secs = t.as_second() - now.as_second();
+    let a = secs.unsigned_abs();
+    let (d, h, m, s) = (a / 86_400, a / 3600 % 24, a / 60 % 60, a % 60);
+    let text = if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    };
+    if secs >= 0 {
+        format!("in {text}")
+    } else {
+        format!("{text} ago")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    const UID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+
+    fn pod(annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-0", "namespace": "ops", "uid": UID, "annotations": annotations},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "app"}]}
+        }))
+        .unwrap()
+    }
+
+    fn report(console: bool) -> Report {
+        serde_json::from_value(json!({
+            "node": "node-a", "generated_at": "2026-11-24T01:00:00Z", "sequence": 1,
+            "sessions": [{
+                "pod_uid": UID, "container_id": "a".repeat(64), "tty": "pts/0", "pid": 42,
+                "command": "bash", "uid": 1000, "started_at": "2026-11-24T00:59:00Z",
+                "processes": 1, "console": console, "container_name": "app"
+            }]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_recorded_pod_with_a_live_login() {
+        let p = pod(json!({
+            "sessionguard.io/first-interaction": "2026-11-24T01:00:00Z",
+            "sessionguard.io/last-interaction": "2026-11-24T01:05:00Z",
+            "sessionguard.io/interactor": "alice@example.com",
+            "sessionguard.io/ttl": "10m0s",
+            "sessionguard.io/extension": "30m0s",
+            "sessionguard.io/extended-by": "bob",
+            "sessionguard.io/protected-since": "2026-11-24T01:00:00Z",
+            "sessionguard.io/last-container": "sidecar",
+        }));
+        let r = row(&p, Some(&report(false)));
+        assert_eq!(
+            r.containers,
+            ["app"],
+            "live sessions win over last-container"
+        );
+        assert_eq!(r.user.as_deref(), Some("alice@example.com"));
+        assert_eq!(r.sessions, Some(1));
+        assert!(r.protected);
+        assert_eq!(r.eviction_time, Some(ts("2026-11-24T01:40:00Z")));
+    }
+
+    #[test]
+    fn consoles_do_not_count_and_missing_reports_are_unknown() {
+        let p = pod(json!({"sessionguard.io/last-container": "app"}));
+        let r = row(&p, Some(&report(true)));
+        assert_eq!((r.sessions, r.user.clone()), (Some(0), None));
+        assert_eq!(r.containers, ["app"]);
+        assert_eq!(row(&p, None).sessions, None);
+        let bad = row(
+            &pod(json!({"sessionguard.io/first-interaction": "soon"})),
+            None,
+        );
+        assert!(bad.record_error.unwrap().contains("first-interaction"));
+    }
+
+    #[test]
+    fn relative_times() {
+        let now = ts("2026-11-24T01:00:00Z");
+        assert_eq!(relative(now, ts("2026-11-24T01:09:30Z")), "in 9m30s");
+        assert_eq!(relative(now, ts("2026-11-24T00:59:55Z")), "5s ago");
+        assert_eq!(relative(now, ts("2026-11-26T03:00:00Z")), "in 2d2h");
+    }
+}
