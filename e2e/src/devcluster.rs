@@ -115,10 +115,11 @@ pub fn down(dir: &Path) -> Result<()> {
     if let Ok(entries) = std::fs::read_dir(&pids) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".pid") && !components.contains(&name) {
-                if process::stop_pidfile(&e.path(), Duration::from_secs(10))? {
-                    eprintln!("sg-cluster: stopped {}", name.trim_end_matches(".pid"));
-                }
+            if name.ends_with(".pid")
+                && !components.contains(&name)
+                && process::stop_pidfile(&e.path(), Duration::from_secs(10))?
+            {
+                eprintln!("sg-cluster: stopped {}", name.trim_end_matches(".pid"));
             }
         }
     }

@@ -135,7 +135,6 @@ async fn run_node(dir: &std::path::Path, name: &str, no_prefix: bool) -> anyhow:
     let client = kubeconfig::client(&info.node_kubeconfig(name)?).await?;
     let mut cfg = SimNodeConfig::new(name)?;
     cfg.prefixed = !no_prefix;
-    cfg.delete_node_on_stop = false;
     let node = SimNode::start(client, cfg).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

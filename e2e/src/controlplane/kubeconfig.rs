@@ -54,10 +54,15 @@ pub fn write(
 }
 
 /// A client for the kubeconfig at `path`.
+///
+/// kube 5 retries 429/503/504 up to 15 times with exponential backoff by default, which
+/// turns a PDB's refused eviction (429) into minutes of silence: tests and simulated
+/// nodes must see the API server's answer as it is, so that retry layer is off.
 pub async fn client(path: &Path) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(path)?;
-    let config =
+    let mut config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await?;
+    config.default_retry = false;
     Ok(kube::Client::try_from(config)?)
 }

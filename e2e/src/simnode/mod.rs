@@ -21,7 +21,6 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::DeleteParams;
 use tokio::task::JoinHandle;
 
 pub use self::cgroup::CgroupRoot;
@@ -44,15 +43,12 @@ pub struct SimNodeConfig {
     /// Put `kubepods.slice` below `sessionguard-sim-<name>.slice` (default), so several
     /// simulated nodes can share the host; off, it sits at the cgroup root like a kubelet's.
     pub prefixed: bool,
-    /// Delete the Node object on [`SimNode::stop`] (tests); dev nodes keep it.
-    pub delete_node_on_stop: bool,
 }
 
 /// A running simulated node. Stop it with [`SimNode::stop`]; dropping it kills its
 /// containers and removes its cgroups synchronously (panicking tests included).
 pub struct SimNode {
     cfg: SimNodeConfig,
-    client: kube::Client,
     parent: PathBuf,
     pods: Arc<Mutex<pods::Pods>>,
     tasks: Vec<JoinHandle<()>>,
@@ -68,7 +64,6 @@ impl SimNodeConfig {
             labels: BTreeMap::new(),
             cgroup_root: CgroupRoot::detect()?,
             prefixed: true,
-            delete_node_on_stop: true,
         })
     }
 
@@ -107,7 +102,6 @@ impl SimNode {
         let pods = Arc::new(Mutex::new(pods::Pods::default()));
         let mut this = Self {
             cfg,
-            client: client.clone(),
             parent: parent.clone(),
             pods: pods.clone(),
             tasks: Vec::new(),
@@ -143,19 +137,10 @@ impl SimNode {
         self.pods.lock().expect("pods lock").pids(pod_uid)
     }
 
-    /// Stops the loops, kills the containers, removes the cgroups and (if configured)
-    /// deletes the Node.
+    /// Stops the loops, kills the containers and removes the cgroups. The Node object
+    /// stays: a kubelet may not delete its own Node (the harness does, as admin).
     pub async fn stop(mut self) -> Result<()> {
-        self.teardown()?;
-        if self.cfg.delete_node_on_stop {
-            let nodes: Api<Node> = Api::all(self.client.clone());
-            match nodes.delete(&self.cfg.name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        self.teardown()
     }
 
     fn teardown(&mut self) -> Result<()> {
