@@ -3,9 +3,11 @@
 set -euo pipefail
 need=()
 command -v script >/dev/null || need+=(bsdutils)
+# prometheus + promtool: alert rule unit tests and the Prometheus e2e test.
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
   else
     echo "install-deps: missing ${need[*]}; install them (needs root)" >&2
     exit 1

@@ -246,7 +246,7 @@ fn all_on_rendering_has_every_optional_part() -> Result<()> {
         "PrometheusRule",
         "NetworkPolicy",
         "ValidatingWebhookConfiguration",
-        "Secret",
+        "MutatingWebhookConfiguration",
         "ConfigMap",
     ] {
         check(
@@ -304,19 +304,41 @@ fn all_on_rendering_has_every_optional_part() -> Result<()> {
             format!("{} lacks summary/description/runbook: {a}", r["alert"]),
         )?;
     }
-    // The webhook slot: both configurations exclude kube-system and our namespace.
-    for w in d
-        .iter()
-        .filter(|o| o["kind"] == "ValidatingWebhookConfiguration")
-    {
-        let sel = w["webhooks"][0]["namespaceSelector"].to_string();
+    // The webhooks (files/webhooks.yaml, from the controller): pointed at this
+    // release's Service, excluding kube-system and the release namespace.
+    for w in d.iter().filter(|o| {
+        o["kind"] == "ValidatingWebhookConfiguration" || o["kind"] == "MutatingWebhookConfiguration"
+    }) {
         check(
-            sel.contains("kube-system") && sel.contains("sessionguard-system"),
-            format!("webhook namespaceSelector: {sel}"),
+            w["metadata"]["name"] == "sg-sessionguard",
+            format!("webhook configuration name: {}", w["metadata"]["name"]),
         )?;
+        for hook in w["webhooks"].as_array().into_iter().flatten() {
+            let sel = hook["namespaceSelector"].to_string();
+            check(
+                sel.contains("kube-system") && sel.contains("sessionguard-system"),
+                format!("webhook namespaceSelector: {sel}"),
+            )?;
+            check(
+                hook["failurePolicy"] == "Ignore"
+                    && hook["clientConfig"]["service"]["name"] == "sg-sessionguard-controller"
+                    && hook["clientConfig"]["service"]["namespace"] == "sessionguard-system"
+                    && hook["clientConfig"].get("caBundle").is_none(),
+                format!("webhook {}: {}", hook["name"], hook["clientConfig"]),
+            )?;
+        }
+    }
+    let dep = find(&d, "Deployment", None)?;
+    let env = dep["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    for (k, v) in [
+        ("SESSIONGUARD_WEBHOOK", "true"),
+        ("SESSIONGUARD_WEBHOOK_SERVICE", "sg-sessionguard-controller"),
+        ("SESSIONGUARD_WEBHOOK_VALIDATING_CONFIG", "sg-sessionguard"),
+        ("SESSIONGUARD_WEBHOOK_SECRET", "sg-sessionguard-webhook-tls"),
+    ] {
         check(
-            w["webhooks"][0]["failurePolicy"] == "Ignore",
-            "webhook failurePolicy Ignore",
+            env.contains(&format!("{{\"name\":\"{k}\",\"value\":\"{v}\"}}")),
+            format!("controller env {k}={v} missing: {env}"),
         )?;
     }
     Ok(())
