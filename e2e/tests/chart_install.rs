@@ -1,0 +1,226 @@
+//! The chart on the real control plane: rendered output applied with server-side dry
+//! run (default and all-on values), then really installed with the pinned helm; the
+//! DaemonSet pod scheduled and running on the test's simulated node; the real agent
+//! and controller working under the chart's ServiceAccounts, RBAC and admission policy.
+//!
+//! The simulated node cannot pull images: it runs a stand-in process for each
+//! container. The chart's objects, scheduling and identities are real; the binaries
+//! run as host processes with tokens bound to the chart's pods.
+
+mod chart_support;
+
+use chart_support::{self as chart, Release, check, invalid};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use serde_json::json;
+use sessionguard_e2e::harness::{TestEnv, await_};
+use sessionguard_e2e::{Result, wait};
+
+/// The Prometheus Operator's kinds, as stand-ins: their real CRDs cannot be fetched
+/// here (no registry, no internet). These accept any spec, so installing the all-on
+/// rendering proves the objects are well-formed Kubernetes objects that Helm can
+/// manage, not that the Operator accepts their specs (promtool checks the rules).
+async fn standin_monitoring_crds(client: &kube::Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (kind, plural) in [
+        ("ServiceMonitor", "servicemonitors"),
+        ("PodMonitor", "podmonitors"),
+        ("PrometheusRule", "prometheusrules"),
+    ] {
+        let name = format!("{plural}.monitoring.coreos.com");
+        let crd: CustomResourceDefinition = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"sessionguard.io/e2e": "stand-in"}},
+            "spec": {
+                "group": "monitoring.coreos.com",
+                "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "listKind": format!("{kind}List"),
+                          "singular": kind.to_ascii_lowercase()},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        }))?;
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        await_::object(&crds, &name, "Established", |c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+fn report_api(client: &kube::Client) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("sessionguard.io", "v1alpha1", "SessionReport"),
+        "sessionreports",
+    );
+    Api::all_with(client.clone(), &ar)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_dry_run_of_default_and_all_on() -> Result<()> {
+    let Some(env) = TestEnv::start("chart-dry-run").await? else {
+        return Ok(());
+    };
+    standin_monitoring_crds(env.client()).await?;
+    let all_on = chart::all_on_values().display().to_string();
+    for (release, extra) in [
+        ("sgdry", vec!["--include-crds"]),
+        ("sgdryall", vec!["--include-crds", "-f", all_on.as_str()]),
+    ] {
+        let rendered = chart::template(release, env.ns(), &extra)?;
+        let file = chart::log_dir(&env).join(format!("{release}.yaml"));
+        std::fs::write(&file, &rendered).map_err(|e| invalid(e.to_string()))?;
+        let f = file.display().to_string();
+        let (ok, out) = env
+            .kubectl(&["apply", "--server-side", "--dry-run=server", "-f", &f])
+            .await?;
+        check(ok, format!("server-side dry run of {release} failed:\n{out}"))?;
+        let objects = chart::docs(&rendered)?.len();
+        let applied = out.lines().filter(|l| l.contains("(server dry run)")).count();
+        check(
+            applied == objects,
+            format!("{applied} of {objects} objects accepted:\n{out}"),
+        )?;
+        eprintln!("{release}: {objects} objects accepted by server-side dry run");
+    }
+    env.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_all_on_values() -> Result<()> {
+    let Some(env) = TestEnv::start("chart-all-on").await? else {
+        return Ok(());
+    };
+    standin_monitoring_crds(env.client()).await?;
+    let all_on = chart::all_on_values().display().to_string();
+    let release = Release::install(&env, "sgall", &["-f", &all_on])?;
+    let agents = chart::await_component(&env, "sgall", "agent", 1).await?;
+    check(agents.len() == 1, "one agent pod on the node")?;
+    chart::await_component(&env, "sgall", "controller", 2).await?;
+    let (ok, out) = env
+        .kubectl(&[
+            "get",
+            "validatingwebhookconfiguration/sgall-sessionguard",
+            "mutatingwebhookconfiguration/sgall-sessionguard",
+            "-n",
+            env.ns(),
+            "-o",
+            "name",
+        ])
+        .await?;
+    check(ok, format!("webhook configurations: {out}"))?;
+    for kind in ["networkpolicy", "servicemonitor", "podmonitor", "prometheusrule", "configmap"] {
+        let (ok, out) = env
+            .kubectl(&["get", kind, "-n", env.ns(), "-l", "app.kubernetes.io/instance=sgall", "-o", "name"])
+            .await?;
+        check(ok && !out.trim().is_empty(), format!("{kind}: {out}"))?;
+    }
+    release.uninstall()?;
+    let (_, out) = env
+        .kubectl(&["get", "validatingwebhookconfiguration/sgall-sessionguard"])
+        .await?;
+    check(out.contains("NotFound"), format!("uninstall left the webhook: {out}"))?;
+    env.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_protects_a_login_with_the_charts_identities() -> Result<()> {
+    let Some(env) = TestEnv::start("chart-install").await? else {
+        return Ok(());
+    };
+    let release = Release::install(&env, "sgi", &[])?;
+    let full = release.fullname();
+
+    // --- the objects, scheduled: one agent on this node, two controllers, its PDB ---
+    let ds: Api<DaemonSet> = env.api();
+    await_::object(&ds, &format!("{full}-agent"), "created", |_| true).await?;
+    let agents = chart::await_component(&env, "sgi", "agent", 1).await?;
+    let agent_pod = agents[0].clone();
+    let controllers = chart::await_component(&env, "sgi", "controller", 2).await?;
+    let deploy: Api<Deployment> = env.api();
+    await_::object(&deploy, &format!("{full}-controller"), "2 ready replicas", |d| {
+        d.status.as_ref().and_then(|s| s.ready_replicas) == Some(2)
+    })
+    .await?;
+    let pdbs: Api<PodDisruptionBudget> = env.api();
+    pdbs.get(&format!("{full}-controller")).await?;
+    eprintln!(
+        "agent pod {} and controllers {:?} running on {}",
+        agent_pod.metadata.name.as_deref().unwrap_or(""),
+        controllers.iter().filter_map(|p| p.metadata.name.as_deref()).collect::<Vec<_>>(),
+        env.node_name()
+    );
+
+    // --- the real binaries with the chart's identities ---
+    let agent = chart::start_agent(&env, &agent_pod, "500ms").await?;
+    let reports = report_api(env.client());
+    await_::object(&reports, env.node_name(), "written by the agent", |_| true).await?;
+    let ctl = chart::start_controller(&env, "sgi", &controllers[0]).await?;
+
+    // A protected pod, logged in: the controller's PDB appears (pods patch, PDB create,
+    // events, Lease, every watch: all through the chart's RBAC).
+    let pods: Api<Pod> = env.api();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "bastion", "labels": {"sessionguard.io/protect": "true"}},
+        "spec": {"containers": [{"name": "main", "image": "debian:12", "command": ["sleep", "infinity"]}]}
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    await_::pod_ready(&pods, "bastion").await?;
+    let session = env.session("bastion", "main", &["sh"]).await?;
+    await_::object(&pdbs, "sessionguard-bastion", "created for the login", |_| true).await?;
+    session.close()?;
+    wait::until("the PDB to be released after logout", await_::TIMEOUT, || async {
+        Ok(pdbs.get_opt("sessionguard-bastion").await?.is_none().then_some(()))
+    })
+    .await?;
+    let log = std::fs::read_to_string(&ctl.log).unwrap_or_default();
+    check(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        format!("the controller was refused something: see {}", ctl.log.display()),
+    )?;
+
+    // --- node binding: the agent's token cannot speak for another node ---
+    let agent_client = sessionguard_e2e::controlplane::kubeconfig::client(
+        &chart::pod_kubeconfig(&env, &agent_pod).await?,
+    )
+    .await?;
+    let forged = json!({
+        "apiVersion": "sessionguard.io/v1alpha1", "kind": "SessionReport",
+        "metadata": {"name": "some-other-node"},
+        "spec": {"node": "some-other-node", "generated_at": "2026-01-01T00:00:00Z", "sessions": []}
+    });
+    match report_api(&agent_client)
+        .patch("some-other-node", &PatchParams::apply("forger").force(), &Patch::Apply(&forged))
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            eprintln!("forged report refused: {}", s.message);
+        }
+        other => return Err(invalid(format!("a cross-node report was not refused: {other:?}"))),
+    }
+    drop(ctl);
+    drop(agent);
+
+    // --- uninstall removes the cluster-scoped objects too ---
+    release.uninstall()?;
+    let roles: Api<ClusterRole> = Api::all(env.client().clone());
+    check(
+        roles.get_opt(&format!("{full}-agent")).await?.is_none()
+            && roles.get_opt(&format!("{full}-controller")).await?.is_none(),
+        "ClusterRoles removed by helm uninstall",
+    )?;
+    env.finish().await
+}

@@ -1,0 +1,131 @@
+//! The least privilege the agent needs, measured on this host: a non-root uid with no
+//! capabilities and no_new_privs (what the chart's securityContext gives the agent)
+//! finds exactly the sessions root finds, in another user's processes, because
+//! /proc/<pid>/{stat,status,cgroup,cmdline} are world-readable; files that need ptrace
+//! access (environ) stay closed to it, and the agent never reads them.
+
+mod chart_support;
+
+use chart_support::{check, invalid};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use sessionguard_e2e::Result;
+use sessionguard_e2e::harness::{TestEnv, await_, workspace_bin};
+
+/// The chart's agent uid, and what the container runtime leaves it: no capabilities.
+const SETPRIV: &[&str] = &[
+    "setpriv",
+    "--reuid=65532",
+    "--regid=65532",
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+    "--no-new-privs",
+];
+
+fn scan(bin: &str, unprivileged: bool) -> Result<Value> {
+    let mut argv: Vec<&str> = if unprivileged { SETPRIV.to_vec() } else { vec![] };
+    argv.extend([bin, "scan", "--proc-root", "/proc", "--output", "json"]);
+    let out = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .map_err(|e| invalid(format!("running {argv:?}: {e}")))?;
+    check(
+        out.status.success(),
+        format!("{argv:?}: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn sessions_of(scan: &Value, pod_uid: &str) -> Vec<Value> {
+    scan["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["pod_uid"] == pod_uid)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_root_without_capabilities_sees_every_session() -> Result<()> {
+    let Some(env) = TestEnv::start("chart-least-priv").await? else {
+        return Ok(());
+    };
+    let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
+    // The binary must be reachable by uid 65532 (target dirs are world-readable).
+    let bin = bin.display().to_string();
+
+    let pods: Api<Pod> = env.api();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "box"},
+        "spec": {"containers": [{"name": "main", "image": "debian:12"}]}
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let pod = await_::pod_ready(&pods, "box").await?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    // One session as root, one as another ordinary user: both are "other users'"
+    // processes for the agent's uid.
+    let root_session = env.session("box", "main", &["sh"]).await?;
+    let user_session = env
+        .session(
+            "box",
+            "main",
+            &["setpriv", "--reuid=1234", "--regid=1234", "--clear-groups", "sh"],
+        )
+        .await?;
+
+    let as_root = sessions_of(&scan(&bin, false)?, &uid);
+    let unprivileged = sessions_of(&scan(&bin, true)?, &uid);
+    check(
+        as_root.len() == 2,
+        format!("root scan found {} sessions in the pod: {as_root:?}", as_root.len()),
+    )?;
+    // `processes` may differ by a transient child; everything that identifies the
+    // session must be identical.
+    let key = |s: &Value| {
+        json!([s["container_id"], s["tty"], s["pid"], s["command"], s["argv"], s["uid"], s["started_at"], s["console"]])
+    };
+    let mut a: Vec<String> = as_root.iter().map(|s| key(s).to_string()).collect();
+    let mut b: Vec<String> = unprivileged.iter().map(|s| key(s).to_string()).collect();
+    a.sort();
+    b.sort();
+    check(
+        a == b,
+        format!("uid 65532 without capabilities saw {b:?}, root saw {a:?}"),
+    )?;
+    let uids: Vec<u64> = as_root.iter().filter_map(|s| s["uid"].as_u64()).collect();
+    check(
+        uids.contains(&0) && uids.contains(&1234),
+        format!("sessions of uid 0 and 1234 expected: {uids:?}"),
+    )?;
+
+    // The same identity cannot read a ptrace-guarded file of those processes: the
+    // agent is not privileged, it just needs nothing more.
+    for pid in [root_session.pid(), user_session.pid()] {
+        let out = std::process::Command::new(SETPRIV[0])
+            .args(&SETPRIV[1..])
+            .args(["cat", &format!("/proc/{pid}/environ")])
+            .output()
+            .map_err(|e| invalid(e.to_string()))?;
+        check(
+            !out.status.success(),
+            format!("uid 65532 could read /proc/{pid}/environ"),
+        )?;
+        for f in ["stat", "status", "cgroup", "cmdline"] {
+            let mode = std::fs::metadata(format!("/proc/{pid}/{f}"))
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+                .map_err(|e| invalid(e.to_string()))?;
+            check(mode == 0o444, format!("/proc/{pid}/{f} mode {mode:o}, expected 444"))?;
+        }
+    }
+    eprintln!(
+        "least privilege: uid 65532, no capabilities, no_new_privs found the same {} sessions as root",
+        a.len()
+    );
+    drop(root_session);
+    drop(user_session);
+    env.finish().await
+}
