@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# make demo: login-protector's demo, replayed on the local cluster (e2e/dev.sh up):
+# the seed's StatefulSet runs on the simulated node, someone logs in (a real pty in the
+# container's cgroup), the pod is evicted while logged in, then after logging out.
+# The cluster stays up afterwards for poking around; `make dev-down` stops it.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash e2e/dev.sh up
+export KUBECONFIG="$root/.dev/kubeconfig"
+k="$root/.dev/bin/kubectl"
+sg="${CARGO_TARGET_DIR:-$root/target}/debug/sg-cluster"
+ns=sessionguard-demo
+pod=target-sts-0
+node=${SG_NODES:-sim-dev}; node=${node%%,*}
+work=$(mktemp -d)
+session_pid=
+cleanup() {
+  [ -n "$session_pid" ] && kill "$session_pid" 2>/dev/null && wait "$session_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+evict() {
+  # The eviction API, as `kubectl drain` and kubectl-evict use it.
+  if out=$("$k" create --raw "/api/v1/namespaces/$ns/pods/$pod/eviction" -f - 2>&1 <<JSON
+{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"$pod","namespace":"$ns"}}
+JSON
+  ); then
+    echo "eviction accepted"
+  else
+    echo "eviction refused: $out"
+  fi
+}
+
+step "0. a fresh namespace pinned to node $node, and the seed's StatefulSet, unchanged"
+"$k" delete namespace "$ns" --ignore-not-found --wait=true
+"$k" create namespace "$ns"
+"$k" annotate namespace "$ns" "scheduler.alpha.kubernetes.io/node-selector=sessionguard.io/sim-node=$node"
+"$k" -n "$ns" apply -f e2e/fixtures/target-sts.yaml
+"$k" -n "$ns" wait --for=create "pod/$pod" --timeout=60s >/dev/null
+"$k" -n "$ns" wait --for=condition=Ready "pod/$pod" --timeout=60s
+"$k" -n "$ns" get pod "$pod" -o wide
+
+step "1. log in to the pod (sg-cluster exec: our kubectl exec -it)"
+mkfifo "$work/stdin"
+"$sg" exec -n "$ns" -c main "$pod" -- sh <"$work/stdin" >"$work/session.log" 2>&1 &
+session_pid=$!
+exec 3>"$work/stdin"   # the session lasts while this stays open
+for _ in $(seq 50); do grep -q '^session pid=' "$work/session.log" && break; sleep 0.1; done
+grep '^session pid=' "$work/session.log" || { cat "$work/session.log"; exit 1; }
+pty_pid=$(sed -n 's/^session pid=\([0-9]*\).*/\1/p' "$work/session.log")
+echo "its /proc/$pty_pid/cgroup: $(grep '^0::' "/proc/$pty_pid/cgroup")"
+
+# --- hook: sessionguard -------------------------------------------------------------
+# With the controller and the agent started by e2e/dev.sh, the agent reports this
+# session and the controller protects the pod: show it here, e.g.
+#   "$k" -n "$ns" get pdb,pod "$pod" --show-labels
+# and step 2's eviction is refused (429).
+# -------------------------------------------------------------------------------------
+
+step "2. evict the pod while logged in"
+evict
+"$k" -n "$ns" get pod "$pod" -o custom-columns=NAME:.metadata.name,UID:.metadata.uid,PHASE:.status.phase
+
+step "3. log out"
+exec 3>&-
+wait "$session_pid" || true
+session_pid=
+tail -n 1 "$work/session.log"
+
+step "4. evict the pod after logging out"
+uid=$("$k" -n "$ns" get pod "$pod" -o jsonpath='{.metadata.uid}')
+evict
+"$k" -n "$ns" wait --for=jsonpath='{.metadata.uid}'!="$uid" "pod/$pod" --timeout=60s >/dev/null 2>&1 || true
+"$k" -n "$ns" wait --for=create "pod/$pod" --timeout=60s >/dev/null
+"$k" -n "$ns" wait --for=condition=Ready "pod/$pod" --timeout=60s
+"$k" -n "$ns" get pod "$pod" -o custom-columns=NAME:.metadata.name,UID:.metadata.uid,PHASE:.status.phase
+echo "(was $uid)"
+
+step "done: the cluster is still up (KUBECONFIG=$KUBECONFIG); make dev-down stops it"
