@@ -287,6 +287,59 @@ async fn session_is_a_pty_process_in_the_container_cgroup() {
     env.finish().await.expect("cleanup");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guaranteed_and_burstable_pods_get_their_qos_slices() {
+    let Some(env) = TestEnv::start("qos").await.expect("test env") else {
+        return;
+    };
+    let pods: Api<Pod> = env.api();
+    let cases = [
+        (
+            "guaranteed",
+            json!({ "requests": { "cpu": "100m", "memory": "32Mi" }, "limits": { "cpu": "100m", "memory": "32Mi" } }),
+            "Guaranteed",
+            "kubepods.slice/kubepods-pod",
+        ),
+        (
+            "burstable",
+            json!({ "requests": { "cpu": "100m" } }),
+            "Burstable",
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod",
+        ),
+    ];
+    for (name, resources, _, _) in &cases {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "spec": { "containers": [{ "name": "c", "image": "busybox", "resources": resources }] },
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+    }
+    for (name, _, class, slice) in &cases {
+        let pod = await_::pod_ready(&pods, name).await.expect("ready");
+        let status = pod.status.as_ref().unwrap();
+        assert_eq!(status.qos_class.as_deref(), Some(*class));
+        let id = status.container_statuses.as_ref().unwrap()[0]
+            .container_id
+            .clone()
+            .unwrap();
+        let dir = env.node().cgroup_parent().join(format!(
+            "{slice}{}.slice/cri-containerd-{}.scope",
+            uid(&pod).replace('-', "_"),
+            parse_container_id(&id).unwrap()
+        ));
+        assert_eq!(
+            cgroup::procs(&dir).len(),
+            1,
+            "{name}: process in {}",
+            dir.display()
+        );
+    }
+    env.finish().await.expect("cleanup");
+}
+
 async fn create_zero_pdb(pdbs: &Api<PodDisruptionBudget>) {
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
         "metadata": { "name": "target-sts" },

@@ -52,9 +52,34 @@ pub(crate) async fn run(client: kube::Client, ctx: Ctx) {
     let api: Api<Pod> = Api::all(client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
     let mut events = watcher(api, cfg).default_backoff().boxed();
+    // UIDs listed since the watch (re)started: pods we run that are not among them were
+    // deleted while the watch was down.
+    let mut listed = std::collections::HashSet::new();
     while let Some(ev) = events.next().await {
         match ev {
-            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+            Ok(watcher::Event::Init) => listed.clear(),
+            Ok(watcher::Event::InitDone) => {
+                let gone: Vec<RunningPod> = {
+                    let mut pods = ctx.pods.lock().expect("pods lock");
+                    let stale: Vec<String> = pods
+                        .by_uid
+                        .keys()
+                        .filter(|u| !listed.contains(*u))
+                        .cloned()
+                        .collect();
+                    stale.iter().filter_map(|u| pods.by_uid.remove(u)).collect()
+                };
+                for p in gone {
+                    let _ = teardown(p, Duration::ZERO).await;
+                }
+            }
+            Ok(watcher::Event::InitApply(pod)) => {
+                listed.extend(pod.metadata.uid.clone());
+                if let Err(e) = sync(&client, &ctx, pod).await {
+                    tracing::warn!(node = %ctx.node, error = %e, "pod sync failed");
+                }
+            }
+            Ok(watcher::Event::Apply(pod)) => {
                 if let Err(e) = sync(&client, &ctx, pod).await {
                     tracing::warn!(node = %ctx.node, error = %e, "pod sync failed");
                 }
@@ -68,7 +93,6 @@ pub(crate) async fn run(client: kube::Client, ctx: Ctx) {
                     }
                 }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(node = %ctx.node, error = %e, "pod watch error"),
         }
     }
