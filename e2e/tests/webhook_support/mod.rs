@@ -1,0 +1,341 @@
+//! Shared by the webhook and plugin e2e tests: the controller runs as its own
+//! ServiceAccount (so the harness's admin is an ordinary user to the
+//! annotation guard), with the webhooks on a loopback port that the API
+//! server reaches by URL, trusting the caBundle the controller publishes.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use sessionguard_controller::admission::manifests::{self, Options, Target};
+use sessionguard_e2e::harness::{Child, TestEnv, await_, tokens, workspace_bin};
+use sessionguard_e2e::{Error, Result, wait};
+
+#[path = "../controller_support/mod.rs"]
+pub mod sg;
+
+/// The harness's admin client certificate's user.
+pub const ADMIN: &str = "sessionguard-admin";
+pub const CONTROLLER_SA: &str = "sessionguard-controller";
+
+pub fn invalid(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
+}
+
+pub fn check(cond: bool, what: impl Into<String>) -> Result<()> {
+    if cond { Ok(()) } else { Err(invalid(what)) }
+}
+
+pub fn config_name(env: &TestEnv) -> String {
+    format!("sg-e2e-{}", env.ns())
+}
+
+pub fn controller_user(env: &TestEnv) -> String {
+    format!("system:serviceaccount:{}:{CONTROLLER_SA}", env.ns())
+}
+
+/// A ServiceAccount for the controller, bound to cluster-admin (the chart's
+/// least-privilege ClusterRole is the chart's test), and a kubeconfig with
+/// its token.
+pub async fn controller_kubeconfig(env: &TestEnv) -> Result<PathBuf> {
+    let sas: Api<ServiceAccount> = env.api();
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": CONTROLLER_SA}}))?,
+    )
+    .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": config_name(env)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_SA, "namespace": env.ns()}]
+    }))?;
+    Api::<ClusterRoleBinding>::all(env.client().clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    let req: TokenRequest = serde_json::from_value(json!({
+        "spec": {"audiences": [sessionguard_e2e::controlplane::apiserver::SERVICE_ACCOUNT_ISSUER], "expirationSeconds": 7200}
+    }))?;
+    let resp: TokenRequest = sas
+        .create_subresource("token", CONTROLLER_SA, &PostParams::default(), &req)
+        .await?;
+    let token = resp
+        .status
+        .ok_or_else(|| invalid("TokenRequest without a token"))?
+        .token;
+    tokens::write_token_kubeconfig(&env.cluster().info, &log_dir(env), CONTROLLER_SA, &token)
+}
+
+pub fn log_dir(env: &TestEnv) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sessionguard-e2e-{}", env.ns()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// Both webhook configurations, pointed at `port` on loopback and limited to
+/// the test's namespace (the cluster is shared with other tests).
+pub async fn install_webhooks(env: &TestEnv, port: u16) -> Result<()> {
+    let mut o = Options::excluding(
+        &config_name(env),
+        Target::Url(format!("https://127.0.0.1:{port}")),
+        &[],
+    );
+    o.namespace_selector = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".into(),
+            operator: "In".into(),
+            values: Some(vec![env.ns().to_string()]),
+        }]),
+        ..Default::default()
+    };
+    let vwc: Api<ValidatingWebhookConfiguration> = Api::all(env.client().clone());
+    let mwc: Api<MutatingWebhookConfiguration> = Api::all(env.client().clone());
+    let _ = vwc.delete(&o.name, &DeleteParams::default()).await;
+    let _ = mwc.delete(&o.name, &DeleteParams::default()).await;
+    vwc.create(&PostParams::default(), &manifests::validating(&o))
+        .await?;
+    mwc.create(&PostParams::default(), &manifests::mutating(&o))
+        .await?;
+    Ok(())
+}
+
+/// Points the configurations at another port (keeping the caBundle).
+pub async fn retarget(env: &TestEnv, port: u16) -> Result<()> {
+    let vwc: Api<ValidatingWebhookConfiguration> = Api::all(env.client().clone());
+    let mut c = vwc.get(&config_name(env)).await?;
+    for w in c.webhooks.iter_mut().flatten() {
+        let url = w.client_config.url.clone().unwrap_or_default();
+        let path = url
+            .rsplit_once(':')
+            .map(|(_, p)| {
+                p.split_once('/')
+                    .map(|(_, p)| p.to_string())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        w.client_config.url = Some(format!("https://127.0.0.1:{port}/{path}"));
+    }
+    vwc.replace(&config_name(env), &PostParams::default(), &c)
+        .await?;
+    Ok(())
+}
+
+pub async fn remove_webhooks(env: &TestEnv) {
+    let name = config_name(env);
+    let _ = Api::<ValidatingWebhookConfiguration>::all(env.client().clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+    let _ = Api::<MutatingWebhookConfiguration>::all(env.client().clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+    let _ = Api::<ClusterRoleBinding>::all(env.client().clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+}
+
+pub fn free_port() -> Result<u16> {
+    Ok(sg::free_addr()?.port())
+}
+
+/// The real controller with the webhooks on `webhook_port`. `leader`: wait
+/// until it leads (else only until it serves).
+pub async fn start(
+    env: &TestEnv,
+    kubeconfig: &std::path::Path,
+    name: &str,
+    webhook_port: u16,
+    leader: bool,
+    extra: &[&str],
+) -> Result<sg::Controller> {
+    let bin = workspace_bin("sessionguard-controller", "sessionguard-controller")?;
+    let addr = sg::free_addr()?;
+    let (addr_s, wh) = (addr.to_string(), format!("127.0.0.1:{webhook_port}"));
+    let cfg = config_name(env);
+    let mut args: Vec<&str> = vec![
+        "--listen-addr",
+        &addr_s,
+        "--lease-namespace",
+        env.ns(),
+        "--lease-duration",
+        "3s",
+        "--identity",
+        name,
+        "--webhook",
+        "true",
+        "--webhook-addr",
+        &wh,
+        "--webhook-extra-sans",
+        "127.0.0.1",
+        "--webhook-validating-config",
+        &cfg,
+        "--webhook-mutating-config",
+        &cfg,
+        "--webhook-cert-check-interval",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    let log = log_dir(env).join(format!("{name}.log"));
+    let kc = kubeconfig.display().to_string();
+    let child = Child::spawn(
+        &bin,
+        &args,
+        &[
+            ("KUBECONFIG", &kc),
+            ("RUST_LOG", "info,sessionguard_controller=debug,kube=warn"),
+        ],
+        &log,
+    )?;
+    eprintln!(
+        "controller {name}: pid {}, log {}",
+        child.pid(),
+        log.display()
+    );
+    let c = sg::Controller {
+        child: Some(child),
+        addr,
+        log,
+    };
+    wait::until(
+        &format!("controller {name} to serve"),
+        await_::TIMEOUT,
+        || async {
+            let m = sg::metric(addr, "sessionguard_webhook_cert_not_after_seconds", &[])
+                .await
+                .ok()
+                .flatten();
+            let l = sg::metric(addr, "sessionguard_leader", &[])
+                .await
+                .ok()
+                .flatten();
+            Ok((m.is_some_and(|v| v > 0.0) && (!leader || l == Some(1.0))).then_some(()))
+        },
+    )
+    .await?;
+    Ok(c)
+}
+
+/// Waits until the API server calls our guard: a dry-run edit of a record
+/// annotation is denied (dry runs go through validating webhooks).
+pub async fn await_guard(env: &TestEnv, pod: &str) -> Result<()> {
+    wait::until(
+        "the annotation guard to be called",
+        await_::TIMEOUT,
+        || async {
+            let (ok, out) = env
+                .kubectl(&[
+                    "-n",
+                    env.ns(),
+                    "annotate",
+                    "pod",
+                    pod,
+                    "--overwrite",
+                    "--dry-run=server",
+                    "sessionguard.io/ttl=99h",
+                ])
+                .await?;
+            Ok((!ok && out.contains("managed by sessionguard")).then_some(()))
+        },
+    )
+    .await
+}
+
+pub async fn pod(env: &TestEnv, name: &str) -> Result<Pod> {
+    let pods: Api<Pod> = env.api();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"containers": [{"name": "app", "image": "busybox", "command": ["sleep", "infinity"]}]}
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    await_::pod_ready(&pods, name).await
+}
+
+/// sessionguard's events about `pod`, oldest first: (reason, note, reporting instance).
+pub async fn events(env: &TestEnv, pod: &str) -> Result<Vec<(String, String, String)>> {
+    let api: Api<Event> = env.api();
+    let lp = ListParams::default().fields(&format!("regarding.name={pod}"));
+    let mut evs = api.list(&lp).await?.items;
+    evs.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    Ok(evs
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("sessionguard.io/controller"))
+        .map(|e| {
+            (
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+                e.reporting_instance.unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// Waits for an event with `reason` whose note contains `text`.
+pub async fn await_event(
+    env: &TestEnv,
+    pod: &str,
+    reason: &str,
+    text: &str,
+) -> Result<(String, String, String)> {
+    wait::until(
+        &format!("{reason} event on {pod} mentioning {text:?}"),
+        await_::TIMEOUT,
+        || async {
+            Ok(events(env, pod)
+                .await?
+                .into_iter()
+                .find(|(r, n, _)| r == reason && n.contains(text)))
+        },
+    )
+    .await
+}
+
+pub fn annotation(p: &Pod, key: &str) -> Option<String> {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+}
+
+/// Runs the pinned kubectl as admin with a short request timeout: exec and
+/// attach pass admission, then fail to reach the simulated node's kubelet.
+pub async fn kubectl(env: &TestEnv, args: &[&str]) -> Result<(bool, String)> {
+    let mut all = vec!["--request-timeout=20s", "-n", env.ns()];
+    all.extend_from_slice(args);
+    env.kubectl(&all).await
+}
+
+/// Runs `kubectl sessions ...` through kubectl's plugin discovery (the
+/// binary on PATH, krew-style). Returns (exit code, stdout, stderr).
+pub async fn plugin(env: &TestEnv, args: &[&str]) -> Result<(i32, String, String)> {
+    let bin = workspace_bin("sessionguard-plugin", "kubectl-sessions")?;
+    let dir = bin.parent().ok_or_else(|| invalid("plugin dir"))?;
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tokio::process::Command::new(sessionguard_e2e::paths::tool("kubectl")?)
+        // kubectl looks a plugin up only when no flag comes first.
+        .arg("sessions")
+        .arg(format!("--kubeconfig={}", env.kubeconfig().display()))
+        .args(args)
+        .env("PATH", path)
+        .env_remove("KUBECONFIG")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| invalid(format!("running kubectl sessions: {e}")))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
