@@ -76,7 +76,7 @@ async fn await_evicted(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interaction_recorded_and_evicted_on_time_across_kill9() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("ctl-drift").await? else {
         return Ok(());
     };
@@ -164,7 +164,7 @@ async fn interaction_recorded_and_evicted_on_time_across_kill9() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postponed_while_logged_in_on_a_protected_pod() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("ctl-postpone").await? else {
         return Ok(());
     };
@@ -202,7 +202,7 @@ async fn postponed_while_logged_in_on_a_protected_pod() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowlisted_namespace_is_untouched() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("ctl-allowlist").await? else {
         return Ok(());
     };

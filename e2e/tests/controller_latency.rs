@@ -16,7 +16,7 @@ const LOGINS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_and_logout_latency() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("ctl-latency").await? else {
         return Ok(());
     };

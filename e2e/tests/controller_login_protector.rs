@@ -68,7 +68,7 @@ async fn reasons(env: &TestEnv, pod: &str) -> Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_protector_replay() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("ctl-lp-replay").await? else {
         return Ok(());
     };

@@ -71,7 +71,7 @@ fn report(node: &str, name: &str, pod: &Pod) -> Result<DynamicObject> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_cross_node_reports_are_refused() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("ctl-forged").await? else {
         return Ok(());
     };
@@ -178,7 +178,7 @@ async fn forged_and_cross_node_reports_are_refused() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_pdb_with_our_name_survives() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("ctl-user-pdb").await? else {
         return Ok(());
     };
@@ -225,7 +225,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_kill9_loses_no_protection() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("ctl-restart").await? else {
         return Ok(());
     };

@@ -33,10 +33,12 @@ pub const AGENT_SA: &str = "sessionguard-agent";
 
 /// Serialises the tests of one binary: the controller is cluster-wide, so two
 /// tests' controllers would act on each other's pods.
-pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// (A tokio Mutex: it is held across awaits, works across the tests' runtimes
+/// and is not poisoned by a failed test.)
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
