@@ -54,7 +54,10 @@ async fn standin_monitoring_crds(client: &kube::Client) -> Result<()> {
             c.status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
         })
         .await?;
     }
@@ -87,9 +90,15 @@ async fn server_side_dry_run_of_default_and_all_on() -> Result<()> {
         let (ok, out) = env
             .kubectl(&["apply", "--server-side", "--dry-run=server", "-f", &f])
             .await?;
-        check(ok, format!("server-side dry run of {release} failed:\n{out}"))?;
+        check(
+            ok,
+            format!("server-side dry run of {release} failed:\n{out}"),
+        )?;
         let objects = chart::docs(&rendered)?.len();
-        let applied = out.lines().filter(|l| l.contains("(server dry run)")).count();
+        let applied = out
+            .lines()
+            .filter(|l| l.contains("(server dry run)"))
+            .count();
         check(
             applied == objects,
             format!("{applied} of {objects} objects accepted:\n{out}"),
@@ -122,9 +131,24 @@ async fn helm_install_all_on_values() -> Result<()> {
         ])
         .await?;
     check(ok, format!("webhook configurations: {out}"))?;
-    for kind in ["networkpolicy", "servicemonitor", "podmonitor", "prometheusrule", "configmap"] {
+    for kind in [
+        "networkpolicy",
+        "servicemonitor",
+        "podmonitor",
+        "prometheusrule",
+        "configmap",
+    ] {
         let (ok, out) = env
-            .kubectl(&["get", kind, "-n", env.ns(), "-l", "app.kubernetes.io/instance=sgall", "-o", "name"])
+            .kubectl(&[
+                "get",
+                kind,
+                "-n",
+                env.ns(),
+                "-l",
+                "app.kubernetes.io/instance=sgall",
+                "-o",
+                "name",
+            ])
             .await?;
         check(ok && !out.trim().is_empty(), format!("{kind}: {out}"))?;
     }
@@ -132,7 +156,10 @@ async fn helm_install_all_on_values() -> Result<()> {
     let (_, out) = env
         .kubectl(&["get", "validatingwebhookconfiguration/sgall-sessionguard"])
         .await?;
-    check(out.contains("NotFound"), format!("uninstall left the webhook: {out}"))?;
+    check(
+        out.contains("NotFound"),
+        format!("uninstall left the webhook: {out}"),
+    )?;
     env.finish().await
 }
 
@@ -151,16 +178,22 @@ async fn helm_install_protects_a_login_with_the_charts_identities() -> Result<()
     let agent_pod = agents[0].clone();
     let controllers = chart::await_component(&env, "sgi", "controller", 2).await?;
     let deploy: Api<Deployment> = env.api();
-    await_::object(&deploy, &format!("{full}-controller"), "2 ready replicas", |d| {
-        d.status.as_ref().and_then(|s| s.ready_replicas) == Some(2)
-    })
+    await_::object(
+        &deploy,
+        &format!("{full}-controller"),
+        "2 ready replicas",
+        |d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(2),
+    )
     .await?;
     let pdbs: Api<PodDisruptionBudget> = env.api();
     pdbs.get(&format!("{full}-controller")).await?;
     eprintln!(
         "agent pod {} and controllers {:?} running on {}",
         agent_pod.metadata.name.as_deref().unwrap_or(""),
-        controllers.iter().filter_map(|p| p.metadata.name.as_deref()).collect::<Vec<_>>(),
+        controllers
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect::<Vec<_>>(),
         env.node_name()
     );
 
@@ -180,16 +213,33 @@ async fn helm_install_protects_a_login_with_the_charts_identities() -> Result<()
     pods.create(&PostParams::default(), &pod).await?;
     await_::pod_ready(&pods, "bastion").await?;
     let session = env.session("bastion", "main", &["sh"]).await?;
-    await_::object(&pdbs, "sessionguard-bastion", "created for the login", |_| true).await?;
+    await_::object(
+        &pdbs,
+        "sessionguard-bastion",
+        "created for the login",
+        |_| true,
+    )
+    .await?;
     session.close()?;
-    wait::until("the PDB to be released after logout", await_::TIMEOUT, || async {
-        Ok(pdbs.get_opt("sessionguard-bastion").await?.is_none().then_some(()))
-    })
+    wait::until(
+        "the PDB to be released after logout",
+        await_::TIMEOUT,
+        || async {
+            Ok(pdbs
+                .get_opt("sessionguard-bastion")
+                .await?
+                .is_none()
+                .then_some(()))
+        },
+    )
     .await?;
     let log = std::fs::read_to_string(&ctl.log).unwrap_or_default();
     check(
         !log.contains("forbidden") && !log.contains("Forbidden"),
-        format!("the controller was refused something: see {}", ctl.log.display()),
+        format!(
+            "the controller was refused something: see {}",
+            ctl.log.display()
+        ),
     )?;
 
     // --- node binding: the agent's token cannot speak for another node ---
@@ -203,13 +253,21 @@ async fn helm_install_protects_a_login_with_the_charts_identities() -> Result<()
         "spec": {"node": "some-other-node", "generated_at": "2026-01-01T00:00:00Z", "sessions": []}
     });
     match report_api(&agent_client)
-        .patch("some-other-node", &PatchParams::apply("forger").force(), &Patch::Apply(&forged))
+        .patch(
+            "some-other-node",
+            &PatchParams::apply("forger").force(),
+            &Patch::Apply(&forged),
+        )
         .await
     {
         Err(kube::Error::Api(s)) if s.code == 403 => {
             eprintln!("forged report refused: {}", s.message);
         }
-        other => return Err(invalid(format!("a cross-node report was not refused: {other:?}"))),
+        other => {
+            return Err(invalid(format!(
+                "a cross-node report was not refused: {other:?}"
+            )));
+        }
     }
     drop(ctl);
     drop(agent);
@@ -219,7 +277,10 @@ async fn helm_install_protects_a_login_with_the_charts_identities() -> Result<()
     let roles: Api<ClusterRole> = Api::all(env.client().clone());
     check(
         roles.get_opt(&format!("{full}-agent")).await?.is_none()
-            && roles.get_opt(&format!("{full}-controller")).await?.is_none(),
+            && roles
+                .get_opt(&format!("{full}-controller"))
+                .await?
+                .is_none(),
         "ClusterRoles removed by helm uninstall",
     )?;
     env.finish().await

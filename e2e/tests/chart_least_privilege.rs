@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
-use sessionguard_e2e::Result;
 use sessionguard_e2e::harness::{TestEnv, await_, workspace_bin};
+use sessionguard_e2e::{Result, wait};
 
 /// The chart's agent uid, and what the container runtime leaves it: no capabilities.
 const SETPRIV: &[&str] = &[
@@ -26,7 +26,11 @@ const SETPRIV: &[&str] = &[
 ];
 
 fn scan(bin: &str, unprivileged: bool) -> Result<Value> {
-    let mut argv: Vec<&str> = if unprivileged { SETPRIV.to_vec() } else { vec![] };
+    let mut argv: Vec<&str> = if unprivileged {
+        SETPRIV.to_vec()
+    } else {
+        vec![]
+    };
     argv.extend([bin, "scan", "--proc-root", "/proc", "--output", "json"]);
     let out = std::process::Command::new(argv[0])
         .args(&argv[1..])
@@ -73,20 +77,54 @@ async fn non_root_without_capabilities_sees_every_session() -> Result<()> {
         .session(
             "box",
             "main",
-            &["setpriv", "--reuid=1234", "--regid=1234", "--clear-groups", "sh"],
+            &[
+                "setpriv",
+                "--reuid=1234",
+                "--regid=1234",
+                "--clear-groups",
+                "sh",
+            ],
         )
         .await?;
 
-    let as_root = sessions_of(&scan(&bin, false)?, &uid);
+    // Until setpriv has exec'd the shell, that session's leader is still root's setpriv.
+    wait::until(
+        "both shells running, as uid 0 and 1234",
+        await_::TIMEOUT,
+        || async {
+            let s = sessions_of(&scan(&bin, false)?, &uid);
+            let mut uids: Vec<u64> = s
+                .iter()
+                .filter(|s| s["command"] == "sh")
+                .filter_map(|s| s["uid"].as_u64())
+                .collect();
+            uids.sort();
+            Ok((uids == [0, 1234]).then_some(()))
+        },
+    )
+    .await?;
     let unprivileged = sessions_of(&scan(&bin, true)?, &uid);
+    let as_root = sessions_of(&scan(&bin, false)?, &uid);
     check(
         as_root.len() == 2,
-        format!("root scan found {} sessions in the pod: {as_root:?}", as_root.len()),
+        format!(
+            "root scan found {} sessions in the pod: {as_root:?}",
+            as_root.len()
+        ),
     )?;
     // `processes` may differ by a transient child; everything that identifies the
     // session must be identical.
     let key = |s: &Value| {
-        json!([s["container_id"], s["tty"], s["pid"], s["command"], s["argv"], s["uid"], s["started_at"], s["console"]])
+        json!([
+            s["container_id"],
+            s["tty"],
+            s["pid"],
+            s["command"],
+            s["argv"],
+            s["uid"],
+            s["started_at"],
+            s["console"]
+        ])
     };
     let mut a: Vec<String> = as_root.iter().map(|s| key(s).to_string()).collect();
     let mut b: Vec<String> = unprivileged.iter().map(|s| key(s).to_string()).collect();
@@ -118,7 +156,10 @@ async fn non_root_without_capabilities_sees_every_session() -> Result<()> {
             let mode = std::fs::metadata(format!("/proc/{pid}/{f}"))
                 .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
                 .map_err(|e| invalid(e.to_string()))?;
-            check(mode == 0o444, format!("/proc/{pid}/{f} mode {mode:o}, expected 444"))?;
+            check(
+                mode == 0o444,
+                format!("/proc/{pid}/{f} mode {mode:o}, expected 444"),
+            )?;
         }
     }
     eprintln!(

@@ -30,10 +30,19 @@ fn promtool_check_and_unit_tests_pass() -> Result<()> {
     let dir = rules_dir();
     let rules = dir.join("sessionguard-alerts.yaml").display().to_string();
     let out = chart::run(&promtool, &["check", "rules", &rules])?;
-    check(out.contains("SUCCESS"), format!("promtool check rules:\n{out}"))?;
-    let tests = dir.join("sessionguard-alerts_test.yaml").display().to_string();
+    check(
+        out.contains("SUCCESS"),
+        format!("promtool check rules:\n{out}"),
+    )?;
+    let tests = dir
+        .join("sessionguard-alerts_test.yaml")
+        .display()
+        .to_string();
     let out = chart::run(&promtool, &["test", "rules", &tests])?;
-    check(out.contains("SUCCESS"), format!("promtool test rules:\n{out}"))?;
+    check(
+        out.contains("SUCCESS"),
+        format!("promtool test rules:\n{out}"),
+    )?;
     Ok(())
 }
 
@@ -89,7 +98,10 @@ fn unit_tests_notice_a_changed_login_threshold() -> Result<()> {
         tmp.join("sessionguard-alerts_test.yaml"),
     )
     .map_err(|e| invalid(e.to_string()))?;
-    let tests = tmp.join("sessionguard-alerts_test.yaml").display().to_string();
+    let tests = tmp
+        .join("sessionguard-alerts_test.yaml")
+        .display()
+        .to_string();
     let result = chart::run(&promtool, &["test", "rules", &tests]);
     let _ = std::fs::remove_dir_all(&tmp);
     match result {
