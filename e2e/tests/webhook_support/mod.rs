@@ -179,7 +179,7 @@ pub async fn start(
         "--webhook-mutating-config",
         &cfg,
         "--webhook-cert-check-interval",
-        "2s",
+        "1s",
     ];
     args.extend_from_slice(extra);
     let log = log_dir(env).join(format!("{name}.log"));
