@@ -183,14 +183,14 @@ impl Collector for SessionCollector {
                 .set(s.started_at.as_millisecond() as f64 / 1000.0);
         }
         let e = encoder.encode_descriptor(
-            "sessionguard_agent_sessions",
+            "sessions",
             "Login sessions (terminals, consoles excluded) per container",
             None,
             MetricType::Gauge,
         )?;
         per_container.encode(e)?;
         let e = encoder.encode_descriptor(
-            "sessionguard_agent_session_start_time_seconds",
+            "session_start_time_seconds",
             "Start time of each terminal session, seconds since the epoch",
             None,
             MetricType::Gauge,
