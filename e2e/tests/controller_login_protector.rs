@@ -40,12 +40,20 @@ fn check(cond: bool, what: impl Into<String>) -> Result<()> {
     }
 }
 
+/// Waits for a series of this test's namespace (other tests' pods may share
+/// names) to reach `want`.
 async fn await_metric(
     ctl: &sg::Controller,
+    env: &TestEnv,
     name: &str,
     labels: &[(&str, &str)],
     want: f64,
 ) -> Result<()> {
+    let labels: Vec<(&str, &str)> = [("namespace", env.ns())]
+        .into_iter()
+        .chain(labels.iter().copied())
+        .collect();
+    let labels = labels.as_slice();
     wait::until(
         &format!("{name}{labels:?} == {want}"),
         await_::TIMEOUT,
@@ -96,6 +104,7 @@ async fn login_protector_replay() -> Result<()> {
     await_::pod_ready(&pods, "nontarget-sts-0").await?;
     await_metric(
         &ctl,
+        &env,
         "sessionguard_pod_protecting",
         &[("pod", "target-sts-0")],
         0.0,
@@ -172,6 +181,7 @@ async fn login_protector_replay() -> Result<()> {
     )?;
     await_metric(
         &ctl,
+        &env,
         "sessionguard_pod_protecting",
         &[("pod", "target-sts-0")],
         1.0,
@@ -179,6 +189,7 @@ async fn login_protector_replay() -> Result<()> {
     .await?;
     await_metric(
         &ctl,
+        &env,
         "sessionguard_pod_sessions",
         &[("pod", "target-sts-0")],
         1.0,
@@ -251,6 +262,7 @@ async fn login_protector_replay() -> Result<()> {
     eprintln!("target-sts-1 replaced at {update} (uid {})", uid(&t1_new));
     await_metric(
         &ctl,
+        &env,
         "sessionguard_pod_pending_updates",
         &[("pod", "target-sts-0")],
         1.0,
@@ -294,6 +306,7 @@ async fn login_protector_replay() -> Result<()> {
     )?;
     await_metric(
         &ctl,
+        &env,
         "sessionguard_pod_protecting",
         &[("pod", "target-sts-0")],
         0.0,
@@ -301,6 +314,7 @@ async fn login_protector_replay() -> Result<()> {
     .await?;
     await_metric(
         &ctl,
+        &env,
         "sessionguard_pod_pending_updates",
         &[("pod", "target-sts-0")],
         0.0,
@@ -325,6 +339,7 @@ async fn login_protector_replay() -> Result<()> {
     let s2 = env.session("nontarget-sts-0", "main", &["sh"]).await?;
     await_metric(
         &ctl,
+        &env,
         "sessionguard_pod_sessions",
         &[("pod", "nontarget-sts-0")],
         1.0,
