@@ -53,12 +53,17 @@ grep '^session pid=' "$work/session.log" || { cat "$work/session.log"; exit 1; }
 pty_pid=$(sed -n 's/^session pid=\([0-9]*\).*/\1/p' "$work/session.log")
 echo "its /proc/$pty_pid/cgroup: $(grep '^0::' "/proc/$pty_pid/cgroup")"
 
-# --- hook: sessionguard -------------------------------------------------------------
-# With the controller and the agent started by e2e/dev.sh, the agent reports this
-# session and the controller protects the pod: show it here, e.g.
-#   "$k" -n "$ns" get pdb,pod "$pod" --show-labels
-# and step 2's eviction is refused (429).
-# -------------------------------------------------------------------------------------
+if [ "${SG_DEV_COMPONENTS:-1}" = 1 ]; then
+  step "1b. the agent reports the session; the controller protects the pod"
+  for _ in $(seq 100); do curl -fs http://127.0.0.1:19102/sessions | grep -q "\"$pod\"" && break; sleep 0.1; done
+  echo "agent's /sessions:"
+  curl -fs http://127.0.0.1:19102/sessions | grep -E '"(pod_name|container_name|tty|command|uid)"' | sed 's/^ */  /'
+  "$k" -n "$ns" wait --for=create "pdb/sessionguard-$pod" --timeout=30s >/dev/null
+  "$k" -n "$ns" get pdb "sessionguard-$pod" -o wide
+  echo "pod labels and annotations set by sessionguard:"
+  "$k" -n "$ns" get pod "$pod" -o yaml | grep -E '^    (sessionguard\.io|cluster-autoscaler|karpenter)' || true
+  "$k" -n "$ns" get events --field-selector "involvedObject.name=$pod" -o custom-columns=REASON:.reason,MESSAGE:.message | tail -n 4
+fi
 
 step "2. evict the pod while logged in"
 evict
@@ -69,6 +74,11 @@ exec 3>&-
 wait "$session_pid" || true
 session_pid=
 tail -n 1 "$work/session.log"
+
+if [ "${SG_DEV_COMPONENTS:-1}" = 1 ]; then
+  step "3b. the last session ended: the controller releases the pod"
+  "$k" -n "$ns" wait --for=delete "pdb/sessionguard-$pod" --timeout=60s
+fi
 
 step "4. evict the pod after logging out"
 uid=$("$k" -n "$ns" get pod "$pod" -o jsonpath='{.metadata.uid}')

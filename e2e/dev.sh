@@ -27,16 +27,64 @@ start_bg() {
   echo "$pid $(cut -d')' -f2- "/proc/$pid/stat" | awk '{print $20}')" > "$pidfile"
 }
 
+k() { "$root/.dev/bin/kubectl" "$@"; }
+sgns=sessionguard-system
+
+# A kubeconfig that authenticates with a token of <sa> bound to <pod>.
+pod_kubeconfig() {
+  local sa=$1 pod=$2 out=$3 token server ca
+  token=$(k -n "$sgns" create token "$sa" --bound-object-kind Pod --bound-object-name "$pod" --duration 24h)
+  server=$(k config view --raw --minify --flatten -o jsonpath='{.clusters[0].cluster.server}')
+  ca=$(k config view --raw --minify --flatten -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+  cat >"$out" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
+users: [{name: $sa, user: {token: "$token"}}]
+contexts: [{name: $sa, context: {cluster: local, user: $sa}}]
+current-context: $sa
+KC
+  chmod 600 "$out"
+}
+
+start_components() {
+  cargo build --quiet -p sessionguard-agent -p sessionguard-controller
+  local bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+  if ! "$root/.dev/bin/helm" status sessionguard -n "$sgns" >/dev/null 2>&1; then
+    "$root/.dev/bin/helm" install sessionguard "$root/charts/sessionguard" -n "$sgns" --create-namespace \
+      --set controller.replicas=1 --wait --timeout 120s >/dev/null
+  fi
+  k -n "$sgns" wait --for=condition=Ready pod -l app.kubernetes.io/component=agent --timeout=60s >/dev/null
+  k -n "$sgns" wait --for=condition=Ready pod -l app.kubernetes.io/component=controller --timeout=60s >/dev/null
+  local node agent_pod ctl_pod
+  node=${SG_NODES%%,*}
+  agent_pod=$(k -n "$sgns" get pod -l app.kubernetes.io/component=agent --field-selector "spec.nodeName=$node" -o jsonpath='{.items[0].metadata.name}')
+  ctl_pod=$(k -n "$sgns" get pod -l app.kubernetes.io/component=controller -o jsonpath='{.items[0].metadata.name}')
+  pod_kubeconfig sessionguard-agent "$agent_pod" "$SG_CLUSTER_DIR/agent.kubeconfig"
+  pod_kubeconfig sessionguard-controller "$ctl_pod" "$SG_CLUSTER_DIR/controller.kubeconfig"
+  KUBECONFIG="$SG_CLUSTER_DIR/controller.kubeconfig" start_bg controller "$bin/sessionguard-controller" \
+    --listen-addr 127.0.0.1:18080 --lease-namespace "$sgns" --lease-name sessionguard-controller --identity "$ctl_pod"
+  KUBECONFIG="$SG_CLUSTER_DIR/agent.kubeconfig" start_bg "agent-$node" "$bin/sessionguard-agent" run \
+    --node-name "$node" --proc-root /proc --listen-addr 127.0.0.1:19102
+  for what in 127.0.0.1:18080 127.0.0.1:19102; do
+    for _ in $(seq 100); do curl -fs "http://$what/readyz" >/dev/null && break; sleep 0.2; done
+    curl -fs "http://$what/readyz" >/dev/null || { echo "dev-up: $what not ready; logs in $SG_CLUSTER_DIR/logs" >&2; exit 1; }
+  done
+  echo "sessionguard: controller http://127.0.0.1:18080/metrics, agent http://127.0.0.1:19102/sessions"
+}
+
 case "${1:-}" in
   up)
     "$sg" up
     export KUBECONFIG="$root/.dev/kubeconfig"
-    # --- hook: sessionguard controller and agent -------------------------------------
-    # Start them here once they exist, e.g.:
-    #   cargo build --quiet -p sessionguard-controller -p sessionguard-agent
-    #   start_bg controller "$root/target/debug/sessionguard-controller" ...
-    #   start_bg agent-sim-dev "$root/target/debug/sessionguard-agent" run --node-name sim-dev ...
-    # and wait for them to be ready before returning.
+    # --- sessionguard: the chart, then the real binaries under its identities ---------
+    # The simulated node cannot pull images, so the chart's pods run stand-ins; the real
+    # agent and controller run here as processes with service-account tokens bound to
+    # those pods: exactly the identity (and node claim) the DaemonSet and Deployment
+    # would give them, so RBAC and the SessionReport admission policy apply for real.
+    if [ "${SG_DEV_COMPONENTS:-1}" = 1 ]; then
+      start_components
+    fi
     # ----------------------------------------------------------------------------------
     "$sg" status
     echo "dev cluster up: export KUBECONFIG=$KUBECONFIG"
