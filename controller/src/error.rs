@@ -29,6 +29,8 @@ pub enum Error {
     Server(#[from] std::io::Error),
     #[error("admission webhook: {0}")]
     Webhook(String),
+    #[error("{0} (set KUBECONFIG, or run in a pod with a service account)")]
+    Credentials(String),
 }
 
 impl Error {
@@ -43,6 +45,7 @@ impl Error {
             Error::Leader(_) => "leader",
             Error::Server(_) => "server",
             Error::Webhook(_) => "webhook",
+            Error::Credentials(_) => "credentials",
         }
     }
 

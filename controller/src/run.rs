@@ -42,7 +42,14 @@ async fn shutdown_signal() {
 /// Runs until SIGTERM/SIGINT (Ok) or until leadership is lost (Err, so the
 /// process restarts with clean state).
 pub async fn run(config: Config) -> Result<()> {
-    let client = Client::try_default().await.map_err(|source| Error::Kube {
+    let mut kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Credentials(format!("no Kubernetes credentials: {e}")))?;
+    // kube retries 429/503/504 up to 15 times by default; a PDB answers an
+    // eviction with 429, which would then surface minutes later as a write
+    // timeout. Every loop here retries with its own backoff instead.
+    kube_config.default_retry = false;
+    let client = Client::try_from(kube_config).map_err(|source| Error::Kube {
         op: "connect",
         source,
     })?;
