@@ -175,7 +175,10 @@ mod tests {
             Verdict::Extension(Some(Duration::from_secs(5400)))
         );
         new.insert(keys::EXTENSION.into(), "2d".into());
-        assert_eq!(verdict(&old, &new, false), Verdict::Extension(Some(2 * DAY)));
+        assert_eq!(
+            verdict(&old, &new, false),
+            Verdict::Extension(Some(2 * DAY))
+        );
 
         new.insert(keys::EXTENDED_BY.into(), "mallory".into());
         let Verdict::Deny(why) = verdict(&old, &new, false) else {
@@ -202,7 +205,10 @@ mod tests {
     fn the_record_is_the_controllers() {
         let old = record();
         let mut new = old.clone();
-        new.insert(keys::FIRST_INTERACTION.into(), "2030-01-01T00:00:00Z".into());
+        new.insert(
+            keys::FIRST_INTERACTION.into(),
+            "2030-01-01T00:00:00Z".into(),
+        );
         new.remove(keys::INTERACTOR);
         let Verdict::Deny(why) = verdict(&old, &new, false) else {
             panic!("record edit admitted")
