@@ -1,0 +1,247 @@
+//! Admission latency: the handler alone, and the full HTTPS round trip on
+//! loopback through the real TLS server (keep-alive connections, as the API
+//! server's webhook client uses them). Nobody drains the record queue, so
+//! after its capacity every exec is shed: the API server being slow must not
+//! make admission slow. Fails (exit 1) if a p99 exceeds 5 ms.
+//!
+//! cargo bench -p sessionguard-controller --bench webhook
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use sessionguard_controller::admission::metrics::{Metrics, OutcomeLabels};
+use sessionguard_controller::admission::queue::Queue;
+use sessionguard_controller::admission::review::{self, Context};
+use sessionguard_controller::admission::{certs, server, tls};
+
+const TARGET: Duration = Duration::from_millis(5);
+
+fn exec_review(i: usize) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("00000000-0000-0000-0000-{i:012}"),
+            "kind": {"group": "", "version": "v1", "kind": "PodExecOptions"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "subResource": "exec", "name": format!("web-{}", i % 50), "namespace": "team-a",
+            "operation": "CONNECT",
+            "userInfo": {"username": "oidc:https://idp.example.com#alice@example.com",
+                         "groups": ["devs", "system:authenticated"]},
+            "object": {"kind": "PodExecOptions", "apiVersion": "v1", "stdin": true, "tty": true,
+                       "container": "app", "command": ["sh", "-c", "cat /etc/hostname"]},
+            "dryRun": false
+        }
+    }))
+    .unwrap()
+}
+
+/// A realistically sized pod (~12 KB: env, volumes, managed fields).
+fn pod(annotations: Value) -> Value {
+    let env: Vec<Value> = (0..60)
+        .map(|i| json!({"name": format!("VAR_{i}"), "value": "x".repeat(40)}))
+        .collect();
+    let managed: Vec<Value> = (0..8)
+        .map(|i| json!({"manager": format!("m{i}"), "operation": "Update", "apiVersion": "v1",
+                        "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {"f:app": {}}}}}))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "web-0", "namespace": "team-a", "uid": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                        "labels": {"app": "web", "sessionguard.io/interacted": "true"},
+                        "annotations": annotations, "managedFields": managed},
+           "spec": {"nodeName": "node-a", "containers": [{"name": "app", "image": "registry.example.com/web:1.2.3", "env": env}]},
+           "status": {"phase": "Running"}})
+}
+
+fn extend_review() -> Vec<u8> {
+    let old = json!({"sessionguard.io/first-interaction": "2026-11-24T01:00:00Z",
+                     "sessionguard.io/ttl": "10m0s", "sessionguard.io/interactor": "alice"});
+    let mut new = old.clone();
+    new["sessionguard.io/extension"] = "30m".into();
+    new["sessionguard.io/extended-by"] = "bob".into();
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "00000000-0000-0000-0000-000000000001",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "web-0", "namespace": "team-a", "operation": "UPDATE",
+            "userInfo": {"username": "bob", "groups": ["devs"]},
+            "object": pod(new), "oldObject": pod(old), "dryRun": false
+        }
+    }))
+    .unwrap()
+}
+
+fn summary(name: &str, mut d: Vec<Duration>) -> bool {
+    d.sort();
+    let p = |q: f64| d[((d.len() as f64 - 1.0) * q).round() as usize];
+    let (p50, p99, max) = (p(0.5), p(0.99), *d.last().unwrap());
+    println!(
+        "{name:<44} n={:<6} p50={:>9.1?} p99={:>9.1?} max={:>9.1?} {}",
+        d.len(),
+        p50,
+        p99,
+        max,
+        if p99 <= TARGET { "ok" } else { "OVER 5ms" }
+    );
+    p99 <= TARGET
+}
+
+fn ctx(
+    capacity: usize,
+) -> (
+    Context,
+    Metrics,
+    tokio::sync::mpsc::Receiver<review::Record>,
+) {
+    let metrics = Metrics::default();
+    let (queue, rx) = Queue::new(capacity, metrics.clone());
+    (
+        Context {
+            deny_namespaces: vec![],
+            privileged: vec!["system:serviceaccount:sg:controller".into()],
+            max_extension: Duration::from_secs(7 * 86_400),
+            queue,
+            metrics: metrics.clone(),
+        },
+        metrics,
+        rx,
+    )
+}
+
+async fn round_trips(
+    addr: std::net::SocketAddr,
+    connector: tokio_rustls::TlsConnector,
+    path: &'static str,
+    bodies: Vec<Vec<u8>>,
+) -> Vec<Duration> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut out = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let started = Instant::now();
+        let req = hyper::Request::post(path)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        send.ready().await.unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(b.starts_with(b"{"));
+        out.push(started.elapsed());
+    }
+    out
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut ok = true;
+    println!("admission latency (target p99 <= 5ms)");
+
+    // --- the handler alone ---
+    let (c, _, _rx) = ctx(1 << 20);
+    let execs: Vec<Vec<u8>> = (0..20_000).map(exec_review).collect();
+    let d: Vec<Duration> = execs
+        .iter()
+        .map(|b| {
+            let t = Instant::now();
+            review::handle(&c, review::CONNECT_PATH, b).unwrap();
+            t.elapsed()
+        })
+        .collect();
+    ok &= summary("handler: exec (record queued)", d);
+    let ext = extend_review();
+    println!("  (pod update review body: {} bytes)", ext.len());
+    for (name, path) in [
+        ("handler: extension, guard", review::GUARD_PATH),
+        ("handler: extension, mutate", review::MUTATE_PATH),
+    ] {
+        let d: Vec<Duration> = (0..5_000)
+            .map(|_| {
+                let t = Instant::now();
+                review::handle(&c, path, &ext).unwrap();
+                t.elapsed()
+            })
+            .collect();
+        ok &= summary(name, d);
+    }
+
+    // --- HTTPS round trips on loopback through the real server ---
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let g = certs::generate(
+            &["127.0.0.1".to_string()],
+            Duration::from_secs(3600),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+        let resolver = Arc::new(tls::Resolver::default());
+        resolver.set(&g.cert_pem, &g.key_pem).unwrap();
+        let capacity = 1024;
+        let (c, metrics, _rx) = ctx(capacity);
+        let srv = server::Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            tls::server_config(resolver),
+            Arc::new(c),
+        )
+        .await
+        .unwrap();
+        let addr = srv.local_addr().unwrap();
+        tokio::spawn(srv.run());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(g.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+
+        let d = round_trips(addr, connector.clone(), review::CONNECT_PATH, (0..5_000).map(exec_review).collect()).await;
+        ok &= summary("https: exec, 1 connection", d);
+
+        let mut tasks = vec![];
+        for w in 0..8 {
+            tasks.push(tokio::spawn(round_trips(
+                addr,
+                connector.clone(),
+                review::CONNECT_PATH,
+                (0..1_000).map(|i| exec_review(w * 1_000 + i)).collect(),
+            )));
+        }
+        let mut all = vec![];
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        ok &= summary("https: exec, 8 concurrent connections", all);
+        let d = round_trips(addr, connector, review::GUARD_PATH, vec![extend_review(); 2_000]).await;
+        ok &= summary("https: extension guard (12 KB review)", d);
+        let shed = metrics.records.get_or_create(&OutcomeLabels { outcome: "shed" }).get();
+        println!(
+            "  record queue (capacity {capacity}, not drained): {shed} records shed, admission unaffected"
+        );
+    });
+    if !ok {
+        eprintln!("a p99 exceeded 5ms");
+        std::process::exit(1);
+    }
+}
