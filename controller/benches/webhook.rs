@@ -150,12 +150,19 @@ async fn round_trips(
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // `cargo test --benches` runs this without `--bench` (and unoptimised):
+    // a quick smoke run that checks everything works, without the gate.
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = |k: usize| if full { k } else { k / 100 };
     let mut ok = true;
-    println!("admission latency (target p99 <= 5ms)");
+    println!(
+        "admission latency (target p99 <= 5ms){}",
+        if full { "" } else { ": smoke run, not gated" }
+    );
 
     // --- the handler alone ---
     let (c, _, _rx) = ctx(1 << 20);
-    let execs: Vec<Vec<u8>> = (0..20_000).map(exec_review).collect();
+    let execs: Vec<Vec<u8>> = (0..n(20_000)).map(exec_review).collect();
     let d: Vec<Duration> = execs
         .iter()
         .map(|b| {
@@ -171,7 +178,7 @@ fn main() {
         ("handler: extension, guard", review::GUARD_PATH),
         ("handler: extension, mutate", review::MUTATE_PATH),
     ] {
-        let d: Vec<Duration> = (0..5_000)
+        let d: Vec<Duration> = (0..n(5_000))
             .map(|_| {
                 let t = Instant::now();
                 review::handle(&c, path, &ext).unwrap();
@@ -216,7 +223,7 @@ fn main() {
             .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
 
-        let d = round_trips(addr, connector.clone(), review::CONNECT_PATH, (0..5_000).map(exec_review).collect()).await;
+        let d = round_trips(addr, connector.clone(), review::CONNECT_PATH, (0..n(5_000)).map(exec_review).collect()).await;
         ok &= summary("https: exec, 1 connection", d);
 
         let mut tasks = vec![];
@@ -225,7 +232,7 @@ fn main() {
                 addr,
                 connector.clone(),
                 review::CONNECT_PATH,
-                (0..1_000).map(|i| exec_review(w * 1_000 + i)).collect(),
+                (0..n(1_000)).map(|i| exec_review(w * 1_000 + i)).collect(),
             )));
         }
         let mut all = vec![];
@@ -233,14 +240,14 @@ fn main() {
             all.extend(t.await.unwrap());
         }
         ok &= summary("https: exec, 8 concurrent connections", all);
-        let d = round_trips(addr, connector, review::GUARD_PATH, vec![extend_review(); 2_000]).await;
+        let d = round_trips(addr, connector, review::GUARD_PATH, vec![extend_review(); n(2_000)]).await;
         ok &= summary("https: extension guard (12 KB review)", d);
         let shed = metrics.records.get_or_create(&OutcomeLabels { outcome: "shed" }).get();
         println!(
             "  record queue (capacity {capacity}, not drained): {shed} records shed, admission unaffected"
         );
     });
-    if !ok {
+    if full && !ok {
         eprintln!("a p99 exceeded 5ms");
         std::process::exit(1);
     }
