@@ -127,6 +127,34 @@ pub fn check(u: &Update, privileged: bool, requester: &str, max_extension: Durat
     Verdict::Extension(Some(d))
 }
 
+/// Decides a pod creation: a new pod may carry the user keys (an extension
+/// in a template is harmless) but no part of the record. Otherwise a pod
+/// created with a far-future TTL, or someone else as interactor, would carry
+/// that into its first real interaction.
+pub fn check_create(labels: &Map, annotations: &Map, privileged: bool) -> Verdict {
+    if privileged {
+        return Verdict::Allow;
+    }
+    let empty = Map::new();
+    let mut touched: Vec<String> = changed_guarded(&empty, labels)
+        .into_iter()
+        .map(|k| format!("label {k}"))
+        .collect();
+    touched.extend(
+        changed_guarded(&empty, annotations)
+            .into_iter()
+            .map(|k| format!("annotation {k}")),
+    );
+    if touched.is_empty() {
+        return Verdict::Allow;
+    }
+    Verdict::Deny(format!(
+        "a new pod may not carry {}: sessionguard writes these when someone interacts with the pod \
+         (remove them from the manifest or pod template)",
+        touched.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +274,24 @@ mod tests {
             DAY,
         );
         assert!(matches!(v, Verdict::Deny(w) if w.contains("label sessionguard.io/interacted")));
+    }
+
+    #[test]
+    fn new_pods_carry_no_record() {
+        let forged = map(&[(keys::TTL, "99999h"), (keys::EXTENSION, "1h")]);
+        let Verdict::Deny(why) = check_create(&Map::new(), &forged, false) else {
+            panic!("forged record admitted")
+        };
+        assert!(
+            why.contains("annotation sessionguard.io/ttl") && !why.contains("extension"),
+            "{why}"
+        );
+        let opt_in = map(&[(keys::PROTECT, "true")]);
+        assert_eq!(
+            check_create(&opt_in, &map(&[(keys::EXTENSION, "1h")]), false),
+            Verdict::Allow
+        );
+        assert_eq!(check_create(&Map::new(), &forged, true), Verdict::Allow);
     }
 
     #[test]

@@ -306,6 +306,24 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
     let (ok, out) = wh::kubectl(&env, &["annotate", "pod", POD, "--overwrite", "team=ops"]).await?;
     check(ok, format!("unrelated annotations stay editable: {out}"))?;
 
+    // --- a new pod may not bring its own record (a far-future TTL) ---
+    let forged: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "forged", "annotations": {
+            "sessionguard.io/ttl": "99999h", "sessionguard.io/first-interaction": "2099-01-01T00:00:00Z"}},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]}
+    }))?;
+    let e = pods
+        .create(&Default::default(), &forged)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    check(
+        e.contains("a new pod may not carry annotation sessionguard.io/first-interaction, annotation sessionguard.io/ttl"),
+        format!("forged pod creation: {e:?}"),
+    )?;
+    wh::pod(&env, "opted-in-later").await?;
+
     // --- with the controller stopped, exec is still admitted (failurePolicy Ignore) ---
     ctl.stop();
     let (_, out) = wh::kubectl(&env, &["exec", POD, "-c", "app", "--", "true"]).await?;

@@ -4,10 +4,10 @@
 //! - Validating `interactions.sessionguard.io`: CONNECT pods/exec and
 //!   pods/attach, UPDATE pods/ephemeralcontainers (kubectl debug).
 //!   sideEffects NoneOnDryRun: the server records nothing for dry runs.
-//! - Validating `annotations.sessionguard.io` and mutating
-//!   `extended-by.sessionguard.io`: UPDATE pods, called only when a request
-//!   changes a sessionguard key (matchConditions), so ordinary pod updates
-//!   never wait on us.
+//! - Validating `annotations.sessionguard.io` (CREATE and UPDATE pods) and
+//!   mutating `extended-by.sessionguard.io` (UPDATE pods), called only when a
+//!   request carries or changes a sessionguard key (matchConditions), so
+//!   ordinary pod writes never wait on us.
 //!
 //! All: failurePolicy Ignore by default (the agent still sees terminal
 //! logins), timeoutSeconds 2, kube-system and our own namespace excluded.
@@ -108,6 +108,15 @@ fn touches(field: &str) -> String {
     )
 }
 
+/// CEL: does the new object carry a `sessionguard.io/` key in `field`?
+fn carries(field: &str) -> String {
+    let m = format!("object.metadata.{field}");
+    format!(
+        "(has({m}) && {m}.exists(k, k.startsWith('{p}')))",
+        p = keys::PREFIX
+    )
+}
+
 fn extension_of(obj: &str) -> String {
     let m = format!("{obj}.metadata.annotations");
     format!(
@@ -142,7 +151,7 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
                 name: "annotations.sessionguard.io".into(),
                 admission_review_versions: vec!["v1".into()],
                 client_config: o.client(GUARD_PATH),
-                rules: Some(vec![rule("UPDATE", &["pods"])]),
+                rules: Some(vec![rule("CREATE", &["pods"]), rule("UPDATE", &["pods"])]),
                 side_effects: "None".into(),
                 failure_policy: Some(o.failure_policy.clone()),
                 match_policy: Some("Equivalent".into()),
@@ -150,7 +159,16 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
                 timeout_seconds: Some(o.timeout_seconds),
                 match_conditions: Some(vec![MatchCondition {
                     name: "touches-sessionguard-keys".into(),
-                    expression: format!("{} || {}", touches("annotations"), touches("labels")),
+                    // CEL's && is false when either side is, even if the
+                    // other errs: oldObject is null on CREATE.
+                    expression: format!(
+                        "(request.operation == 'CREATE' && ({} || {})) || \
+                         (request.operation == 'UPDATE' && ({} || {}))",
+                        carries("annotations"),
+                        carries("labels"),
+                        touches("annotations"),
+                        touches("labels")
+                    ),
                 }]),
                 ..Default::default()
             },

@@ -242,16 +242,28 @@ fn is_pod_update(req: &AdmissionRequest<DynamicObject>) -> bool {
 }
 
 /// The guard: only the extension is the user's, and it must be a valid
-/// duration within the cap. Applies to dry-run requests too (no side effects).
+/// duration within the cap; new pods carry no record. Applies to dry-run
+/// requests too (no side effects).
 pub fn guard_update(
     ctx: &Context,
     req: &AdmissionRequest<DynamicObject>,
 ) -> (AdmissionResponse, &'static str) {
     let resp = AdmissionResponse::from(req);
+    let (username, _) = user(req);
+    let privileged = ctx.privileged.contains(&username);
+    if req.operation == Operation::Create
+        && req.resource.resource == "pods"
+        && req.sub_resource.is_none()
+    {
+        let (labels, annotations) = maps(req.object.as_ref());
+        return match guard::check_create(&labels, &annotations, privileged) {
+            Verdict::Deny(why) => (resp.deny(why), "denied"),
+            _ => (resp, "allowed"),
+        };
+    }
     if !is_pod_update(req) {
         return (resp, "allowed");
     }
-    let (username, _) = user(req);
     let (old_labels, old_annotations) = maps(req.old_object.as_ref());
     let (new_labels, new_annotations) = maps(req.object.as_ref());
     let verdict = guard::check(
@@ -261,7 +273,7 @@ pub fn guard_update(
             old_annotations: &old_annotations,
             new_annotations: &new_annotations,
         },
-        ctx.privileged.contains(&username),
+        privileged,
         &username,
         ctx.max_extension,
     );
