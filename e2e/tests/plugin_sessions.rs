@@ -22,7 +22,7 @@ async fn json_row(env: &TestEnv) -> Result<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_follows_live_sessions() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("plugin-sessions").await? else {
         return Ok(());
     };

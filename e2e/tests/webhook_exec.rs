@@ -26,7 +26,7 @@ async fn records(ctl: &sg::Controller, outcome: &str) -> Result<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("wh-exec").await? else {
         return Ok(());
     };

@@ -28,7 +28,7 @@ fn not_after(s: &Secret) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_certs_and_both_record() -> Result<()> {
-    let _serial = sg::serial();
+    let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("wh-replicas").await? else {
         return Ok(());
     };
