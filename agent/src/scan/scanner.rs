@@ -129,16 +129,8 @@ impl Scanner {
                 continue;
             }
             stats.stat_reads += 1;
-            match self.fs.read(pid, "stat", &mut self.buf) {
-                Ok(true) => {}
-                Ok(false) => {
-                    stats.vanished += 1;
-                    continue;
-                }
-                Err(e) => {
-                    *stats.errors.entry(e.kind()).or_default() += 1;
-                    continue;
-                }
+            if !fetch(&mut self.fs, pid, "stat", &mut self.buf, &mut stats) {
+                continue;
             }
             let stat = match Stat::parse(&self.buf) {
                 Ok(s) => s,
@@ -172,16 +164,8 @@ impl Scanner {
 
         let mut in_pods = Vec::new();
         for (pid, session, tty_nr, starttime, comm) in candidates {
-            match self.fs.read(pid, "cgroup", &mut self.buf) {
-                Ok(true) => {}
-                Ok(false) => {
-                    stats.vanished += 1;
-                    continue;
-                }
-                Err(e) => {
-                    *stats.errors.entry(e.kind()).or_default() += 1;
-                    continue;
-                }
+            if !fetch(&mut self.fs, pid, "cgroup", &mut self.buf, &mut stats) {
+                continue;
             }
             if let Some(at) = parse_cgroup(&String::from_utf8_lossy(&self.buf)) {
                 in_pods.push(Candidate {
@@ -235,17 +219,8 @@ impl Scanner {
     }
 
     fn read_leader(&mut self, pid: u32, stats: &mut ScanStats) -> Option<Leader> {
-        let mut read = |file: &'static str, buf: &mut Vec<u8>| match self.fs.read(pid, file, buf) {
-            Ok(true) => true,
-            Ok(false) => {
-                stats.vanished += 1;
-                false
-            }
-            Err(e) => {
-                *stats.errors.entry(e.kind()).or_default() += 1;
-                false
-            }
-        };
+        let mut read =
+            |file: &'static str, buf: &mut Vec<u8>| fetch(&mut self.fs, pid, file, buf, stats);
         let mut buf = std::mem::take(&mut self.buf);
         let status =
             read("status", &mut buf).then(|| Status::parse(&String::from_utf8_lossy(&buf)));
@@ -272,6 +247,28 @@ impl Scanner {
         };
         self.buf = buf;
         leader
+    }
+}
+
+/// Reads one pid file; a vanished pid is counted as churn, any other failure
+/// by kind. False means "skip this pid".
+fn fetch(
+    fs: &mut ProcFs,
+    pid: u32,
+    file: &'static str,
+    buf: &mut Vec<u8>,
+    stats: &mut ScanStats,
+) -> bool {
+    match fs.read(pid, file, buf) {
+        Ok(true) => true,
+        Ok(false) => {
+            stats.vanished += 1;
+            false
+        }
+        Err(e) => {
+            *stats.errors.entry(e.kind()).or_default() += 1;
+            false
+        }
     }
 }
 
