@@ -170,6 +170,16 @@ async fn patch_pod(
             serde_json::to_value(annotations).expect("map"),
         );
     }
+    // Optimistic concurrency: the webhook's writers may have folded an exec
+    // into the interaction record since our cache saw the pod; a merge patch
+    // computed from a stale copy would overwrite it. A 409 fails this
+    // reconcile, and the watch event for the newer pod reconciles again.
+    if let Some(rv) = &pod.metadata.resource_version {
+        meta.insert(
+            "resourceVersion".into(),
+            serde_json::Value::String(rv.clone()),
+        );
+    }
     let patch = serde_json::json!({ "metadata": meta });
     let api: Api<Pod> = Api::namespaced(state.client.clone(), &pod.namespace().unwrap_or_default());
     match state
