@@ -49,8 +49,10 @@ manifests: tools
 test: fmt-check clippy tools static
 	$(CARGO) test --workspace --no-fail-fast
 
+## Figures for the README and closing notes (not run by make test).
 bench:
 	$(CARGO) bench -p sessionguard-agent
+	$(CARGO) bench -p sessionguard-controller --bench webhook
 
 dev-up: tools
 	bash e2e/dev.sh up
