@@ -5,12 +5,14 @@
 //!   dumped on failure and deleted after;
 //! - [`await_`]: awaiting object conditions with timeouts;
 //! - [`tokens`]: pod-bound ServiceAccount tokens and token kubeconfigs;
-//! - [`spawn`]: workspace binaries (agent, controller) as children killed on Drop.
+//! - [`spawn`]: workspace binaries (agent, controller) as children killed on Drop;
+//! - [`http`]: GETs and metric lookups against those children.
 
 pub mod await_;
 pub mod cluster;
 pub mod dump;
 pub mod env;
+pub mod http;
 pub mod procfs;
 pub mod spawn;
 pub mod tokens;

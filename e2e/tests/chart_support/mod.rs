@@ -17,8 +17,10 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
 use sessionguard_e2e::harness::{Child, TestEnv, await_, tokens, workspace_bin};
+// Each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use sessionguard_e2e::harness::http::{find_metric, free_addr, http_get, metric};
 use sessionguard_e2e::{Error, Result, paths, wait};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The Kubernetes version the pinned control plane runs (e2e/build-tools.sh); helm
 /// template needs it because the chart requires >= 1.30 and a helm built from source
@@ -296,13 +298,6 @@ pub async fn pod_kubeconfig(env: &TestEnv, pod: &Pod) -> Result<PathBuf> {
     tokens::write_token_kubeconfig(&env.cluster().info, &log_dir(env), &name, &token)
 }
 
-pub fn free_addr() -> Result<SocketAddr> {
-    let l =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| invalid(format!("bind: {e}")))?;
-    l.local_addr()
-        .map_err(|e| invalid(format!("local_addr: {e}")))
-}
-
 /// A real binary started for a test: killed on Drop, log tail printed on failure.
 pub struct Running {
     pub child: Option<Child>,
@@ -450,65 +445,4 @@ pub async fn start_controller(env: &TestEnv, release: &str, ctl_pod: &Pod) -> Re
     )
     .await?;
     Ok(ctl)
-}
-
-/// GET over plain HTTP/1.1; the body of a 200, else an error with the status line.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| invalid(format!("connect {addr}: {e}")))?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .map_err(|e| invalid(format!("write: {e}")))?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)
-        .await
-        .map_err(|e| invalid(format!("read: {e}")))?;
-    let out = String::from_utf8_lossy(&out);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(invalid(format!(
-            "GET {addr}{path}: {}",
-            head.lines().next().unwrap_or("")
-        )));
-    }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Ok(dechunk(body));
-    }
-    Ok(body.to_string())
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// The value of the first series of `name` whose labels include all of `labels`.
-pub fn find_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if n != name {
-            return None;
-        }
-        let all = labels
-            .iter()
-            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-        all.then(|| value.parse().ok()).flatten()
-    })
 }

@@ -23,8 +23,10 @@ use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use sessionguard_e2e::harness::{Child, TestEnv, await_, tokens, workspace_bin};
+// Each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use sessionguard_e2e::harness::http::{find_metric, free_addr, http_get, metric};
 use sessionguard_e2e::{Error, Result, wait};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const CRD: &str = include_str!("../../../charts/sessionguard/crds/sessionreports.yaml");
 pub const POLICY: &str =
@@ -101,13 +103,6 @@ pub async fn install(client: &kube::Client) -> Result<()> {
     }))?;
     create_or_replace(&Api::all(client.clone()), role).await?;
     Ok(())
-}
-
-pub fn free_addr() -> Result<SocketAddr> {
-    let l =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| invalid(format!("bind: {e}")))?;
-    l.local_addr()
-        .map_err(|e| invalid(format!("local_addr: {e}")))
 }
 
 fn log_dir(env: &TestEnv) -> PathBuf {
@@ -323,49 +318,6 @@ pub fn report_sessions(report: &DynamicObject, pod_uid: &str) -> usize {
     report.data["spec"]["sessions"]
         .as_array()
         .map_or(0, |s| s.iter().filter(|s| s["pod_uid"] == pod_uid).count())
-}
-
-pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| invalid(format!("connect {addr}: {e}")))?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .map_err(|e| invalid(format!("write: {e}")))?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .await
-        .map_err(|e| invalid(format!("read: {e}")))?;
-    if !out.starts_with("HTTP/1.1 200") {
-        return Err(invalid(format!(
-            "GET {path}: {}",
-            out.lines().next().unwrap_or("")
-        )));
-    }
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
-}
-
-/// The value of one series; labels must all match (others are allowed).
-pub async fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Result<Option<f64>> {
-    let text = http_get(addr, "/metrics").await?;
-    Ok(find_metric(&text, name, labels))
-}
-
-pub fn find_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if n != name {
-            return None;
-        }
-        let all = labels
-            .iter()
-            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-        all.then(|| value.parse().ok()).flatten()
-    })
 }
 
 /// Watches our PDBs in the namespace and reports when `name` appears or

@@ -1,0 +1,108 @@
+//! Talking to the binaries under test over plain HTTP on loopback: their
+//! `/metrics`, `/readyz` and `/sessions`. Deliberately tiny (no client crate):
+//! one GET per connection, chunked bodies decoded.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{Error, Result};
+
+fn invalid(msg: String) -> Error {
+    Error::Invalid(msg)
+}
+
+/// A loopback address nobody listens on right now, for a child to bind.
+pub fn free_addr() -> Result<SocketAddr> {
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| invalid(format!("bind: {e}")))?;
+    l.local_addr()
+        .map_err(|e| invalid(format!("local_addr: {e}")))
+}
+
+/// GET over plain HTTP/1.1; the body of a 200, else an error with the status line.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| invalid(format!("connect {addr}: {e}")))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| invalid(format!("write: {e}")))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .await
+        .map_err(|e| invalid(format!("read: {e}")))?;
+    let out = String::from_utf8_lossy(&out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(invalid(format!(
+            "GET {addr}{path}: {}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok(dechunk(body));
+    }
+    Ok(body.to_string())
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of the first series of `name` whose labels include all of `labels`.
+pub fn find_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if n != name {
+            return None;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        all.then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// One series' value from a binary's `/metrics`; labels must all match (others are allowed).
+pub async fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Result<Option<f64>> {
+    let text = http_get(addr, "/metrics").await?;
+    Ok(find_metric(&text, name, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_lookup_and_chunks() {
+        let text = "# HELP x\nsg_pod{namespace=\"a\",pod=\"p\"} 1\nsg_pod{namespace=\"b\",pod=\"p\"} 0\nsg_up 3\n";
+        assert_eq!(
+            find_metric(text, "sg_pod", &[("namespace", "b")]),
+            Some(0.0)
+        );
+        assert_eq!(find_metric(text, "sg_up", &[]), Some(3.0));
+        assert_eq!(find_metric(text, "sg_pod", &[("namespace", "c")]), None);
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "hello world"
+        );
+    }
+}
