@@ -7,26 +7,10 @@ use std::process::Command;
 
 use super::certs::{Pki, SERVICE_CIDR};
 use crate::Result;
-use crate::paths::tool;
 
 pub fn command(pki: &Pki, kubeconfig: &Path, port: u16) -> Result<Command> {
-    let mut cmd = Command::new(tool("kube-controller-manager")?);
-    cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg(format!(
-            "--authentication-kubeconfig={}",
-            kubeconfig.display()
-        ))
-        .arg(format!(
-            "--authorization-kubeconfig={}",
-            kubeconfig.display()
-        ))
-        .arg("--bind-address=127.0.0.1")
-        .arg(format!("--secure-port={port}"))
-        .arg(format!(
-            "--cert-dir={}",
-            pki.dir().join("kcm-serving").display()
-        ))
-        .arg("--controllers=*")
+    let mut cmd = super::component::command("kube-controller-manager", pki, kubeconfig, port)?;
+    cmd.arg("--controllers=*")
         .arg("--use-service-account-credentials=true")
         .arg(format!(
             "--service-account-private-key-file={}",
@@ -42,10 +26,6 @@ pub fn command(pki: &Pki, kubeconfig: &Path, port: u16) -> Result<Command> {
             pki.ca_key().display()
         ))
         .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
-        .arg("--cluster-name=sessionguard")
-        // One instance per cluster: no need to wait for a lease before working.
-        .arg("--leader-elect=false")
-        .arg("--profiling=false")
-        .arg("--v=1");
+        .arg("--cluster-name=sessionguard");
     Ok(cmd)
 }

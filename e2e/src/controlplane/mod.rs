@@ -11,6 +11,7 @@
 
 pub mod apiserver;
 pub mod certs;
+mod component;
 pub mod controller_manager;
 pub mod etcd;
 pub mod kubeconfig;
