@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metrics::Metrics;
 
 pub struct Elector {
@@ -60,23 +60,7 @@ impl Elector {
         op: &'static str,
         f: impl std::future::Future<Output = kube::Result<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(Ok(v)) => {
-                self.metrics.write(op, "ok");
-                Ok(v)
-            }
-            Ok(Err(source)) => {
-                self.metrics.write(op, "error");
-                Err(Error::Kube { op, source })
-            }
-            Err(_) => {
-                self.metrics.write(op, "timeout");
-                Err(Error::Timeout {
-                    op,
-                    secs: self.timeout.as_secs(),
-                })
-            }
-        }
+        self.metrics.timed_write(op, self.timeout, f).await
     }
 
     fn spec(&self, previous: Option<&LeaseSpec>, now: Timestamp) -> LeaseSpec {

@@ -125,6 +125,33 @@ impl Metrics {
         self.writes.get_or_create(&OpLabels { op, outcome }).inc();
     }
 
+    /// Runs one API write under `timeout`, counting ok/error/timeout by op.
+    pub async fn timed_write<T>(
+        &self,
+        op: &'static str,
+        timeout: std::time::Duration,
+        fut: impl std::future::Future<Output = kube::Result<T>>,
+    ) -> crate::error::Result<T> {
+        use crate::error::Error;
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(v)) => {
+                self.write(op, "ok");
+                Ok(v)
+            }
+            Ok(Err(source)) => {
+                self.write(op, "error");
+                Err(Error::Kube { op, source })
+            }
+            Err(_) => {
+                self.write(op, "timeout");
+                Err(Error::Timeout {
+                    op,
+                    secs: timeout.as_secs(),
+                })
+            }
+        }
+    }
+
     pub fn eviction(&self, reason: &'static str, outcome: &'static str) {
         self.evictions
             .get_or_create(&EvictionLabels { reason, outcome })

@@ -170,23 +170,9 @@ impl State {
             self.metrics.write(op, "not_leader");
             return Err(Error::NotLeader { op });
         }
-        match tokio::time::timeout(self.config.write_timeout, fut).await {
-            Ok(Ok(v)) => {
-                self.metrics.write(op, "ok");
-                Ok(v)
-            }
-            Ok(Err(source)) => {
-                self.metrics.write(op, "error");
-                Err(Error::Kube { op, source })
-            }
-            Err(_) => {
-                self.metrics.write(op, "timeout");
-                Err(Error::Timeout {
-                    op,
-                    secs: self.config.write_timeout.as_secs(),
-                })
-            }
-        }
+        self.metrics
+            .timed_write(op, self.config.write_timeout, fut)
+            .await
     }
 
     pub fn with_memory<R>(&self, uid: &str, f: impl FnOnce(&mut PodMemory) -> R) -> R {

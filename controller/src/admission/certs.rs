@@ -20,7 +20,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -332,48 +332,67 @@ impl Manager {
 
     async fn publish_ca_bundle(&self, bundle: &str) -> Result<()> {
         let want = ByteString(bundle.as_bytes().to_vec());
-        let vwc: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        if let Some(mut c) = vwc
-            .get_opt(&self.config.validating_config)
-            .await
-            .map_err(kube_err("get_validating_webhook_configuration"))?
-        {
-            let mut changed = false;
-            for w in c.webhooks.iter_mut().flatten() {
-                if w.client_config.ca_bundle.as_ref() != Some(&want) {
-                    w.client_config.ca_bundle = Some(want.clone());
-                    changed = true;
-                }
-            }
-            if changed {
-                vwc.replace(&self.config.validating_config, &PostParams::default(), &c)
-                    .await
-                    .map_err(kube_err("patch_validating_ca_bundle"))?;
-                tracing::info!(name = %self.config.validating_config, "caBundle updated");
-            }
-        }
-        let mwc: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        if let Some(mut c) = mwc
-            .get_opt(&self.config.mutating_config)
-            .await
-            .map_err(kube_err("get_mutating_webhook_configuration"))?
-        {
-            let mut changed = false;
-            for w in c.webhooks.iter_mut().flatten() {
-                if w.client_config.ca_bundle.as_ref() != Some(&want) {
-                    w.client_config.ca_bundle = Some(want.clone());
-                    changed = true;
-                }
-            }
-            if changed {
-                mwc.replace(&self.config.mutating_config, &PostParams::default(), &c)
-                    .await
-                    .map_err(kube_err("patch_mutating_ca_bundle"))?;
-                tracing::info!(name = %self.config.mutating_config, "caBundle updated");
-            }
-        }
-        Ok(())
+        set_ca_bundle(
+            Api::<ValidatingWebhookConfiguration>::all(self.client.clone()),
+            &self.config.validating_config,
+            &want,
+            |c| {
+                c.webhooks
+                    .iter_mut()
+                    .flatten()
+                    .map(|w| &mut w.client_config)
+                    .collect()
+            },
+        )
+        .await?;
+        set_ca_bundle(
+            Api::<MutatingWebhookConfiguration>::all(self.client.clone()),
+            &self.config.mutating_config,
+            &want,
+            |c| {
+                c.webhooks
+                    .iter_mut()
+                    .flatten()
+                    .map(|w| &mut w.client_config)
+                    .collect()
+            },
+        )
+        .await
     }
+}
+
+/// Sets `caBundle` on every webhook of one configuration, writing only when
+/// something differs (replicas check every interval; most checks change nothing).
+async fn set_ca_bundle<K>(
+    api: Api<K>,
+    name: &str,
+    want: &ByteString,
+    client_configs: fn(&mut K) -> Vec<&mut WebhookClientConfig>,
+) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let Some(mut c) = api
+        .get_opt(name)
+        .await
+        .map_err(kube_err("get_webhook_configuration"))?
+    else {
+        return Ok(());
+    };
+    let mut changed = false;
+    for cc in client_configs(&mut c) {
+        if cc.ca_bundle.as_ref() != Some(want) {
+            cc.ca_bundle = Some(want.clone());
+            changed = true;
+        }
+    }
+    if changed {
+        api.replace(name, &PostParams::default(), &c)
+            .await
+            .map_err(kube_err("replace_webhook_ca_bundle"))?;
+        tracing::info!(%name, "caBundle updated");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
