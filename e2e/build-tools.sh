@@ -29,6 +29,15 @@ if have_all "$cache"; then
   exit 0
 fi
 
+# In CI the Go build and module caches (about 3.6 GB and 1 GB for these pins) are only
+# needed for this one build: keep them in a temp dir and remove them afterwards, so the
+# Rust build that follows has the disk. Developers keep Go's default caches.
+if [ -n "${CI:-}" ]; then
+  gotmp=$(mktemp -d "${TMPDIR:-/tmp}/sessionguard-go.XXXXXX")
+  export GOCACHE="$gotmp/cache" GOMODCACHE="$gotmp/mod" GOFLAGS="${GOFLAGS:-} -modcacherw"
+  trap 'rm -rf "$gotmp"' EXIT
+fi
+
 start=$(date +%s)
 echo "build-tools: building Kubernetes $k8s_version tools, etcd and helm $helm_version (cold build takes a while)"
 pkg=k8s.io/component-base/version
@@ -43,7 +52,7 @@ done
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
 (cd "$root/e2e/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
-GOBIN="$bin" GOFLAGS=-buildvcs=false go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
+GOBIN="$bin" GOFLAGS="${GOFLAGS:-} -buildvcs=false" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
   "helm.sh/helm/v3/cmd/helm@$helm_version"
 
 mkdir -p "$cache"
