@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use crate::Error;
 
-const UNITS: [(&str, u64); 7] = [
+const UNITS: [(&str, u64); 8] = [
     ("ns", 1),
     ("us", 1_000),
-    ("µs", 1_000),
+    // Go accepts both: U+00B5 (micro sign, what Go's String() prints) and
+    // U+03BC (Greek mu, what most keyboards and input methods produce).
+    ("\u{b5}s", 1_000),
+    ("\u{3bc}s", 1_000),
     ("ms", 1_000_000),
     ("s", 1_000_000_000),
     ("m", 60_000_000_000),
@@ -87,23 +90,44 @@ pub fn parse(input: &str) -> Result<Duration, Error> {
     Ok(Duration::from_nanos(total as u64))
 }
 
-/// Formats like Go's `time.Duration.String` for whole seconds and above
-/// (`1h30m0s`), so values round-trip with kube-exec-controller's.
+/// Formats like Go's `time.Duration.String` (`1h30m0s`, `1.5s`, `250ms`,
+/// `1.5\u{b5}s`), so values round-trip with kube-exec-controller's and
+/// through [`parse`] exactly: sub-second parts are kept, never rounded away.
 pub fn format(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return if d.is_zero() {
-            "0s".into()
-        } else {
-            format!("{}ms", d.as_millis())
-        };
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
     }
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if ns < 1_000_000_000 {
+        let (unit, scale) = match ns {
+            0..1_000 => ("ns", 1),
+            1_000..1_000_000 => ("\u{b5}s", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{}{unit}", decimal(ns, scale));
+    }
+    let secs = d.as_secs();
+    let (h, m) = (secs / 3600, secs / 60 % 60);
+    let s = decimal(
+        u128::from(secs % 60) * 1_000_000_000 + u128::from(d.subsec_nanos()),
+        1_000_000_000,
+    );
     match (h, m) {
         (0, 0) => format!("{s}s"),
         (0, _) => format!("{m}m{s}s"),
         _ => format!("{h}h{m}m{s}s"),
     }
+}
+
+/// `value / scale` in decimal, without trailing zeros (`scale` a power of ten).
+fn decimal(value: u128, scale: u128) -> String {
+    let (int, rem) = (value / scale, value % scale);
+    if rem == 0 {
+        return int.to_string();
+    }
+    let width = scale.ilog10() as usize;
+    let frac = format!("{rem:0width$}");
+    format!("{int}.{}", frac.trim_end_matches('0'))
 }
 
 #[cfg(test)]
@@ -127,6 +151,10 @@ mod tests {
             assert_eq!(parse(input).unwrap(), Duration::from_secs(secs), "{input}");
         }
         assert_eq!(parse("1500ms").unwrap(), Duration::from_millis(1500));
+        // Micro sign (U+00B5) and Greek mu (U+03BC) both mean microseconds.
+        assert_eq!(parse("7\u{b5}s").unwrap(), Duration::from_micros(7));
+        assert_eq!(parse("7\u{3bc}s").unwrap(), Duration::from_micros(7));
+        assert_eq!(parse("7us").unwrap(), Duration::from_micros(7));
     }
 
     #[test]
@@ -155,6 +183,17 @@ mod tests {
         assert_eq!(format(Duration::ZERO), "0s");
     }
 
+    #[test]
+    fn formats_keep_sub_seconds() {
+        assert_eq!(format(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format(Duration::from_millis(90_500)), "1m30.5s");
+        assert_eq!(format(Duration::from_millis(3_600_001)), "1h0m0.001s");
+        assert_eq!(format(Duration::from_millis(250)), "250ms");
+        assert_eq!(format(Duration::from_nanos(1_500)), "1.5\u{b5}s");
+        assert_eq!(format(Duration::from_nanos(42)), "42ns");
+        assert_eq!(format(Duration::from_nanos(1_000_000_001)), "1.000000001s");
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(s in "\\PC{0,24}") {
@@ -164,6 +203,12 @@ mod tests {
         #[test]
         fn format_round_trips(secs in 0u64..10_000_000) {
             let d = Duration::from_secs(secs);
+            proptest::prop_assert_eq!(parse(&format(d)).unwrap(), d);
+        }
+
+        #[test]
+        fn format_round_trips_to_the_nanosecond(ns in 0u64..u64::MAX) {
+            let d = Duration::from_nanos(ns);
             proptest::prop_assert_eq!(parse(&format(d)).unwrap(), d);
         }
     }

@@ -105,18 +105,10 @@ pub fn check(u: &Update, privileged: bool, requester: &str, max_extension: Durat
             )),
         };
     };
-    let d = match duration::parse(value) {
+    let d = match extension_value(value, max_extension) {
         Ok(d) => d,
-        Err(e) => return Verdict::Deny(format!("annotation {}: {e}", keys::EXTENSION)),
+        Err(why) => return Verdict::Deny(why),
     };
-    if d > max_extension {
-        return Verdict::Deny(format!(
-            "annotation {}={value:?} exceeds the maximum extension of {} set by the cluster's \
-             sessionguard (--webhook-max-extension); ask for at most that",
-            keys::EXTENSION,
-            duration::format(max_extension)
-        ));
-    }
     if by != Some(requester) {
         return Verdict::Deny(format!(
             "annotation {} must name the requester {requester:?}; it is recorded by \
@@ -127,11 +119,34 @@ pub fn check(u: &Update, privileged: bool, requester: &str, max_extension: Durat
     Verdict::Extension(Some(d))
 }
 
-/// Decides a pod creation: a new pod may carry the user keys (an extension
-/// in a template is harmless) but no part of the record. Otherwise a pod
-/// created with a far-future TTL, or someone else as interactor, would carry
-/// that into its first real interaction.
-pub fn check_create(labels: &Map, annotations: &Map, privileged: bool) -> Verdict {
+/// The extension's value as the guard accepts it: a valid duration within
+/// the cap, else the reason for the refusal.
+fn extension_value(value: &str, max_extension: Duration) -> Result<Duration, String> {
+    let d = duration::parse(value).map_err(|e| format!("annotation {}: {e}", keys::EXTENSION))?;
+    if d > max_extension {
+        return Err(format!(
+            "annotation {}={value:?} exceeds the maximum extension of {} set by the cluster's \
+             sessionguard (--webhook-max-extension); ask for at most that",
+            keys::EXTENSION,
+            duration::format(max_extension)
+        ));
+    }
+    Ok(d)
+}
+
+/// Decides a pod creation: a new pod may carry the opt-in keys and an
+/// extension (a pod template may ask for a longer life, within the same cap
+/// as an update), but no part of the record and no `extended-by` (nobody
+/// requested anything yet). Otherwise a pod created with a far-future TTL,
+/// or someone else as interactor, would carry that into its first real
+/// interaction; and an unparsable extension would be a value the controller
+/// has to ignore.
+pub fn check_create(
+    labels: &Map,
+    annotations: &Map,
+    privileged: bool,
+    max_extension: Duration,
+) -> Verdict {
     if privileged {
         return Verdict::Allow;
     }
@@ -145,14 +160,23 @@ pub fn check_create(labels: &Map, annotations: &Map, privileged: bool) -> Verdic
             .into_iter()
             .map(|k| format!("annotation {k}")),
     );
-    if touched.is_empty() {
-        return Verdict::Allow;
+    if !touched.is_empty() {
+        return Verdict::Deny(format!(
+            "a new pod may not carry {}: sessionguard writes these when someone interacts with the \
+             pod (remove them from the manifest or pod template)",
+            touched.join(", ")
+        ));
     }
-    Verdict::Deny(format!(
-        "a new pod may not carry {}: sessionguard writes these when someone interacts with the pod \
-         (remove them from the manifest or pod template)",
-        touched.join(", ")
-    ))
+    match annotations
+        .get(keys::EXTENSION)
+        .filter(|v| !v.trim().is_empty())
+    {
+        None => Verdict::Allow,
+        Some(v) => match extension_value(v, max_extension) {
+            Ok(_) => Verdict::Allow,
+            Err(why) => Verdict::Deny(format!("a new pod's {why}")),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -279,7 +303,7 @@ mod tests {
     #[test]
     fn new_pods_carry_no_record() {
         let forged = map(&[(keys::TTL, "99999h"), (keys::EXTENSION, "1h")]);
-        let Verdict::Deny(why) = check_create(&Map::new(), &forged, false) else {
+        let Verdict::Deny(why) = check_create(&Map::new(), &forged, false, DAY) else {
             panic!("forged record admitted")
         };
         assert!(
@@ -288,10 +312,48 @@ mod tests {
         );
         let opt_in = map(&[(keys::PROTECT, "true")]);
         assert_eq!(
-            check_create(&opt_in, &map(&[(keys::EXTENSION, "1h")]), false),
+            check_create(&opt_in, &map(&[(keys::EXTENSION, "1h")]), false, DAY),
             Verdict::Allow
         );
-        assert_eq!(check_create(&Map::new(), &forged, true), Verdict::Allow);
+        assert_eq!(
+            check_create(&Map::new(), &forged, true, DAY),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn new_pods_extensions_are_validated_and_capped_and_name_no_requester() {
+        let create = |pairs: &[(&str, &str)]| check_create(&Map::new(), &map(pairs), false, DAY);
+        for (value, want) in [
+            ("bogus", "invalid duration \"bogus\""),
+            ("3x", "unknown unit"),
+            ("2d", "exceeds the maximum extension of 24h0m0s"),
+        ] {
+            let Verdict::Deny(why) = create(&[(keys::EXTENSION, value)]) else {
+                panic!("extension {value} admitted on create")
+            };
+            assert!(why.contains(want), "{value}: {why}");
+        }
+        assert_eq!(create(&[(keys::EXTENSION, "12h")]), Verdict::Allow);
+        let Verdict::Deny(why) = create(&[(keys::EXTENSION, "1h"), (keys::EXTENDED_BY, "alice")])
+        else {
+            panic!("extended-by admitted on create")
+        };
+        assert!(
+            why.contains("annotation sessionguard.io/extended-by"),
+            "{why}"
+        );
+        for key in [
+            keys::LAST_INTERACTOR,
+            keys::LAST_COMMAND,
+            keys::LAST_GROUPS,
+            keys::LAST_CONTAINER,
+        ] {
+            assert!(
+                matches!(create(&[(key, "x")]), Verdict::Deny(_)),
+                "{key} must be the controller's"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! The record lives in the pod's annotations and nowhere else, so every
 //! controller replica, restart or failover computes the same eviction time
 //! from the same values (kube-exec-controller kept its timers in memory).
+//!
+//! Times in the record are whole seconds (truncated when recorded). The
+//! annotations can only hold whole seconds, and a record that kept the exact
+//! time in memory would evict up to a second before the `evict-at` it
+//! published, and at a different moment after a restart than before it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,12 +25,19 @@ pub struct Interaction {
     /// Who interacted first: a username from the API server, or `uid:<n>` for
     /// a terminal login the agent saw (the node knows uids, not user names).
     pub interactor: String,
+    /// Who interacted at `last` (same forms as `interactor`).
+    pub last_interactor: String,
     /// The TTL in force at the first interaction; later flag changes do not
     /// move existing timers.
     pub ttl: Duration,
-    /// Requested by users (kubectl sessions extend); added to the TTL.
+    /// Requested by users (kubectl sessions extend); added to the TTL, at
+    /// most the cluster's maximum (see [`Interaction::evict_at`]).
     pub extension: Option<Duration>,
     pub extended_by: Option<String>,
+    /// Set when the extension annotation is present but unparsable: the
+    /// record stays readable (evict-at without the extension) and the
+    /// controller reports this text, instead of the pod never being evicted.
+    pub extension_error: Option<String>,
 }
 
 /// How a terminal login's user is written: agents report numeric uids.
@@ -37,9 +49,18 @@ fn bad(key: &str, value: &str, why: impl std::fmt::Display) -> Error {
     Error::Report(format!("annotation {key}={value:?} is unreadable: {why}"))
 }
 
+/// `t` without its fraction of a second (see the module docs for why).
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 fn time(map: &BTreeMap<String, String>, key: &str) -> Result<Option<Timestamp>, Error> {
     map.get(key)
-        .map(|v| v.parse::<Timestamp>().map_err(|e| bad(key, v, e)))
+        .map(|v| {
+            v.parse::<Timestamp>()
+                .map(whole_seconds)
+                .map_err(|e| bad(key, v, e))
+        })
         .transpose()
 }
 
@@ -47,6 +68,9 @@ impl Interaction {
     /// Reads the record; `Ok(None)` when the pod was never interacted with.
     /// An unreadable value is an error that names the annotation, so the
     /// controller can report it instead of silently evicting early or never.
+    /// The extension is the exception: it is the one value users write, so a
+    /// bad one (written while the webhook was down) is ignored and described
+    /// in `extension_error` rather than freezing the whole record.
     pub fn from_annotations(map: &BTreeMap<String, String>) -> Result<Option<Self>, Error> {
         let Some(first) = time(map, keys::FIRST_INTERACTION)? else {
             return Ok(None);
@@ -56,72 +80,127 @@ impl Interaction {
             Some(v) => duration::parse(v)?,
             None => return Err(bad(keys::TTL, "", "missing while first-interaction is set")),
         };
-        let extension = map
-            .get(keys::EXTENSION)
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| duration::parse(v))
-            .transpose()?;
+        let (extension, extension_error) =
+            match map.get(keys::EXTENSION).filter(|v| !v.trim().is_empty()) {
+                None => (None, None),
+                Some(v) => match duration::parse(v) {
+                    Ok(d) => (Some(d), None),
+                    Err(e) => (
+                        None,
+                        Some(format!(
+                            "annotation {}={v:?} is unreadable ({e}); evict-at ignores it",
+                            keys::EXTENSION
+                        )),
+                    ),
+                },
+            };
+        let interactor = map.get(keys::INTERACTOR).cloned().unwrap_or_default();
         Ok(Some(Self {
             first,
             last,
-            interactor: map.get(keys::INTERACTOR).cloned().unwrap_or_default(),
+            // Records written before last-interactor existed: the first
+            // interactor is the best we know.
+            last_interactor: map
+                .get(keys::LAST_INTERACTOR)
+                .cloned()
+                .unwrap_or_else(|| interactor.clone()),
+            interactor,
             ttl,
             extension,
             extended_by: map.get(keys::EXTENDED_BY).cloned(),
+            extension_error,
         }))
     }
 
-    /// First interaction + TTL + extension.
-    pub fn evict_at(&self) -> Timestamp {
-        let total = self.ttl + self.extension.unwrap_or_default();
+    /// First interaction + TTL + extension, the extension clamped to
+    /// `max_extension`. The webhook refuses larger values, but it fails open
+    /// (failurePolicy Ignore) and privileged users skip it, so the controller
+    /// applies the same cap itself: nobody gets past it by writing while the
+    /// webhook is down.
+    pub fn evict_at(&self, max_extension: Duration) -> Timestamp {
+        let ext = self.extension.unwrap_or_default().min(max_extension);
+        let total = self.ttl.saturating_add(ext);
         let total = SignedDuration::try_from(total).unwrap_or(SignedDuration::MAX);
         self.first.checked_add(total).unwrap_or(Timestamp::MAX)
     }
 
+    /// What is wrong with the extension, for the controller to report: it is
+    /// unreadable (ignored), or larger than `max_extension` (capped).
+    pub fn extension_issue(&self, max_extension: Duration) -> Option<String> {
+        if let Some(e) = &self.extension_error {
+            return Some(e.clone());
+        }
+        let ext = self.extension?;
+        (ext > max_extension).then(|| {
+            format!(
+                "annotation {}={} exceeds the maximum extension of {}; evict-at uses the maximum",
+                keys::EXTENSION,
+                duration::format(ext),
+                duration::format(max_extension)
+            )
+        })
+    }
+
     /// Folds one interaction (at `at`, by `who`) into an existing record, or
-    /// starts one with `ttl`. First interaction and TTL never move.
+    /// starts one with `ttl`. First interaction and TTL never move. The fold
+    /// commutes (replicas may apply interactions in any order): first = min,
+    /// last = max, and on a tie for last the greater name wins.
     pub fn record(existing: Option<&Self>, at: Timestamp, who: &str, ttl: Duration) -> Self {
+        let at = whole_seconds(at);
         match existing {
-            Some(r) => Self {
-                last: r.last.max(at),
-                first: r.first.min(at),
-                ..r.clone()
-            },
+            Some(r) => {
+                let later = at > r.last || (at == r.last && who > r.last_interactor.as_str());
+                Self {
+                    last: r.last.max(at),
+                    first: r.first.min(at),
+                    last_interactor: if later {
+                        who.to_string()
+                    } else {
+                        r.last_interactor.clone()
+                    },
+                    ..r.clone()
+                }
+            }
             None => Self {
                 first: at,
                 last: at,
                 interactor: who.to_string(),
+                last_interactor: who.to_string(),
                 ttl,
                 extension: None,
                 extended_by: None,
+                extension_error: None,
             },
         }
     }
 
     /// The annotations that represent this record (evict-at included, for
-    /// people and tools; the controller always recomputes it).
-    pub fn to_annotations(&self) -> BTreeMap<String, String> {
+    /// people and tools; the controller always recomputes it). The extension
+    /// is the user's and is not among them.
+    pub fn to_annotations(&self, max_extension: Duration) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         m.insert(keys::FIRST_INTERACTION.into(), rfc3339(self.first));
         m.insert(keys::LAST_INTERACTION.into(), rfc3339(self.last));
         m.insert(keys::INTERACTOR.into(), self.interactor.clone());
+        m.insert(keys::LAST_INTERACTOR.into(), self.last_interactor.clone());
         m.insert(keys::TTL.into(), duration::format(self.ttl));
-        m.insert(keys::EVICT_AT.into(), rfc3339(self.evict_at()));
+        m.insert(keys::EVICT_AT.into(), rfc3339(self.evict_at(max_extension)));
         m
     }
 }
 
-/// RFC3339 in UTC with whole seconds: what `kubectl get -o yaml` readers expect.
+/// RFC3339 in UTC with whole seconds: what `kubectl get -o yaml` readers
+/// expect. Truncated, never rounded up: a published evict-at must never be
+/// later than the moment the controller acts on.
 pub fn rfc3339(t: Timestamp) -> String {
-    t.round(jiff::Unit::Second)
-        .unwrap_or(t)
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const WEEK: Duration = Duration::from_secs(7 * 86_400);
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -142,8 +221,9 @@ mod tests {
             &login_user(1000),
             Duration::from_secs(600),
         );
-        let a = r.to_annotations();
+        let a = r.to_annotations(WEEK);
         assert_eq!(a["sessionguard.io/interactor"], "uid:1000");
+        assert_eq!(a["sessionguard.io/last-interactor"], "uid:1000");
         assert_eq!(a["sessionguard.io/ttl"], "10m0s");
         assert_eq!(a["sessionguard.io/evict-at"], "2026-11-24T01:10:00Z");
         assert_eq!(Interaction::from_annotations(&a).unwrap().unwrap(), r);
@@ -166,6 +246,7 @@ mod tests {
         assert_eq!(r.first, ts("2026-11-24T01:00:00Z"));
         assert_eq!(r.last, ts("2026-11-24T01:05:00Z"));
         assert_eq!(r.interactor, "alice@example.com");
+        assert_eq!(r.last_interactor, "uid:0");
         assert_eq!(
             r.ttl,
             Duration::from_secs(600),
@@ -182,8 +263,96 @@ mod tests {
             ("sessionguard.io/extended-by", "oidc:https://idp/#bob"),
         ]);
         let r = Interaction::from_annotations(&a).unwrap().unwrap();
-        assert_eq!(r.evict_at(), ts("2026-11-24T02:40:00Z"));
+        assert_eq!(r.evict_at(WEEK), ts("2026-11-24T02:40:00Z"));
         assert_eq!(r.extended_by.as_deref(), Some("oidc:https://idp/#bob"));
+        assert_eq!(r.extension_issue(WEEK), None);
+    }
+
+    #[test]
+    fn the_extension_is_capped_by_the_controller_too() {
+        // Written while the webhook was down: 40 days.
+        let a = map(&[
+            ("sessionguard.io/first-interaction", "2026-11-24T01:00:00Z"),
+            ("sessionguard.io/ttl", "10m"),
+            ("sessionguard.io/extension", "40d"),
+        ]);
+        let r = Interaction::from_annotations(&a).unwrap().unwrap();
+        assert_eq!(r.evict_at(WEEK), ts("2026-12-01T01:10:00Z"));
+        assert_eq!(
+            r.to_annotations(WEEK)["sessionguard.io/evict-at"],
+            "2026-12-01T01:10:00Z"
+        );
+        let why = r.extension_issue(WEEK).unwrap();
+        assert!(
+            why.contains("exceeds the maximum extension of 168h0m0s"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_bad_extension_is_ignored_not_fatal() {
+        let a = map(&[
+            ("sessionguard.io/first-interaction", "2026-11-24T01:00:00Z"),
+            ("sessionguard.io/ttl", "10m"),
+            ("sessionguard.io/extension", "bogus"),
+        ]);
+        let r = Interaction::from_annotations(&a)
+            .expect("the record stays readable")
+            .unwrap();
+        assert_eq!(r.extension, None);
+        assert_eq!(r.evict_at(WEEK), ts("2026-11-24T01:10:00Z"));
+        let why = r.extension_issue(WEEK).unwrap();
+        assert!(
+            why.contains("sessionguard.io/extension=\"bogus\" is unreadable"),
+            "{why}"
+        );
+        // Folding a new interaction keeps working.
+        let next = Interaction::record(Some(&r), ts("2026-11-24T01:05:00Z"), "bob", WEEK);
+        assert_eq!(next.last, ts("2026-11-24T01:05:00Z"));
+    }
+
+    #[test]
+    fn eviction_never_precedes_the_published_evict_at() {
+        // An agent's session start has sub-second precision.
+        let at = ts("2026-11-24T01:00:00.7Z");
+        let r = Interaction::record(None, at, "uid:0", Duration::from_secs(600));
+        let a = r.to_annotations(WEEK);
+        let published: Timestamp = a["sessionguard.io/evict-at"].parse().unwrap();
+        assert!(r.evict_at(WEEK) >= published);
+        // ... and the record read back (a restarted controller) agrees exactly.
+        let back = Interaction::from_annotations(&a).unwrap().unwrap();
+        assert_eq!(back.evict_at(WEEK), r.evict_at(WEEK));
+        // Re-folding the same exact start (every reconcile) changes nothing.
+        let again = Interaction::record(Some(&back), at, "uid:0", Duration::from_secs(600));
+        assert_eq!(again, back);
+        // A sub-second TTL: published is truncated, eviction is later.
+        let r = Interaction::record(None, at, "uid:0", Duration::from_millis(1500));
+        let a = r.to_annotations(WEEK);
+        assert_eq!(a["sessionguard.io/ttl"], "1.5s");
+        assert_eq!(a["sessionguard.io/evict-at"], "2026-11-24T01:00:01Z");
+        assert!(r.evict_at(WEEK) >= a["sessionguard.io/evict-at"].parse().unwrap());
+        let back = Interaction::from_annotations(&a).unwrap().unwrap();
+        assert_eq!(back.evict_at(WEEK), r.evict_at(WEEK));
+    }
+
+    #[test]
+    fn last_interactor_follows_the_latest_and_the_fold_commutes() {
+        let t = |s| ts(s);
+        let ttl = Duration::from_secs(600);
+        let a = Interaction::record(None, t("2026-11-24T01:00:00Z"), "alice", ttl);
+        let ab = Interaction::record(Some(&a), t("2026-11-24T01:05:00Z"), "bob", ttl);
+        assert_eq!(
+            (ab.interactor.as_str(), ab.last_interactor.as_str()),
+            ("alice", "bob")
+        );
+        // An older interaction folded late does not take over "last".
+        let abz = Interaction::record(Some(&ab), t("2026-11-24T01:02:00Z"), "zed", ttl);
+        assert_eq!(abz.last_interactor, "bob");
+        // Same second, either order: the same result.
+        let x = Interaction::record(Some(&ab), t("2026-11-24T01:05:00Z"), "carol", ttl);
+        let b = Interaction::record(None, t("2026-11-24T01:05:00Z"), "carol", ttl);
+        let y = Interaction::record(Some(&b), t("2026-11-24T01:05:00Z"), "bob", ttl);
+        assert_eq!(x.last_interactor, y.last_interactor);
     }
 
     #[test]

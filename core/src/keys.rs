@@ -19,6 +19,8 @@ pub const MANAGER: &str = "sessionguard";
 pub const FIRST_INTERACTION: &str = "sessionguard.io/first-interaction";
 pub const LAST_INTERACTION: &str = "sessionguard.io/last-interaction";
 pub const INTERACTOR: &str = "sessionguard.io/interactor";
+/// Who interacted most recently (any path: login, exec, attach, debug).
+pub const LAST_INTERACTOR: &str = "sessionguard.io/last-interactor";
 pub const TTL: &str = "sessionguard.io/ttl";
 pub const EVICT_AT: &str = "sessionguard.io/evict-at";
 pub const EXTENSION: &str = "sessionguard.io/extension";
@@ -58,3 +60,13 @@ pub const REPORT_PLURAL: &str = "sessionreports";
 /// The container of the most recent API interaction (exec, attach, debug),
 /// written by the admission webhook's record path.
 pub const LAST_CONTAINER: &str = "sessionguard.io/last-container";
+/// The command of the most recent API interaction (exec's command, or the
+/// ephemeral container's command and args), shell-quoted and truncated to
+/// [`LAST_COMMAND_MAX`] bytes; absent for attach, which has none.
+pub const LAST_COMMAND: &str = "sessionguard.io/last-command";
+/// The groups of the user of the most recent API interaction, comma-separated
+/// and truncated to [`LAST_COMMAND_MAX`] bytes.
+pub const LAST_GROUPS: &str = "sessionguard.io/last-groups";
+/// Bound on each of the free-text annotations above: a pod's annotations
+/// share a 256 KiB budget with everything else on it.
+pub const LAST_COMMAND_MAX: usize = 512;

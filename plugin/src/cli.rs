@@ -305,7 +305,7 @@ async fn extend_one(
                 pod: name.into(),
             }
         })?;
-        let at = record.evict_at();
+        let at = record.evict_at(rows::UNCAPPED);
         let by_whom = match updated.annotations().get(keys::EXTENDED_BY) {
             Some(u) => format!("requested by {u}"),
             None => "requester NOT recorded: is the sessionguard webhook running?".into(),

@@ -9,6 +9,12 @@ use serde::Serialize;
 use sessionguard_core::interaction::{Interaction, login_user};
 use sessionguard_core::{Report, keys};
 
+/// The plugin does not know the cluster's `--webhook-max-extension`; the
+/// webhook refused anything larger when the extension was written, so the
+/// uncapped sum is what the controller computes too (only an extension
+/// written past the webhook differs, and the controller reports that one).
+pub const UNCAPPED: std::time::Duration = std::time::Duration::MAX;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Row {
@@ -83,7 +89,7 @@ pub fn row(pod: &Pod, report: Option<&Report>) -> Row {
         ttl: ann.get(keys::TTL).cloned(),
         extension: ann.get(keys::EXTENSION).cloned(),
         extended_by: ann.get(keys::EXTENDED_BY).cloned(),
-        eviction_time: record.as_ref().map(Interaction::evict_at),
+        eviction_time: record.as_ref().map(|r| r.evict_at(UNCAPPED)),
         record_error,
     }
 }

@@ -4,10 +4,12 @@
 //! - Validating `interactions.sessionguard.io`: CONNECT pods/exec and
 //!   pods/attach, UPDATE pods/ephemeralcontainers (kubectl debug).
 //!   sideEffects NoneOnDryRun: the server records nothing for dry runs.
-//! - Validating `annotations.sessionguard.io` (CREATE and UPDATE pods) and
-//!   mutating `extended-by.sessionguard.io` (UPDATE pods), called only when a
-//!   request carries or changes a sessionguard key (matchConditions), so
-//!   ordinary pod writes never wait on us.
+//! - Validating `annotations.sessionguard.io` (CREATE pods, UPDATE pods and
+//!   pods/status) and mutating `extended-by.sessionguard.io` (UPDATE pods and
+//!   pods/status), called only when a request carries or changes a
+//!   sessionguard key (matchConditions), so ordinary pod writes (the
+//!   kubelet's status updates included) never wait on us. pods/status is
+//!   there because it accepts label and annotation changes too.
 //!
 //! All: failurePolicy Ignore by default (the agent still sees terminal
 //! logins), timeoutSeconds 2, kube-system and our own namespace excluded.
@@ -151,7 +153,10 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
                 name: "annotations.sessionguard.io".into(),
                 admission_review_versions: vec!["v1".into()],
                 client_config: o.client(GUARD_PATH),
-                rules: Some(vec![rule("CREATE", &["pods"]), rule("UPDATE", &["pods"])]),
+                rules: Some(vec![
+                    rule("CREATE", &["pods"]),
+                    rule("UPDATE", &["pods", "pods/status"]),
+                ]),
                 side_effects: "None".into(),
                 failure_policy: Some(o.failure_policy.clone()),
                 match_policy: Some("Equivalent".into()),
@@ -186,7 +191,7 @@ pub fn mutating(o: &Options) -> MutatingWebhookConfiguration {
             name: "extended-by.sessionguard.io".into(),
             admission_review_versions: vec!["v1".into()],
             client_config: o.client(MUTATE_PATH),
-            rules: Some(vec![rule("UPDATE", &["pods"])]),
+            rules: Some(vec![rule("UPDATE", &["pods", "pods/status"])]),
             side_effects: "None".into(),
             failure_policy: Some(o.failure_policy.clone()),
             match_policy: Some("Equivalent".into()),
@@ -283,6 +288,18 @@ mod tests {
                 .unwrap()
                 .contains(&"kube-system".to_string())
         );
+        // The status subresource accepts metadata changes: guarded too.
+        let status = |rules: &[RuleWithOperations]| {
+            rules.iter().any(|r| {
+                r.operations.as_deref() == Some(&["UPDATE".to_string()][..])
+                    && r.resources
+                        .as_ref()
+                        .is_some_and(|rs| rs.contains(&"pods/status".to_string()))
+            })
+        };
+        assert!(status(hooks[1].rules.as_ref().unwrap()), "guard");
+        let m = mutating(&chart_options()).webhooks.unwrap();
+        assert!(status(m[0].rules.as_ref().unwrap()), "mutating");
         let u = Options::excluding("x", Target::Url("https://127.0.0.1:9443/".into()), &[]);
         assert_eq!(
             mutating(&u).webhooks.unwrap()[0]

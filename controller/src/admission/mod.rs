@@ -124,11 +124,15 @@ pub struct WebhookConfig {
     pub deny_namespaces: Vec<String>,
 
     /// Largest extension a user may request (the annotation's total value).
+    /// The controller also caps evict-at with it, webhook or not, so a value
+    /// written while the webhook was down (failurePolicy Ignore) or by a
+    /// privileged user cannot go past it.
     #[arg(long = "webhook-max-extension", env = "SESSIONGUARD_WEBHOOK_MAX_EXTENSION", value_parser = duration, default_value = "7d")]
     pub max_extension: Duration,
 
     /// Users besides the controller itself (found with a SelfSubjectReview)
     /// that may change every sessionguard annotation (comma-separated).
+    /// Their extensions still get `extended-by` from the mutating webhook.
     #[arg(
         long = "webhook-privileged-users",
         env = "SESSIONGUARD_WEBHOOK_PRIVILEGED_USERS",
@@ -199,11 +203,12 @@ pub async fn start(
     let writer = Arc::new(record::Writer {
         client: client.clone(),
         ttl: config.ttl,
+        max_extension: wh.max_extension,
         write_timeout: config.write_timeout,
         identity: identity.to_string(),
         metrics: metrics.clone(),
     });
-    record::spawn_workers(writer, rx, wh.record_workers.max(1));
+    record::spawn_workers(writer, rx, wh.record_workers.max(1), metrics.clone());
 
     let resolver = Arc::new(tls::Resolver::default());
     let source = match &wh.cert_dir {

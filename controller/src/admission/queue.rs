@@ -23,19 +23,24 @@ impl Queue {
         (Self { tx, metrics }, rx)
     }
 
-    /// Queues a record; false (and counted as shed) when full or closed.
+    /// Queues a record; false when full (counted as `shed`) or closed
+    /// (counted as `closed`).
     pub fn push(&self, record: Record) -> bool {
         match self.tx.try_send(record) {
             Ok(()) => {
                 self.metrics.queue_depth.inc();
                 true
             }
-            Err(e) => {
+            Err(mpsc::error::TrySendError::Full(r)) => {
                 self.metrics.record("shed");
-                let r = match &e {
-                    mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r,
-                };
                 tracing::warn!(pod = %format!("{}/{}", r.namespace, r.pod), user = %r.user, "interaction record shed: queue full");
+                false
+            }
+            // Only when every record writer has stopped (shutdown, or a
+            // panic): a different problem from load, counted apart.
+            Err(mpsc::error::TrySendError::Closed(r)) => {
+                self.metrics.record("closed");
+                tracing::error!(pod = %format!("{}/{}", r.namespace, r.pod), user = %r.user, "interaction record dropped: record writers are gone (queue closed)");
                 false
             }
         }
@@ -78,5 +83,20 @@ mod tests {
         assert_eq!(shed, 1);
         assert_eq!(m.queue_depth.get(), 2);
         assert_eq!(rx.try_recv().unwrap().pod, "a");
+    }
+
+    #[test]
+    fn a_closed_queue_is_not_called_full() {
+        let m = Metrics::default();
+        let (q, rx) = Queue::new(2, m.clone());
+        drop(rx);
+        assert!(!q.push(record("a")));
+        let count = |outcome| {
+            m.records
+                .get_or_create(&super::super::metrics::OutcomeLabels { outcome })
+                .get()
+        };
+        assert_eq!((count("closed"), count("shed")), (1, 0));
+        assert_eq!(m.queue_depth.get(), 0);
     }
 }

@@ -1,6 +1,8 @@
 //! Writes the interaction records the webhook queued: the same record, label
 //! and annotations an agent-seen login produces (`Interaction::record` and
-//! `to_annotations` from the core), plus an event.
+//! `to_annotations` from the core), plus what only the API knows about the
+//! latest API interaction (`last-container`, `last-command`, `last-groups`;
+//! bounded in size), and an event.
 //!
 //! Every replica writes the records of the requests it admitted, leader or
 //! not: the Service spreads admission over all replicas, and a standby that
@@ -13,6 +15,7 @@
 //! The leader then sees the pod change through its watch and schedules the
 //! eviction from the annotations, exactly as for a login.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,9 +39,23 @@ const ATTEMPTS: u32 = 5;
 pub struct Writer {
     pub client: Client,
     pub ttl: Duration,
+    /// The cap on extensions, applied to the evict-at this writes.
+    pub max_extension: Duration,
     pub write_timeout: Duration,
     pub identity: String,
     pub metrics: Metrics,
+}
+
+/// Where the record workers deliver: the API server ([`Writer`]) in the
+/// controller, a fake with a chosen latency in the bench.
+pub trait Sink: Send + Sync + 'static {
+    fn write_record(&self, r: Record) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Sink for Writer {
+    fn write_record(&self, r: Record) -> impl std::future::Future<Output = ()> + Send {
+        self.write(r)
+    }
 }
 
 enum Outcome {
@@ -55,20 +72,93 @@ enum Failure {
     Other(String),
 }
 
-pub fn spawn_workers(writer: Arc<Writer>, rx: Receiver, workers: usize) {
+/// Starts `workers` tasks that take records off the queue and write them.
+pub fn spawn_workers<S: Sink>(sink: Arc<S>, rx: Receiver, workers: usize, metrics: Metrics) {
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     for _ in 0..workers {
         let rx = rx.clone();
-        let writer = writer.clone();
+        let sink = sink.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some(record) = next else { break };
-                writer.metrics.queue_depth.dec();
-                writer.write(record).await;
+                metrics.queue_depth.dec();
+                sink.write_record(record).await;
             }
         });
     }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, marked with `…`
+/// when cut, so one huge command line cannot fill the pod's annotations.
+pub fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut cut = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &s[..cut])
+}
+
+/// The command as one line a shell would split back into the same words:
+/// words with anything but plain characters are single-quoted; control
+/// characters are escaped so the annotation stays one readable line.
+pub fn shell_join(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|word| {
+            let mut w = String::with_capacity(word.len());
+            for c in word.chars() {
+                if c.is_control() {
+                    w.extend(c.escape_default());
+                } else {
+                    w.push(c);
+                }
+            }
+            let plain = !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_alphanumeric() || "-_./=:,@%+\\".contains(c));
+            if plain {
+                w
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The annotations one record writes: the core record, plus the details of
+/// this (the latest) API interaction. `None` removes a detail this
+/// interaction does not have (attach has no command), so the three always
+/// describe the same request.
+pub fn annotations(
+    rec: &Interaction,
+    r: &Record,
+    max_extension: Duration,
+) -> BTreeMap<String, Option<String>> {
+    let mut m: BTreeMap<String, Option<String>> = rec
+        .to_annotations(max_extension)
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    let max = keys::LAST_COMMAND_MAX;
+    m.insert(
+        keys::LAST_CONTAINER.into(),
+        r.container.as_deref().map(|c| bounded(c, max)),
+    );
+    m.insert(
+        keys::LAST_COMMAND.into(),
+        (!r.command.is_empty()).then(|| bounded(&shell_join(&r.command), max)),
+    );
+    m.insert(
+        keys::LAST_GROUPS.into(),
+        (!r.groups.is_empty()).then(|| bounded(&r.groups.join(","), max)),
+    );
+    m
 }
 
 impl Writer {
@@ -134,10 +224,7 @@ impl Writer {
             Err(e) => return Ok(Outcome::Unreadable(Box::new(pod), e.to_string())),
         };
         let rec = Interaction::record(existing.as_ref(), r.at, &r.user, self.ttl);
-        let mut annotations = rec.to_annotations();
-        if let Some(c) = &r.container {
-            annotations.insert(keys::LAST_CONTAINER.into(), c.clone());
-        }
+        let annotations = annotations(&rec, r, self.max_extension);
         let patch = json!({
             "metadata": {
                 // Optimistic concurrency: a concurrent writer makes this 409.
@@ -171,7 +258,7 @@ impl Writer {
             },
             action: Some(r.via.reason().to_string()),
             reason: Some(r.via.reason().to_string()),
-            note: Some(note(r, rec)),
+            note: Some(note(r, rec, self.max_extension)),
             type_: Some("Normal".into()),
             event_time: Some(MicroTime(now)),
             regarding: Some(events::object_ref(pod)),
@@ -195,7 +282,7 @@ impl Writer {
 }
 
 /// The event's text: who, how, where, what, and what happens next.
-pub fn note(r: &Record, rec: Option<&Interaction>) -> String {
+pub fn note(r: &Record, rec: Option<&Interaction>, max_extension: Duration) -> String {
     let groups = if r.groups.is_empty() {
         String::new()
     } else {
@@ -221,7 +308,7 @@ pub fn note(r: &Record, rec: Option<&Interaction>) -> String {
             "; interacted since {} (first by {}), eviction time {}",
             rfc3339(rec.first),
             rec.interactor,
-            rfc3339(rec.evict_at())
+            rfc3339(rec.evict_at(max_extension))
         ));
     }
     if s.len() > 1000 {
@@ -253,7 +340,7 @@ mod tests {
         };
         let rec = Interaction::record(None, r.at, &r.user, Duration::from_secs(600));
         assert_eq!(
-            note(&r, Some(&rec)),
+            note(&r, Some(&rec), WEEK),
             "user alice@example.com (groups devs) used kubectl exec in container app: sh -c id; \
              interacted since 2026-11-24T01:00:00Z (first by alice@example.com), eviction time 2026-11-24T01:10:00Z"
         );
@@ -264,8 +351,85 @@ mod tests {
             ..r
         };
         assert_eq!(
-            note(&attach, None),
+            note(&attach, None, WEEK),
             "user alice@example.com used kubectl attach in container app"
         );
+    }
+
+    const WEEK: Duration = Duration::from_secs(7 * 86_400);
+
+    fn exec(command: &[&str], groups: &[&str]) -> Record {
+        Record {
+            namespace: "ns".into(),
+            pod: "web-0".into(),
+            at: "2026-11-24T01:00:00.9Z".parse().unwrap(),
+            user: "oidc:https://idp#alice".into(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+            via: Via::Exec,
+            container: Some("app".into()),
+            command: command.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn annotations_name_who_how_and_what_of_the_last_api_interaction() {
+        let r = exec(
+            &["sh", "-c", "echo 'hi there'"],
+            &["devs", "system:authenticated"],
+        );
+        let rec = Interaction::record(None, r.at, &r.user, Duration::from_secs(600));
+        let a = annotations(&rec, &r, WEEK);
+        let get = |k: &str| a.get(k).cloned().flatten();
+        assert_eq!(
+            get(keys::LAST_INTERACTOR).as_deref(),
+            Some("oidc:https://idp#alice")
+        );
+        assert_eq!(get(keys::LAST_CONTAINER).as_deref(), Some("app"));
+        assert_eq!(
+            get(keys::LAST_COMMAND).as_deref(),
+            Some(r#"sh -c 'echo '\''hi there'\'''"#)
+        );
+        assert_eq!(
+            get(keys::LAST_GROUPS).as_deref(),
+            Some("devs,system:authenticated")
+        );
+        // Whole seconds, truncated: the published time is never after the real one.
+        assert_eq!(
+            get(keys::FIRST_INTERACTION).as_deref(),
+            Some("2026-11-24T01:00:00Z")
+        );
+
+        // attach: no command, so the previous exec's command is removed, not kept.
+        let attach = Record {
+            via: Via::Attach,
+            command: vec![],
+            groups: vec![],
+            container: None,
+            ..r
+        };
+        let a = annotations(&rec, &attach, WEEK);
+        for k in [keys::LAST_COMMAND, keys::LAST_GROUPS, keys::LAST_CONTAINER] {
+            assert_eq!(a.get(k), Some(&None), "{k} must be removed");
+        }
+    }
+
+    #[test]
+    fn free_text_is_bounded() {
+        let huge = "x".repeat(10_000);
+        let groups = "g".repeat(5_000);
+        let r = exec(&["sh", "-c", &huge], &[&groups]);
+        let rec = Interaction::record(None, r.at, &r.user, Duration::from_secs(600));
+        let a = annotations(&rec, &r, WEEK);
+        for k in [keys::LAST_COMMAND, keys::LAST_GROUPS] {
+            let v = a[k].clone().unwrap();
+            assert!(
+                v.len() <= keys::LAST_COMMAND_MAX && v.ends_with('…'),
+                "{k}: {}",
+                v.len()
+            );
+        }
+        // Never cut inside a character.
+        assert_eq!(bounded(&"é".repeat(400), 9), "ééé…");
+        assert_eq!(shell_join(&["a\nb".into(), "".into()]), r"a\nb ''");
     }
 }

@@ -195,16 +195,14 @@ pub fn record_for(req: &AdmissionRequest<DynamicObject>, now: Timestamp) -> Opti
 }
 
 /// exec/attach/debug: admit (unless the namespace's policy denies) and queue
-/// the record. Dry-run requests are admitted and leave no trace.
+/// the record. The policy applies to dry runs too (a dry run must answer
+/// what the real request would get); they are only never recorded.
 pub fn connect(
     ctx: &Context,
     req: &AdmissionRequest<DynamicObject>,
     now: Timestamp,
 ) -> (AdmissionResponse, &'static str) {
     let resp = AdmissionResponse::from(req);
-    if req.dry_run {
-        return (resp, "dry_run");
-    }
     let ns = req.namespace.as_deref().unwrap_or_default();
     if let Some(via) = via(req)
         && ctx.deny_namespaces.iter().any(|d| d.trim() == ns)
@@ -218,6 +216,9 @@ pub fn connect(
             )),
             "denied",
         );
+    }
+    if req.dry_run {
+        return (resp, "dry_run");
     }
     if let Some(record) = record_for(req, now) {
         ctx.queue.push(record);
@@ -235,10 +236,14 @@ fn maps(o: Option<&DynamicObject>) -> (BTreeMap<String, String>, BTreeMap<String
     .unwrap_or_default()
 }
 
+/// An update of a pod's metadata: through the pod itself, or through
+/// `pods/status`, which also accepts label and annotation changes (the
+/// status strategy keeps only the spec), so it must not be a way around the
+/// guard.
 fn is_pod_update(req: &AdmissionRequest<DynamicObject>) -> bool {
     req.operation == Operation::Update
         && req.resource.resource == "pods"
-        && req.sub_resource.is_none()
+        && matches!(req.sub_resource.as_deref(), None | Some("status"))
 }
 
 /// The guard: only the extension is the user's, and it must be a valid
@@ -256,7 +261,7 @@ pub fn guard_update(
         && req.sub_resource.is_none()
     {
         let (labels, annotations) = maps(req.object.as_ref());
-        return match guard::check_create(&labels, &annotations, privileged) {
+        return match guard::check_create(&labels, &annotations, privileged, ctx.max_extension) {
             Verdict::Deny(why) => (resp.deny(why), "denied"),
             _ => (resp, "allowed"),
         };
@@ -283,10 +288,12 @@ pub fn guard_update(
     }
 }
 
-/// Writes `extended-by` from the authenticated user whenever a non-privileged
-/// request changes the extension, so a client-written value never survives.
+/// Writes `extended-by` from the authenticated user whenever a request
+/// changes the extension, so a client-written value never survives. Nobody
+/// is exempt, privileged users included: whoever moved an eviction time is
+/// on record. (The controller itself never writes the extension.)
 pub fn mutate(
-    ctx: &Context,
+    _ctx: &Context,
     req: &AdmissionRequest<DynamicObject>,
 ) -> (AdmissionResponse, &'static str) {
     let resp = AdmissionResponse::from(req);
@@ -294,9 +301,6 @@ pub fn mutate(
         return (resp, "allowed");
     }
     let (username, _) = user(req);
-    if ctx.privileged.contains(&username) {
-        return (resp, "allowed");
-    }
     let (_, old) = maps(req.old_object.as_ref());
     let (_, new) = maps(req.object.as_ref());
     if old.get(keys::EXTENSION) == new.get(keys::EXTENSION) {
@@ -461,8 +465,6 @@ mod tests {
                 dry,
             )
         };
-        assert_eq!(answer(&c, CONNECT_PATH, &exec(true))["allowed"], true);
-        assert!(rx.try_recv().is_err(), "dry run recorded");
         let resp = answer(&c, CONNECT_PATH, &exec(false));
         assert_eq!(resp["allowed"], false);
         assert!(
@@ -471,8 +473,12 @@ mod tests {
                 .unwrap()
                 .contains("kubectl exec is not allowed in namespace team-a")
         );
-        let (c, _rx) = ctx(&["elsewhere"]);
+        assert!(rx.try_recv().is_err(), "a denied exec is not recorded");
+        let (c, mut rx) = ctx(&["elsewhere"]);
+        assert_eq!(answer(&c, CONNECT_PATH, &exec(true))["allowed"], true);
+        assert!(rx.try_recv().is_err(), "dry run recorded");
         assert_eq!(answer(&c, CONNECT_PATH, &exec(false))["allowed"], true);
+        assert_eq!(rx.try_recv().unwrap().pod, "web-0");
     }
 
     fn pod(annotations: Value) -> Value {
@@ -543,5 +549,107 @@ mod tests {
         assert!(handle(&c, CONNECT_PATH, b"{").is_err());
         assert!(handle(&c, CONNECT_PATH, br#"{"kind":"AdmissionReview"}"#).is_err());
         assert!(handle(&c, "/nope", b"{}").is_err());
+    }
+
+    #[test]
+    fn the_deny_policy_answers_dry_runs_too() {
+        let (c, mut rx) = ctx(&["team-a"]);
+        let body = review(
+            "CONNECT",
+            Some("exec"),
+            "bob",
+            json!({"container": "app", "command": ["ls"]}),
+            Value::Null,
+            true,
+        );
+        let resp = answer(&c, CONNECT_PATH, &body);
+        assert_eq!(resp["allowed"], false, "a dry run must see the real answer");
+        assert!(rx.try_recv().is_err(), "and is never recorded");
+    }
+
+    #[test]
+    fn status_updates_cannot_bypass_the_guard() {
+        let (c, _rx) = ctx(&[]);
+        let old = pod(json!({"sessionguard.io/evict-at": "2026-11-24T01:10:00Z"}));
+        let new = pod(json!({"sessionguard.io/evict-at": "2099-01-01T00:00:00Z"}));
+        let body = review("UPDATE", Some("status"), "alice", new, old.clone(), false);
+        let resp = answer(&c, GUARD_PATH, &body);
+        assert_eq!(resp["allowed"], false);
+        assert!(
+            resp["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("sessionguard.io/evict-at is managed by sessionguard")
+        );
+        // An extension through pods/status gets its requester, like any other.
+        let ext = pod(json!({"sessionguard.io/evict-at": "2026-11-24T01:10:00Z",
+                             "sessionguard.io/extension": "1h"}));
+        let body = review("UPDATE", Some("status"), "alice", ext, old, false);
+        assert_eq!(answer(&c, MUTATE_PATH, &body)["patchType"], "JSONPatch");
+        // Other subresources are none of the guard's business.
+        let body = review(
+            "UPDATE",
+            Some("ephemeralcontainers"),
+            "alice",
+            pod(json!({"sessionguard.io/ttl": "1h"})),
+            pod(json!({})),
+            false,
+        );
+        assert_eq!(answer(&c, GUARD_PATH, &body)["allowed"], true);
+    }
+
+    fn patch_of(resp: &Value) -> Value {
+        let bytes: Vec<u8> = serde_json::from_value(resp["patch"].clone()).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn privileged_users_extensions_are_on_record_too() {
+        let (c, _rx) = ctx(&[]);
+        let old = pod(json!({"sessionguard.io/first-interaction": "2026-11-24T01:00:00Z"}));
+        let new = pod(
+            json!({"sessionguard.io/first-interaction": "2026-11-24T01:00:00Z",
+                             "sessionguard.io/extension": "30m"}),
+        );
+        let admin = "system:serviceaccount:sg:controller";
+        let body = review("UPDATE", None, admin, new, old, false);
+        let resp = answer(&c, MUTATE_PATH, &body);
+        assert_eq!(
+            patch_of(&resp),
+            json!([{"op": "add", "path": "/metadata/annotations/sessionguard.io~1extended-by", "value": admin}])
+        );
+    }
+
+    #[test]
+    fn new_pods_extensions_are_checked() {
+        let (c, _rx) = ctx(&[]);
+        let create = |annotations: Value| {
+            let body = review(
+                "CREATE",
+                None,
+                "alice",
+                pod(annotations),
+                Value::Null,
+                false,
+            );
+            answer(&c, GUARD_PATH, &body)
+        };
+        let resp = create(json!({"sessionguard.io/extension": "bogus"}));
+        assert_eq!(resp["allowed"], false, "unparsable extension on create");
+        let resp = create(json!({"sessionguard.io/extension": "30d"}));
+        assert!(
+            resp["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("exceeds the maximum extension of 24h0m0s"),
+            "{resp}"
+        );
+        let resp = create(json!({"sessionguard.io/extension": "1h",
+                                 "sessionguard.io/extended-by": "alice"}));
+        assert_eq!(resp["allowed"], false, "extended-by on create");
+        assert_eq!(
+            create(json!({"sessionguard.io/extension": "1h"}))["allowed"],
+            true
+        );
     }
 }

@@ -62,7 +62,7 @@ pub async fn step(
         return Ok(None);
     }
     let uid = pod.uid().unwrap_or_default();
-    let evict_at = record.evict_at();
+    let evict_at = record.evict_at(state.config.webhook.max_extension);
     let first = state.with_memory(&uid, |m| {
         !std::mem::replace(&mut m.scheduled_event_sent, true)
     });

@@ -80,7 +80,7 @@ pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
                 kind: "bad_interaction_record",
             })
             .inc();
-        tracing::warn!(pod = %events::pod_name(&pod), error = %err, "interaction record unreadable; not updating it");
+        tracing::warn!(pod = %events::pod_name(&pod), error = %err, "interaction record unreadable (not updated) or its extension ignored/capped");
     }
 
     // Order matters for the race with a drain: label the pod before the PDB
@@ -119,7 +119,7 @@ pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
                 "eviction time extended by {} (requested by {}); new eviction time {}",
                 duration::format(r.extension.unwrap_or_default()),
                 r.extended_by.as_deref().unwrap_or("unknown"),
-                rfc3339(r.evict_at())
+                rfc3339(r.evict_at(state.config.webhook.max_extension))
             ),
         );
     }

@@ -166,7 +166,7 @@ pub fn plan(i: &Inputs) -> Plan {
         }
     }
     if let Some(r) = &record {
-        for (k, v) in r.to_annotations() {
+        for (k, v) in r.to_annotations(i.config.webhook.max_extension) {
             if current.get(&k) != Some(&v) {
                 p.annotations.insert(k, Some(v));
             }
@@ -175,10 +175,18 @@ pub fn plan(i: &Inputs) -> Plan {
         let stored_evict_at = current.get(keys::EVICT_AT);
         if existing.is_some()
             && r.extension.is_some()
-            && stored_evict_at.is_some_and(|s| *s != rfc3339(r.evict_at()))
+            && stored_evict_at
+                .is_some_and(|s| *s != rfc3339(r.evict_at(i.config.webhook.max_extension)))
         {
             p.extended = Some(r.clone());
         }
+    }
+    // A bad or oversized extension does not freeze the record (evict-at
+    // ignores or caps it); it is reported through the same path.
+    if p.interaction_error.is_none() {
+        p.interaction_error = record
+            .as_ref()
+            .and_then(|r| r.extension_issue(i.config.webhook.max_extension));
     }
     p.interaction = record;
 
