@@ -16,10 +16,11 @@ pub struct FakeProc {
     root: PathBuf,
 }
 
-/// The `tty_nr` of `/dev/pts/n`.
+/// The `tty_nr` of `/dev/pts/n` as the kernel writes it: devpts numbers every
+/// pty on major 136 with a 20-bit minor, and `new_encode_dev` puts minor bits
+/// 0-7 in bits 0-7 and minor bits 8-19 in bits 20-31.
 pub fn pts(n: u32) -> u32 {
-    let (major, minor) = (136 + n / 256, n % 256);
-    (major << 8) | minor
+    (136 << 8) | (n & 0xff) | ((n & 0xfff00) << 12)
 }
 
 /// A systemd-driver containerd cgroup line for a pod's container.
@@ -146,15 +147,34 @@ impl FakeProcess<'_> {
         self
     }
 
+    /// Writes the files into `<root>/<pid>`, over any that are there (the
+    /// directory, and so its inode, stays).
     pub fn write(self) -> io::Result<()> {
         let dir = self.fake.root.join(self.pid.to_string());
-        fs::create_dir_all(&dir)?;
+        self.write_into(&dir)
+    }
+
+    /// Replaces `<root>/<pid>` with a new directory, as the kernel does for a
+    /// reused pid. The new one is written beside the old and renamed into
+    /// place, so it can never get the old directory's inode number back.
+    pub fn write_replacing(self) -> io::Result<()> {
+        let dir = self.fake.root.join(self.pid.to_string());
+        let staging = self.fake.root.join(format!(".new-{}", self.pid));
+        self.write_into(&staging)?;
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::rename(staging, dir)
+    }
+
+    fn write_into(self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)?;
         let p = self.pid;
         fs::write(
             dir.join("stat"),
             format!(
                 "{p} ({}) {} {} {p} {} {} -1 4194560 100 0 0 0 1 1 0 0 20 0 1 0 {} 8900608 1200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
-                self.comm, self.state, self.ppid, self.session, self.tty_nr, self.starttime
+                self.comm, self.state, self.ppid, self.session, self.tty_nr as i32, self.starttime
             ),
         )?;
         let ns: Vec<String> = self.ns_pid.iter().map(u32::to_string).collect();

@@ -16,7 +16,14 @@
 //!   `crio-<id>`;
 //! - the unexpanded systemd form `...pod<uid>.slice:cri-containerd:<id>` that
 //!   some runtimes write when the slice was never realised;
-//! - static pods, whose "uid" is the kubelet's 32-hex config hash.
+//! - static pods, whose "uid" is the kubelet's 32-hex config hash;
+//! - paths relative to the reader's cgroup namespace (`/../../...`), which is
+//!   what the agent sees of other pods when its own pod has a private one.
+//!
+//! A bare `pod<uid>` component (the cgroupfs spelling) counts only under a
+//! `kubepods` ancestor, or at the top of a namespace-relative path that climbs
+//! (`..`) through nothing but QoS levels, since there the kubepods ancestor
+//! sits above the reader's namespace root and cannot be seen.
 
 use sessionguard_core::{ContainerId, PodUid};
 
@@ -44,7 +51,7 @@ pub fn from_path(path: &str) -> Option<PodContainer> {
         .iter()
         .enumerate()
         .rev()
-        .find_map(|(i, c)| pod_in(c).map(|u| (i, u)))?;
+        .find_map(|(i, c)| pod_in(c, &comps[..i]).map(|u| (i, u)))?;
     // Unexpanded form: `kubepods-...-pod<uid>.slice:cri-containerd:<id>`.
     if let Some((_, id)) = comps[at].rsplit_once(':') {
         return Some(PodContainer {
@@ -59,8 +66,9 @@ pub fn from_path(path: &str) -> Option<PodContainer> {
     })
 }
 
-/// A pod UID inside one path component, in any driver's spelling.
-fn pod_in(component: &str) -> Option<PodUid> {
+/// A pod UID inside one path component, in any driver's spelling;
+/// `ancestors` are the components above it.
+fn pod_in(component: &str, ancestors: &[&str]) -> Option<PodUid> {
     let name = component.split(':').next()?;
     let name = name.strip_suffix(".slice").unwrap_or(name);
     let uid = if let Some(i) = name.rfind("-pod") {
@@ -70,9 +78,25 @@ fn pod_in(component: &str) -> Option<PodUid> {
         }
         &name[i + 4..]
     } else {
-        name.strip_prefix("pod")?
+        let uid = name.strip_prefix("pod")?;
+        if !under_kubepods(ancestors) {
+            return None;
+        }
+        uid
     };
     PodUid::parse(uid).ok()
+}
+
+/// Whether a cgroupfs `pod<uid>` component sits where the kubelet puts pods.
+fn under_kubepods(ancestors: &[&str]) -> bool {
+    if ancestors.iter().any(|c| c.contains("kubepods")) {
+        return true;
+    }
+    // `/../../besteffort/pod<uid>/<id>` as seen from a private cgroup namespace.
+    ancestors.first() == Some(&"..")
+        && ancestors
+            .iter()
+            .all(|c| matches!(*c, ".." | "besteffort" | "burstable"))
 }
 
 /// A container ID inside the component after the pod's.
@@ -151,6 +175,46 @@ mod tests {
     }
 
     #[test]
+    fn cgroupfs_crio_with_crun_container_child() {
+        expect(&format!(
+            "0::/kubepods/burstable/pod{UID}/crio-{ID}/container\n"
+        ));
+        expect(&format!("0::/kubepods/pod{UID}/crio-{ID}/container\n"));
+    }
+
+    #[test]
+    fn cgroupfs_needs_a_kubepods_ancestor() {
+        for text in [
+            format!("0::/system.slice/pod{UID}/{ID}\n"),
+            format!("0::/pod{UID}/{ID}\n"),
+            format!("0::/besteffort/pod{UID}/{ID}\n"),
+            format!("0::/../system.slice/pod{UID}/{ID}\n"),
+            format!("0::/user.slice/../pod{UID}/{ID}\n"),
+        ] {
+            assert_eq!(parse_cgroup(&text), None, "{text:?}");
+        }
+        // kind with the cgroupfs driver: the kubelet's root is /kubelet/kubepods.
+        expect(&format!(
+            "0::/docker/{NODE}/kubelet/kubepods/burstable/pod{UID}/{ID}\n"
+        ));
+    }
+
+    #[test]
+    fn relative_paths_from_a_private_cgroup_namespace() {
+        // The agent's own pod has a private cgroup namespace; other pods' paths
+        // are shown relative to its root.
+        expect(&format!(
+            "0::/../../kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope\n"
+        ));
+        expect(&format!(
+            "0::/../../../kubepods-burstable-pod{UID_}.slice/crio-{ID}.scope/container\n"
+        ));
+        // cgroupfs: same QoS level as the agent, and a different one.
+        expect(&format!("0::/../../pod{UID}/{ID}\n"));
+        expect(&format!("0::/../../besteffort/pod{UID}/{ID}\n"));
+    }
+
+    #[test]
     fn cgroup_v1_and_hybrid_lines() {
         // v1: every controller line carries the path.
         expect(&format!(
@@ -197,6 +261,12 @@ mod tests {
         let got = parse_cgroup(&format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{hash}.slice/cri-containerd-{ID}.scope\n")).unwrap();
         assert_eq!(got.pod_uid.as_str(), hash);
         assert!(got.pod_uid.is_static());
+        // Under the cgroupfs driver.
+        let got = parse_cgroup(&format!("0::/kubepods/burstable/pod{hash}/{ID}\n")).unwrap();
+        assert_eq!(
+            (got.pod_uid.as_str(), got.container_id.as_str()),
+            (hash, ID)
+        );
     }
 
     #[test]
@@ -218,8 +288,22 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn never_panics(text in "\\PC{0,300}") {
-            let _ = parse_cgroup(&text);
+        fn never_panics(text in proptest::prelude::any::<String>()) {
+            // Whatever it finds was in the text.
+            if let Some(got) = parse_cgroup(&text) {
+                proptest::prop_assert!(text.to_ascii_lowercase().contains(got.container_id.as_str()));
+            }
+        }
+
+        // Text shaped like the real file (lines, colons, slashes, pod-ish
+        // names) reaches the path logic far more often than arbitrary strings.
+        #[test]
+        fn never_panics_on_cgroup_shaped_text(
+            text in "([0-9]{0,2}:[a-z=,]{0,8}:(/(\\.\\.|kubepods[a-z.-]{0,12}|pod[0-9a-f_-]{0,36}|[a-z]{0,6}-[0-9a-f]{0,64}(\\.scope)?|\\PC{0,8}|:)){0,6}\n?){0,4}"
+        ) {
+            if let Some(got) = parse_cgroup(&text) {
+                proptest::prop_assert!(text.to_ascii_lowercase().contains(got.container_id.as_str()));
+            }
         }
 
         #[test]

@@ -13,7 +13,8 @@ pub struct Stat<'a> {
     pub state: u8,
     pub ppid: u32,
     pub session: u32,
-    /// Controlling terminal as the kernel's `dev_t` encoding; 0 when none.
+    /// Controlling terminal in the kernel's `new_encode_dev` form (see
+    /// [`crate::proc::tty`]); 0 when none.
     pub tty_nr: u32,
     /// Clock ticks after boot.
     pub starttime: u64,
@@ -54,7 +55,9 @@ impl<'a> Stat<'a> {
         let state = take(0, &mut seen, "state")?;
         let ppid = num::<u32>(take(1, &mut seen, "ppid")?, "ppid")?;
         let session = num::<i64>(take(SESSION, &mut seen, "session")?, "session")?;
-        let tty_nr = num::<i64>(take(TTY_NR, &mut seen, "tty_nr")?, "tty_nr")?;
+        // The kernel prints the 32-bit encoding with `%d`: a minor of 2^19 or
+        // more sets bit 31 and shows as negative, and that is still a terminal.
+        let tty_nr = num::<i32>(take(TTY_NR, &mut seen, "tty_nr")?, "tty_nr")? as u32;
         let starttime = num::<u64>(take(STARTTIME, &mut seen, "starttime")?, "starttime")?;
         if state.len() != 1 {
             return Err(Error::parse("stat", "state is not one character"));
@@ -65,8 +68,7 @@ impl<'a> Stat<'a> {
             state: state[0],
             ppid,
             session: u32::try_from(session).unwrap_or(0),
-            // The kernel prints a signed int; any non-positive value means "no terminal".
-            tty_nr: u32::try_from(tty_nr).unwrap_or(0),
+            tty_nr,
             starttime,
         })
     }
@@ -145,12 +147,24 @@ mod tests {
     }
 
     #[test]
-    fn no_terminal_and_negative_values() {
+    fn no_terminal() {
+        // tty_nr 0, then tpgid -1.
         let line = "7 (kworker/0:1) I 2 0 0 0 -1 69238880 0 0 0 0 0 0 0 0 20 0 1 0 35 0 0 0";
         let s = Stat::parse(line.as_bytes()).unwrap();
         assert_eq!((s.tty_nr, s.session), (0, 0));
-        let neg = BASH.replacen(" 34816 ", " -5 ", 1);
-        assert_eq!(Stat::parse(neg.as_bytes()).unwrap().tty_nr, 0);
+    }
+
+    #[test]
+    fn negative_tty_nr_is_a_terminal_with_a_large_minor() {
+        // /dev/pts/524288: major 136, minor 2^19, whose bit 19 lands in bit 31.
+        let line = BASH.replacen(" 34816 ", " -2147448832 ", 1);
+        let s = Stat::parse(line.as_bytes()).unwrap();
+        assert_eq!(s.tty_nr, 0x8000_8800);
+        assert_eq!(crate::proc::tty_name(s.tty_nr), "pts/524288");
+        // Out of the int range the kernel prints: not a tty_nr at all.
+        let line = BASH.replacen(" 34816 ", " 4294967296 ", 1);
+        let e = Stat::parse(line.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("tty_nr is not a number"), "{e}");
     }
 
     #[test]
@@ -188,6 +202,21 @@ mod tests {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
             let _ = Stat::parse(&bytes);
+        }
+
+        #[test]
+        fn never_panics_after_a_valid_prefix(
+            comm in "[ -~]{0,20}",
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let mut line = format!("42 ({comm}) ").into_bytes();
+            line.extend_from_slice(&tail);
+            let _ = Stat::parse(&line);
+        }
+
+        #[test]
+        fn never_panics_on_numeric_tails(tail in "[-0-9 SRZ]{0,200}") {
+            let _ = Stat::parse(format!("42 (sh) {tail}").as_bytes());
         }
 
         #[test]
