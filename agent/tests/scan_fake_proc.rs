@@ -1,6 +1,7 @@
 //! `sessionguard-agent scan` end to end through the binary, on fake proc
 //! trees written by the test.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use serde_json::Value;
@@ -16,7 +17,7 @@ fn cid(c: char) -> String {
 
 fn scan(fake: &FakeProc, output: &str) -> (String, String, bool) {
     let out = Command::new(env!("CARGO_BIN_EXE_sessionguard-agent"))
-        .args(["scan", "--proc-root"])
+        .args(["--log-format", "json", "scan", "--proc-root"])
         .arg(fake.root())
         .args(["--output", output])
         .output()
@@ -34,6 +35,22 @@ fn sessions(fake: &FakeProc) -> Vec<Value> {
     let doc: Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bad JSON {e}: {stdout}"));
     doc["sessions"].as_array().expect("sessions array").clone()
+}
+
+/// `kind → count` from the scan's "skipped unreadable or malformed proc
+/// entries" log lines.
+fn skipped(stderr: &str) -> BTreeMap<String, u64> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "skipped unreadable or malformed proc entries")
+        .map(|v| {
+            (
+                v["fields"]["kind"].as_str().unwrap().to_string(),
+                v["fields"]["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 fn tree() -> (tempfile::TempDir, FakeProc) {
@@ -201,7 +218,7 @@ fn bad_entries_are_skipped_and_the_rest_is_found() {
         .in_container(POD, &g)
         .write()
         .unwrap();
-    // A terminal process whose status is garbage: its session cannot be described, others still are.
+    // A terminal leader whose status is garbage: still a session, with fallbacks.
     fake.process(506)
         .comm("sh")
         .tty(pts(9))
@@ -224,14 +241,16 @@ fn bad_entries_are_skipped_and_the_rest_is_found() {
     assert!(ok, "{stderr}");
     let s: Value = serde_json::from_str(&stdout).unwrap();
     let s = s["sessions"].as_array().unwrap();
-    assert_eq!(s.len(), 1, "{s:#?}");
+    let pids: Vec<u64> = s.iter().map(|s| s["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids, [500, 506], "{s:#?}");
     // No cmdline: the command falls back to the name in stat, parentheses and all.
     assert_eq!(s[0]["command"], "bash (login) \t)x");
-    assert!(
-        stderr.contains("skipped unreadable or malformed proc entries"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("stat"), "{stderr}");
+    // No status: the uid is the owner of /proc/506, and it counts as a login.
+    assert_eq!(s[1]["uid"], nix::unistd::Uid::effective().as_raw());
+    assert_eq!(s[1]["console"], false);
+    // 501 and 503 are malformed; 502 and 504 vanished (churn); 506's status is malformed.
+    let want = BTreeMap::from([("stat".to_string(), 2), ("status".to_string(), 1)]);
+    assert_eq!(skipped(&stderr), want, "{stderr}");
 }
 
 #[test]

@@ -97,6 +97,25 @@ impl ProcFs {
         }
     }
 
+    /// The owner of `<root>/<pid>`: procfs gives a pid directory the
+    /// process's effective uid (root for non-dumpable processes). A metadata
+    /// lookup, no file read; the fallback when `status` cannot be read.
+    /// `Ok(None)` when the pid is gone.
+    pub fn owner(&mut self, pid: u32) -> Result<Option<u32>, Error> {
+        use std::fmt::Write;
+        self.path.clear();
+        let _ = write!(self.path, "{pid}");
+        match nix::sys::stat::fstatat(
+            self.dir.as_fd(),
+            self.path.as_str(),
+            nix::fcntl::AtFlags::empty(),
+        ) {
+            Ok(st) => Ok(Some(st.st_uid)),
+            Err(Errno::ENOENT | Errno::ESRCH) => Ok(None),
+            Err(e) => Err(self.io_error(io::Error::from(e))),
+        }
+    }
+
     /// Reads a top-level file such as `stat` or `uptime`.
     pub fn read_top(&self, file: &str) -> Result<String, Error> {
         let path = self.root.join(file);

@@ -13,15 +13,32 @@ use super::procfs::ProcFs;
 use crate::Error;
 use crate::proc::{Stat, Status, parse_btime, parse_cgroup, parse_cmdline, parse_uptime, tty_name};
 
+/// The kernel's overflow uid (`/proc/sys/kernel/overflowuid`), which it shows
+/// for a uid it cannot map; used when a leader's uid cannot be read at all.
+const UNKNOWN_UID: u32 = 65534;
+
 #[derive(Clone, Debug)]
 pub struct ScannerConfig {
     /// Every n-th tick re-reads every pid (1 = always full).
     pub resync_every: u32,
+    /// A process younger than this has its `stat` re-read on every tick.
+    /// `runc exec`, sshd and `script` fork, then call setsid and TIOCSCTTY,
+    /// then exec: a first read in that window sees no terminal yet, and
+    /// without a re-read the session would stay hidden until the next resync.
+    pub young_for: Duration,
+    /// ...and for at least this many ticks after the last read that found it
+    /// young, which covers intervals longer than `young_for` and proc trees
+    /// without a usable `/proc/uptime`.
+    pub young_ticks: u32,
 }
 
 impl Default for ScannerConfig {
     fn default() -> Self {
-        Self { resync_every: 30 }
+        Self {
+            resync_every: 30,
+            young_for: Duration::from_secs(5),
+            young_ticks: 3,
+        }
     }
 }
 
@@ -31,6 +48,9 @@ pub struct ScanStats {
     pub full: bool,
     pub pids: usize,
     pub stat_reads: usize,
+    /// Of `stat_reads`, re-reads of known pids without a terminal that are
+    /// still young (see [`ScannerConfig::young_for`]).
+    pub young: usize,
     pub terminal_processes: usize,
     /// Pids that vanished while being read: churn, not errors.
     pub vanished: usize,
@@ -41,19 +61,22 @@ pub struct ScanStats {
 pub struct Scanner {
     fs: ProcFs,
     config: ScannerConfig,
-    boot_ns: i128,
-    tick_ns: i128,
+    clock: Clock,
+    hz: u64,
     known: HashMap<u32, Known>,
     leaders: HashMap<(u32, u64), Leader>,
-    generation: u32,
+    generation: u64,
     pids: Vec<(u32, u64)>,
     buf: Vec<u8>,
 }
 
 struct Known {
     ino: u64,
+    starttime: u64,
     tty_nr: u32,
-    generation: u32,
+    generation: u64,
+    /// Re-read `stat` on every tick up to and including this generation.
+    recheck_until: u64,
 }
 
 /// Slow-changing facts about a session leader, cached by (pid, starttime) so
@@ -62,28 +85,34 @@ struct Leader {
     uid: u32,
     namespace_init: bool,
     argv: Vec<String>,
-    generation: u32,
+    /// False when `status` could not be read and `uid` is a fallback; such an
+    /// entry is used for this tick only and read again on the next.
+    complete: bool,
+    generation: u64,
 }
+
+/// Boot time, and one reading of uptime to date process start times against.
+/// Re-taken on every full resync: `btime` moves when the wall clock is
+/// stepped, and a daemon lives for months.
+struct Clock {
+    boot_ns: i128,
+    uptime: Option<(f64, Instant)>,
+}
+
+// === impl Scanner ===
 
 impl Scanner {
     pub fn new(fs: ProcFs, config: ScannerConfig) -> Result<Self, Error> {
-        let boot_secs = match fs.read_top("stat").and_then(|s| parse_btime(&s)) {
-            Ok(b) => b as f64,
-            // Without btime, boot time is now minus uptime.
-            Err(_) => {
-                let up = parse_uptime(&fs.read_top("uptime")?)?;
-                jiff::Timestamp::now().as_nanosecond() as f64 / 1e9 - up
-            }
-        };
+        let clock = Clock::read(&fs)?;
         let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
             .ok()
             .flatten()
-            .unwrap_or(100);
+            .map_or(100, |hz| hz.max(1) as u64);
         Ok(Self {
             fs,
             config,
-            boot_ns: (boot_secs * 1e9) as i128,
-            tick_ns: 1_000_000_000 / hz.max(1) as i128,
+            clock,
+            hz,
             known: HashMap::new(),
             leaders: HashMap::new(),
             generation: 0,
@@ -100,36 +129,51 @@ impl Scanner {
     pub fn tick(&mut self) -> Result<(Vec<Session>, ScanStats), Error> {
         let full = self
             .generation
-            .is_multiple_of(self.config.resync_every.max(1));
+            .is_multiple_of(u64::from(self.config.resync_every.max(1)));
         self.scan(full)
     }
 
     pub fn scan(&mut self, full: bool) -> Result<(Vec<Session>, ScanStats), Error> {
         let started = Instant::now();
-        self.generation = self.generation.wrapping_add(1);
+        let first = self.generation == 0;
+        self.generation += 1;
         let generation = self.generation;
         let mut stats = ScanStats {
             full,
             ..ScanStats::default()
         };
+        // `new` has just read the clock for the first scan.
+        if full && !first {
+            match Clock::read(&self.fs) {
+                Ok(clock) => self.clock = clock,
+                // Keep the last good reading.
+                Err(e) => *stats.errors.entry(e.kind()).or_default() += 1,
+            }
+        }
+        let now_ticks = self.clock.uptime_ticks(self.hz);
+        let young_age = (self.config.young_for.as_secs_f64() * self.hz as f64) as u64;
 
         self.fs.pids(&mut self.pids)?;
         stats.pids = self.pids.len();
         let mut candidates = Vec::new();
         let pids = std::mem::take(&mut self.pids);
         for &(pid, ino) in &pids {
-            let need = match self.known.get_mut(&pid) {
-                Some(k) if !full && k.ino == ino && k.tty_nr == 0 => {
-                    k.generation = generation;
-                    false
+            // (start time, recheck_until) of the process last read under this pid and inode.
+            let seen = match self.known.get_mut(&pid) {
+                Some(k) if k.ino == ino => {
+                    if !full && k.tty_nr == 0 && generation > k.recheck_until {
+                        k.generation = generation;
+                        continue;
+                    }
+                    if k.tty_nr == 0 && !full {
+                        stats.young += 1;
+                    }
+                    Some((k.starttime, k.recheck_until))
                 }
-                _ => true,
+                _ => None,
             };
-            if !need {
-                continue;
-            }
             stats.stat_reads += 1;
-            if !fetch(&mut self.fs, pid, "stat", &mut self.buf, &mut stats) {
+            if !fetch(&mut self.fs, pid, "stat", &mut self.buf, &mut stats).is_read() {
                 continue;
             }
             let stat = match Stat::parse(&self.buf) {
@@ -146,12 +190,25 @@ impl Scanner {
                 }
             };
             let tty_nr = if stat.is_gone() { 0 } else { stat.tty_nr };
+            // A process we have not read before (new pid, or a reused one with a
+            // new inode or start time) that shows up after the first scan
+            // started at most one interval ago, whatever the clock says.
+            let new = seen.is_none_or(|(start, _)| start != stat.starttime);
+            let young = (new && !first)
+                || now_ticks.is_some_and(|now| now.saturating_sub(stat.starttime) < young_age);
+            let recheck_until = match (young, seen) {
+                (true, _) => generation + u64::from(self.config.young_ticks),
+                (false, Some((start, until))) if start == stat.starttime => until,
+                (false, _) => 0,
+            };
             self.known.insert(
                 pid,
                 Known {
                     ino,
+                    starttime: stat.starttime,
                     tty_nr,
                     generation,
+                    recheck_until,
                 },
             );
             if tty_nr != 0 {
@@ -164,7 +221,7 @@ impl Scanner {
 
         let mut in_pods = Vec::new();
         for (pid, session, tty_nr, starttime, comm) in candidates {
-            if !fetch(&mut self.fs, pid, "cgroup", &mut self.buf, &mut stats) {
+            if !fetch(&mut self.fs, pid, "cgroup", &mut self.buf, &mut stats).is_read() {
                 continue;
             }
             if let Some(at) = parse_cgroup(&String::from_utf8_lossy(&self.buf)) {
@@ -182,8 +239,19 @@ impl Scanner {
         let mut sessions = Vec::new();
         for group in group_by_terminal(in_pods) {
             let l = &group.leader;
+            let started_ns = self.clock.boot_ns + i128::from(l.starttime) * self.tick_ns();
+            let Ok(started_at) = jiff::Timestamp::from_nanosecond(started_ns) else {
+                // Only a corrupt stat line or btime gets here (past year 9999).
+                tracing::debug!(
+                    pid = l.pid,
+                    starttime = l.starttime,
+                    "start time out of range"
+                );
+                *stats.errors.entry("starttime").or_default() += 1;
+                continue;
+            };
             let key = (l.pid, l.starttime);
-            if full || !self.leaders.contains_key(&key) {
+            if full || !self.leaders.get(&key).is_some_and(|c| c.complete) {
                 match self.read_leader(l.pid, &mut stats) {
                     Some(leader) => {
                         self.leaders.insert(key, leader);
@@ -193,19 +261,15 @@ impl Scanner {
             }
             let leader = self.leaders.get_mut(&key).expect("inserted above");
             leader.generation = generation;
-            let started_ns = self.boot_ns + l.starttime as i128 * self.tick_ns;
             sessions.push(Session {
                 pod_uid: group.at.pod_uid.clone(),
                 container_id: group.at.container_id.clone(),
                 tty: tty_name(group.tty_nr),
                 pid: l.pid,
-                command: leader
-                    .argv
-                    .first()
-                    .map_or_else(|| l.comm.clone(), |a| basename(a).to_string()),
+                command: command_name(&leader.argv, &l.comm),
                 argv: leader.argv.clone(),
                 uid: leader.uid,
-                started_at: jiff::Timestamp::from_nanosecond(started_ns).unwrap_or_default(),
+                started_at,
                 processes: group.processes,
                 console: leader.namespace_init,
                 namespace: None,
@@ -218,60 +282,168 @@ impl Scanner {
         Ok((sessions, stats))
     }
 
+    fn tick_ns(&self) -> i128 {
+        1_000_000_000 / i128::from(self.hz)
+    }
+
+    /// `None` only when the leader is gone. An unreadable or malformed
+    /// `status` is counted and costs accuracy, not the session: the uid falls
+    /// back to the owner of the pid's directory (its effective uid), and the
+    /// session counts as a login, since calling a real login a console would
+    /// leave its pod unprotected.
     fn read_leader(&mut self, pid: u32, stats: &mut ScanStats) -> Option<Leader> {
-        let mut read =
-            |file: &'static str, buf: &mut Vec<u8>| fetch(&mut self.fs, pid, file, buf, stats);
         let mut buf = std::mem::take(&mut self.buf);
-        let status =
-            read("status", &mut buf).then(|| Status::parse(&String::from_utf8_lossy(&buf)));
-        let leader = match status {
-            Some(Ok(status)) => {
-                // cmdline is optional: an unreadable one leaves the command name from stat.
-                let argv = if read("cmdline", &mut buf) {
-                    parse_cmdline(&buf)
-                } else {
-                    Vec::new()
-                };
-                Some(Leader {
-                    uid: status.uid,
-                    namespace_init: status.is_namespace_init(),
-                    argv,
-                    generation: 0,
-                })
+        let status = match fetch(&mut self.fs, pid, "status", &mut buf, stats) {
+            Fetched::Read => match Status::parse(&String::from_utf8_lossy(&buf)) {
+                Ok(status) => Some(status),
+                Err(e) => {
+                    tracing::debug!(pid, error = %e, "session leader status unusable");
+                    *stats.errors.entry(e.kind()).or_default() += 1;
+                    None
+                }
+            },
+            Fetched::Gone => {
+                self.buf = buf;
+                return None;
             }
-            Some(Err(e)) => {
-                *stats.errors.entry(e.kind()).or_default() += 1;
-                None
-            }
-            None => None,
+            Fetched::Failed => None,
+        };
+        let (uid, namespace_init, complete) = match status {
+            Some(s) => (s.uid, s.is_namespace_init(), true),
+            None => match self.fs.owner(pid) {
+                Ok(Some(uid)) => (uid, false, false),
+                Ok(None) => {
+                    stats.vanished += 1;
+                    self.buf = buf;
+                    return None;
+                }
+                Err(e) => {
+                    *stats.errors.entry(e.kind()).or_default() += 1;
+                    (UNKNOWN_UID, false, false)
+                }
+            },
+        };
+        // cmdline is optional: an unreadable one leaves the command name from stat.
+        let argv = match fetch(&mut self.fs, pid, "cmdline", &mut buf, stats) {
+            Fetched::Read => parse_cmdline(&buf),
+            Fetched::Gone | Fetched::Failed => Vec::new(),
         };
         self.buf = buf;
-        leader
+        Some(Leader {
+            uid,
+            namespace_init,
+            argv,
+            complete,
+            generation: 0,
+        })
+    }
+}
+
+// === impl Clock ===
+
+impl Clock {
+    fn read(fs: &ProcFs) -> Result<Self, Error> {
+        let btime = fs.read_top("stat").and_then(|s| parse_btime(&s));
+        let uptime = fs.read_top("uptime").and_then(|s| parse_uptime(&s));
+        let (boot_secs, uptime) = match (btime, uptime) {
+            (Ok(b), up) => (b as f64, up.ok()),
+            // Without btime, boot time is now minus uptime.
+            (Err(_), Ok(up)) => (
+                jiff::Timestamp::now().as_nanosecond() as f64 / 1e9 - up,
+                Some(up),
+            ),
+            (Err(_), Err(e)) => return Err(e),
+        };
+        Ok(Self {
+            boot_ns: (boot_secs * 1e9) as i128,
+            uptime: uptime.map(|u| (u, Instant::now())),
+        })
+    }
+
+    /// Clock ticks since boot now, in the unit of `stat`'s starttime.
+    fn uptime_ticks(&self, hz: u64) -> Option<u64> {
+        self.uptime
+            .map(|(secs, at)| ((secs + at.elapsed().as_secs_f64()) * hz as f64) as u64)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fetched {
+    Read,
+    /// The pid vanished: churn.
+    Gone,
+    /// Counted in `stats.errors`.
+    Failed,
+}
+
+impl Fetched {
+    fn is_read(self) -> bool {
+        self == Self::Read
     }
 }
 
 /// Reads one pid file; a vanished pid is counted as churn, any other failure
-/// by kind. False means "skip this pid".
+/// by kind.
 fn fetch(
     fs: &mut ProcFs,
     pid: u32,
     file: &'static str,
     buf: &mut Vec<u8>,
     stats: &mut ScanStats,
-) -> bool {
+) -> Fetched {
     match fs.read(pid, file, buf) {
-        Ok(true) => true,
+        Ok(true) => Fetched::Read,
         Ok(false) => {
             stats.vanished += 1;
-            false
+            Fetched::Gone
         }
         Err(e) => {
             *stats.errors.entry(e.kind()).or_default() += 1;
-            false
+            Fetched::Failed
         }
+    }
+}
+
+/// The leader's command: the basename of `argv[0]`, unless the process
+/// rewrote its title (`sshd: ops@pts/0`, `postgres: writer`). A title has
+/// whitespace, and its "basename" would be a fragment such as `0`, so such a
+/// leader (and one with no argv) gets the kernel's name from `stat`.
+pub fn command_name(argv: &[String], comm: &str) -> String {
+    match argv.first().map(|a| basename(a)) {
+        Some(a) if !a.is_empty() && !argv[0].contains(char::is_whitespace) => a.to_string(),
+        _ => comm.to_string(),
     }
 }
 
 fn basename(arg0: &str) -> &str {
     arg0.rsplit('/').next().unwrap_or(arg0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_is_the_basename_of_a_path() {
+        assert_eq!(command_name(&argv(&["/bin/bash", "-l"]), "bash"), "bash");
+        assert_eq!(command_name(&argv(&["-bash"]), "bash"), "-bash");
+        assert_eq!(command_name(&argv(&["vim"]), "vi"), "vim");
+    }
+
+    #[test]
+    fn rewritten_titles_use_the_name_from_stat() {
+        assert_eq!(command_name(&argv(&["sshd: ops@pts/0"]), "sshd"), "sshd");
+        assert_eq!(
+            command_name(&argv(&["postgres: writer process", "", ""]), "postgres"),
+            "postgres"
+        );
+        assert_eq!(command_name(&argv(&["tab\ttitle/x"]), "t"), "t");
+        assert_eq!(command_name(&[], "bash (login)"), "bash (login)");
+        assert_eq!(command_name(&argv(&[""]), "sh"), "sh");
+        assert_eq!(command_name(&argv(&["/usr/bin/"]), "sh"), "sh");
+    }
 }
