@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 use crate::Error;
 use crate::config::RunArgs;
 use crate::metrics::Metrics;
-use crate::report::{NodePods, ReportWriter, resolve};
+use crate::report::{ForeignSessions, NodePods, ReportWriter, resolve};
 use crate::scan::{ProcFs, Scanner, ScannerConfig};
 use crate::server::Server;
 use crate::snapshot::{self, Snapshot, SnapshotTx};
@@ -21,6 +21,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         fs,
         ScannerConfig {
             resync_every: args.resync_every,
+            ..ScannerConfig::default()
         },
     )?;
     let (tx, rx) = snapshot::channel(&args.node_name);
@@ -72,14 +73,17 @@ fn scan_loop(
     interval: Duration,
 ) {
     let mut sequence = 0u64;
+    let mut foreign = ForeignSessions::default();
     loop {
         let started = Instant::now();
         match scanner.tick() {
             Ok((mut sessions, stats)) => {
                 metrics.observe(&stats);
                 if let Some(pods) = &pods {
-                    let foreign = resolve(&pods.snapshot(), &mut sessions);
-                    metrics.foreign_sessions.inc_by(foreign as u64);
+                    let dropped = resolve(&pods.snapshot(), &mut sessions);
+                    metrics
+                        .foreign_sessions
+                        .inc_by(foreign.newly_dropped(&dropped) as u64);
                 }
                 sequence += 1;
                 let node = tx.borrow().node.clone();

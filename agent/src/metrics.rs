@@ -96,7 +96,7 @@ impl Metrics {
         );
         r.register(
             "foreign_sessions",
-            "Sessions dropped because their pod is not on this node per the API server",
+            "Distinct sessions dropped because their pod is not on this node per the API server",
             m.foreign_sessions.clone(),
         );
         r.register_collector(Box::new(SessionCollector(snapshot)));
@@ -135,13 +135,18 @@ struct ContainerLabels {
     container_id: String,
 }
 
+/// One series per session: a terminal number is unique only within one
+/// container, and the leader's pid tells a new login on the same terminal
+/// from the last one.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SessionLabels {
     namespace: String,
     pod: String,
     container: String,
     pod_uid: String,
+    container_id: String,
     tty: String,
+    pid: String,
     uid: String,
     console: String,
 }
@@ -176,7 +181,9 @@ impl Collector for SessionCollector {
                     pod,
                     container,
                     pod_uid: s.pod_uid.to_string(),
+                    container_id: s.container_id.to_string(),
                     tty: s.tty.clone(),
+                    pid: s.pid.to_string(),
                     uid: s.uid.to_string(),
                     console: s.console.to_string(),
                 })
@@ -197,5 +204,61 @@ impl Collector for SessionCollector {
         )?;
         started.encode(e)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{self, Snapshot};
+    use sessionguard_core::{ContainerId, PodUid, Session};
+    use std::sync::Arc;
+
+    fn session(container: char, pid: u32) -> Session {
+        Session {
+            pod_uid: PodUid::parse("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0").unwrap(),
+            container_id: ContainerId::parse(&container.to_string().repeat(64)).unwrap(),
+            tty: "pts/0".into(),
+            pid,
+            command: "sh".into(),
+            argv: vec![],
+            uid: 0,
+            started_at: jiff::Timestamp::from_second(1_764_000_000 + i64::from(pid)).unwrap(),
+            processes: 1,
+            console: false,
+            namespace: Some("ops".into()),
+            pod_name: Some("bastion-0".into()),
+            container_name: None,
+        }
+    }
+
+    #[test]
+    fn two_containers_on_pts_0_are_two_start_time_series() {
+        let (tx, rx) = snapshot::channel("node-a");
+        let mut registry = Registry::default();
+        Metrics::register(&mut registry, rx);
+        tx.send_replace(Arc::new(Snapshot {
+            sessions: vec![session('a', 10), session('b', 20)],
+            ready: true,
+            ..Snapshot::default()
+        }));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sessionguard_agent_session_start_time_seconds{"))
+            .collect();
+        assert_eq!(series.len(), 2, "{text}");
+        for (c, pid, at) in [('a', 10, "1764000010"), ('b', 20, "1764000020")] {
+            let id = c.to_string().repeat(64);
+            assert!(
+                series
+                    .iter()
+                    .any(|l| l.contains(&format!("container_id=\"{id}\""))
+                        && l.contains(&format!("pid=\"{pid}\""))
+                        && l.contains(at)),
+                "{text}"
+            );
+        }
     }
 }

@@ -32,12 +32,11 @@ pub fn table(sessions: &[Session]) -> String {
                 s.processes.to_string(),
                 s.started_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
                 if s.console { "console" } else { "login" }.to_string(),
-                s.argv
-                    .join(" ")
+                command_line(s)
                     .chars()
                     .take(60)
                     .collect::<String>()
-                    .replace('\n', " "),
+                    .replace(['\n', '\t'], " "),
             ]
         })
         .collect();
@@ -78,4 +77,59 @@ pub fn table(sessions: &[Session]) -> String {
         out.push_str("(no terminal sessions in pods)\n");
     }
     out
+}
+
+/// The full argv, or the command name for a leader without one (cmdline
+/// unreadable or empty, as for zombies and some kernel-spawned helpers).
+fn command_line(s: &Session) -> String {
+    if s.argv.iter().all(String::is_empty) {
+        s.command.clone()
+    } else {
+        s.argv.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessionguard_core::{ContainerId, PodUid};
+
+    fn session(argv: &[&str]) -> Session {
+        Session {
+            pod_uid: PodUid::parse("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0").unwrap(),
+            container_id: ContainerId::parse(&"ab".repeat(32)).unwrap(),
+            tty: "pts/3".into(),
+            pid: 42,
+            command: "bash (login)".into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            uid: 1000,
+            started_at: jiff::Timestamp::from_second(1_764_000_000).unwrap(),
+            processes: 2,
+            console: false,
+            namespace: None,
+            pod_name: None,
+            container_name: None,
+        }
+    }
+
+    /// The COMMAND column of the first row (ASCII tables only).
+    fn command_cell(table: &str) -> &str {
+        let mut lines = table.lines();
+        let at = lines.next().unwrap().find("COMMAND").unwrap();
+        &lines.next().unwrap()[at..]
+    }
+
+    #[test]
+    fn table_shows_argv() {
+        let t = table(&[session(&["/bin/bash", "-l"])]);
+        assert_eq!(command_cell(&t), "/bin/bash -l");
+    }
+
+    #[test]
+    fn table_falls_back_to_the_command_without_argv() {
+        for argv in [&[][..], &[""][..]] {
+            let t = table(&[session(argv)]);
+            assert_eq!(command_cell(&t), "bash (login)", "{argv:?}");
+        }
+    }
 }

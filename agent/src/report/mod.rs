@@ -7,7 +7,7 @@
 mod pods;
 mod writer;
 
-pub use pods::{NodePods, resolve};
+pub use pods::{ForeignSessions, NodePods, resolve};
 pub use writer::{ReportWriter, report_api};
 
 pub const GROUP: &str = "sessionguard.io";

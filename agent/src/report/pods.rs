@@ -2,7 +2,7 @@
 //! pods (field selector `spec.nodeName`), so no component lists every pod in
 //! the cluster on every tick.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
@@ -56,11 +56,11 @@ impl NodePods {
 
 /// Fills in namespace, pod and container names, and drops sessions whose pod
 /// is not on this node (on a shared host or right after a pod left, the
-/// cgroup can outlive what the API server says is here). Static pods are found
-/// by their mirror pod's config hash.
-pub fn resolve(pods: &[std::sync::Arc<Pod>], sessions: &mut Vec<Session>) -> usize {
+/// cgroup can outlive what the API server says is here); returns the dropped
+/// ones. Static pods are found by their mirror pod's config hash.
+pub fn resolve(pods: &[std::sync::Arc<Pod>], sessions: &mut Vec<Session>) -> Vec<Session> {
     if sessions.is_empty() {
-        return 0;
+        return Vec::new();
     }
     let mut by_uid: HashMap<String, &Pod> = HashMap::with_capacity(pods.len());
     for p in pods {
@@ -71,17 +71,54 @@ pub fn resolve(pods: &[std::sync::Arc<Pod>], sessions: &mut Vec<Session>) -> usi
             by_uid.insert(hash.to_ascii_lowercase(), p);
         }
     }
-    let before = sessions.len();
-    sessions.retain_mut(|s| {
-        let Some(pod) = by_uid.get(s.pod_uid.as_str()) else {
-            return false;
-        };
+    let (mut here, foreign): (Vec<Session>, Vec<Session>) = std::mem::take(sessions)
+        .into_iter()
+        .partition(|s| by_uid.contains_key(s.pod_uid.as_str()));
+    for s in &mut here {
+        let pod = by_uid[s.pod_uid.as_str()];
         s.namespace = pod.metadata.namespace.clone();
         s.pod_name = pod.metadata.name.clone();
         s.container_name = container_name(pod, &s.container_id);
-        true
-    });
-    before - sessions.len()
+    }
+    *sessions = here;
+    foreign
+}
+
+/// Counts foreign sessions once each. The scan loop drops the same foreign
+/// session on every tick, and a counter bumped per tick would measure the
+/// interval, not how many sessions were dropped.
+#[derive(Debug, Default)]
+pub struct ForeignSessions {
+    last_tick: HashSet<SessionKey>,
+}
+
+/// A session's identity: its terminal in its container, and the leader (pid
+/// and start time, so a new login on a reused pts number is a new session).
+type SessionKey = (String, String, String, u32, jiff::Timestamp);
+
+// === impl ForeignSessions ===
+
+impl ForeignSessions {
+    /// How many of this tick's foreign sessions were not foreign on the last
+    /// tick. Only the last tick is remembered, so memory follows what is
+    /// foreign now; a session that leaves and comes back counts again.
+    pub fn newly_dropped(&mut self, dropped: &[Session]) -> usize {
+        let now: HashSet<SessionKey> = dropped
+            .iter()
+            .map(|s| {
+                (
+                    s.pod_uid.to_string(),
+                    s.container_id.to_string(),
+                    s.tty.clone(),
+                    s.pid,
+                    s.started_at,
+                )
+            })
+            .collect();
+        let new = now.difference(&self.last_tick).count();
+        self.last_tick = now;
+        new
+    }
 }
 
 fn container_name(pod: &Pod, id: &ContainerId) -> Option<String> {
@@ -159,7 +196,7 @@ mod tests {
             session(UID, 'b'),
             session("11111111-2222-3333-4444-555555555555", 'a'),
         ];
-        assert_eq!(resolve(&pods, &mut s), 1);
+        assert_eq!(resolve(&pods, &mut s).len(), 1);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].pod_name.as_deref(), Some("bastion-0"));
         assert_eq!(s[0].namespace.as_deref(), Some("ops"));
@@ -180,5 +217,24 @@ mod tests {
         let mut s = vec![session(hash, 'c')];
         resolve(&[Arc::new(mirror)], &mut s);
         assert_eq!(s[0].pod_name.as_deref(), Some("etcd-node-a"));
+    }
+
+    #[test]
+    fn each_foreign_session_counts_once() {
+        let mut f = ForeignSessions::default();
+        let a = session("11111111-2222-3333-4444-555555555555", 'a');
+        let mut b = a.clone();
+        b.tty = "pts/1".into();
+        assert_eq!(f.newly_dropped(std::slice::from_ref(&a)), 1);
+        // The same session on the next ticks: not again.
+        assert_eq!(f.newly_dropped(std::slice::from_ref(&a)), 0);
+        assert_eq!(f.newly_dropped(&[a.clone(), b.clone()]), 1);
+        assert_eq!(f.newly_dropped(&[a.clone(), b.clone()]), 0);
+        // A new login on the same terminal (new leader) is a new session.
+        let mut a2 = a.clone();
+        a2.pid = 2;
+        assert_eq!(f.newly_dropped(&[a2, b]), 1);
+        assert_eq!(f.newly_dropped(&[]), 0);
+        assert_eq!(f.newly_dropped(&[a]), 1);
     }
 }
