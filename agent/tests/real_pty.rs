@@ -5,6 +5,7 @@
 //! Needs root and a cgroup2 hierarchy; skips with a printed reason elsewhere,
 //! except under CI where it must run.
 
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,13 @@ fn skip_or_fail(reason: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("real_pty test cannot run in CI: {reason}");
     }
-    eprintln!("SKIP real_pty: {reason}");
+    say(&format!("SKIP real_pty: {reason}"));
+}
+
+/// Straight to the stderr file descriptor: libtest captures `eprintln!` of
+/// passing tests, and a skip (or a cleanup failure) must be seen.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// A kubelet-shaped cgroup directory chain we created, removed on drop.
@@ -52,16 +59,59 @@ impl PodCgroup {
 
 impl Drop for PodCgroup {
     fn drop(&mut self) {
+        // rmdir fails while the cgroup has members; killed processes leave it
+        // once they are reaped, which the guard of the login waited for.
+        let procs = self.scope.join("cgroup.procs");
+        let emptied = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&procs).is_ok_and(|p| !p.trim().is_empty())
+            && Instant::now() < emptied
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // Deepest first; cgroup dirs are removed with rmdir, never recursively.
         let mut dir = self.scope.clone();
         while dir.starts_with(&self.top) {
             if let Err(e) = std::fs::remove_dir(&dir) {
-                eprintln!("could not remove {}: {e}", dir.display());
+                say(&format!("could not remove {}: {e}", dir.display()));
             }
             if !dir.pop() {
                 break;
             }
         }
+    }
+}
+
+/// The login's process group (the shell and its `sleep`), killed and reaped
+/// on drop so a failed assertion leaks no processes. Declared after the
+/// `PodCgroup` so it drops first: the cgroup cannot be removed while they live.
+struct Login {
+    shell: Child,
+    ended: bool,
+}
+
+impl Login {
+    /// Closes the terminal: SIGKILL to the whole process group, then reaps the
+    /// shell. Signalled before the reap, while the shell's pid (the group id)
+    /// cannot have been reused by anything else.
+    fn end(&mut self) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        if let Err(e) = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.shell.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        ) {
+            say(&format!("could not kill the login's process group: {e}"));
+        }
+        if let Err(e) = self.shell.wait() {
+            say(&format!("could not reap the login shell: {e}"));
+        }
+    }
+}
+
+impl Drop for Login {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -158,8 +208,12 @@ fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
     );
     let container_id = format!("{:064x}", nanos);
     let cg = PodCgroup::create(&root, &pod_uid, &container_id);
-    let (mut child, tty, _pty) = spawn_login(&cg.scope);
-    let pid = child.id();
+    let (shell, tty, _pty) = spawn_login(&cg.scope);
+    let mut login = Login {
+        shell,
+        ended: false,
+    };
+    let pid = login.shell.id();
 
     let found = await_some(
         "the shell and its sleep on the pty",
@@ -170,7 +224,6 @@ fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
         },
     );
     let s = &found[0];
-    eprintln!("found {s}");
     assert_eq!(s["container_id"], container_id.as_str());
     assert_eq!(s["pid"], pid);
     assert_eq!(s["tty"], tty.as_str());
@@ -185,12 +238,7 @@ fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
     );
 
     // Closing the terminal ends the session.
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    login.end();
     await_some("the session to end", Duration::from_secs(10), || {
         scan_for(&pod_uid).is_empty().then_some(())
     });
@@ -201,5 +249,4 @@ fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
             .is_empty()
             .then_some(())
     });
-    drop(cg);
 }
