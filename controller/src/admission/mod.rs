@@ -10,8 +10,9 @@
 //!   refuses every other change to our keys and bad or oversized durations.
 //!
 //! Certificates come from [`certs`] (a CA and serving cert in a Secret shared
-//! by the replicas, caBundle patched into the webhook configurations) or from
-//! mounted files (cert-manager); [`tls`] swaps them in without a restart.
+//! by the replicas, caBundle patched into the webhook configurations, a
+//! certificate served only once its CA is trusted there) or from mounted
+//! files (cert-manager); [`tls`] swaps them in without a restart.
 
 pub mod certs;
 pub mod manifests;
@@ -102,13 +103,21 @@ pub struct WebhookConfig {
     )]
     pub mutating_config: String,
 
-    /// Lifetime of the generated CA and serving certificate.
+    /// Lifetime of the generated serving certificate.
     #[arg(long = "webhook-cert-validity", env = "SESSIONGUARD_WEBHOOK_CERT_VALIDITY", value_parser = duration, default_value = "90d")]
     pub cert_validity: Duration,
 
-    /// Renew the generated certificates when less than this is left.
+    /// Renew the generated serving certificate when less than this is left
+    /// (same CA, so the caBundle does not change).
     #[arg(long = "webhook-cert-renew-before", env = "SESSIONGUARD_WEBHOOK_CERT_RENEW_BEFORE", value_parser = duration, default_value = "30d")]
     pub cert_renew_before: Duration,
+
+    /// Lifetime of the generated CA. A new one is added to the caBundle
+    /// when less than a serving certificate's life and renewal margin is left
+    /// (at most half its life), and signs only once every webhook
+    /// configuration trusts it.
+    #[arg(long = "webhook-ca-validity", env = "SESSIONGUARD_WEBHOOK_CA_VALIDITY", value_parser = duration, default_value = "1825d")]
+    pub ca_validity: Duration,
 
     /// How often the Secret, the caBundles and mounted files are checked.
     #[arg(long = "webhook-cert-check-interval", env = "SESSIONGUARD_WEBHOOK_CERT_CHECK_INTERVAL", value_parser = duration, default_value = "30s")]
@@ -224,6 +233,7 @@ pub async fn start(
         resolver: resolver.clone(),
         config: wh.clone(),
         metrics: metrics.clone(),
+        serving_until: Default::default(),
     };
     // The first certificate must be in place before the port answers.
     manager.tick().await?;
