@@ -78,20 +78,35 @@ pub enum Command {
         /// How much later, e.g. 30m, 1h30m, 2d.
         #[arg(short = 'd', long, env = "SESSIONGUARD_DURATION")]
         duration: String,
-        /// Every interacted pod of the namespace.
-        #[arg(long, env = "SESSIONGUARD_ALL")]
+        /// Every interacted pod of the namespace (not together with POD names:
+        /// one of them would be ignored).
+        #[arg(long, env = "SESSIONGUARD_ALL", conflicts_with = "pods")]
         all: bool,
     },
 }
 
-pub async fn client(flags: &KubeFlags) -> Result<(Client, String)> {
-    let kc = match &flags.kubeconfig {
-        // KUBECONFIG may list several files; kube merges them.
-        Some(p) if p.to_string_lossy().contains(':') => Kubeconfig::read(),
-        Some(p) => Kubeconfig::read_from(p),
-        None => Kubeconfig::read(),
+/// Reads `--kubeconfig` (or KUBECONFIG): like kubectl, a list of files
+/// separated by the platform's path separator, merged in order (the first
+/// file to set a value wins). Without it, `~/.kube/config`.
+pub fn read_kubeconfig(path: Option<&std::path::Path>) -> Result<Kubeconfig> {
+    let kerr = |e: kube::config::KubeconfigError| Error::Kubeconfig(e.to_string());
+    let Some(path) = path else {
+        return Kubeconfig::read().map_err(kerr);
+    };
+    let mut merged: Option<Kubeconfig> = None;
+    for file in std::env::split_paths(path.as_os_str()).filter(|p| !p.as_os_str().is_empty()) {
+        let kc = Kubeconfig::read_from(&file)
+            .map_err(|e| Error::Kubeconfig(format!("{}: {e}", file.display())))?;
+        merged = Some(match merged {
+            None => kc,
+            Some(m) => m.merge(kc).map_err(kerr)?,
+        });
     }
-    .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    merged.ok_or_else(|| Error::Usage(format!("--kubeconfig {path:?} names no file")))
+}
+
+pub async fn client(flags: &KubeFlags) -> Result<(Client, String)> {
+    let kc = read_kubeconfig(flags.kubeconfig.as_deref())?;
     let opts = KubeConfigOptions {
         context: flags.context.clone(),
         cluster: flags.cluster.clone(),
@@ -151,6 +166,26 @@ async fn select(
         .items)
 }
 
+/// `get POD... -A`: each name looked up in every namespace (a name can be
+/// in several; all are shown).
+async fn named_anywhere(api: &Api<Pod>, names: &[String]) -> Result<Vec<Pod>> {
+    let mut out = vec![];
+    for n in names {
+        let found = api
+            .list(&ListParams::default().fields(&format!("metadata.name={n}")))
+            .await
+            .map_err(kube_err(format!(
+                "listing pods named {n} in all namespaces"
+            )))?
+            .items;
+        if found.is_empty() {
+            return Err(Error::PodNotFoundAnywhere { pod: n.clone() });
+        }
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 /// The node's report, if readable (RBAC may not allow it, or no agent runs there).
 async fn report(
     client: &Client,
@@ -189,7 +224,11 @@ pub async fn get(
     } else {
         Api::namespaced(client.clone(), &ns)
     };
-    let selected = select(&api, &ns, pods, false, all).await?;
+    let selected = if all_namespaces && !pods.is_empty() {
+        named_anywhere(&api, pods).await?
+    } else {
+        select(&api, &ns, pods, false, all).await?
+    };
     let mut cache = BTreeMap::new();
     let mut rows: Vec<Row> = vec![];
     for p in &selected {
@@ -322,4 +361,54 @@ async fn extend_one(
         pod: name.into(),
         reason: "the pod kept changing while extending; try again".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extend_all_and_pod_names_conflict() {
+        let e = Cli::try_parse_from(["kubectl-sessions", "extend", "web-0", "--all", "-d", "1h"])
+            .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(Cli::try_parse_from(["kubectl-sessions", "extend", "--all", "-d", "1h"]).is_ok());
+        assert!(Cli::try_parse_from(["kubectl-sessions", "extend", "a", "b", "-d", "1h"]).is_ok());
+    }
+
+    fn kubeconfig(dir: &std::path::Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.yaml"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: {name}\n\
+             clusters: [{{name: {name}, cluster: {{server: 'https://{name}.example:6443'}}}}]\n\
+             users: [{{name: {name}, user: {{token: t}}}}]\n\
+             contexts: [{{name: {name}, context: {{cluster: {name}, user: {name}, namespace: ns-{name}}}}}]\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn an_explicit_kubeconfig_list_is_read_and_merged() {
+        let dir =
+            std::env::temp_dir().join(format!("kubectl-sessions-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (kubeconfig(&dir, "a"), kubeconfig(&dir, "b"));
+        let list = std::env::join_paths([&a, &b]).unwrap();
+        let kc = read_kubeconfig(Some(std::path::Path::new(&list))).unwrap();
+        let contexts: Vec<&str> = kc.contexts.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(contexts, ["a", "b"], "both files, in order");
+        assert_eq!(
+            kc.current_context.as_deref(),
+            Some("a"),
+            "the first file wins"
+        );
+        // One file: exactly that file, whatever KUBECONFIG says.
+        let kc = read_kubeconfig(Some(&b)).unwrap();
+        assert_eq!(kc.current_context.as_deref(), Some("b"));
+        let e = read_kubeconfig(Some(&dir.join("missing.yaml"))).unwrap_err();
+        assert!(e.to_string().contains("missing.yaml"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -8,6 +8,8 @@ pub enum Error {
     Usage(String),
     #[error("pod {namespace}/{pod} not found")]
     PodNotFound { namespace: String, pod: String },
+    #[error("pod {pod} not found in any namespace")]
+    PodNotFoundAnywhere { pod: String },
     #[error(
         "pod {namespace}/{pod} was never interacted with (no sessionguard.io/first-interaction annotation); it has no eviction time to extend"
     )]
