@@ -1,12 +1,19 @@
 //! Admission latency: the handler alone, and the full HTTPS round trip on
 //! loopback through the real TLS server (keep-alive connections, as the API
-//! server's webhook client uses them). Nobody drains the record queue, so
-//! after its capacity every exec is shed: the API server being slow must not
-//! make admission slow. Fails (exit 1) if a p99 exceeds 5 ms.
+//! server's webhook client uses them).
+//!
+//! The HTTPS cases run the production path: the record workers
+//! (`record::spawn_workers`, 4 as by default) drain the queue into a fake
+//! sink that takes 1 ms per record, like a fast API server; the load is
+//! paced below what they drain, and every record must arrive (none shed).
+//! The overload case stalls the sink (an API server that never answers) and
+//! sends as fast as it can: records are shed (and counted) and admission
+//! must stay as fast. Fails (exit 1) if a p99 exceeds 5 ms.
 //!
 //! cargo bench -p sessionguard-controller --bench webhook
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,8 +24,27 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use sessionguard_controller::admission::metrics::{Metrics, OutcomeLabels};
 use sessionguard_controller::admission::queue::Queue;
+use sessionguard_controller::admission::record::{self, Sink};
 use sessionguard_controller::admission::review::{self, Context};
 use sessionguard_controller::admission::{certs, server, tls};
+
+/// Stands in for the API server: `delay` per record (`None`: never answers).
+struct FakeSink {
+    delay: Option<Duration>,
+    written: AtomicUsize,
+    progress: tokio::sync::watch::Sender<usize>,
+}
+
+impl Sink for FakeSink {
+    async fn write_record(&self, _r: review::Record) {
+        match self.delay {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending::<()>().await,
+        }
+        let n = self.written.fetch_add(1, Ordering::SeqCst) + 1;
+        self.progress.send_replace(n);
+    }
+}
 
 const TARGET: Duration = Duration::from_millis(5);
 
@@ -115,11 +141,14 @@ fn ctx(
     )
 }
 
+/// Sends `bodies` one after the other on one keep-alive connection, one per
+/// `pace` tick if given (else as fast as answers come), timing each.
 async fn round_trips(
     addr: std::net::SocketAddr,
     connector: tokio_rustls::TlsConnector,
     path: &'static str,
     bodies: Vec<Vec<u8>>,
+    pace: Option<Duration>,
 ) -> Vec<Duration> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
@@ -132,7 +161,15 @@ async fn round_trips(
         .unwrap();
     tokio::spawn(conn);
     let mut out = Vec::with_capacity(bodies.len());
+    let mut tick = pace.map(|p| {
+        let mut i = tokio::time::interval(p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     for body in bodies {
+        if let Some(t) = tick.as_mut() {
+            t.tick().await;
+        }
         let started = Instant::now();
         let req = hyper::Request::post(path)
             .header("content-type", "application/json")
@@ -204,16 +241,6 @@ fn main() {
         let resolver = Arc::new(tls::Resolver::default());
         resolver.set(&g.cert_pem, &g.key_pem).unwrap();
         let capacity = 1024;
-        let (c, metrics, _rx) = ctx(capacity);
-        let srv = server::Server::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            tls::server_config(resolver),
-            Arc::new(c),
-        )
-        .await
-        .unwrap();
-        let addr = srv.local_addr().unwrap();
-        tokio::spawn(srv.run());
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(g.ca_pem.as_bytes()).unwrap())
@@ -222,10 +249,81 @@ fn main() {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        // A server whose records go to a sink with `delay` (None: stalled).
+        let serve = |delay: Option<Duration>| {
+            let resolver = resolver.clone();
+            async move {
+                let (c, metrics, rx) = ctx(capacity);
+                let (progress, seen) = tokio::sync::watch::channel(0);
+                let sink = Arc::new(FakeSink {
+                    delay,
+                    written: AtomicUsize::new(0),
+                    progress,
+                });
+                record::spawn_workers(sink, rx, 4, metrics.clone());
+                let srv = server::Server::bind(
+                    "127.0.0.1:0".parse().unwrap(),
+                    tls::server_config(resolver),
+                    Arc::new(c),
+                )
+                .await
+                .unwrap();
+                let addr = srv.local_addr().unwrap();
+                tokio::spawn(srv.run());
+                (addr, metrics, seen)
+            }
+        };
+        let outcome = |m: &Metrics, outcome| m.records.get_or_create(&OutcomeLabels { outcome }).get();
 
-        let d = round_trips(addr, connector.clone(), review::CONNECT_PATH, (0..n(5_000)).map(exec_review).collect()).await;
-        ok &= summary("https: exec, 1 connection", d);
+        // --- the normal path: records drained by the workers as they come ---
+        let (addr, metrics, mut seen) = serve(Some(Duration::from_millis(1))).await;
+        let one = n(3_000);
+        let d = round_trips(
+            addr,
+            connector.clone(),
+            review::CONNECT_PATH,
+            (0..one).map(exec_review).collect(),
+            Some(Duration::from_millis(1)),
+        )
+        .await;
+        ok &= summary("https: exec, 1 connection, 1000/s, drained", d);
+        let (conns, each) = (8, n(500));
+        let mut tasks = vec![];
+        for w in 0..conns {
+            tasks.push(tokio::spawn(round_trips(
+                addr,
+                connector.clone(),
+                review::CONNECT_PATH,
+                (0..each).map(|i| exec_review(w * 1_000 + i)).collect(),
+                Some(Duration::from_millis(conns as u64)),
+            )));
+        }
+        let mut all = vec![];
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        ok &= summary("https: exec, 8 connections, 1000/s, drained", all);
+        let sent = one + conns * each;
+        // Every admitted exec reaches the sink (bounded wait, not a sleep).
+        tokio::time::timeout(Duration::from_secs(30), seen.wait_for(|w| *w >= sent))
+            .await
+            .expect("the record workers drain the queue")
+            .unwrap();
+        let shed = outcome(&metrics, "shed");
+        println!("  records: {sent} admitted, {sent} written by 4 workers (1 ms each), {shed} shed");
+        assert_eq!(shed, 0, "the normal path sheds nothing");
+        let d = round_trips(
+            addr,
+            connector.clone(),
+            review::GUARD_PATH,
+            vec![extend_review(); n(2_000)],
+            None,
+        )
+        .await;
+        ok &= summary("https: extension guard (12 KB review)", d);
 
+        // --- overload: the API server never answers, execs as fast as possible ---
+        let (addr, metrics, _seen) = serve(None).await;
         let mut tasks = vec![];
         for w in 0..8 {
             tasks.push(tokio::spawn(round_trips(
@@ -233,19 +331,22 @@ fn main() {
                 connector.clone(),
                 review::CONNECT_PATH,
                 (0..n(1_000)).map(|i| exec_review(w * 1_000 + i)).collect(),
+                None,
             )));
         }
         let mut all = vec![];
         for t in tasks {
             all.extend(t.await.unwrap());
         }
-        ok &= summary("https: exec, 8 concurrent connections", all);
-        let d = round_trips(addr, connector, review::GUARD_PATH, vec![extend_review(); n(2_000)]).await;
-        ok &= summary("https: extension guard (12 KB review)", d);
-        let shed = metrics.records.get_or_create(&OutcomeLabels { outcome: "shed" }).get();
+        let total = all.len();
+        ok &= summary("https: exec, 8 connections, sink stalled", all);
+        let shed = outcome(&metrics, "shed");
         println!(
-            "  record queue (capacity {capacity}, not drained): {shed} records shed, admission unaffected"
+            "  record queue (capacity {capacity}, sink stalled): {shed} of {total} records shed, admission unaffected"
         );
+        if total > capacity + 4 {
+            assert!(shed > 0, "an overloaded queue sheds instead of blocking");
+        }
     });
     if full && !ok {
         eprintln!("a p99 exceeded 5ms");
