@@ -13,6 +13,65 @@ use sessionguard_e2e::harness::{TestEnv, await_};
 use webhook_support::{self as wh, ADMIN, check, sg};
 
 const POD: &str = "box";
+/// Fresh pods, so attach and debug each prove the whole record on their own.
+const ATTACH_POD: &str = "attach-box";
+const DEBUG_POD: &str = "debug-box";
+
+/// The label and record one API interaction must leave on a pod that had
+/// none: who, when, until when, and through which container and command.
+async fn assert_recorded(
+    pods: &Api<Pod>,
+    name: &str,
+    container: &str,
+    command: Option<&str>,
+) -> Result<(Pod, jiff::Timestamp)> {
+    let p = await_::object(pods, name, "interaction recorded", |p| {
+        wh::annotation(p, keys::FIRST_INTERACTION).is_some()
+    })
+    .await?;
+    check(
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(keys::INTERACTED))
+            .map(String::as_str)
+            == Some("true"),
+        format!("{name}: interacted label"),
+    )?;
+    for key in [keys::INTERACTOR, keys::LAST_INTERACTOR] {
+        check(
+            wh::annotation(&p, key).as_deref() == Some(ADMIN),
+            format!("{name}: {key} is the admin: {:?}", wh::annotation(&p, key)),
+        )?;
+    }
+    check(
+        wh::annotation(&p, keys::TTL).as_deref() == Some("10m0s"),
+        format!("{name}: ttl"),
+    )?;
+    let first = wh::annotation(&p, keys::FIRST_INTERACTION).unwrap_or_default();
+    let first_t: jiff::Timestamp = first
+        .parse()
+        .map_err(|e| wh::invalid(format!("{first}: {e}")))?;
+    let evict_at = wh::annotation(&p, keys::EVICT_AT).unwrap_or_default();
+    check(
+        evict_at
+            == sessionguard_core::interaction::rfc3339(
+                first_t + jiff::SignedDuration::from_mins(10),
+            ),
+        format!("{name}: evict-at = first + ttl: {first} / {evict_at}"),
+    )?;
+    check(
+        wh::annotation(&p, keys::LAST_CONTAINER).as_deref() == Some(container)
+            && wh::annotation(&p, keys::LAST_COMMAND).as_deref() == command
+            && wh::annotation(&p, keys::LAST_GROUPS).as_deref()
+                == Some("system:masters,system:authenticated"),
+        format!(
+            "{name}: last container/command/groups: {:?}",
+            p.metadata.annotations
+        ),
+    )?;
+    Ok((p, first_t))
+}
 
 async fn records(ctl: &sg::Controller, outcome: &str) -> Result<f64> {
     Ok(ctl
@@ -36,6 +95,8 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
     wh::install_webhooks(&env, port).await?;
     let pods: Api<Pod> = env.api();
     wh::pod(&env, POD).await?;
+    wh::pod(&env, ATTACH_POD).await?;
+    wh::pod(&env, DEBUG_POD).await?;
     wh::pod(&env, "untouched").await?;
     let mut ctl = wh::start(&env, &kubeconfig, "wh-ctl", port, true, &["--ttl", "10m"]).await?;
     wh::await_guard(&env, POD).await?;
@@ -80,57 +141,47 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
         )) && note.contains("in container app"),
         format!("exec event names user, groups and container: {note}"),
     )?;
-    let p = pods.get(POD).await?;
-    check(
-        p.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(keys::INTERACTED))
-            .map(String::as_str)
-            == Some("true"),
-        "interacted label",
-    )?;
-    check(
-        wh::annotation(&p, keys::INTERACTOR).as_deref() == Some(ADMIN),
-        "interactor is the admin",
-    )?;
-    check(
-        wh::annotation(&p, keys::TTL).as_deref() == Some("10m0s"),
-        "ttl",
-    )?;
-    let first = wh::annotation(&p, keys::FIRST_INTERACTION).unwrap_or_default();
-    let evict_at = wh::annotation(&p, keys::EVICT_AT).unwrap_or_default();
-    let first_t: jiff::Timestamp = first
-        .parse()
-        .map_err(|e| wh::invalid(format!("{first}: {e}")))?;
-    check(
-        evict_at
-            == sessionguard_core::interaction::rfc3339(
-                first_t + jiff::SignedDuration::from_mins(10),
-            ),
-        format!("evict-at = first + ttl: {first} / {evict_at}"),
-    )?;
+    let (_, first_t) = assert_recorded(&pods, POD, "app", Some("sh -c 'echo drift'")).await?;
+    let first = sessionguard_core::interaction::rfc3339(first_t);
+    let evict_at =
+        sessionguard_core::interaction::rfc3339(first_t + jiff::SignedDuration::from_mins(10));
 
-    // --- attach: PodAttachOptions has no command; must work anyway ---
-    let (_, out) = wh::kubectl(&env, &["attach", POD, "-c", "app"]).await?;
+    // --- attach, on a pod nobody touched: PodAttachOptions has no command ---
+    let (_, out) = wh::kubectl(&env, &["attach", ATTACH_POD, "-c", "app"]).await?;
     check(!out.contains("denied"), format!("attach was denied: {out}"))?;
-    wh::await_event(&env, POD, "Attach", &format!("user {ADMIN}")).await?;
+    wh::await_event(&env, ATTACH_POD, "Attach", &format!("user {ADMIN}")).await?;
+    assert_recorded(&pods, ATTACH_POD, "app", None).await?;
 
-    // --- debug: an ephemeral container through the real kubectl debug ---
+    // --- debug, on another fresh pod: an ephemeral container through the real kubectl debug ---
     let (ok, out) = wh::kubectl(
         &env,
-        &["debug", POD, "--image=busybox", "-c", "dbg", "--", "sh"],
+        &[
+            "debug",
+            DEBUG_POD,
+            "--image=busybox",
+            "-c",
+            "dbg",
+            "--",
+            "sh",
+        ],
     )
     .await?;
     check(ok, format!("kubectl debug: {out}"))?;
-    wh::await_event(&env, POD, "Debug", "in container dbg: sh").await?;
-    let p = await_::object(&pods, POD, "last-container dbg", |p| {
-        wh::annotation(p, keys::LAST_CONTAINER).as_deref() == Some("dbg")
+    wh::await_event(&env, DEBUG_POD, "Debug", "in container dbg: sh").await?;
+    assert_recorded(&pods, DEBUG_POD, "dbg", Some("sh")).await?;
+
+    // --- a second interaction on the first pod: last-* move, first does not ---
+    let (_, out) = wh::kubectl(&env, &["attach", POD, "-c", "app"]).await?;
+    check(!out.contains("denied"), format!("attach was denied: {out}"))?;
+    wh::await_event(&env, POD, "Attach", &format!("user {ADMIN}")).await?;
+    let p = await_::object(&pods, POD, "attach replaced the last command", |p| {
+        wh::annotation(p, keys::LAST_COMMAND).is_none()
     })
     .await?;
     check(
-        wh::annotation(&p, keys::FIRST_INTERACTION).as_deref() == Some(first.as_str()),
-        "first interaction never moves",
+        wh::annotation(&p, keys::FIRST_INTERACTION).as_deref() == Some(first.as_str())
+            && wh::annotation(&p, keys::EVICT_AT).as_deref() == Some(evict_at.as_str()),
+        "first interaction and evict-at never move",
     )?;
     // The queue is FIFO and the dry run went first: had it been recorded, it would be by now.
     let evs = wh::events(&env, POD).await?;
@@ -139,8 +190,8 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
         format!("dry run left an event: {evs:?}"),
     )?;
     check(
-        records(&ctl, "recorded").await? == 3.0,
-        "exactly three records (exec, attach, debug)",
+        records(&ctl, "recorded").await? == 4.0,
+        "exactly four records (exec, attach, debug, attach)",
     )?;
 
     // --- kubectl sessions get matches the pod ---
@@ -148,17 +199,18 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
     check(code == 0, format!("get -o json exit {code}: {err}"))?;
     let v: serde_json::Value = serde_json::from_str(&out)?;
     let items = v["items"].as_array().cloned().unwrap_or_default();
+    let listed: Vec<&str> = items.iter().filter_map(|i| i["pod"].as_str()).collect();
     check(
-        items.len() == 1,
-        format!("only the interacted pod is listed: {out}"),
+        listed == [ATTACH_POD, POD, DEBUG_POD],
+        format!("only the interacted pods are listed: {out}"),
     )?;
+    let item = &items[1];
     check(
-        items[0]["pod"] == POD
-            && items[0]["user"] == ADMIN
-            && items[0]["containers"] == json!(["dbg"])
-            && items[0]["firstInteraction"] == first.as_str()
-            && items[0]["evictionTime"] == evict_at.as_str()
-            && items[0]["protected"] == false,
+        item["user"] == ADMIN
+            && item["containers"] == json!(["app"])
+            && item["firstInteraction"] == first.as_str()
+            && item["evictionTime"] == evict_at.as_str()
+            && item["protected"] == false,
         format!("get -o json matches the annotations: {out}"),
     )?;
     let (code, table, _) = wh::plugin(&env, &["-n", env.ns(), "get", POD]).await?;
@@ -188,7 +240,7 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
             && row[..7]
                 == [
                     POD,
-                    "dbg",
+                    "app",
                     ADMIN,
                     "-",
                     first.as_str(),
@@ -260,6 +312,22 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
         !ok && out.contains("sessionguard.io/evict-at is managed by sessionguard"),
         format!("evict-at edit: {out}"),
     )?;
+    // pods/status accepts metadata changes too: guarded the same way.
+    let e = pods
+        .patch_status(
+            POD,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "sessionguard.io/evict-at": "2099-01-01T00:00:00Z"}}})),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    check(
+        e.contains("sessionguard.io/evict-at is managed by sessionguard"),
+        format!("evict-at edit through pods/status: {e:?}"),
+    )?;
     let (ok, out) =
         wh::kubectl(&env, &["label", "pod", POD, "sessionguard.io/interacted-"]).await?;
     check(
@@ -322,6 +390,36 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
         e.contains("a new pod may not carry annotation sessionguard.io/first-interaction, annotation sessionguard.io/ttl"),
         format!("forged pod creation: {e:?}"),
     )?;
+    // ... nor an extension the guard would refuse on an update, nor a requester.
+    for (annotations, want) in [
+        (
+            json!({"sessionguard.io/extension": "bogus"}),
+            "invalid duration \"bogus\"",
+        ),
+        (
+            json!({"sessionguard.io/extension": "40d"}),
+            "exceeds the maximum extension",
+        ),
+        (
+            json!({"sessionguard.io/extension": "1h", "sessionguard.io/extended-by": "mallory"}),
+            "annotation sessionguard.io/extended-by",
+        ),
+    ] {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "forged-ext", "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}]}
+        }))?;
+        let e = pods
+            .create(&Default::default(), &p)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        check(
+            e.contains(want),
+            format!("pod created with {annotations}: {e:?}"),
+        )?;
+    }
     wh::pod(&env, "opted-in-later").await?;
 
     // --- with the controller stopped, exec is still admitted (failurePolicy Ignore) ---
