@@ -78,6 +78,7 @@ fn main() {
             .expect("spawn sleep");
         sleepers.0.push(c);
     }
+    let spawned = Instant::now();
     let total = std::fs::read_dir("/proc")
         .unwrap()
         .filter(|e| {
@@ -103,6 +104,22 @@ fn main() {
     )
     .unwrap();
     inc.scan(true).unwrap();
+    // The sleepers were just spawned, and the scanner re-reads young processes
+    // (they may be about to take a terminal): measure the steady state, once
+    // they are older than `young_for` and its extra ticks have passed. Pacing,
+    // not synchronisation: on a busy host other processes are always young.
+    let young = ScannerConfig::default();
+    while spawned.elapsed() < young.young_for + Duration::from_secs(1) {
+        inc.scan(false).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..young.young_ticks {
+        inc.scan(false).unwrap();
+    }
+    println!(
+        "young processes still re-read per tick (others on this host): {}",
+        inc.scan(false).unwrap().1.young
+    );
     let mut fs = ProcFs::open("/proc".as_ref()).unwrap();
     let (mut pids, mut buf) = (Vec::new(), Vec::new());
 

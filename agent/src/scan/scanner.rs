@@ -1,7 +1,8 @@
 //! Incremental scanning. A full scan reads `stat` of every pid; a steady-state
-//! tick only reads pids it has not seen (new inode) plus the few processes
-//! that hold a terminal, so a quiet node costs little more than one readdir.
-//! A periodic full resync bounds how long any missed change can live.
+//! tick only reads pids it has not seen (new inode), the few processes that
+//! hold a terminal and the few that are young enough to be about to take one,
+//! so a quiet node costs little more than one readdir. A periodic full resync
+//! bounds how long any other missed change can live.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
