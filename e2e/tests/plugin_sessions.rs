@@ -65,6 +65,34 @@ async fn get_follows_live_sessions() -> Result<()> {
                 .any(|l| l.starts_with(env.ns()) && l.contains(POD) && l.contains(&who)),
         format!("-A:\n{out}"),
     )?;
+    // A name with -A: looked up in every namespace (the kubeconfig's default
+    // namespace is not the test's).
+    let (code, out, err) = wh::plugin(&env, &["get", POD, "-A"]).await?;
+    check(
+        code == 0
+            && out.starts_with("NAMESPACE")
+            && out.lines().filter(|l| l.contains(POD)).count() == 1
+            && out
+                .lines()
+                .any(|l| l.starts_with(env.ns()) && l.contains(POD)),
+        format!("get {POD} -A: exit {code}\n{out}{err}"),
+    )?;
+    let (code, _, err) = wh::plugin(&env, &["get", "no-such-pod", "-A"]).await?;
+    check(
+        code == 1 && err.contains("pod no-such-pod not found in any namespace"),
+        format!("get no-such-pod -A: exit {code}: {err}"),
+    )?;
+    // extend: names and --all together is a usage error, not a silent choice.
+    let (code, _, err) =
+        wh::plugin(&env, &["-n", env.ns(), "extend", POD, "--all", "-d", "1h"]).await?;
+    check(
+        code == 2 && err.contains("cannot be used with"),
+        format!("extend POD --all: exit {code}: {err}"),
+    )?;
+    check(
+        wh::annotation(&p, keys::LAST_INTERACTOR).as_deref() == Some(who.as_str()),
+        "a login is the last interaction too",
+    )?;
     let (code, out, _) = wh::plugin(&env, &["-n", env.ns(), "get", "-o", "wide"]).await?;
     check(
         code == 0 && out.contains("EXTENDED-BY") && out.contains(env.node_name()),
