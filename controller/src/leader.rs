@@ -6,6 +6,7 @@
 //! make two leaders. Every write carries the resourceVersion it read, so two
 //! candidates racing for an expired Lease cannot both win.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -169,5 +170,59 @@ impl Elector {
         {
             tracing::warn!(error = %e, "could not release the Lease; a standby takes over when it expires");
         }
+    }
+}
+
+// === impl WriteGate ===
+
+/// Whether this replica may write. Open until an instant: the start of the last
+/// successful Lease renewal plus the renew deadline, which is shorter than the
+/// Lease duration a standby waits out before taking over. A renewal that hangs
+/// therefore closes the gate on its own, before anyone else can lead, without
+/// the renew loop having to notice in time.
+#[derive(Debug, Default)]
+pub struct WriteGate {
+    until: Mutex<Option<Instant>>,
+}
+
+impl WriteGate {
+    pub fn open_until(&self, until: Instant) {
+        *self.until.lock().expect("gate lock") = Some(until);
+    }
+
+    pub fn close(&self) {
+        *self.until.lock().expect("gate lock") = None;
+    }
+
+    pub fn is_open_at(&self, now: Instant) -> bool {
+        self.until
+            .lock()
+            .expect("gate lock")
+            .is_some_and(|until| now < until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_closes_at_the_deadline_without_being_told() {
+        let gate = WriteGate::default();
+        let t0 = Instant::now();
+        assert!(!gate.is_open_at(t0), "closed until a renewal opens it");
+        gate.open_until(t0 + Duration::from_secs(10));
+        assert!(gate.is_open_at(t0 + Duration::from_secs(9)));
+        assert!(
+            !gate.is_open_at(t0 + Duration::from_secs(10)),
+            "a hung renewal must not keep writes going"
+        );
+        gate.open_until(t0 + Duration::from_secs(20));
+        assert!(gate.is_open_at(t0 + Duration::from_secs(15)), "renewed");
+        gate.close();
+        assert!(
+            !gate.is_open_at(t0 + Duration::from_secs(15)),
+            "stepped down"
+        );
     }
 }

@@ -96,9 +96,13 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    loop {
+    // Writes stop at the renew deadline after the last good renewal, well before
+    // a standby may take an unrenewed Lease over (after the full duration).
+    let renew_deadline = config.lease_duration * 2 / 3;
+    let mut last_renew = loop {
+        let attempt = Instant::now();
         match elector.try_acquire_or_renew().await {
-            Ok(true) => break,
+            Ok(true) => break attempt,
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
         }
@@ -106,8 +110,8 @@ pub async fn run(config: Config) -> Result<()> {
             _ = tokio::time::sleep(elector.retry_period()) => {},
             _ = &mut shutdown => return Ok(()),
         }
-    }
-    state.set_leader(true);
+    };
+    state.lead_until(last_renew + renew_deadline);
     tracing::info!(identity = %state.identity, lease = %config.lease_name, "became leader");
 
     // --- watches feeding the stores (and waking pods when they change) ---
@@ -256,13 +260,15 @@ pub async fn run(config: Config) -> Result<()> {
     tokio::pin!(controllers);
 
     // --- renew the Lease; stop writing the moment it cannot be trusted ---
-    let renew_deadline = config.lease_duration * 2 / 3;
-    let mut last_renew = Instant::now();
     let outcome = loop {
         tokio::select! {
             _ = tokio::time::sleep(elector.renew_period()) => {
+                let attempt = Instant::now();
                 match elector.try_acquire_or_renew().await {
-                    Ok(true) => last_renew = Instant::now(),
+                    Ok(true) => {
+                        last_renew = attempt;
+                        state.lead_until(attempt + renew_deadline);
+                    }
                     Ok(false) => break Err(Error::Leader("another replica holds the Lease".into())),
                     Err(e) => {
                         tracing::warn!(error = %e, "Lease renewal failed");
@@ -278,11 +284,11 @@ pub async fn run(config: Config) -> Result<()> {
     };
     // Gate writes first: nothing may be written once leadership is in doubt.
     if outcome.is_err() {
-        state.set_leader(false);
+        state.step_down();
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(config.write_timeout, &mut controllers).await;
-    state.set_leader(false);
+    state.step_down();
     if outcome.is_ok() {
         elector.release().await;
         tracing::info!("shut down; Lease released");

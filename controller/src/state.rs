@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
@@ -19,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::leader::WriteGate;
 use crate::metrics::{Metrics, PodFigures};
 use crate::reports::index::{Liveness, ReportIndex};
 
@@ -99,8 +101,12 @@ pub struct State {
     pub index: RwLock<ReportIndex>,
     pub pods_by_uid: RwLock<HashMap<String, ObjectRef<Pod>>>,
     pub memory: Mutex<HashMap<String, PodMemory>>,
+    /// Per StatefulSet UID, the UID of the pod its rollout last evicted: until
+    /// the pod cache shows that pod terminating or gone, a lagging cache must
+    /// not make the next reconcile evict (and announce) it a second time.
+    pub rollout_evicted: Mutex<HashMap<String, String>>,
     pub metrics: Metrics,
-    leader: AtomicBool,
+    leader: WriteGate,
     synced: AtomicBool,
     reports_synced: tokio::sync::watch::Sender<bool>,
     pub sts_trigger: mpsc::UnboundedSender<ObjectRef<StatefulSet>>,
@@ -122,17 +128,26 @@ impl State {
             index: RwLock::default(),
             pods_by_uid: RwLock::default(),
             memory: Mutex::default(),
+            rollout_evicted: Mutex::default(),
             metrics,
-            leader: AtomicBool::new(false),
+            leader: WriteGate::default(),
             synced: AtomicBool::new(false),
             reports_synced: tokio::sync::watch::Sender::new(false),
             sts_trigger,
         }
     }
 
-    pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::SeqCst);
-        self.metrics.leader.set(leader as i64);
+    /// Leadership confirmed by a renewal that started at `renewed`: writes are
+    /// allowed until `renewed + deadline`.
+    pub fn lead_until(&self, until: Instant) {
+        self.leader.open_until(until);
+        self.metrics.leader.set(1);
+    }
+
+    /// Leadership lost or given up: no more writes.
+    pub fn step_down(&self) {
+        self.leader.close();
+        self.metrics.leader.set(0);
     }
 
     pub fn set_reports_synced(&self) {
@@ -155,7 +170,7 @@ impl State {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
+        self.leader.is_open_at(Instant::now())
     }
 
     /// Runs one write under the leader gate and the write timeout, counting
@@ -255,6 +270,17 @@ impl State {
         OptIn::from_objects(objects.iter().map(|(l, a)| (l, a)))
     }
 
+    /// Opt-in of a StatefulSet's rollout: the set and its namespace. A label on
+    /// a single pod protects that pod, but cannot opt its set's rollout in.
+    pub fn set_opt_in(&self, sts: &StatefulSet) -> OptIn {
+        let ns_labels: Map = sts
+            .namespace()
+            .and_then(|ns| self.stores.namespaces.get(&ObjectRef::new(&ns)))
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
+        OptIn::from_objects([(sts.labels(), sts.annotations()), (&ns_labels, &Map::new())])
+    }
+
     /// Our PDB for this pod, if the store has one (never a foreign PDB).
     pub fn our_pdb(&self, pod: &Pod) -> Option<Arc<PodDisruptionBudget>> {
         let ns = pod.namespace()?;
@@ -311,7 +337,7 @@ impl State {
             };
             let protecting = self.our_pdb(&pod).is_some();
             let pending_update = self.owner_statefulset(&pod).and_then(|sts| {
-                crate::rollout::manages(&sts, &self.opt_in(&pod)).then(|| {
+                crate::rollout::manages(&sts, &self.set_opt_in(&sts)).then(|| {
                     let update = sts
                         .status
                         .as_ref()

@@ -3,7 +3,8 @@
 //! The StatefulSet controller never replaces OnDelete pods itself; we do, one
 //! at a time, highest ordinal first (as RollingUpdate would), waiting for each
 //! replacement to be Ready, and stepping past logged-in pods instead of
-//! queueing behind them.
+//! queueing behind them. Outdated pods that are not Ready go first: they serve
+//! nothing, and waiting for them would stall the rollout that may fix them.
 
 /// One pod of the set, as the decision needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,12 +66,18 @@ pub fn next_step(
             members.len()
         ));
     }
-    // A logged-in pod that is unready must not stall the others: it is never
-    // replaced anyway, so only non-logged-in pods gate progress.
-    if let Some(m) = members.iter().find(|m| !m.ready && !m.logged_in) {
+    // A replacement that is not Ready yet gates the next step: one pod at a
+    // time. A logged-in pod never gates (it is never replaced anyway), and an
+    // unready *outdated* pod does not either: it is broken at the old revision
+    // (a crash loop the update may fix), so it is replaced first instead of
+    // stalling the rollout forever, as it would under RollingUpdate.
+    if let Some(m) = members
+        .iter()
+        .find(|m| !m.ready && !m.logged_in && m.revision == update_revision)
+    {
         return Step::Wait(format!("{} is not Ready yet", m.name));
     }
-    outdated.sort_by_key(|m| std::cmp::Reverse(m.ordinal));
+    outdated.sort_by_key(|m| (m.ready, std::cmp::Reverse(m.ordinal)));
     match outdated.iter().find(|m| !m.logged_in) {
         Some(m) => Step::Replace(m.name.clone()),
         None => Step::Held(outdated.iter().map(|m| m.name.clone()).collect()),
@@ -150,6 +157,27 @@ mod tests {
         );
         let set = [pod(0)];
         assert!(matches!(next_step(&set, 2, "old", "new"), Step::Wait(m) if m.contains("1 of 2")));
+    }
+
+    #[test]
+    fn a_broken_outdated_pod_is_replaced_first_not_waited_for() {
+        let set = [pod(0), pod(1).unready(), pod(2)];
+        assert_eq!(
+            next_step(&set, 3, "old", "new"),
+            Step::Replace("web-1".into()),
+            "unready at the old revision: replaced before the healthy web-2"
+        );
+        let set = [pod(0).unready(), pod(1).updated().unready(), pod(2)];
+        assert!(
+            matches!(next_step(&set, 3, "old", "new"), Step::Wait(m) if m.contains("web-1")),
+            "an unready replacement still gates the next step"
+        );
+        let set = [pod(0).logged_in().unready(), pod(1)];
+        assert_eq!(
+            next_step(&set, 2, "old", "new"),
+            Step::Replace("web-1".into()),
+            "never a logged-in pod, ready or not"
+        );
     }
 
     #[test]

@@ -11,9 +11,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use sessionguard_core::keys;
-use sessionguard_core::protection::{Map, OptIn};
+use sessionguard_core::protection::OptIn;
 use sessionguard_core::rollout::{Member, Step, next_step, ordinal};
 
 use crate::error::{Error, Result};
@@ -42,14 +41,7 @@ pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
     let _timer = state.metrics.timer("statefulset");
     state.ready().await;
     let ns = sts.namespace().unwrap_or_default();
-    let ns_labels: Map = state
-        .stores
-        .namespaces
-        .get(&ObjectRef::new(&ns))
-        .map(|n| n.labels().clone())
-        .unwrap_or_default();
-    let opt = OptIn::from_objects([(sts.labels(), sts.annotations()), (&ns_labels, &Map::new())]);
-    if !state.config.rollout || !manages(&sts, &opt) {
+    if !state.config.rollout || !manages(&sts, &state.set_opt_in(&sts)) {
         return Ok(Action::await_change());
     }
     let Some(status) = sts.status.as_ref() else {
@@ -81,6 +73,20 @@ pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
                 })
         })
         .collect();
+    let sts_uid = sts.uid().unwrap_or_default();
+    let in_flight = {
+        let mut evicted = state.rollout_evicted.lock().expect("rollout lock");
+        // Forget the eviction once the cache shows the pod terminating or gone.
+        let seen_going = evicted.get(&sts_uid).is_some_and(|uid| {
+            !pods
+                .iter()
+                .any(|p| p.uid().as_ref() == Some(uid) && p.metadata.deletion_timestamp.is_none())
+        });
+        if seen_going {
+            evicted.remove(&sts_uid);
+        }
+        evicted.get(&sts_uid).cloned()
+    };
     let members: Vec<Member> = pods
         .iter()
         .filter_map(|p| {
@@ -93,7 +99,8 @@ pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
                     .cloned()
                     .unwrap_or_default(),
                 ready: ready(p),
-                terminating: p.metadata.deletion_timestamp.is_some(),
+                terminating: p.metadata.deletion_timestamp.is_some()
+                    || (in_flight.is_some() && p.uid() == in_flight),
                 logged_in: state.logged_in(p, now) && !state.opt_in(p).no_pdb,
             })
         })
@@ -127,6 +134,13 @@ pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
             };
             match state.write("evict_pod", api.evict(&pod_name, &ep)).await {
                 Ok(_) => {
+                    if let Some(uid) = pod.uid() {
+                        state
+                            .rollout_evicted
+                            .lock()
+                            .expect("rollout lock")
+                            .insert(sts_uid.clone(), uid);
+                    }
                     state.metrics.eviction("rollout", "evicted");
                     events::on_pod(
                         &state,
