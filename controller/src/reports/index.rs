@@ -2,9 +2,17 @@
 //!
 //! Freshness is measured on the controller's clock, from when it last saw the
 //! report change, so agent clock skew cannot keep a dead node's sessions alive.
-//! The exception is the first sight (controller start): then the report's own
-//! `generated_at` is used if it is in the past, so a restart does not revive a
-//! long-silent agent's sessions for another full grace period.
+//! The exception is the first sight (controller start): then the time the API
+//! server last wrote the report is used (its clock, not the agent's, so a node
+//! whose clock runs behind does not look silent after every controller
+//! restart), falling back to the report's own `generated_at`; either way in the
+//! past, so a restart does not revive a long-silent agent's sessions for
+//! another full grace period.
+//!
+//! A deleted report is treated like a silent agent: its last snapshot keeps
+//! counting until the grace period runs out, then the pods are released with
+//! the agent-silent event. Deleting the object is not a way to drop protection
+//! at once (and an agent's restart may delete and recreate it).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,6 +24,8 @@ use sessionguard_core::{PodUid, Report, Session};
 pub struct NodeReport {
     pub report: Report,
     pub heard_at: Timestamp,
+    /// When the report object was deleted, if it was.
+    pub deleted_at: Option<Timestamp>,
     by_pod: HashMap<PodUid, Vec<Session>>,
 }
 
@@ -40,18 +50,24 @@ pub struct ReportIndex {
 }
 
 impl ReportIndex {
-    /// Replaces a node's snapshot. Returns the pods named in the old and new
+    /// Replaces a node's snapshot. `written_at` is when the API server last
+    /// wrote the object, if known. Returns the pods named in the old and new
     /// snapshot, which are the ones whose state may have changed.
-    pub fn apply(&mut self, report: Report, now: Timestamp) -> Vec<PodUid> {
+    pub fn apply(
+        &mut self,
+        report: Report,
+        written_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Vec<PodUid> {
         let mut by_pod: HashMap<PodUid, Vec<Session>> = HashMap::new();
         for s in &report.sessions {
             by_pod.entry(s.pod_uid.clone()).or_default().push(s.clone());
         }
         let previous = self.nodes.get(&report.node);
         let heard_at = match previous {
-            Some(p) if p.report == report => p.heard_at,
+            Some(p) if p.report == report && p.deleted_at.is_none() => p.heard_at,
             Some(_) => now,
-            None => report.generated_at.min(now),
+            None => written_at.unwrap_or(report.generated_at).min(now),
         };
         let mut touched: Vec<PodUid> = by_pod.keys().cloned().collect();
         if let Some(p) = previous {
@@ -64,18 +80,27 @@ impl ReportIndex {
             NodeReport {
                 report,
                 heard_at,
+                deleted_at: None,
                 by_pod,
             },
         );
         touched
     }
 
-    /// Forgets a node (its report object was deleted).
-    pub fn remove(&mut self, node: &str) -> Vec<PodUid> {
-        self.nodes
-            .remove(node)
-            .map(|n| n.by_pod.into_keys().collect())
-            .unwrap_or_default()
+    /// The node's report object was deleted: its snapshot keeps counting until
+    /// the grace period runs out (see the module comment). Deleted nodes whose
+    /// grace is over are forgotten here, so the index does not grow with node
+    /// churn. Returns the pods to look at again.
+    pub fn mark_deleted(&mut self, node: &str, now: Timestamp, grace: Duration) -> Vec<PodUid> {
+        let grace = SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX);
+        self.nodes.retain(|_, n| {
+            n.deleted_at.is_none() || n.heard_at.checked_add(grace).is_ok_and(|end| end > now)
+        });
+        let Some(n) = self.nodes.get_mut(node) else {
+            return Vec::new();
+        };
+        n.deleted_at.get_or_insert(now);
+        n.by_pod.keys().cloned().collect()
     }
 
     pub fn get(&self, node: &str) -> Option<&NodeReport> {
@@ -147,6 +172,7 @@ mod tests {
         let a = PodUid::parse(UID_A).unwrap();
         idx.apply(
             report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
+            None,
             ts("2026-11-24T01:00:01Z"),
         );
         let grace = Duration::from_secs(120);
@@ -177,11 +203,13 @@ mod tests {
         // An agent whose clock runs an hour ahead cannot stretch freshness.
         idx.apply(
             report("n1", "2026-11-24T02:00:00Z", vec![]),
+            None,
             ts("2026-11-24T01:00:00Z"),
         );
         assert_eq!(idx.get("n1").unwrap().heard_at, ts("2026-11-24T01:00:00Z"));
         idx.apply(
             report("n1", "2026-11-24T02:00:30Z", vec![]),
+            None,
             ts("2026-11-24T01:00:30Z"),
         );
         assert_eq!(idx.get("n1").unwrap().heard_at, ts("2026-11-24T01:00:30Z"));
@@ -193,13 +221,77 @@ mod tests {
         let now = ts("2026-11-24T01:00:00Z");
         idx.apply(
             report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
+            None,
             now,
         );
         let touched = idx.apply(
             report("n1", "2026-11-24T01:00:01Z", vec![session(UID_B, "pts/1")]),
+            None,
             now,
         );
         assert_eq!(touched.len(), 2);
-        assert_eq!(idx.remove("n1"), vec![PodUid::parse(UID_B).unwrap()]);
+        assert_eq!(
+            idx.mark_deleted("n1", now, Duration::from_secs(120)),
+            vec![PodUid::parse(UID_B).unwrap()]
+        );
+    }
+
+    #[test]
+    fn first_sight_trusts_the_api_servers_write_time_over_a_slow_agent_clock() {
+        let mut idx = ReportIndex::default();
+        let a = PodUid::parse(UID_A).unwrap();
+        let grace = Duration::from_secs(120);
+        // The agent's clock is 10 minutes behind; the API server wrote the
+        // report 5 s before this (restarted) controller listed it.
+        idx.apply(
+            report("n1", "2026-11-24T00:50:00Z", vec![session(UID_A, "pts/0")]),
+            Some(ts("2026-11-24T00:59:55Z")),
+            ts("2026-11-24T01:00:00Z"),
+        );
+        assert!(
+            matches!(idx.liveness("n1", &a, ts("2026-11-24T01:00:00Z"), grace), Liveness::Fresh { sessions, .. } if sessions.len() == 1),
+            "a restart must not release a skewed node's logins"
+        );
+    }
+
+    #[test]
+    fn a_deleted_report_counts_until_the_grace_runs_out_then_is_forgotten() {
+        let mut idx = ReportIndex::default();
+        let a = PodUid::parse(UID_A).unwrap();
+        let grace = Duration::from_secs(120);
+        let t0 = ts("2026-11-24T01:00:00Z");
+        idx.apply(
+            report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
+            None,
+            t0,
+        );
+        // Heard at t0 (listed first, written then); deleted 30 s later.
+        assert_eq!(
+            idx.mark_deleted("n1", ts("2026-11-24T01:00:30Z"), grace),
+            vec![a.clone()]
+        );
+        assert!(matches!(
+            idx.liveness("n1", &a, ts("2026-11-24T01:01:00Z"), grace),
+            Liveness::Fresh { sessions, .. } if sessions.len() == 1
+        ));
+        assert!(matches!(
+            idx.liveness("n1", &a, ts("2026-11-24T01:02:00Z"), grace),
+            Liveness::Silent { .. }
+        ));
+        // Recreated by the agent: fresh again, on our clock.
+        idx.apply(
+            report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
+            None,
+            ts("2026-11-24T01:03:00Z"),
+        );
+        assert!(idx.get("n1").unwrap().deleted_at.is_none());
+        assert_eq!(idx.get("n1").unwrap().heard_at, ts("2026-11-24T01:03:00Z"));
+        // Another node's deletion after n1's grace prunes nothing of n1 (live),
+        // but a long-deleted node is forgotten.
+        idx.apply(report("n2", "2026-11-24T01:00:00Z", vec![]), None, t0);
+        idx.mark_deleted("n2", ts("2026-11-24T01:00:10Z"), grace);
+        idx.mark_deleted("n3", ts("2026-11-24T01:10:00Z"), grace);
+        assert!(idx.get("n2").is_none(), "deleted and past its grace");
+        assert!(idx.get("n1").is_some());
     }
 }

@@ -39,12 +39,12 @@ pub async fn run(state: Arc<State>, pods: UnboundedSender<ObjectRef<Pod>>) {
                 apply(&state, &obj, &pods, false);
             }
             Ok(watcher::Event::Delete(obj)) => {
-                let gone = state
-                    .index
-                    .write()
-                    .expect("index lock")
-                    .remove(&obj.name_any());
-                tracing::info!(node = %obj.name_any(), "session report deleted; the node's sessions are forgotten");
+                let gone = state.index.write().expect("index lock").mark_deleted(
+                    &obj.name_any(),
+                    Timestamp::now(),
+                    state.config.agent_grace,
+                );
+                tracing::info!(node = %obj.name_any(), grace = ?state.config.agent_grace, "session report deleted; its sessions count until the agent grace runs out");
                 wake(&state, &pods, gone.iter().map(|u| u.as_str()));
             }
             Ok(watcher::Event::Init) => listing.clear(),
@@ -58,7 +58,11 @@ pub async fn run(state: Arc<State>, pods: UnboundedSender<ObjectRef<Pod>>) {
                     .filter(|n| !listing.contains(n))
                     .collect();
                 for node in stale {
-                    let gone = state.index.write().expect("index lock").remove(&node);
+                    let gone = state.index.write().expect("index lock").mark_deleted(
+                        &node,
+                        Timestamp::now(),
+                        state.config.agent_grace,
+                    );
                     wake(&state, &pods, gone.iter().map(|u| u.as_str()));
                 }
                 state.set_reports_synced();
@@ -104,8 +108,23 @@ fn apply(
         state.metrics.report_latency.observe(latency);
     }
     let report = refuse_cross_node(state, report);
-    let touched = state.index.write().expect("index lock").apply(report, now);
+    let touched = state
+        .index
+        .write()
+        .expect("index lock")
+        .apply(report, written_at(obj), now);
     wake(state, pods, touched.iter().map(|u| u.as_str()));
+}
+
+/// When the API server last wrote the report: the latest managedFields time
+/// (set by the server, on its clock, at every apply that changed the object).
+fn written_at(obj: &SessionReport) -> Option<Timestamp> {
+    obj.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|f| f.time.as_ref().map(|t| t.0))
+        .max()
 }
 
 /// Drops sessions whose pod runs on another node: a node may only speak for
