@@ -186,15 +186,29 @@ fn default_rendering_is_least_privilege() -> Result<()> {
                 !text.contains("secrets"),
                 format!("secrets in {}: {text}", o["metadata"]["name"]),
             )?;
+            let verbs: Vec<&str> = r["verbs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
+            let resources = &r["resources"];
+            // Updates only of named objects (the Lease); gets only where the
+            // controller needs a fresh copy (see controller-rbac.yaml).
             check(
-                !r["verbs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|v| v == "get" || v == "update")
-                    || r["resources"] == serde_json::json!(["leases"]),
+                !verbs.contains(&"update") || r["resourceNames"].is_array(),
                 format!(
-                    "get/update outside the Lease in {}: {text}",
+                    "update of unnamed objects in {}: {text}",
+                    o["metadata"]["name"]
+                ),
+            )?;
+            check(
+                !verbs.contains(&"get")
+                    || r["resourceNames"].is_array()
+                    || *resources == serde_json::json!(["pods"])
+                    || *resources == serde_json::json!(["poddisruptionbudgets"]),
+                format!(
+                    "get outside the Lease, pods and PDBs in {}: {text}",
                     o["metadata"]["name"]
                 ),
             )?;
@@ -242,7 +256,6 @@ fn all_on_rendering_has_every_optional_part() -> Result<()> {
     let k = kinds(&d);
     for want in [
         "ServiceMonitor",
-        "PodMonitor",
         "PrometheusRule",
         "NetworkPolicy",
         "ValidatingWebhookConfiguration",
@@ -262,8 +275,24 @@ fn all_on_rendering_has_every_optional_part() -> Result<()> {
             .is_none(),
         "no scrape annotations when a monitor scrapes",
     )?;
+    // PodMonitors instead of ServiceMonitors: the same promises.
+    let pm = docs(&chart::template(
+        "sg",
+        "sessionguard-system",
+        &["--set", "podMonitor.enabled=true"],
+    )?)?;
+    check(
+        pm.iter().filter(|o| o["kind"] == "PodMonitor").count() == 2,
+        "PodMonitors for the agent and the controller",
+    )?;
+    check(
+        find(&pm, "DaemonSet", None)?["spec"]["template"]["metadata"]["annotations"]
+            .get("prometheus.io/scrape")
+            .is_none(),
+        "no scrape annotations when a PodMonitor scrapes",
+    )?;
     for kind in ["ServiceMonitor", "PodMonitor"] {
-        for m in d.iter().filter(|o| o["kind"] == kind) {
+        for m in d.iter().chain(&pm).filter(|o| o["kind"] == kind) {
             let ep = if kind == "ServiceMonitor" {
                 &m["spec"]["endpoints"][0]
             } else {
@@ -283,6 +312,7 @@ fn all_on_rendering_has_every_optional_part() -> Result<()> {
         "SessionguardLoginTooLong",
         "SessionguardDrainBlocked",
         "SessionguardAgentDown",
+        "SessionguardAgentUnavailable",
         "SessionguardAgentNotReporting",
         "SessionguardUpdatePending",
     ] {
@@ -291,6 +321,19 @@ fn all_on_rendering_has_every_optional_part() -> Result<()> {
             format!("alert {a} missing: {alerts:?}"),
         )?;
     }
+    // Without reports there is nothing to miss: the not-reporting alert would fire forever.
+    let quiet = docs(&chart::template(
+        "sg",
+        "sessionguard-system",
+        &["--set", "prometheusRule.enabled=true,agent.report=false"],
+    )?)?;
+    let quiet_rules =
+        find(&quiet, "PrometheusRule", None)?["spec"]["groups"][0]["rules"].to_string();
+    check(
+        !quiet_rules.contains("SessionguardAgentNotReporting")
+            && quiet_rules.contains("SessionguardAgentDown"),
+        "agent.report=false drops SessionguardAgentNotReporting only",
+    )?;
     for r in rule["spec"]["groups"][0]["rules"]
         .as_array()
         .into_iter()
@@ -354,6 +397,10 @@ fn schema_refuses_bad_values_with_the_key_named() -> Result<()> {
         (
             "alerts.longLogin.thresholdSeconds=-5",
             "/alerts/longLogin/thresholdSeconds",
+        ),
+        (
+            "serviceMonitor.enabled=true,podMonitor.enabled=true",
+            "serviceMonitor.enabled and podMonitor.enabled are both true",
         ),
     ] {
         match chart::template("sg", "sessionguard-system", &["--set", set]) {
