@@ -74,6 +74,57 @@ async fn reasons(env: &TestEnv, pod: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+
+type Annotations = std::collections::BTreeMap<String, String>;
+
+/// Every version of one pod (by name) the API server sends, with its UID.
+struct PodHistory {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Annotations)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodHistory {
+    fn start(env: &TestEnv, name: &str) -> Self {
+        use futures::StreamExt;
+        let api: Api<Pod> = env.api();
+        let cfg =
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut s = kube::runtime::watcher(api, cfg).boxed();
+            while let Some(ev) = s.next().await {
+                if let Ok(
+                    kube::runtime::watcher::Event::Apply(p)
+                    | kube::runtime::watcher::Event::InitApply(p),
+                ) = ev
+                {
+                    let a = p.metadata.annotations.clone().unwrap_or_default();
+                    sink.lock().expect("history").push((uid(&p), a));
+                }
+            }
+        });
+        Self { seen, task }
+    }
+
+    fn of_uid(&self, uid: &str) -> Vec<Annotations> {
+        self.seen
+            .lock()
+            .expect("history")
+            .iter()
+            .filter(|(u, _)| u == uid)
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+}
+
+impl Drop for PodHistory {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_protector_replay() -> Result<()> {
     let _serial = sg::serial().await;
@@ -110,6 +161,22 @@ async fn login_protector_replay() -> Result<()> {
         0.0,
     )
     .await?;
+
+    // A value of the user's own for an autoscaler annotation: set while logged in,
+    // it must come back afterwards. Every version of target-sts-0 is recorded, so
+    // the restore is seen even though the rollout replaces the pod right after.
+    let (ok, out) = env
+        .kubectl(&[
+            "-n",
+            &ns,
+            "annotate",
+            "pod",
+            "target-sts-0",
+            "cluster-autoscaler.kubernetes.io/safe-to-evict=true",
+        ])
+        .await?;
+    check(ok, format!("annotate: {out}"))?;
+    let history = PodHistory::start(&env, "target-sts-0");
 
     step("pods ready");
     // --- log in to target-sts-0: exactly one PDB, selecting only that pod, within 1 s ---
@@ -304,6 +371,22 @@ async fn login_protector_replay() -> Result<()> {
         !new_annotations.contains_key("karpenter.sh/do-not-disrupt"),
         "the replacement pod carries no protection",
     )?;
+    // The logged-in pod itself, before the rollout took it: the user's value back,
+    // ours gone, after having been protected.
+    let versions = history.of_uid(&uid(&t0));
+    let protected_at = versions
+        .iter()
+        .position(|a| a.get(SAFE_TO_EVICT).map(String::as_str) == Some("false"));
+    let restored = protected_at.is_some_and(|i| {
+        versions[i..].iter().any(|a| {
+            a.get(SAFE_TO_EVICT).map(String::as_str) == Some("true")
+                && !a.contains_key("karpenter.sh/do-not-disrupt")
+        })
+    });
+    check(
+        restored,
+        format!("the user's safe-to-evict=true restored after logout; versions seen: {versions:?}"),
+    )?;
     await_metric(
         &ctl,
         &env,
@@ -345,11 +428,21 @@ async fn login_protector_replay() -> Result<()> {
         1.0,
     )
     .await?;
-    let n0 = pods.get("nontarget-sts-0").await?;
+    // The interaction label and, for a protected pod, the protection label are
+    // written in one patch, before any PDB: a recorded interaction without the
+    // protection label means the reconcile decided against protecting it.
+    let n0 = await_::object(&pods, "nontarget-sts-0", "the interaction recorded", |p| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("sessionguard.io/interacted"))
+            .is_some_and(|v| v == "true")
+    })
+    .await?;
     let labels = n0.metadata.labels.clone().unwrap_or_default();
     check(
-        labels.get("sessionguard.io/interacted").map(String::as_str) == Some("true"),
-        "the interaction is recorded on the non-target pod",
+        !labels.contains_key("sessionguard.io/pod-uid"),
+        format!("the non-target pod was not protected: {labels:?}"),
     )?;
     let all = env
         .api::<PodDisruptionBudget>()

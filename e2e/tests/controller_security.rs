@@ -76,7 +76,7 @@ async fn forged_and_cross_node_reports_are_refused() -> Result<()> {
         return Ok(());
     };
     sg::install(env.client()).await?;
-    let ctl = sg::start_controller(&env, "ctl-forged", &[]).await?;
+    let ctl = sg::start_controller(&env, "ctl-forged", &["--agent-grace", "6s"]).await?;
     env.create_yaml::<Pod>(BASTION).await?;
     let pods: Api<Pod> = env.api();
     let bastion = await_::pod_ready(&pods, "bastion").await?;
@@ -117,6 +117,7 @@ async fn forged_and_cross_node_reports_are_refused() -> Result<()> {
     }
     let own = report(&node, &node, &bastion)?;
     let pp = PatchParams::apply("e2e").force();
+    let written = std::time::Instant::now();
     as_agent.patch(&node, &pp, &Patch::Apply(&own)).await?;
     await_::object(
         &env.api::<PodDisruptionBudget>(),
@@ -125,10 +126,11 @@ async fn forged_and_cross_node_reports_are_refused() -> Result<()> {
         |_| true,
     )
     .await?;
-    as_agent.delete(&node, &Default::default()).await.ok();
-    // Deleting the report forgets the node's sessions: protection is released.
+    // Deleting the report is not a way to drop protection at once: its sessions
+    // count until the agent grace (6 s here) runs out, then the pod is released
+    // as for a silent agent.
     let admin_reports = sg::report_api(env.client());
-    admin_reports.delete(&node, &Default::default()).await.ok();
+    admin_reports.delete(&node, &Default::default()).await?;
     wait::until(
         "PDB released after the report is deleted",
         await_::TIMEOUT,
@@ -142,6 +144,19 @@ async fn forged_and_cross_node_reports_are_refused() -> Result<()> {
         },
     )
     .await?;
+    let held = written.elapsed();
+    check(
+        held >= std::time::Duration::from_secs(6),
+        format!("released {held:?} after the last report, before the 6 s agent grace"),
+    )?;
+    let released = await_event(&env, "bastion", "Released").await?;
+    check(
+        released
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("has not reported since")),
+        format!("released as a silent agent: {:?}", released.note),
+    )?;
 
     // A report for another node (written by an admin, so the policy does not
     // apply) claiming this node's pod is refused by the controller.
@@ -203,6 +218,16 @@ spec:
     eprintln!("controller: {}", ev.note.unwrap_or_default());
     session.close()?;
     await_event(&env, "bastion", "SessionEnded").await?;
+    // The release step (which would delete a PDB of ours) runs before the pod's
+    // autoscaler annotations are restored in the same reconcile: once they are,
+    // any wrong delete would already have happened.
+    await_::object(&pods, "bastion", "autoscaler annotations restored", |p| {
+        !p.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("karpenter.sh/do-not-disrupt"))
+    })
+    .await?;
     let after = env
         .api::<PodDisruptionBudget>()
         .get("sessionguard-bastion")
@@ -265,6 +290,23 @@ async fn controller_kill9_loses_no_protection() -> Result<()> {
     )
     .await?;
     step("new leader sees protection");
+    // ... and has reconciled every pod of the namespace once (the bastion and the
+    // agent's identity pod): a wrong release would have been decided by now.
+    wait::until(
+        "new leader reconciled the pods",
+        await_::TIMEOUT,
+        || async {
+            let n = second
+                .metric(
+                    "sessionguard_reconcile_duration_seconds_count",
+                    &[("controller", "pod")],
+                )
+                .await?
+                .unwrap_or(0.0);
+            Ok((n >= 2.0).then_some(()))
+        },
+    )
+    .await?;
     let after = env
         .api::<PodDisruptionBudget>()
         .get("sessionguard-bastion")

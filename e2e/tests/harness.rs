@@ -51,7 +51,7 @@ async fn pod_bound_token_names_pod_and_node_and_works_from_a_kubeconfig() {
     );
 
     // The same token through a tokenFile kubeconfig: authenticated, and RBAC applies.
-    let dir = std::env::temp_dir().join(format!("sg-token-{}", env.ns()));
+    let dir = env.scratch_dir();
     let kc =
         tokens::write_token_kubeconfig(&env.cluster().info, &dir, "default-sa", &token).unwrap();
     let sa_client = kubeconfig::client(&kc).await.unwrap();

@@ -366,3 +366,103 @@ async fn create_zero_pdb(pdbs: &Api<PodDisruptionBudget>) {
     .await
     .expect("PDB observed");
 }
+
+/// The kubelet's termination contract, which drains, evictions and rollouts wait on:
+/// SIGTERM, the pod stays Terminating with its process running through the grace
+/// period, SIGKILL at its end, then the pod object goes. A second delete with a
+/// shorter grace period cuts the wait short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_honours_the_grace_period_and_a_shorter_redelete() {
+    use sessionguard_e2e::simnode::IGNORE_SIGTERM_ANNOTATION;
+    use std::time::{Duration, Instant};
+
+    let Some(env) = TestEnv::start("grace").await.expect("test env") else {
+        return;
+    };
+    let pods: Api<Pod> = env.api();
+    let stubborn = |name: &str, grace: i64| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": {IGNORE_SIGTERM_ANNOTATION: "true"}},
+            "spec": {
+                "terminationGracePeriodSeconds": grace,
+                "containers": [{"name": "main", "image": "debian:12"}]
+            }
+        }))
+        .expect("pod")
+    };
+    for (name, grace) in [("stubborn", 4), ("cut-short", 600)] {
+        pods.create(&PostParams::default(), &stubborn(name, grace))
+            .await
+            .expect("create");
+    }
+    let a = await_::pod_ready(&pods, "stubborn").await.expect("ready");
+    let b = await_::pod_ready(&pods, "cut-short").await.expect("ready");
+    let pid_of = |p: &Pod| env.node().container_pids(&uid(p))[0].1;
+    let (pid_a, pid_b) = (pid_of(&a), pid_of(&b));
+
+    // --- the whole grace period: SIGTERM is ignored, SIGKILL ends it ---
+    let deleted = Instant::now();
+    pods.delete("stubborn", &DeleteParams::default())
+        .await
+        .expect("delete");
+    await_::object(&pods, "stubborn", "terminating", |p| {
+        p.metadata.deletion_timestamp.is_some()
+    })
+    .await
+    .expect("terminating");
+    assert!(
+        procfs::cmdline(pid_a) == STAND_IN,
+        "the container still runs after SIGTERM"
+    );
+    wait::until("the pod object to go", await_::TIMEOUT, || async {
+        Ok(pods.get_opt("stubborn").await?.is_none().then_some(()))
+    })
+    .await
+    .expect("deleted");
+    let took = deleted.elapsed();
+    assert!(
+        took >= Duration::from_secs(4),
+        "the pod went after {took:?}, before its 4 s grace period"
+    );
+    assert!(
+        procfs::cmdline(pid_a).is_empty(),
+        "SIGKILL at the end of the grace period"
+    );
+
+    // --- a 600 s grace period, then a delete with grace 0: gone at once ---
+    pods.delete("cut-short", &DeleteParams::default())
+        .await
+        .expect("delete");
+    await_::object(&pods, "cut-short", "terminating", |p| {
+        p.metadata.deletion_timestamp.is_some()
+    })
+    .await
+    .expect("terminating");
+    let shortened = Instant::now();
+    let now = DeleteParams {
+        grace_period_seconds: Some(1),
+        ..DeleteParams::default()
+    };
+    pods.delete("cut-short", &now).await.expect("re-delete");
+    wait::until(
+        "the pod object to go after the shorter delete",
+        await_::TIMEOUT,
+        || async { Ok(pods.get_opt("cut-short").await?.is_none().then_some(())) },
+    )
+    .await
+    .expect("deleted");
+    assert!(
+        shortened.elapsed() < Duration::from_secs(20),
+        "the shorter grace period was ignored ({:?})",
+        shortened.elapsed()
+    );
+    assert!(procfs::cmdline(pid_b).is_empty(), "killed");
+    assert!(
+        !env.node()
+            .cgroup_parent()
+            .join(cgroup::pod_slice(cgroup::Qos::BestEffort, &uid(&b)))
+            .exists(),
+        "cgroups removed"
+    );
+    env.finish().await.expect("cleanup");
+}

@@ -49,6 +49,16 @@ fn init() -> Result<SharedCluster> {
         if let Ok(info) = ClusterInfo::load(&dir)
             && info.is_running()
         {
+            // `make dev-up` runs a sessionguard controller watching every
+            // namespace: it would protect and release the tests' pods beside
+            // the controllers the tests run themselves.
+            if let Some(pid) = running_dev_controller(&dir) {
+                eprintln!(
+                    "e2e: not reusing {}: its sessionguard controller (pid {pid}) would act on test pods; starting a private control plane (use SG_DEV_COMPONENTS=0 make dev-up to share one)",
+                    dir.display()
+                );
+                continue;
+            }
             eprintln!("e2e: reusing control plane {}", dir.display());
             return Ok(SharedCluster {
                 info,
@@ -60,7 +70,27 @@ fn init() -> Result<SharedCluster> {
     start_private()
 }
 
+/// The pid of the controller `e2e/dev.sh` started for this cluster, if it runs.
+fn running_dev_controller(dir: &std::path::Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join("pids/controller.pid")).ok()?;
+    let pid: u32 = text.split_whitespace().next()?.parse().ok()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
+
 fn start_private() -> Result<SharedCluster> {
+    // Simulated nodes of an earlier run that was killed (no Drop ran) leave their
+    // cgroups, and stand-ins reparented to init. Live nodes' are left alone.
+    if let Ok(root) = crate::simnode::CgroupRoot::detect() {
+        match crate::simnode::sweep_orphaned_cgroups(&root) {
+            Ok(swept) if !swept.is_empty() => {
+                eprintln!("e2e: removed cgroups orphaned by an earlier run: {swept:?}")
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("e2e: could not sweep orphaned cgroups: {e}"),
+        }
+    }
     let dir = std::env::temp_dir().join(format!("sessionguard-e2e-{}", std::process::id()));
     let opts = StartOptions {
         dir: dir.clone(),

@@ -30,8 +30,12 @@ pub struct TestEnv {
     cluster: &'static SharedCluster,
     ns: String,
     test: String,
+    node_name: String,
     node: Option<SimNode>,
     started: Instant,
+    /// Set by [`TestEnv::finish`]: a TestEnv dropped without it belongs to a test
+    /// that failed, by a panic or by returning an error with `?`.
+    finished: bool,
 }
 
 /// Why e2e tests cannot run here, if they cannot (not root, no cgroup2). In CI (`CI` set)
@@ -89,8 +93,10 @@ impl TestEnv {
             cluster,
             ns: ns.clone(),
             test: test.to_string(),
+            node_name: node_name.clone(),
             node: None,
             started: Instant::now(),
+            finished: false,
         };
         let node_client = kubeconfig::client(&cluster.info.node_kubeconfig(&node_name)?).await?;
         env.node = Some(SimNode::start(node_client, SimNodeConfig::new(&node_name)?).await?);
@@ -122,7 +128,15 @@ impl TestEnv {
     }
 
     pub fn node_name(&self) -> &str {
-        self.node().name()
+        &self.node_name
+    }
+
+    /// This test's scratch directory (logs of the binaries it runs, kubeconfigs,
+    /// tokens): removed when the test passes, kept and named when it fails.
+    pub fn scratch_dir(&self) -> std::path::PathBuf {
+        let dir = scratch_dir(&self.ns);
+        let _ = std::fs::create_dir_all(&dir);
+        dir
     }
 
     /// An Api for namespaced objects in this test's namespace.
@@ -175,24 +189,21 @@ impl TestEnv {
         &self.cluster.info.admin_kubeconfig
     }
 
-    /// Prints pods, events, PDBs and nodes of this test to stderr.
+    /// Prints this test's objects (see [`dump::namespace`]) to stderr.
     pub async fn dump(&self) {
-        dump::namespace(
-            &self.client,
-            &self.ns,
-            self.node.as_ref().map(SimNode::name),
-        )
-        .await;
+        dump::namespace(&self.client, &self.ns, Some(&self.node_name)).await;
+        dump::logs(&scratch_dir(&self.ns));
     }
 
-    /// Deletes the namespace and the node, stops the node's processes, removes its cgroups.
+    /// Deletes the namespace and the node, stops the node's processes, removes its
+    /// cgroups and the scratch directory.
     pub async fn finish(mut self) -> Result<()> {
-        let node = self.node.take();
-        let name = node.as_ref().map(|n| n.name().to_string());
-        if let Some(node) = node {
+        if let Some(node) = self.node.take() {
             node.stop().await?;
         }
-        cleanup_api(&self.client, &self.ns, name.as_deref()).await?;
+        cleanup_api(&self.client, &self.ns, Some(&self.node_name)).await?;
+        let _ = std::fs::remove_dir_all(scratch_dir(&self.ns));
+        self.finished = true;
         eprintln!(
             "e2e {}: passed in {:.1}s",
             self.test,
@@ -202,18 +213,26 @@ impl TestEnv {
     }
 }
 
+fn scratch_dir(ns: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sessionguard-e2e-{ns}"))
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let Some(node) = self.node.take() else {
+        if self.finished {
             return;
-        };
-        let panicking = std::thread::panicking();
-        if panicking {
-            cluster::mark_failed();
         }
-        let name = node.name().to_string();
+        // Dropped without finish(): the test failed, whether it panicked or
+        // returned an error. Keep the control plane's logs and show the state.
+        cluster::mark_failed();
+        let how = if std::thread::panicking() {
+            "panicked"
+        } else {
+            "returned an error"
+        };
         // Processes and cgroups go first and synchronously: they outlive nothing.
-        drop(node);
+        drop(self.node.take());
+        let name = self.node_name.clone();
         // API cleanup on a thread with its own runtime: Drop can't await, and the test's
         // runtime may be a current-thread one that is blocked right here.
         let info = self.cluster.info.clone();
@@ -230,10 +249,14 @@ impl Drop for TestEnv {
                 let Ok(client) = info.admin_client().await else {
                     return;
                 };
-                if panicking {
-                    eprintln!("e2e {test} FAILED; state of namespace {ns}:");
-                    dump::namespace(&client, &ns, Some(&name)).await;
-                }
+                eprintln!("e2e {test} FAILED ({how}); state of namespace {ns}:");
+                dump::namespace(&client, &ns, Some(&name)).await;
+                let scratch = scratch_dir(&ns);
+                dump::logs(&scratch);
+                eprintln!(
+                    "e2e {test}: its logs and kubeconfigs are kept in {}",
+                    scratch.display()
+                );
                 if let Err(e) = cleanup_api(&client, &ns, Some(&name)).await {
                     eprintln!("e2e {test}: cleanup of {ns} failed: {e}");
                 }

@@ -6,13 +6,15 @@
 //! - [`await_`]: awaiting object conditions with timeouts;
 //! - [`tokens`]: pod-bound ServiceAccount tokens and token kubeconfigs;
 //! - [`spawn`]: workspace binaries (agent, controller) as children killed on Drop;
-//! - [`http`]: GETs and metric lookups against those children.
+//! - [`http`]: GETs and metric lookups against those children;
+//! - [`identity`]: the controller's ServiceAccount and RBAC exactly as the chart grants them.
 
 pub mod await_;
 pub mod cluster;
 pub mod dump;
 pub mod env;
 pub mod http;
+pub mod identity;
 pub mod procfs;
 pub mod spawn;
 pub mod tokens;

@@ -160,6 +160,19 @@ pub fn procs(dir: &Path) -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// Pids in `dir` and every directory below it.
+pub fn procs_below(dir: &Path) -> Vec<i32> {
+    let mut pids = procs(dir);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pids.extend(procs_below(&entry.path()));
+            }
+        }
+    }
+    pids
+}
+
 /// Removes `dir` and everything below it, deepest first. Processes still inside can
 /// only be ones a simulated node started (containers, sessions): they get SIGKILL.
 pub fn remove_tree(dir: &Path) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use tokio::time::Instant;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -30,8 +30,9 @@ pub struct Container {
 // === impl Container ===
 
 impl Container {
-    /// Creates the scope below `pod_dir` and starts the stand-in inside it.
-    pub fn start(name: &str, pod_dir: &Path) -> Result<Self> {
+    /// Creates the scope below `pod_dir` and starts the stand-in inside it;
+    /// `ignore_term`: with SIGTERM ignored (the disposition survives exec).
+    pub fn start(name: &str, pod_dir: &Path, ignore_term: bool) -> Result<Self> {
         let id = new_id();
         let scope = pod_dir.join(cgroup::container_scope(&id));
         std::fs::create_dir(&scope).ctx(|| format!("creating cgroup {}", scope.display()))?;
@@ -47,6 +48,9 @@ impl Container {
         unsafe {
             cmd.pre_exec(move || {
                 libc::setsid();
+                if ignore_term {
+                    libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                }
                 cgroup::enter_from_child(&procs)
             });
         }
@@ -69,15 +73,30 @@ impl Container {
         self.child.id()
     }
 
-    /// SIGTERM, then SIGKILL once `grace` has passed; then removes the scope.
-    pub async fn stop(mut self, grace: Duration) -> Result<()> {
+    /// SIGTERM, then SIGKILL once the grace period ends (`ends` may move it
+    /// earlier while we wait, as a second, shorter delete does); then removes
+    /// the scope.
+    pub async fn stop(mut self, mut ends: tokio::sync::watch::Receiver<Instant>) -> Result<()> {
         if let Some(pid) = self.child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            if tokio::time::timeout(grace, self.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = self.child.start_kill();
+            loop {
+                let deadline = *ends.borrow_and_update();
+                tokio::select! {
+                    _ = self.child.wait() => break,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let _ = self.child.start_kill();
+                        break;
+                    }
+                    // A new deadline: wait again with it. If the sender is gone
+                    // the deadline stands; stop listening for changes.
+                    changed = ends.changed() => if changed.is_err() {
+                        tokio::select! {
+                            _ = self.child.wait() => {}
+                            _ = tokio::time::sleep_until(deadline) => { let _ = self.child.start_kill(); }
+                        }
+                        break;
+                    },
+                }
             }
         }
         let _ = self.child.wait().await;

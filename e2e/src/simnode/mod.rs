@@ -24,6 +24,7 @@ use kube::Api;
 use tokio::task::JoinHandle;
 
 pub use self::cgroup::CgroupRoot;
+pub use self::pods::IGNORE_SIGTERM_ANNOTATION;
 pub use self::pty::Session;
 use crate::error::Context;
 use crate::{Error, Result};
@@ -220,4 +221,50 @@ pub fn remove_leftover_cgroups(root: &CgroupRoot, node: Option<&str>) -> Result<
         }
     }
     Ok(removed)
+}
+
+/// Removes simulated nodes' cgroup trees whose node process is gone: every process
+/// left inside has been reparented (its parent is no longer the node or test that
+/// started it, but init or a subreaper with no stake in it), or none is left. A live
+/// node's tree always holds processes whose parent is that node, so concurrent runs
+/// (and `make dev-up`) are never touched. Returns what was removed.
+pub fn sweep_orphaned_cgroups(root: &CgroupRoot) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root.path()) else {
+        return Ok(removed);
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("sessionguard-sim-") && name.ends_with(".slice")) {
+            continue;
+        }
+        let pids = cgroup::procs_below(&e.path());
+        let orphaned = pids.iter().all(|&pid| {
+            // Parent pid is the 4th field of stat, after the parenthesised name.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                .is_none_or(|ppid| ppid == 1 || !is_ours(ppid))
+        });
+        if orphaned {
+            cgroup::remove_tree(&e.path())?;
+            removed.push(e.path());
+        }
+    }
+    Ok(removed)
+}
+
+/// Is `pid` a process that may run simulated nodes (a test binary, sg-cluster)?
+/// Anything else holding a stand-in as its child means the node's process died
+/// and the stand-in was inherited by a subreaper.
+fn is_ours(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+        // Test binaries live in target/*/deps, sg-cluster in target/*/ (a rebuilt
+        // one reads "... (deleted)"); CARGO_TARGET_DIR may be anywhere.
+        let exe = exe.to_string_lossy();
+        exe.contains("/target/") || exe.contains("/sg-cluster") || exe.contains("/deps/")
+    })
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
@@ -33,8 +35,15 @@ pub(crate) struct RunningPod {
     made: Vec<PathBuf>,
     containers: Vec<Container>,
     ip: String,
-    terminating: bool,
+    /// Set while the pod terminates: when its grace period ends. A second delete
+    /// with a shorter grace (`kubectl delete --grace-period=0`) moves it earlier.
+    terminating: Option<tokio::sync::watch::Sender<Instant>>,
 }
+
+/// Pod annotation (simulated nodes only): the stand-ins ignore SIGTERM, as a process
+/// without a TERM handler in a container with its own init would, so a deletion takes
+/// the whole grace period and ends with SIGKILL.
+pub const IGNORE_SIGTERM_ANNOTATION: &str = "sim.sessionguard.io/ignore-sigterm";
 
 /// What the pod loop needs to know about its node.
 #[derive(Clone, Debug)]
@@ -112,25 +121,41 @@ async fn sync(client: &kube::Client, ctx: &Ctx, pod: Pod) -> Result<()> {
             .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
             .unwrap_or(30)
             .max(0) as u64;
-        let running = {
+        let deadline = Instant::now() + Duration::from_secs(grace);
+        // The entry stays in `by_uid` until teardown is done, so later events for
+        // this pod (a shorter re-delete, a re-list, a label change) see it
+        // terminating instead of starting a second, immediate teardown.
+        let containers = {
             let mut pods = ctx.pods.lock().expect("pods lock");
             match pods.by_uid.get_mut(&uid) {
-                Some(p) if p.terminating => return Ok(()),
-                Some(p) => {
-                    p.terminating = true;
-                    true
-                }
-                None => false,
+                Some(p) => match &p.terminating {
+                    Some(ends) => {
+                        ends.send_if_modified(|at| {
+                            let sooner = deadline < *at;
+                            if sooner {
+                                *at = deadline;
+                            }
+                            sooner
+                        });
+                        return Ok(());
+                    }
+                    None => {
+                        let (tx, rx) = tokio::sync::watch::channel(deadline);
+                        p.terminating = Some(tx);
+                        Some((std::mem::take(&mut p.containers), rx))
+                    }
+                },
+                None => None,
             }
         };
         let ctx = ctx.clone();
         // Terminations run concurrently: one pod's grace period must not hold up others.
         tokio::spawn(async move {
-            if running {
+            if let Some((containers, ends)) = containers {
+                let stopped = stop_all(containers, ends).await;
                 let p = ctx.pods.lock().expect("pods lock").by_uid.remove(&uid);
-                if let Some(p) = p
-                    && let Err(e) = teardown(p, Duration::from_secs(grace)).await
-                {
+                let removed = p.map_or(Ok(()), |p| remove_made(&p.slice, &p.made));
+                if let Err(e) = stopped.and(removed) {
                     tracing::warn!(pod = %name, error = %e, "cgroup cleanup failed");
                 }
             }
@@ -192,10 +217,16 @@ fn start(ctx: &Ctx, pod: &Pod, uid: &str) -> Result<()> {
         made,
         containers: Vec::new(),
         ip,
-        terminating: false,
+        terminating: None,
     };
+    let ignore_term = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(IGNORE_SIGTERM_ANNOTATION))
+        .is_some_and(|v| v == "true");
     for c in pod.spec.iter().flat_map(|s| &s.containers) {
-        match Container::start(&c.name, &running.slice) {
+        match Container::start(&c.name, &running.slice, ignore_term) {
             Ok(c) => running.containers.push(c),
             Err(e) => {
                 let _ = kill_now(running);
@@ -271,12 +302,22 @@ async fn report_running(api: &Api<Pod>, ctx: &Ctx, pod: &Pod, uid: &str) -> Resu
     Ok(())
 }
 
-/// Stops a pod's containers (SIGTERM, SIGKILL after `grace`) and removes its cgroups.
+/// Stops a pod's containers: SIGTERM, then SIGKILL when the grace period in `ends`
+/// is over (it may move earlier while waiting). Removes their scopes.
+async fn stop_all(
+    containers: Vec<Container>,
+    ends: tokio::sync::watch::Receiver<Instant>,
+) -> Result<()> {
+    let stops = containers.into_iter().map(|c| c.stop(ends.clone()));
+    futures::future::join_all(stops).await.into_iter().collect()
+}
+
+/// Stops a pod's containers at once and removes its cgroups (pod gone or unlisted).
 async fn teardown(p: RunningPod, grace: Duration) -> Result<()> {
-    let stops = p.containers.into_iter().map(|c| c.stop(grace));
-    let results = futures::future::join_all(stops).await;
+    let (_tx, rx) = tokio::sync::watch::channel(Instant::now() + grace);
+    let stopped = stop_all(p.containers, rx).await;
     remove_made(&p.slice, &p.made)?;
-    results.into_iter().collect()
+    stopped
 }
 
 /// Synchronous teardown for Drop: SIGKILL everything and remove the cgroups.

@@ -280,9 +280,7 @@ pub async fn await_component(
 }
 
 pub fn log_dir(env: &TestEnv) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sessionguard-e2e-{}", env.ns()));
-    let _ = std::fs::create_dir_all(&dir);
-    dir
+    env.scratch_dir()
 }
 
 /// A kubeconfig with a token of `pod`'s ServiceAccount bound to `pod`: what the kubelet

@@ -1,6 +1,7 @@
-//! Shared by the controller e2e tests: install sessionguard's CRD, admission
-//! policy and agent RBAC; run the real controller and the real agent (with a
-//! pod-bound ServiceAccount token, as in a DaemonSet) as child processes;
+//! Shared by the controller e2e tests: install sessionguard's CRD and admission
+//! policy; run the real controller and the real agent as child processes, with
+//! the chart's ServiceAccounts and RBAC (the agent with a pod-bound token, as in a
+//! DaemonSet);
 //! scrape metrics; watch PDBs with timestamps.
 #![allow(dead_code)]
 
@@ -13,16 +14,15 @@ use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::ApiResource;
 use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use sessionguard_e2e::harness::{Child, TestEnv, await_, tokens, workspace_bin};
+use sessionguard_e2e::harness::{Child, TestEnv, await_, identity, tokens, workspace_bin};
 // Each test binary uses a different subset.
 #[allow(unused_imports)]
 pub use sessionguard_e2e::harness::http::{find_metric, free_addr, http_get, metric};
@@ -31,7 +31,6 @@ use sessionguard_e2e::{Error, Result, wait};
 pub const CRD: &str = include_str!("../../../charts/sessionguard/crds/sessionreports.yaml");
 pub const POLICY: &str =
     include_str!("../../../charts/sessionguard/files/sessionreport-policy.yaml");
-pub const AGENT_SA: &str = "sessionguard-agent";
 
 /// Serialises the tests of one binary: the controller is cluster-wide, so two
 /// tests' controllers would act on each other's pods.
@@ -65,8 +64,8 @@ where
     }
 }
 
-/// CRD (waits for Established), admission policy + binding, and the agent's
-/// ClusterRole, from the same files the Helm chart ships.
+/// CRD (waits for Established) and the admission policy + binding, from the same
+/// files the Helm chart ships. RBAC comes per test from [`identity`].
 pub async fn install(client: &kube::Client) -> Result<()> {
     let crd: CustomResourceDefinition = serde_yaml::from_str(CRD)?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -93,25 +92,15 @@ pub async fn install(client: &kube::Client) -> Result<()> {
         serde::Deserialize::deserialize(docs.next().ok_or_else(|| invalid("binding doc"))?)?;
     create_or_replace(&Api::all(client.clone()), policy).await?;
     create_or_replace(&Api::all(client.clone()), binding).await?;
-    let role: ClusterRole = serde_json::from_value(json!({
-        "metadata": {"name": "sessionguard-agent"},
-        "rules": [
-            {"apiGroups": ["sessionguard.io"], "resources": ["sessionreports"],
-             "verbs": ["get", "create", "update", "patch"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
-        ]
-    }))?;
-    create_or_replace(&Api::all(client.clone()), role).await?;
     Ok(())
 }
 
 fn log_dir(env: &TestEnv) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sessionguard-e2e-{}", env.ns()));
-    let _ = std::fs::create_dir_all(&dir);
-    dir
+    env.scratch_dir()
 }
 
-/// The real controller, as a child process with the admin kubeconfig.
+/// The real controller, as a child process with the chart's controller identity
+/// (its ServiceAccount and RBAC, rendered from the chart for this test).
 pub struct Controller {
     pub child: Option<Child>,
     pub addr: SocketAddr,
@@ -120,6 +109,7 @@ pub struct Controller {
 
 pub async fn start_controller(env: &TestEnv, name: &str, args: &[&str]) -> Result<Controller> {
     let bin = workspace_bin("sessionguard-controller", "sessionguard-controller")?;
+    let id = identity::chart_controller(env, false).await?;
     let addr = free_addr()?;
     let addr_s = addr.to_string();
     let mut all: Vec<&str> = vec![
@@ -127,6 +117,8 @@ pub async fn start_controller(env: &TestEnv, name: &str, args: &[&str]) -> Resul
         &addr_s,
         "--lease-namespace",
         env.ns(),
+        "--lease-name",
+        &id.lease,
         "--lease-duration",
         "3s",
         "--identity",
@@ -134,7 +126,7 @@ pub async fn start_controller(env: &TestEnv, name: &str, args: &[&str]) -> Resul
     ];
     all.extend_from_slice(args);
     let log = log_dir(env).join(format!("{name}.log"));
-    let kubeconfig = env.kubeconfig().display().to_string();
+    let kubeconfig = id.kubeconfig.display().to_string();
     let child = Child::spawn(
         &bin,
         &all,
@@ -237,34 +229,22 @@ impl Drop for Agent {
     }
 }
 
-/// A pod on the test's node for the agent's identity, and a token bound to it.
+/// A pod on `node` with the chart's agent ServiceAccount (and RBAC), and a token
+/// bound to it: the identity the DaemonSet gives the agent.
 pub async fn agent_kubeconfig(env: &TestEnv, pod_name: &str, node: &str) -> Result<(Pod, PathBuf)> {
-    let sas: Api<ServiceAccount> = env.api();
-    if sas.get_opt(AGENT_SA).await?.is_none() {
-        sas.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": AGENT_SA}}))?,
-        )
-        .await?;
-        let binding: ClusterRoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": format!("sessionguard-agent-{}", env.ns())},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "sessionguard-agent"},
-            "subjects": [{"kind": "ServiceAccount", "name": AGENT_SA, "namespace": env.ns()}]
-        }))?;
-        create_or_replace(&Api::all(env.client().clone()), binding).await?;
-    }
+    let sa = identity::chart_agent(env).await?;
     let pods: Api<Pod> = env.api();
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": pod_name, "labels": {"app": "sessionguard-agent"}},
         "spec": {
             "nodeName": node,
-            "serviceAccountName": AGENT_SA,
+            "serviceAccountName": sa,
             "containers": [{"name": "agent", "image": "sessionguard/agent:dev"}]
         }
     }))?;
     pods.create(&PostParams::default(), &pod).await?;
     let pod = await_::pod_ready(&pods, pod_name).await?;
-    let token = tokens::pod_token(env.client(), AGENT_SA, &pod, &[], 3600).await?;
+    let token = tokens::pod_token(env.client(), &sa, &pod, &[], 3600).await?;
     let kubeconfig =
         tokens::write_token_kubeconfig(&env.cluster().info, &log_dir(env), pod_name, &token)?;
     Ok((pod, kubeconfig))
