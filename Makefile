@@ -30,7 +30,8 @@ unit:
 
 ## Static release binaries, built exactly as the Dockerfile builds them (static-pie,
 ## glibc crt-static: no musl target is installable offline), then checked to be static.
-STATIC_TARGET := x86_64-unknown-linux-gnu
+## The target is the build host's (x86_64 here; aarch64 in an arm64 docker build).
+STATIC_TARGET ?= $(shell rustc -vV | sed -n 's/^host: //p')
 STATIC_BINS := sessionguard-agent sessionguard-controller
 STATIC_OUT ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/static
 static:

@@ -1,61 +1,83 @@
 #!/usr/bin/env bash
-# Builds the pinned test tools (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, helm) into .dev/bin, only when the pins change.
+# Builds the pinned test tools into .dev/bin, each group only when its own pins change:
+#   kube: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (e2e/tools)
+#   etcd: etcd (e2e/etcd)
+#   helm: helm (go install at a version)
 #
-# Built binaries are also kept in a per-user cache keyed by the pins, so a fresh
-# clone on the same machine (CI) links them instead of compiling Kubernetes again.
+# Built binaries are also kept in a per-user cache keyed by each group's pins, so a
+# fresh clone on the same machine (CI) copies them instead of compiling Kubernetes
+# again, and bumping etcd does not rebuild Kubernetes.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.dev/bin"
 k8s_version=v1.34.4
 helm_version=v3.19.5
-tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm)
+cache_root="${SESSIONGUARD_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sessionguard-tools}"
+gover=$(go version)
 
-key=$( { cat "$root"/e2e/tools/go.mod "$root"/e2e/tools/go.sum "$root"/e2e/etcd/go.mod "$root"/e2e/etcd/go.sum
-         echo "$k8s_version $helm_version"; go version; } | sha256sum | cut -c1-16)
-cache="${SESSIONGUARD_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sessionguard-tools}/$key"
+declare -A tools=(
+  [kube]="kube-apiserver kube-controller-manager kube-scheduler kubectl"
+  [etcd]="etcd"
+  [helm]="helm"
+)
+key_of() {
+  case $1 in
+    kube) { cat "$root"/e2e/tools/go.mod "$root"/e2e/tools/go.sum; echo "$k8s_version $gover"; } ;;
+    etcd) { cat "$root"/e2e/etcd/go.mod "$root"/e2e/etcd/go.sum; echo "$gover"; } ;;
+    helm) echo "$helm_version $gover" ;;
+  esac | sha256sum | cut -c1-16
+}
+have_all() { local d=$1 t; for t in ${tools[$2]}; do [ -x "$d/$t" ] || return 1; done; }
 
-have_all() { local d=$1; for t in "${tools[@]}"; do [ -x "$d/$t" ] || return 1; done; }
+build_kube() {
+  local pkg=k8s.io/component-base/version cpkg=k8s.io/client-go/pkg/version p
+  local minor ld="-s -w"
+  minor=$(echo "$k8s_version" | cut -d. -f2)
+  for p in $pkg $cpkg; do
+    ld+=" -X $p.gitVersion=$k8s_version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$root/e2e/tools" && go build -trimpath -ldflags "$ld" -o "$bin/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+}
+build_etcd() {
+  (cd "$root/e2e/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
+}
+build_helm() {
+  GOBIN="$bin" GOFLAGS="${GOFLAGS:-} -buildvcs=false" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
+    "helm.sh/helm/v3/cmd/helm@$helm_version"
+}
 
-if [ "$(cat "$bin/.pins" 2>/dev/null)" = "$key" ] && have_all "$bin"; then
-  exit 0
-fi
 mkdir -p "$bin"
-if have_all "$cache"; then
-  for t in "${tools[@]}"; do cp -f "$cache/$t" "$bin/$t"; done
-  echo "$key" > "$bin/.pins"
-  echo "build-tools: reused cached tools $key"
-  exit 0
-fi
-
-# In CI the Go build and module caches (about 3.6 GB and 1 GB for these pins) are only
-# needed for this one build: keep them in a temp dir and remove them afterwards, so the
-# Rust build that follows has the disk. Developers keep Go's default caches.
-if [ -n "${CI:-}" ]; then
-  gotmp=$(mktemp -d "${TMPDIR:-/tmp}/sessionguard-go.XXXXXX")
-  export GOCACHE="$gotmp/cache" GOMODCACHE="$gotmp/mod" GOFLAGS="${GOFLAGS:-} -modcacherw"
-  trap 'rm -rf "$gotmp"' EXIT
-fi
-
-start=$(date +%s)
-echo "build-tools: building Kubernetes $k8s_version tools, etcd and helm $helm_version (cold build takes a while)"
-pkg=k8s.io/component-base/version
-cpkg=k8s.io/client-go/pkg/version
-minor=$(echo "$k8s_version" | cut -d. -f2)
-ld="-s -w"
-for p in $pkg $cpkg; do
-  ld+=" -X $p.gitVersion=$k8s_version -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-  ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+gotmp=
+for group in kube etcd helm; do
+  key=$(key_of "$group")
+  if [ "$(cat "$bin/.pins-$group" 2>/dev/null)" = "$key" ] && have_all "$bin" "$group"; then
+    continue
+  fi
+  cache="$cache_root/$group-$key"
+  if have_all "$cache" "$group"; then
+    for t in ${tools[$group]}; do cp -f "$cache/$t" "$bin/$t"; done
+    echo "$key" > "$bin/.pins-$group"
+    echo "build-tools: $group: reused cached build $key"
+    continue
+  fi
+  # In CI the Go build and module caches (about 3.6 GB and 1 GB for Kubernetes) are
+  # only needed for this one build: keep them in a temp dir and remove them at exit,
+  # so the Rust build that follows has the disk. Developers keep Go's default caches.
+  if [ -n "${CI:-}" ] && [ -z "$gotmp" ]; then
+    gotmp=$(mktemp -d "${TMPDIR:-/tmp}/sessionguard-go.XXXXXX")
+    export GOCACHE="$gotmp/cache" GOMODCACHE="$gotmp/mod" GOFLAGS="${GOFLAGS:-} -modcacherw"
+    trap 'rm -rf "$gotmp"' EXIT
+  fi
+  start=$(date +%s)
+  echo "build-tools: $group: building ${tools[$group]} (Kubernetes $k8s_version pins; a cold Kubernetes build takes several minutes)"
+  "build_$group"
+  mkdir -p "$cache"
+  for t in ${tools[$group]}; do cp -f "$bin/$t" "$cache/$t"; done
+  echo "$key" > "$bin/.pins-$group"
+  echo "build-tools: $group: built in $(( $(date +%s) - start ))s"
 done
-(cd "$root/e2e/tools" && go build -trimpath -ldflags "$ld" -o "$bin/" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
-(cd "$root/e2e/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
-GOBIN="$bin" GOFLAGS="${GOFLAGS:-} -buildvcs=false" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
-  "helm.sh/helm/v3/cmd/helm@$helm_version"
-
-mkdir -p "$cache"
-for t in "${tools[@]}"; do cp -f "$bin/$t" "$cache/$t"; done
-echo "$key" > "$bin/.pins"
-echo "build-tools: built in $(( $(date +%s) - start ))s"

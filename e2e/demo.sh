@@ -83,8 +83,13 @@ fi
 step "4. evict the pod after logging out"
 uid=$("$k" -n "$ns" get pod "$pod" -o jsonpath='{.metadata.uid}')
 evict
-"$k" -n "$ns" wait --for=jsonpath='{.metadata.uid}'!="$uid" "pod/$pod" --timeout=60s >/dev/null 2>&1 || true
-"$k" -n "$ns" wait --for=create "pod/$pod" --timeout=60s >/dev/null
+# kubectl wait has no "not equal": poll until the StatefulSet's replacement exists.
+for _ in $(seq 300); do
+  now=$("$k" -n "$ns" get pod "$pod" -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
+  [ -n "$now" ] && [ "$now" != "$uid" ] && break
+  sleep 0.2
+done
+[ -n "$now" ] && [ "$now" != "$uid" ] || { echo "demo: $pod was not replaced after the eviction" >&2; exit 1; }
 "$k" -n "$ns" wait --for=condition=Ready "pod/$pod" --timeout=60s
 "$k" -n "$ns" get pod "$pod" -o custom-columns=NAME:.metadata.name,UID:.metadata.uid,PHASE:.status.phase
 echo "(was $uid)"
