@@ -99,15 +99,18 @@ pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
             );
         }
     } else {
-        if let Some(existing) = &existing_pdb {
-            pdb::delete(&state, existing).await?;
-        }
-        patch_pod(&state, &pod, &p.labels, &p.annotations).await?;
+        let deleted = match &existing_pdb {
+            Some(existing) => pdb::delete(&state, existing).await?,
+            None => false,
+        };
+        // Announced by the call that deleted the PDB, before anything else can
+        // fail: a retry finds it gone (404) and must neither lose nor repeat it.
         if let Some(r) = &p.release
-            && (existing_pdb.is_some() || matches!(r, Release::Capped(_)))
+            && (deleted || matches!(r, Release::Capped(_)))
         {
             release_event(&state, &pod, r);
         }
+        patch_pod(&state, &pod, &p.labels, &p.annotations).await?;
     }
     if let Some(r) = &p.extended {
         events::on_pod(

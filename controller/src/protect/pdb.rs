@@ -110,8 +110,10 @@ pub async fn ensure(state: &Arc<State>, pod: &Pod) -> Result<Ensured> {
 }
 
 /// Deletes our PDB, with a UID precondition so a PDB that replaced ours under
-/// the same name in the meantime is never deleted.
-pub async fn delete(state: &Arc<State>, pdb: &PodDisruptionBudget) -> Result<()> {
+/// the same name in the meantime is never deleted. True if this call deleted
+/// it: a lagging cache can show a PDB an earlier reconcile already deleted, and
+/// that must not announce the release a second time.
+pub async fn delete(state: &Arc<State>, pdb: &PodDisruptionBudget) -> Result<bool> {
     let ns = pdb.namespace().unwrap_or_default();
     let api: Api<PodDisruptionBudget> = Api::namespaced(state.client.clone(), &ns);
     let dp = DeleteParams {
@@ -125,9 +127,9 @@ pub async fn delete(state: &Arc<State>, pdb: &PodDisruptionBudget) -> Result<()>
         .write("delete_pdb", api.delete(&pdb.name_any(), &dp))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         // Gone already (GC or a previous attempt), or replaced by someone else's.
-        Err(e) if matches!(e.status(), Some(404 | 409)) => Ok(()),
+        Err(e) if matches!(e.status(), Some(404 | 409)) => Ok(false),
         Err(e) => Err(e),
     }
 }
