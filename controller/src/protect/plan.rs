@@ -322,6 +322,41 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_or_oversized_extension_is_reported_and_the_login_still_recorded() {
+        let cfg = config(); // --webhook-max-extension 7d
+        let base = || {
+            pod("web-0")
+                .annotated(keys::FIRST_INTERACTION, "2026-11-24T00:50:00Z")
+                .annotated(keys::LAST_INTERACTION, "2026-11-24T00:50:00Z")
+                .annotated(keys::INTERACTOR, "alice")
+                .annotated(keys::TTL, "10m0s")
+                .annotated(keys::EVICT_AT, "2026-11-24T01:00:00Z")
+        };
+        // Written while the webhook was down: not a duration.
+        let p = base().annotated(keys::EXTENSION, "bogus").build();
+        let plan = run(&p, &[session().uid(1000).build()], false, &cfg);
+        let err = plan.interaction_error.expect("reported");
+        assert!(err.contains("bogus"), "{err}");
+        assert_eq!(
+            plan.annotations[keys::LAST_INTERACTION].as_deref(),
+            Some("2026-11-24T00:59:30Z"),
+            "the login is still recorded"
+        );
+        assert!(
+            !plan.annotations.contains_key(keys::EVICT_AT),
+            "evict-at stays first + ttl: the bad extension is ignored"
+        );
+        // Far beyond the cap: evict-at gets first + ttl + 7d at most.
+        let p = base().annotated(keys::EXTENSION, "9999h").build();
+        let plan = run(&p, &[session().uid(1000).build()], false, &cfg);
+        assert!(plan.interaction_error.is_some(), "over the cap is reported");
+        assert_eq!(
+            plan.annotations[keys::EVICT_AT].as_deref(),
+            Some("2026-12-01T01:00:00Z")
+        );
+    }
+
+    #[test]
     fn an_unreadable_record_is_reported_not_overwritten() {
         let cfg = config();
         let p = pod("web-0")
