@@ -162,7 +162,7 @@ async fn two_replicas_share_certs_and_both_record() -> Result<()> {
         .iter()
         .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
         .collect();
-    let mut last = certs_of(&secrets.get("sessionguard-webhook-tls").await?);
+    let mut last = certs_of(&secrets.get(&wh::secret_name(&env)).await?);
     let (mut same_ca_renewals, mut ca_moves, mut max_cas, mut checks) = (0, 0, 0, 0);
     let mut served_leaves = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(75);
@@ -193,7 +193,7 @@ async fn two_replicas_share_certs_and_both_record() -> Result<()> {
         }
         checks += 1;
 
-        let now = certs_of(&secrets.get("sessionguard-webhook-tls").await?);
+        let now = certs_of(&secrets.get(&wh::secret_name(&env)).await?);
         if now.leaf != last.leaf {
             // Same CA and the bundle untouched: a pure serving-certificate
             // renewal. (A CA added in the same check may change the bundle.)

@@ -1,6 +1,6 @@
-//! Shared by the webhook and plugin e2e tests: the controller runs as its own
-//! ServiceAccount (so the harness's admin is an ordinary user to the
-//! annotation guard), with the webhooks on a loopback port that the API
+//! Shared by the webhook and plugin e2e tests: the controller runs with the
+//! chart's ServiceAccount and RBAC (so the harness's admin is an ordinary user to
+//! the annotation guard, and every call the webhook makes is one the chart allows), with the webhooks on a loopback port that the API
 //! server reaches by URL, trusting the caBundle the controller publishes.
 #![allow(dead_code)]
 
@@ -9,15 +9,13 @@ use std::path::PathBuf;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use sessionguard_controller::admission::manifests::{self, Options, Target};
-use sessionguard_e2e::harness::{Child, TestEnv, await_, tokens, workspace_bin};
+use sessionguard_e2e::harness::{Child, TestEnv, await_, identity, workspace_bin};
 use sessionguard_e2e::{Error, Result, wait};
 
 #[path = "../controller_support/mod.rs"]
@@ -25,7 +23,6 @@ pub mod sg;
 
 /// The harness's admin client certificate's user.
 pub const ADMIN: &str = "sessionguard-admin";
-pub const CONTROLLER_SA: &str = "sessionguard-controller";
 
 pub fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
@@ -35,49 +32,25 @@ pub fn check(cond: bool, what: impl Into<String>) -> Result<()> {
     if cond { Ok(()) } else { Err(invalid(what)) }
 }
 
+/// The webhook configurations' name: the chart's full name for this test (the
+/// only names its controller ClusterRole lets the controller update).
 pub fn config_name(env: &TestEnv) -> String {
-    format!("sg-e2e-{}", env.ns())
+    env.ns().to_string()
 }
 
-pub fn controller_user(env: &TestEnv) -> String {
-    format!("system:serviceaccount:{}:{CONTROLLER_SA}", env.ns())
+/// The Secret holding the generated CA and serving certificate (the chart's name).
+pub fn secret_name(env: &TestEnv) -> String {
+    format!("{}-webhook-tls", config_name(env))
 }
 
-/// A ServiceAccount for the controller, bound to cluster-admin (the chart's
-/// least-privilege ClusterRole is the chart's test), and a kubeconfig with
-/// its token.
+/// The controller's ServiceAccount and RBAC exactly as the chart grants them
+/// with the webhook on, and a kubeconfig with its token.
 pub async fn controller_kubeconfig(env: &TestEnv) -> Result<PathBuf> {
-    let sas: Api<ServiceAccount> = env.api();
-    sas.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": CONTROLLER_SA}}))?,
-    )
-    .await?;
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": config_name(env)},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_SA, "namespace": env.ns()}]
-    }))?;
-    Api::<ClusterRoleBinding>::all(env.client().clone())
-        .create(&PostParams::default(), &binding)
-        .await?;
-    let req: TokenRequest = serde_json::from_value(json!({
-        "spec": {"audiences": [sessionguard_e2e::controlplane::apiserver::SERVICE_ACCOUNT_ISSUER], "expirationSeconds": 7200}
-    }))?;
-    let resp: TokenRequest = sas
-        .create_subresource("token", CONTROLLER_SA, &PostParams::default(), &req)
-        .await?;
-    let token = resp
-        .status
-        .ok_or_else(|| invalid("TokenRequest without a token"))?
-        .token;
-    tokens::write_token_kubeconfig(&env.cluster().info, &log_dir(env), CONTROLLER_SA, &token)
+    Ok(identity::chart_controller(env, true).await?.kubeconfig)
 }
 
 pub fn log_dir(env: &TestEnv) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sessionguard-e2e-{}", env.ns()));
-    let _ = std::fs::create_dir_all(&dir);
-    dir
+    env.scratch_dir()
 }
 
 /// Both webhook configurations, pointed at `port` on loopback and limited to
@@ -136,9 +109,6 @@ pub async fn remove_webhooks(env: &TestEnv) {
     let _ = Api::<MutatingWebhookConfiguration>::all(env.client().clone())
         .delete(&name, &DeleteParams::default())
         .await;
-    let _ = Api::<ClusterRoleBinding>::all(env.client().clone())
-        .delete(&name, &DeleteParams::default())
-        .await;
 }
 
 pub fn free_port() -> Result<u16> {
@@ -159,11 +129,17 @@ pub async fn start(
     let addr = sg::free_addr()?;
     let (addr_s, wh) = (addr.to_string(), format!("127.0.0.1:{webhook_port}"));
     let cfg = config_name(env);
+    // The chart's names for this test's release (see identity::chart_controller).
+    let (lease, secret) = (format!("{cfg}-controller"), secret_name(env));
     let mut args: Vec<&str> = vec![
         "--listen-addr",
         &addr_s,
         "--lease-namespace",
         env.ns(),
+        "--lease-name",
+        &lease,
+        "--webhook-secret",
+        &secret,
         "--lease-duration",
         "3s",
         "--identity",
