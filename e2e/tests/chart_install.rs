@@ -82,6 +82,11 @@ async fn server_side_dry_run_of_default_and_all_on() -> Result<()> {
     for (release, extra) in [
         ("sgdry", vec!["--include-crds"]),
         ("sgdryall", vec!["--include-crds", "-f", all_on.as_str()]),
+        // PodMonitors instead of the all-on ServiceMonitors (one kind at a time).
+        (
+            "sgdrypm",
+            vec!["--include-crds", "--set", "podMonitor.enabled=true"],
+        ),
     ] {
         let rendered = chart::template(release, env.ns(), &extra)?;
         let file = chart::log_dir(&env).join(format!("{release}.yaml"));
@@ -134,7 +139,6 @@ async fn helm_install_all_on_values() -> Result<()> {
     for kind in [
         "networkpolicy",
         "servicemonitor",
-        "podmonitor",
         "prometheusrule",
         "configmap",
     ] {

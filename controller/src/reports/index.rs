@@ -44,30 +44,36 @@ pub enum Liveness {
     Silent { heard_at: Timestamp },
 }
 
+/// How a report reached us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A watch event: written just now.
+    Live,
+    /// In a (re)list, possibly written long ago: `written_at` is when the API
+    /// server last wrote it, if known (managedFields time, whole seconds).
+    Listed { written_at: Option<Timestamp> },
+}
+
 #[derive(Debug, Default)]
 pub struct ReportIndex {
     nodes: HashMap<String, NodeReport>,
 }
 
 impl ReportIndex {
-    /// Replaces a node's snapshot. `written_at` is when the API server last
-    /// wrote the object, if known. Returns the pods named in the old and new
+    /// Replaces a node's snapshot. Returns the pods named in the old and new
     /// snapshot, which are the ones whose state may have changed.
-    pub fn apply(
-        &mut self,
-        report: Report,
-        written_at: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Vec<PodUid> {
+    pub fn apply(&mut self, report: Report, seen: Seen, now: Timestamp) -> Vec<PodUid> {
         let mut by_pod: HashMap<PodUid, Vec<Session>> = HashMap::new();
         for s in &report.sessions {
             by_pod.entry(s.pod_uid.clone()).or_default().push(s.clone());
         }
         let previous = self.nodes.get(&report.node);
-        let heard_at = match previous {
-            Some(p) if p.report == report && p.deleted_at.is_none() => p.heard_at,
-            Some(_) => now,
-            None => written_at.unwrap_or(report.generated_at).min(now),
+        let heard_at = match (previous, seen) {
+            (Some(p), _) if p.report == report && p.deleted_at.is_none() => p.heard_at,
+            (Some(_), _) | (None, Seen::Live) => now,
+            (None, Seen::Listed { written_at }) => {
+                written_at.unwrap_or(report.generated_at).min(now)
+            }
         };
         let mut touched: Vec<PodUid> = by_pod.keys().cloned().collect();
         if let Some(p) = previous {
@@ -172,7 +178,7 @@ mod tests {
         let a = PodUid::parse(UID_A).unwrap();
         idx.apply(
             report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
-            None,
+            Seen::Listed { written_at: None },
             ts("2026-11-24T01:00:01Z"),
         );
         let grace = Duration::from_secs(120);
@@ -203,13 +209,13 @@ mod tests {
         // An agent whose clock runs an hour ahead cannot stretch freshness.
         idx.apply(
             report("n1", "2026-11-24T02:00:00Z", vec![]),
-            None,
+            Seen::Live,
             ts("2026-11-24T01:00:00Z"),
         );
         assert_eq!(idx.get("n1").unwrap().heard_at, ts("2026-11-24T01:00:00Z"));
         idx.apply(
             report("n1", "2026-11-24T02:00:30Z", vec![]),
-            None,
+            Seen::Live,
             ts("2026-11-24T01:00:30Z"),
         );
         assert_eq!(idx.get("n1").unwrap().heard_at, ts("2026-11-24T01:00:30Z"));
@@ -221,12 +227,12 @@ mod tests {
         let now = ts("2026-11-24T01:00:00Z");
         idx.apply(
             report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
-            None,
+            Seen::Live,
             now,
         );
         let touched = idx.apply(
             report("n1", "2026-11-24T01:00:01Z", vec![session(UID_B, "pts/1")]),
-            None,
+            Seen::Live,
             now,
         );
         assert_eq!(touched.len(), 2);
@@ -245,7 +251,9 @@ mod tests {
         // report 5 s before this (restarted) controller listed it.
         idx.apply(
             report("n1", "2026-11-24T00:50:00Z", vec![session(UID_A, "pts/0")]),
-            Some(ts("2026-11-24T00:59:55Z")),
+            Seen::Listed {
+                written_at: Some(ts("2026-11-24T00:59:55Z")),
+            },
             ts("2026-11-24T01:00:00Z"),
         );
         assert!(
@@ -262,7 +270,7 @@ mod tests {
         let t0 = ts("2026-11-24T01:00:00Z");
         idx.apply(
             report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
-            None,
+            Seen::Live,
             t0,
         );
         // Heard at t0 (listed first, written then); deleted 30 s later.
@@ -281,14 +289,14 @@ mod tests {
         // Recreated by the agent: fresh again, on our clock.
         idx.apply(
             report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
-            None,
+            Seen::Live,
             ts("2026-11-24T01:03:00Z"),
         );
         assert!(idx.get("n1").unwrap().deleted_at.is_none());
         assert_eq!(idx.get("n1").unwrap().heard_at, ts("2026-11-24T01:03:00Z"));
         // Another node's deletion after n1's grace prunes nothing of n1 (live),
         // but a long-deleted node is forgotten.
-        idx.apply(report("n2", "2026-11-24T01:00:00Z", vec![]), None, t0);
+        idx.apply(report("n2", "2026-11-24T01:00:00Z", vec![]), Seen::Live, t0);
         idx.mark_deleted("n2", ts("2026-11-24T01:00:10Z"), grace);
         idx.mark_deleted("n3", ts("2026-11-24T01:10:00Z"), grace);
         assert!(idx.get("n2").is_none(), "deleted and past its grace");

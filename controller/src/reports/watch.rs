@@ -17,6 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::events::{self, Kind};
 use crate::metrics::KindLabels;
 use crate::reports::SessionReport;
+use crate::reports::index::Seen;
 use crate::state::State;
 
 pub async fn run(state: Arc<State>, pods: UnboundedSender<ObjectRef<Pod>>) {
@@ -107,12 +108,19 @@ fn apply(
     if live && latency >= 0.0 {
         state.metrics.report_latency.observe(latency);
     }
+    let seen = if live {
+        Seen::Live
+    } else {
+        Seen::Listed {
+            written_at: written_at(obj),
+        }
+    };
     let report = refuse_cross_node(state, report);
     let touched = state
         .index
         .write()
         .expect("index lock")
-        .apply(report, written_at(obj), now);
+        .apply(report, seen, now);
     wake(state, pods, touched.iter().map(|u| u.as_str()));
 }
 
