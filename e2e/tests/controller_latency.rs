@@ -37,13 +37,20 @@ spec:
     await_::pod_ready(&pods, "bastion").await?;
     let mut pdbs = sg::PdbWatch::start(&env);
     let (mut login, mut logout) = (Vec::new(), Vec::new());
+    // Each login and logout starts at a random point of the agent's 1 s scan
+    // cycle: without this the loop phase-locks to the scans (every step starts
+    // right after the previous one was seen) and measures one full interval
+    // every time. This pause decorrelates; it synchronises nothing.
+    let jitter = || Duration::from_millis(rand::random_range(0..1000));
     for _ in 0..LOGINS {
+        tokio::time::sleep(jitter()).await;
         let opened = Instant::now();
         let session = env.session("bastion", "main", &["sh"]).await?;
         let seen = pdbs
             .until("sessionguard-bastion", true, Duration::from_secs(10))
             .await?;
         login.push(seen.duration_since(opened));
+        tokio::time::sleep(jitter()).await;
         let closed = Instant::now();
         session.close()?;
         let gone = pdbs
