@@ -74,7 +74,8 @@ for group in kube etcd helm; do
     trap 'rm -rf "$gotmp"' EXIT
   fi
   start=$(date +%s)
-  echo "build-tools: $group: building ${tools[$group]} (Kubernetes $k8s_version pins; a cold Kubernetes build takes several minutes)"
+  note=; [ "$group" = kube ] && note=" (Kubernetes $k8s_version; about 6 minutes cold on 2 cores)"
+  echo "build-tools: $group: building ${tools[$group]}$note"
   "build_$group"
   mkdir -p "$cache"
   for t in ${tools[$group]}; do cp -f "$bin/$t" "$cache/$t"; done
