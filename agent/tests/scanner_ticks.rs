@@ -253,9 +253,8 @@ fn a_start_time_past_year_9999_is_an_error_not_1970() {
     );
 }
 
-#[test]
-fn an_unreadable_leader_status_keeps_the_session() {
-    let (_d, fake, mut scanner) = setup();
+/// pid 960: bash as the container's init, holding pts/2 (a console).
+fn write_console_leader(fake: &FakeProc) {
     fake.process(960)
         .comm("bash")
         .argv(&["bash"])
@@ -266,6 +265,12 @@ fn an_unreadable_leader_status_keeps_the_session() {
         .in_container(POD, &cid('a'))
         .write()
         .unwrap();
+}
+
+#[test]
+fn an_unreadable_leader_status_keeps_the_session() {
+    let (_d, fake, mut scanner) = setup();
+    write_console_leader(&fake);
     fake.write_raw(960, "status", b"Name:\tbash\nUid:\tnope\n")
         .unwrap();
     let (s, stats) = tick(&mut scanner);
@@ -278,16 +283,7 @@ fn an_unreadable_leader_status_keeps_the_session() {
     assert_eq!(s[0].command, "bash");
 
     // A fallback is not cached: once status reads again, it is used.
-    fake.process(960)
-        .comm("bash")
-        .argv(&["bash"])
-        .uid(1000)
-        .tty(pts(2))
-        .leads_session()
-        .container_init()
-        .in_container(POD, &cid('a'))
-        .write()
-        .unwrap();
+    write_console_leader(&fake);
     let (s, stats) = tick(&mut scanner);
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);
     assert_eq!((s[0].uid, s[0].console), (1000, true));
