@@ -99,7 +99,7 @@ pub async fn run(config: Config) -> Result<()> {
     // Writes stop at the renew deadline after the last good renewal, well before
     // a standby may take an unrenewed Lease over (after the full duration).
     let renew_deadline = config.lease_duration * 2 / 3;
-    let mut last_renew = loop {
+    let acquired = loop {
         let attempt = Instant::now();
         match elector.try_acquire_or_renew().await {
             Ok(true) => break attempt,
@@ -111,7 +111,7 @@ pub async fn run(config: Config) -> Result<()> {
             _ = &mut shutdown => return Ok(()),
         }
     };
-    state.lead_until(last_renew + renew_deadline);
+    state.lead_until(acquired + renew_deadline);
     tracing::info!(identity = %state.identity, lease = %config.lease_name, "became leader");
 
     // --- watches feeding the stores (and waking pods when they change) ---
@@ -265,14 +265,12 @@ pub async fn run(config: Config) -> Result<()> {
             _ = tokio::time::sleep(elector.renew_period()) => {
                 let attempt = Instant::now();
                 match elector.try_acquire_or_renew().await {
-                    Ok(true) => {
-                        last_renew = attempt;
-                        state.lead_until(attempt + renew_deadline);
-                    }
+                    Ok(true) => state.lead_until(attempt + renew_deadline),
                     Ok(false) => break Err(Error::Leader("another replica holds the Lease".into())),
                     Err(e) => {
                         tracing::warn!(error = %e, "Lease renewal failed");
-                        if last_renew.elapsed() > renew_deadline {
+                        // The gate has closed on its own: stop for good.
+                        if !state.is_leader() {
                             break Err(Error::Leader(format!("could not renew the Lease for {renew_deadline:?}")));
                         }
                     }

@@ -16,86 +16,113 @@ const LOG_TAIL: usize = 25;
 
 /// Prints what a human would look at first with kubectl.
 pub async fn namespace(client: &kube::Client, ns: &str, node: Option<&str>) {
-    let lp = ListParams::default();
-    eprintln!("--- pods in {ns}");
-    match Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await {
-        Ok(list) => {
-            for p in list.items {
-                let s = p.status.unwrap_or_default();
-                let conds: Vec<String> = s
-                    .conditions
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|c| format!("{}={}", c.type_, c.status))
-                    .collect();
-                eprintln!(
-                    "  {} uid={} phase={} node={} deleting={} [{}]",
-                    p.metadata.name.unwrap_or_default(),
-                    p.metadata.uid.unwrap_or_default(),
-                    s.phase.unwrap_or_default(),
-                    p.spec.and_then(|s| s.node_name).unwrap_or_default(),
-                    p.metadata.deletion_timestamp.is_some(),
-                    conds.join(" "),
-                );
-            }
-        }
-        Err(e) => eprintln!("  (listing failed: {e})"),
-    }
-    eprintln!("--- events in {ns}");
-    match Api::<Event>::namespaced(client.clone(), ns).list(&lp).await {
-        Ok(list) => {
-            for e in list.items {
-                eprintln!(
-                    "  {} {}/{}: {} {}",
-                    e.type_.unwrap_or_default(),
-                    e.involved_object.kind.unwrap_or_default(),
-                    e.involved_object.name.unwrap_or_default(),
-                    e.reason.unwrap_or_default(),
-                    e.message.unwrap_or_default(),
-                );
-            }
-        }
-        Err(e) => eprintln!("  (listing failed: {e})"),
-    }
-    eprintln!("--- poddisruptionbudgets in {ns}");
-    match Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-    {
-        Ok(list) => {
-            for p in list.items {
-                let s = p.status.unwrap_or_default();
-                eprintln!(
-                    "  {} disruptionsAllowed={} currentHealthy={} expected={}",
-                    p.metadata.name.unwrap_or_default(),
-                    s.disruptions_allowed,
-                    s.current_healthy,
-                    s.expected_pods,
-                );
-            }
-        }
-        Err(e) => eprintln!("  (listing failed: {e})"),
-    }
-    workloads(client, ns).await;
-    eprintln!("--- leases in {ns}");
-    match Api::<Lease>::namespaced(client.clone(), ns).list(&lp).await {
-        Ok(list) => {
-            for l in list.items {
-                let s = l.spec.unwrap_or_default();
-                eprintln!(
-                    "  {} holder={} renewed={}",
-                    l.metadata.name.unwrap_or_default(),
-                    s.holder_identity.unwrap_or_default(),
-                    s.renew_time.map(|t| t.0.to_string()).unwrap_or_default(),
-                );
-            }
-        }
-        Err(e) => eprintln!("  (listing failed: {e})"),
-    }
+    let c = || client.clone();
+    section(Api::<Pod>::namespaced(c(), ns), "pods", ns, |p| {
+        let s = p.status.unwrap_or_default();
+        let conds: Vec<String> = s
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| format!("{}={}", c.type_, c.status))
+            .collect();
+        format!(
+            "{} uid={} phase={} node={} deleting={} [{}]",
+            p.metadata.name.unwrap_or_default(),
+            p.metadata.uid.unwrap_or_default(),
+            s.phase.unwrap_or_default(),
+            p.spec.and_then(|s| s.node_name).unwrap_or_default(),
+            p.metadata.deletion_timestamp.is_some(),
+            conds.join(" "),
+        )
+    })
+    .await;
+    section(Api::<Event>::namespaced(c(), ns), "events", ns, |e| {
+        format!(
+            "{} {}/{}: {} {}",
+            e.type_.unwrap_or_default(),
+            e.involved_object.kind.unwrap_or_default(),
+            e.involved_object.name.unwrap_or_default(),
+            e.reason.unwrap_or_default(),
+            e.message.unwrap_or_default(),
+        )
+    })
+    .await;
+    section(
+        Api::<PodDisruptionBudget>::namespaced(c(), ns),
+        "poddisruptionbudgets",
+        ns,
+        |p| {
+            let s = p.status.unwrap_or_default();
+            format!(
+                "{} disruptionsAllowed={} currentHealthy={} expected={}",
+                p.metadata.name.unwrap_or_default(),
+                s.disruptions_allowed,
+                s.current_healthy,
+                s.expected_pods,
+            )
+        },
+    )
+    .await;
+    section(
+        Api::<StatefulSet>::namespaced(c(), ns),
+        "statefulsets",
+        ns,
+        |o| {
+            let s = o.status.unwrap_or_default();
+            format!(
+                "{} ready={}/{} current={} update={}",
+                o.metadata.name.unwrap_or_default(),
+                s.ready_replicas.unwrap_or(0),
+                s.replicas,
+                s.current_revision.unwrap_or_default(),
+                s.update_revision.unwrap_or_default(),
+            )
+        },
+    )
+    .await;
+    section(
+        Api::<Deployment>::namespaced(c(), ns),
+        "deployments",
+        ns,
+        |o| {
+            let s = o.status.unwrap_or_default();
+            let ready = s.ready_replicas.unwrap_or(0);
+            format!(
+                "{} ready={ready}/{}",
+                o.metadata.name.unwrap_or_default(),
+                s.replicas.unwrap_or(0)
+            )
+        },
+    )
+    .await;
+    section(
+        Api::<DaemonSet>::namespaced(c(), ns),
+        "daemonsets",
+        ns,
+        |o| {
+            let s = o.status.unwrap_or_default();
+            format!(
+                "{} ready={}/{}",
+                o.metadata.name.unwrap_or_default(),
+                s.number_ready,
+                s.desired_number_scheduled,
+            )
+        },
+    )
+    .await;
+    section(Api::<Lease>::namespaced(c(), ns), "leases", ns, |l| {
+        let s = l.spec.unwrap_or_default();
+        format!(
+            "{} holder={} renewed={}",
+            l.metadata.name.unwrap_or_default(),
+            s.holder_identity.unwrap_or_default(),
+            s.renew_time.map(|t| t.0.to_string()).unwrap_or_default(),
+        )
+    })
+    .await;
     if let Some(node) = node {
         let gvk = GroupVersionKind::gvk("sessionguard.io", "v1alpha1", "SessionReport");
-        let reports: Api<DynamicObject> =
-            Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+        let reports: Api<DynamicObject> = Api::all_with(c(), &ApiResource::from_gvk(&gvk));
         eprintln!("--- sessionreport {node}");
         match reports.get_opt(node).await {
             Ok(Some(r)) => eprintln!("  {}", r.data),
@@ -104,7 +131,7 @@ pub async fn namespace(client: &kube::Client, ns: &str, node: Option<&str>) {
             Err(e) => eprintln!("  ({e})"),
         }
         eprintln!("--- node {node}");
-        match Api::<Node>::all(client.clone()).get_opt(node).await {
+        match Api::<Node>::all(c()).get_opt(node).await {
             Ok(Some(n)) => {
                 let unsched = n.spec.and_then(|s| s.unschedulable).unwrap_or(false);
                 let ready = n
@@ -123,52 +150,18 @@ pub async fn namespace(client: &kube::Client, ns: &str, node: Option<&str>) {
     }
 }
 
-async fn workloads(client: &kube::Client, ns: &str) {
-    let lp = ListParams::default();
-    eprintln!("--- workloads in {ns}");
-    if let Ok(list) = Api::<StatefulSet>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-    {
-        for o in list.items {
-            let s = o.status.unwrap_or_default();
-            eprintln!(
-                "  statefulset {} ready={}/{} current={} update={}",
-                o.metadata.name.unwrap_or_default(),
-                s.ready_replicas.unwrap_or(0),
-                s.replicas,
-                s.current_revision.unwrap_or_default(),
-                s.update_revision.unwrap_or_default(),
-            );
-        }
-    }
-    if let Ok(list) = Api::<Deployment>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-    {
-        for o in list.items {
-            let s = o.status.unwrap_or_default();
-            eprintln!(
-                "  deployment {} ready={}/{}",
-                o.metadata.name.unwrap_or_default(),
-                s.ready_replicas.unwrap_or(0),
-                s.replicas.unwrap_or(0),
-            );
-        }
-    }
-    if let Ok(list) = Api::<DaemonSet>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await
-    {
-        for o in list.items {
-            let s = o.status.unwrap_or_default();
-            eprintln!(
-                "  daemonset {} ready={}/{}",
-                o.metadata.name.unwrap_or_default(),
-                s.number_ready,
-                s.desired_number_scheduled,
-            );
-        }
+/// One `--- <kind> in <ns>` section: a line per object, or why listing failed.
+async fn section<K>(api: Api<K>, kind: &str, ns: &str, line: impl Fn(K) -> String)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eprintln!("--- {kind} in {ns}");
+    match api.list(&ListParams::default()).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .for_each(|o| eprintln!("  {}", line(o))),
+        Err(e) => eprintln!("  (listing failed: {e})"),
     }
 }
 

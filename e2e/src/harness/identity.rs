@@ -98,41 +98,23 @@ async fn apply_rbac(env: &TestEnv, template: &str, webhook: bool) -> Result<Stri
         "apiVersion": "v1", "kind": "Namespace",
         "name": env.ns(), "uid": namespace.metadata.uid,
     }]);
-    let pp = PostParams::default();
     let mut sa_name = None;
     for mut doc in docs {
         let kind = doc["kind"].as_str().unwrap_or_default().to_string();
         match kind.as_str() {
             "ServiceAccount" => {
                 sa_name = doc["metadata"]["name"].as_str().map(str::to_string);
-                let sa: ServiceAccount = serde_json::from_value(doc)?;
-                created(env.api::<ServiceAccount>().create(&pp, &sa).await)?;
+                create(env.api::<ServiceAccount>(), doc).await?;
             }
-            "Role" => {
-                let r: Role = serde_json::from_value(doc)?;
-                created(env.api::<Role>().create(&pp, &r).await)?;
-            }
-            "RoleBinding" => {
-                let r: RoleBinding = serde_json::from_value(doc)?;
-                created(env.api::<RoleBinding>().create(&pp, &r).await)?;
-            }
-            "ClusterRole" => {
+            "Role" => create(env.api::<Role>(), doc).await?,
+            "RoleBinding" => create(env.api::<RoleBinding>(), doc).await?,
+            "ClusterRole" | "ClusterRoleBinding" => {
                 doc["metadata"]["ownerReferences"] = owner.clone();
-                let r: ClusterRole = serde_json::from_value(doc)?;
-                created(
-                    Api::<ClusterRole>::all(client.clone())
-                        .create(&pp, &r)
-                        .await,
-                )?;
-            }
-            "ClusterRoleBinding" => {
-                doc["metadata"]["ownerReferences"] = owner.clone();
-                let r: ClusterRoleBinding = serde_json::from_value(doc)?;
-                created(
-                    Api::<ClusterRoleBinding>::all(client.clone())
-                        .create(&pp, &r)
-                        .await,
-                )?;
+                if kind == "ClusterRole" {
+                    create(Api::<ClusterRole>::all(client.clone()), doc).await?;
+                } else {
+                    create(Api::<ClusterRoleBinding>::all(client.clone()), doc).await?;
+                }
             }
             other => {
                 return Err(Error::Invalid(format!(
@@ -144,9 +126,14 @@ async fn apply_rbac(env: &TestEnv, template: &str, webhook: bool) -> Result<Stri
     sa_name.ok_or_else(|| Error::Invalid(format!("{template} has no ServiceAccount")))
 }
 
-/// A create that found the object already there (applied earlier in this test).
-fn created<T>(r: kube::Result<T>) -> Result<()> {
-    match r {
+/// Creates the rendered object; one already there (applied earlier in this
+/// test) is kept.
+async fn create<K>(api: Api<K>, doc: Value) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(doc)?;
+    match api.create(&PostParams::default(), &obj).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
