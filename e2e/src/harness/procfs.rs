@@ -16,6 +16,12 @@ pub fn parse_tty_nr(stat: &str) -> Option<u32> {
         .map(|n| n as u32)
 }
 
+/// The parent pid (field 4) of `/proc/<pid>/stat` text.
+pub fn parse_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Whether a `tty_nr` is a Unix98 pty slave (/dev/pts/N: majors 136-143).
 pub fn is_pts(tty_nr: u32) -> bool {
     let major = (tty_nr >> 8) & 0xfff;
@@ -32,6 +38,11 @@ pub fn pts_number(tty_nr: u32) -> u32 {
 pub fn cgroup_v2(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     parse_cgroup_v2(&text).map(str::to_string)
+}
+
+/// Reads and parses /proc/<pid>/stat's parent pid.
+pub fn ppid(pid: u32) -> Option<u32> {
+    parse_ppid(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Reads and parses /proc/<pid>/stat's tty_nr.
@@ -72,6 +83,12 @@ mod tests {
         assert_eq!(pts_number(nr), 3);
         let none = "78 (sleep) S 1 78 78 0 -1 0";
         assert!(!is_pts(parse_tty_nr(none).unwrap()));
+    }
+
+    #[test]
+    fn parent_pid_after_a_name_with_parentheses() {
+        assert_eq!(parse_ppid("77 (sh (x) y) S 4242 77 77 0"), Some(4242));
+        assert_eq!(parse_ppid("77 (truncated"), None);
     }
 
     #[test]

@@ -240,14 +240,7 @@ pub fn sweep_orphaned_cgroups(root: &CgroupRoot) -> Result<Vec<PathBuf>> {
         }
         let pids = cgroup::procs_below(&e.path());
         let orphaned = pids.iter().all(|&pid| {
-            // Parent pid is the 4th field of stat, after the parenthesised name.
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.rsplit_once(')')?.1.to_string();
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                .is_none_or(|ppid| ppid == 1 || !is_ours(ppid))
+            crate::harness::procfs::ppid(pid as u32).is_none_or(|ppid| ppid == 1 || !is_ours(ppid))
         });
         if orphaned {
             cgroup::remove_tree(&e.path())?;
