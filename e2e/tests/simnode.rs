@@ -401,15 +401,21 @@ async fn deletion_honours_the_grace_period_and_a_shorter_redelete() {
     let (pid_a, pid_b) = (pid_of(&a), pid_of(&b));
 
     // --- the whole grace period: SIGTERM is ignored, SIGKILL ends it ---
+    let delete = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.delete(name, &DeleteParams::default())
+                .await
+                .expect("delete");
+            await_::object(&pods, name, "terminating", |p| {
+                p.metadata.deletion_timestamp.is_some()
+            })
+            .await
+            .expect("terminating");
+        }
+    };
     let deleted = Instant::now();
-    pods.delete("stubborn", &DeleteParams::default())
-        .await
-        .expect("delete");
-    await_::object(&pods, "stubborn", "terminating", |p| {
-        p.metadata.deletion_timestamp.is_some()
-    })
-    .await
-    .expect("terminating");
+    delete("stubborn").await;
     assert!(
         procfs::cmdline(pid_a) == STAND_IN,
         "the container still runs after SIGTERM"
@@ -429,15 +435,8 @@ async fn deletion_honours_the_grace_period_and_a_shorter_redelete() {
         "SIGKILL at the end of the grace period"
     );
 
-    // --- a 600 s grace period, then a delete with grace 0: gone at once ---
-    pods.delete("cut-short", &DeleteParams::default())
-        .await
-        .expect("delete");
-    await_::object(&pods, "cut-short", "terminating", |p| {
-        p.metadata.deletion_timestamp.is_some()
-    })
-    .await
-    .expect("terminating");
+    // --- a 600 s grace period, then a delete with grace 1 s: gone at once ---
+    delete("cut-short").await;
     let shortened = Instant::now();
     let now = DeleteParams {
         grace_period_seconds: Some(1),
