@@ -89,7 +89,7 @@ async fn server_side_dry_run_of_default_and_all_on() -> Result<()> {
         ),
     ] {
         let rendered = chart::template(release, env.ns(), &extra)?;
-        let file = chart::log_dir(&env).join(format!("{release}.yaml"));
+        let file = env.scratch_dir().join(format!("{release}.yaml"));
         std::fs::write(&file, &rendered).map_err(|e| invalid(e.to_string()))?;
         let f = file.display().to_string();
         let (ok, out) = env

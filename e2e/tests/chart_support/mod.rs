@@ -279,10 +279,6 @@ pub async fn await_component(
     .await
 }
 
-pub fn log_dir(env: &TestEnv) -> PathBuf {
-    env.scratch_dir()
-}
-
 /// A kubeconfig with a token of `pod`'s ServiceAccount bound to `pod`: what the kubelet
 /// would project into it.
 pub async fn pod_kubeconfig(env: &TestEnv, pod: &Pod) -> Result<PathBuf> {
@@ -293,7 +289,7 @@ pub async fn pod_kubeconfig(env: &TestEnv, pod: &Pod) -> Result<PathBuf> {
         .ok_or_else(|| invalid("pod has no service account"))?;
     let token = tokens::pod_token(env.client(), &sa, pod, &[], 3600).await?;
     let name = pod.metadata.name.clone().unwrap_or_default();
-    tokens::write_token_kubeconfig(&env.cluster().info, &log_dir(env), &name, &token)
+    tokens::write_token_kubeconfig(&env.cluster().info, &env.scratch_dir(), &name, &token)
 }
 
 /// A real binary started for a test: killed on Drop, log tail printed on failure.
@@ -354,7 +350,7 @@ pub async fn start_agent(env: &TestEnv, agent_pod: &Pod, interval: &str) -> Resu
     let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
     let addr = free_addr()?;
     let (addr_s, kc) = (addr.to_string(), kubeconfig.display().to_string());
-    let log = log_dir(env).join("agent.log");
+    let log = env.scratch_dir().join("agent.log");
     let child = Child::spawn(
         &bin,
         &[
@@ -399,7 +395,7 @@ pub async fn start_controller(env: &TestEnv, release: &str, ctl_pod: &Pod) -> Re
     let lease = format!("{}-controller", fullname(release));
     let (addr_s, kc) = (addr.to_string(), kubeconfig.display().to_string());
     let identity = ctl_pod.metadata.name.clone().unwrap_or_default();
-    let log = log_dir(env).join("controller.log");
+    let log = env.scratch_dir().join("controller.log");
     let child = Child::spawn(
         &bin,
         &[

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sessionguard_e2e::harness::{Child, await_};
 use sessionguard_e2e::{Result, wait};
 
-use super::{free_addr, http_get, invalid, log_dir, run};
+use super::{free_addr, http_get, invalid, run};
 
 /// One scrape job: `job` label and a static target.
 pub struct Job<'a> {
@@ -34,7 +34,7 @@ impl Prometheus {
         rules: &str,
         jobs: &[Job<'_>],
     ) -> Result<Self> {
-        let dir = log_dir(env).join("prometheus");
+        let dir = env.scratch_dir().join("prometheus");
         std::fs::create_dir_all(dir.join("data"))
             .map_err(|e| invalid(format!("creating {}: {e}", dir.display())))?;
         let rules_path = dir.join("sessionguard-alerts.yaml");

@@ -95,10 +95,6 @@ pub async fn install(client: &kube::Client) -> Result<()> {
     Ok(())
 }
 
-fn log_dir(env: &TestEnv) -> PathBuf {
-    env.scratch_dir()
-}
-
 /// The real controller, as a child process with the chart's controller identity
 /// (its ServiceAccount and RBAC, rendered from the chart for this test).
 pub struct Controller {
@@ -125,7 +121,7 @@ pub async fn start_controller(env: &TestEnv, name: &str, args: &[&str]) -> Resul
         name,
     ];
     all.extend_from_slice(args);
-    let log = log_dir(env).join(format!("{name}.log"));
+    let log = env.scratch_dir().join(format!("{name}.log"));
     let kubeconfig = id.kubeconfig.display().to_string();
     let child = Child::spawn(
         &bin,
@@ -246,7 +242,7 @@ pub async fn agent_kubeconfig(env: &TestEnv, pod_name: &str, node: &str) -> Resu
     let pod = await_::pod_ready(&pods, pod_name).await?;
     let token = tokens::pod_token(env.client(), &sa, &pod, &[], 3600).await?;
     let kubeconfig =
-        tokens::write_token_kubeconfig(&env.cluster().info, &log_dir(env), pod_name, &token)?;
+        tokens::write_token_kubeconfig(&env.cluster().info, &env.scratch_dir(), pod_name, &token)?;
     Ok((pod, kubeconfig))
 }
 
@@ -254,7 +250,7 @@ pub async fn start_agent(env: &TestEnv, interval: &str) -> Result<Agent> {
     let node = env.node_name().to_string();
     let (_pod, kubeconfig) = agent_kubeconfig(env, "sessionguard-agent", &node).await?;
     let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
-    let log = log_dir(env).join("agent.log");
+    let log = env.scratch_dir().join("agent.log");
     let kc = kubeconfig.display().to_string();
     let child = Child::spawn(
         &bin,

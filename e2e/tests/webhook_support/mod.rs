@@ -49,10 +49,6 @@ pub async fn controller_kubeconfig(env: &TestEnv) -> Result<PathBuf> {
     Ok(identity::chart_controller(env, true).await?.kubeconfig)
 }
 
-pub fn log_dir(env: &TestEnv) -> PathBuf {
-    env.scratch_dir()
-}
-
 /// Both webhook configurations, pointed at `port` on loopback and limited to
 /// the test's namespace (the cluster is shared with other tests).
 pub async fn install_webhooks(env: &TestEnv, port: u16) -> Result<()> {
@@ -158,7 +154,7 @@ pub async fn start(
         "1s",
     ];
     args.extend_from_slice(extra);
-    let log = log_dir(env).join(format!("{name}.log"));
+    let log = env.scratch_dir().join(format!("{name}.log"));
     let kc = kubeconfig.display().to_string();
     let child = Child::spawn(
         &bin,
