@@ -211,24 +211,17 @@ impl Collector for SessionCollector {
 mod tests {
     use super::*;
     use crate::snapshot::{self, Snapshot};
-    use sessionguard_core::{ContainerId, PodUid, Session};
+    use sessionguard_core::{ContainerId, Session};
     use std::sync::Arc;
 
     fn session(container: char, pid: u32) -> Session {
         Session {
-            pod_uid: PodUid::parse("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0").unwrap(),
             container_id: ContainerId::parse(&container.to_string().repeat(64)).unwrap(),
-            tty: "pts/0".into(),
             pid,
-            command: "sh".into(),
-            argv: vec![],
-            uid: 0,
             started_at: jiff::Timestamp::from_second(1_764_000_000 + i64::from(pid)).unwrap(),
-            processes: 1,
-            console: false,
             namespace: Some("ops".into()),
             pod_name: Some("bastion-0".into()),
-            container_name: None,
+            ..crate::testing::session()
         }
     }
 

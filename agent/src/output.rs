@@ -92,23 +92,12 @@ fn command_line(s: &Session) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sessionguard_core::{ContainerId, PodUid};
 
     fn session(argv: &[&str]) -> Session {
         Session {
-            pod_uid: PodUid::parse("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0").unwrap(),
-            container_id: ContainerId::parse(&"ab".repeat(32)).unwrap(),
-            tty: "pts/3".into(),
-            pid: 42,
             command: "bash (login)".into(),
             argv: argv.iter().map(|a| a.to_string()).collect(),
-            uid: 1000,
-            started_at: jiff::Timestamp::from_second(1_764_000_000).unwrap(),
-            processes: 2,
-            console: false,
-            namespace: None,
-            pod_name: None,
-            container_name: None,
+            ..crate::testing::session()
         }
     }
 

@@ -12,6 +12,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use sessionguard_core::{ContainerId, PodUid, Session};
+
 pub struct FakeProc {
     root: PathBuf,
 }
@@ -21,6 +23,27 @@ pub struct FakeProc {
 /// 0-7 in bits 0-7 and minor bits 8-19 in bits 20-31.
 pub fn pts(n: u32) -> u32 {
     (136 << 8) | (n & 0xff) | ((n & 0xfff00) << 12)
+}
+
+/// A login session with every field set, for tests to override: `bash` on
+/// pts/0 in container `aaaa…` of pod `0f1e2d3c-…`, started at 1764000000 s,
+/// not yet named from the API server.
+pub fn session() -> Session {
+    Session {
+        pod_uid: PodUid::parse("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0").unwrap(),
+        container_id: ContainerId::parse(&"a".repeat(64)).unwrap(),
+        tty: "pts/0".into(),
+        pid: 1,
+        command: "bash".into(),
+        argv: vec!["bash".into()],
+        uid: 0,
+        started_at: jiff::Timestamp::from_second(1_764_000_000).unwrap(),
+        processes: 1,
+        console: false,
+        namespace: None,
+        pod_name: None,
+        container_name: None,
+    }
 }
 
 /// A systemd-driver containerd cgroup line for a pod's container.

@@ -20,6 +20,18 @@ fn hz() -> u64 {
         .unwrap() as u64
 }
 
+/// A scanner of `fake` that resyncs only when a test asks for it.
+fn scanner(fake: &FakeProc) -> Scanner {
+    Scanner::new(
+        ProcFs::open(fake.root()).unwrap(),
+        ScannerConfig {
+            resync_every: 1000,
+            ..ScannerConfig::default()
+        },
+    )
+    .unwrap()
+}
+
 /// A tree with some background processes (old, no terminal) and a scanner
 /// that has done its first, full scan of it.
 fn setup() -> (tempfile::TempDir, FakeProc, Scanner) {
@@ -28,14 +40,7 @@ fn setup() -> (tempfile::TempDir, FakeProc, Scanner) {
     for pid in 1..=20 {
         fake.process(pid).write().unwrap();
     }
-    let mut scanner = Scanner::new(
-        ProcFs::open(fake.root()).unwrap(),
-        ScannerConfig {
-            resync_every: 1000,
-            ..ScannerConfig::default()
-        },
-    )
-    .unwrap();
+    let mut scanner = scanner(&fake);
     let (sessions, stats) = scanner.tick().unwrap();
     assert!(stats.full && sessions.is_empty());
     assert_eq!(stats.stat_reads, 20);
@@ -103,14 +108,7 @@ fn a_process_young_by_its_start_time_is_reread_after_the_first_scan() {
     // Old, and also without a terminal at the first scan.
     let old = || fake.process(911).comm("sh").in_container(POD, &cid('e'));
     old().write().unwrap();
-    let mut scanner = Scanner::new(
-        ProcFs::open(fake.root()).unwrap(),
-        ScannerConfig {
-            resync_every: 1000,
-            ..ScannerConfig::default()
-        },
-    )
-    .unwrap();
+    let mut scanner = scanner(&fake);
     assert!(scanner.tick().unwrap().0.is_empty());
 
     young().tty(pts(1)).leads_session().write().unwrap();
@@ -194,6 +192,50 @@ fn a_reused_pid_without_a_terminal_yet_is_young_again() {
 }
 
 #[test]
+fn a_new_directory_inode_with_the_same_start_time_is_the_same_process() {
+    let (_d, fake, mut scanner) = setup();
+    // An old background process, past its young ticks...
+    fake.process(935).started_at_tick(100).write().unwrap();
+    // ...and a login, whose leader is cached.
+    let login = |uid: u32| {
+        fake.process(936)
+            .comm("bash")
+            .argv(&["bash"])
+            .uid(uid)
+            .started_at_tick(300)
+            .tty(pts(7))
+            .leads_session()
+            .in_container(POD, &cid('c'))
+    };
+    login(1000).write().unwrap();
+    for _ in 0..=ScannerConfig::default().young_ticks {
+        tick(&mut scanner);
+    }
+    let (s, stats) = tick(&mut scanner);
+    assert_eq!(stats.stat_reads, 1, "only the terminal is re-read");
+    assert_eq!(s[0].uid, 1000);
+
+    // The kernel evicted and rebuilt both dentries: new inodes, same
+    // processes. The new status would only show if the leader were re-read.
+    fake.process(935)
+        .started_at_tick(100)
+        .write_replacing()
+        .unwrap();
+    login(2000).write_replacing().unwrap();
+    let (s, stats) = tick(&mut scanner);
+    assert_eq!((stats.stat_reads, stats.young), (2, 0), "{stats:?}");
+    assert_eq!(s.len(), 1, "{s:#?}");
+    assert_eq!(s[0].uid, 1000, "the leader cache is kept");
+    let (s, stats) = tick(&mut scanner);
+    assert_eq!(
+        (stats.stat_reads, stats.young),
+        (1, 0),
+        "not young again: {stats:?}"
+    );
+    assert_eq!(s[0].uid, 1000);
+}
+
+#[test]
 fn boot_time_is_reread_on_each_resync() {
     let (_d, fake, mut scanner) = setup();
     fake.process(940)
@@ -204,13 +246,20 @@ fn boot_time_is_reread_on_each_resync() {
         .write()
         .unwrap();
     let at = |s: &[Session]| s[0].started_at.as_second();
+    let write_btime = |btime: u64| {
+        std::fs::write(
+            fake.root().join("stat"),
+            format!("cpu  1 2 3 4\nbtime {btime}\n"),
+        )
+        .unwrap()
+    };
     assert_eq!(at(&tick(&mut scanner).0), BTIME as i64);
+    // The kernel recomputes btime on each read, a second either way: jitter,
+    // not a clock step, so a resync keeps the boot time.
+    write_btime(BTIME + 1);
+    assert_eq!(at(&scanner.scan(true).unwrap().0), BTIME as i64);
     // The wall clock was stepped: the kernel's btime moves with it.
-    std::fs::write(
-        fake.root().join("stat"),
-        format!("cpu  1 2 3 4\nbtime {}\n", BTIME + 100),
-    )
-    .unwrap();
+    write_btime(BTIME + 100);
     assert_eq!(
         at(&tick(&mut scanner).0),
         BTIME as i64,
@@ -282,9 +331,13 @@ fn an_unreadable_leader_status_keeps_the_session() {
     assert!(!s[0].console);
     assert_eq!(s[0].command, "bash");
 
-    // A fallback is not cached: once status reads again, it is used.
+    // The fallback is cached like any leader, not re-read (and counted) on
+    // every tick; once status reads again, the next resync uses it.
     write_console_leader(&fake);
     let (s, stats) = tick(&mut scanner);
+    assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+    assert_eq!(s[0].uid, nix::unistd::Uid::effective().as_raw());
+    let (s, stats) = scanner.scan(true).unwrap();
     assert!(stats.errors.is_empty(), "{:?}", stats.errors);
     assert_eq!((s[0].uid, s[0].console), (1000, true));
 }

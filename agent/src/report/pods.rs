@@ -71,17 +71,17 @@ pub fn resolve(pods: &[std::sync::Arc<Pod>], sessions: &mut Vec<Session>) -> Vec
             by_uid.insert(hash.to_ascii_lowercase(), p);
         }
     }
-    let (mut here, foreign): (Vec<Session>, Vec<Session>) = std::mem::take(sessions)
-        .into_iter()
-        .partition(|s| by_uid.contains_key(s.pod_uid.as_str()));
-    for s in &mut here {
-        let pod = by_uid[s.pod_uid.as_str()];
-        s.namespace = pod.metadata.namespace.clone();
-        s.pod_name = pod.metadata.name.clone();
-        s.container_name = container_name(pod, &s.container_id);
-    }
-    *sessions = here;
-    foreign
+    sessions
+        .extract_if(.., |s| match by_uid.get(s.pod_uid.as_str()) {
+            Some(pod) => {
+                s.namespace = pod.metadata.namespace.clone();
+                s.pod_name = pod.metadata.name.clone();
+                s.container_name = container_name(pod, &s.container_id);
+                false
+            }
+            None => true,
+        })
+        .collect()
 }
 
 /// Counts foreign sessions once each. The scan loop drops the same foreign
@@ -92,9 +92,10 @@ pub struct ForeignSessions {
     last_tick: HashSet<SessionKey>,
 }
 
-/// A session's identity: its terminal in its container, and the leader (pid
-/// and start time, so a new login on a reused pts number is a new session).
-type SessionKey = (String, String, String, u32, jiff::Timestamp);
+/// A session's identity: its leader's pid and start time. A process holds
+/// one terminal in one container, and the start time tells a reused pid
+/// apart, so a new login on a reused pts number is a new session.
+type SessionKey = (u32, jiff::Timestamp);
 
 // === impl ForeignSessions ===
 
@@ -103,18 +104,7 @@ impl ForeignSessions {
     /// tick. Only the last tick is remembered, so memory follows what is
     /// foreign now; a session that leaves and comes back counts again.
     pub fn newly_dropped(&mut self, dropped: &[Session]) -> usize {
-        let now: HashSet<SessionKey> = dropped
-            .iter()
-            .map(|s| {
-                (
-                    s.pod_uid.to_string(),
-                    s.container_id.to_string(),
-                    s.tty.clone(),
-                    s.pid,
-                    s.started_at,
-                )
-            })
-            .collect();
+        let now: HashSet<SessionKey> = dropped.iter().map(|s| (s.pid, s.started_at)).collect();
         let new = now.difference(&self.last_tick).count();
         self.last_tick = now;
         new
@@ -175,17 +165,7 @@ mod tests {
         Session {
             pod_uid: PodUid::parse(uid).unwrap(),
             container_id: ContainerId::parse(&c.to_string().repeat(64)).unwrap(),
-            tty: "pts/0".into(),
-            pid: 1,
-            command: "sh".into(),
-            argv: vec![],
-            uid: 0,
-            started_at: jiff::Timestamp::UNIX_EPOCH,
-            processes: 1,
-            console: false,
-            namespace: None,
-            pod_name: None,
-            container_name: None,
+            ..crate::testing::session()
         }
     }
 
@@ -225,6 +205,7 @@ mod tests {
         let a = session("11111111-2222-3333-4444-555555555555", 'a');
         let mut b = a.clone();
         b.tty = "pts/1".into();
+        b.pid = 3;
         assert_eq!(f.newly_dropped(std::slice::from_ref(&a)), 1);
         // The same session on the next ticks: not again.
         assert_eq!(f.newly_dropped(std::slice::from_ref(&a)), 0);

@@ -1,8 +1,12 @@
 //! Incremental scanning. A full scan reads `stat` of every pid; a steady-state
-//! tick only reads pids it has not seen (new inode), the few processes that
-//! hold a terminal and the few that are young enough to be about to take one,
-//! so a quiet node costs little more than one readdir. A periodic full resync
-//! bounds how long any other missed change can live.
+//! tick only reads pids it has not seen or whose directory inode changed, the
+//! few processes that hold a terminal and the few that are young enough to be
+//! about to take one, so a quiet node costs little more than one readdir. A
+//! periodic full resync bounds how long any other missed change can live.
+//!
+//! A process's identity is its pid and start time. The inode of `/proc/<pid>`
+//! is only a hint to skip reads: a reused pid gets a new directory, but so can
+//! a live process whose dentry the kernel evicted and rebuilt.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -17,6 +21,11 @@ use crate::proc::{Stat, Status, parse_btime, parse_cgroup, parse_cmdline, parse_
 /// The kernel's overflow uid (`/proc/sys/kernel/overflowuid`), which it shows
 /// for a uid it cannot map; used when a leader's uid cannot be read at all.
 const UNKNOWN_UID: u32 = 65534;
+
+/// How far a re-read boot time must move to be taken as a clock step. The
+/// kernel computes `btime` from the wall clock and uptime on every read, so it
+/// jitters by a second between reads of the same boot.
+const BOOT_TIME_STEP_NS: i128 = 2_000_000_000;
 
 #[derive(Clone, Debug)]
 pub struct ScannerConfig {
@@ -81,20 +90,19 @@ struct Known {
 }
 
 /// Slow-changing facts about a session leader, cached by (pid, starttime) so
-/// a reused pid can never inherit them.
+/// a reused pid can never inherit them, and read again on every full resync.
+/// A fallback for an unreadable `status` is cached the same way: re-reading
+/// it would cost `status`, an fstat, `cmdline` and a counted error per tick.
 struct Leader {
     uid: u32,
     namespace_init: bool,
     argv: Vec<String>,
-    /// False when `status` could not be read and `uid` is a fallback; such an
-    /// entry is used for this tick only and read again on the next.
-    complete: bool,
     generation: u64,
 }
 
 /// Boot time, and one reading of uptime to date process start times against.
-/// Re-taken on every full resync: `btime` moves when the wall clock is
-/// stepped, and a daemon lives for months.
+/// Re-read on every full resync (see [`Clock::resync`]): `btime` moves when
+/// the wall clock is stepped, and a daemon lives for months.
 struct Clock {
     boot_ns: i128,
     uptime: Option<(f64, Instant)>,
@@ -146,7 +154,7 @@ impl Scanner {
         // `new` has just read the clock for the first scan.
         if full && !first {
             match Clock::read(&self.fs) {
-                Ok(clock) => self.clock = clock,
+                Ok(clock) => self.clock.resync(clock),
                 // Keep the last good reading.
                 Err(e) => *stats.errors.entry(e.kind()).or_default() += 1,
             }
@@ -159,19 +167,22 @@ impl Scanner {
         let mut candidates = Vec::new();
         let pids = std::mem::take(&mut self.pids);
         for &(pid, ino) in &pids {
-            // (start time, recheck_until) of the process last read under this pid and inode.
+            // (start time, recheck_until) of the process last read under this pid.
             let seen = match self.known.get_mut(&pid) {
-                Some(k) if k.ino == ino => {
-                    if !full && k.tty_nr == 0 && generation > k.recheck_until {
-                        k.generation = generation;
-                        continue;
-                    }
-                    if k.tty_nr == 0 && !full {
+                Some(k) => {
+                    // Same directory: skipped unless it has a terminal or is young.
+                    // A new inode is read; its start time tells whether it is
+                    // a new process.
+                    if k.ino == ino && !full && k.tty_nr == 0 {
+                        if generation > k.recheck_until {
+                            k.generation = generation;
+                            continue;
+                        }
                         stats.young += 1;
                     }
                     Some((k.starttime, k.recheck_until))
                 }
-                _ => None,
+                None => None,
             };
             stats.stat_reads += 1;
             if !fetch(&mut self.fs, pid, "stat", &mut self.buf, &mut stats).is_read() {
@@ -191,9 +202,10 @@ impl Scanner {
                 }
             };
             let tty_nr = if stat.is_gone() { 0 } else { stat.tty_nr };
-            // A process we have not read before (new pid, or a reused one with a
-            // new inode or start time) that shows up after the first scan
-            // started at most one interval ago, whatever the clock says.
+            // A process we have not read before (new pid, or a reused one: a new
+            // start time) that shows up after the first scan started at most
+            // one interval ago, whatever the clock says. The same process under
+            // a new inode keeps its youth, and its cached leader below.
             let new = seen.is_none_or(|(start, _)| start != stat.starttime);
             let young = (new && !first)
                 || now_ticks.is_some_and(|now| now.saturating_sub(stat.starttime) < young_age);
@@ -252,7 +264,7 @@ impl Scanner {
                 continue;
             };
             let key = (l.pid, l.starttime);
-            if full || !self.leaders.get(&key).is_some_and(|c| c.complete) {
+            if full || !self.leaders.contains_key(&key) {
                 match self.read_leader(l.pid, &mut stats) {
                     Some(leader) => {
                         self.leaders.insert(key, leader);
@@ -293,9 +305,8 @@ impl Scanner {
     /// session counts as a login, since calling a real login a console would
     /// leave its pod unprotected.
     fn read_leader(&mut self, pid: u32, stats: &mut ScanStats) -> Option<Leader> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let status = match fetch(&mut self.fs, pid, "status", &mut buf, stats) {
-            Fetched::Read => match Status::parse(&String::from_utf8_lossy(&buf)) {
+        let status = match fetch(&mut self.fs, pid, "status", &mut self.buf, stats) {
+            Fetched::Read => match Status::parse(&String::from_utf8_lossy(&self.buf)) {
                 Ok(status) => Some(status),
                 Err(e) => {
                     tracing::debug!(pid, error = %e, "session leader status unusable");
@@ -303,38 +314,32 @@ impl Scanner {
                     None
                 }
             },
-            Fetched::Gone => {
-                self.buf = buf;
-                return None;
-            }
+            Fetched::Gone => return None,
             Fetched::Failed => None,
         };
-        let (uid, namespace_init, complete) = match status {
-            Some(s) => (s.uid, s.is_namespace_init(), true),
+        let (uid, namespace_init) = match status {
+            Some(s) => (s.uid, s.is_namespace_init()),
             None => match self.fs.owner(pid) {
-                Ok(Some(uid)) => (uid, false, false),
+                Ok(Some(uid)) => (uid, false),
                 Ok(None) => {
                     stats.vanished += 1;
-                    self.buf = buf;
                     return None;
                 }
                 Err(e) => {
                     *stats.errors.entry(e.kind()).or_default() += 1;
-                    (UNKNOWN_UID, false, false)
+                    (UNKNOWN_UID, false)
                 }
             },
         };
         // cmdline is optional: an unreadable one leaves the command name from stat.
-        let argv = match fetch(&mut self.fs, pid, "cmdline", &mut buf, stats) {
-            Fetched::Read => parse_cmdline(&buf),
+        let argv = match fetch(&mut self.fs, pid, "cmdline", &mut self.buf, stats) {
+            Fetched::Read => parse_cmdline(&self.buf),
             Fetched::Gone | Fetched::Failed => Vec::new(),
         };
-        self.buf = buf;
         Some(Leader {
             uid,
             namespace_init,
             argv,
-            complete,
             generation: 0,
         })
     }
@@ -359,6 +364,16 @@ impl Clock {
             boot_ns: (boot_secs * 1e9) as i128,
             uptime: uptime.map(|u| (u, Instant::now())),
         })
+    }
+
+    /// Takes a resync's reading: always its uptime, but its boot time only if
+    /// that moved by more than [`BOOT_TIME_STEP_NS`] (a real clock step), so
+    /// the kernel's jitter does not move every start time by a second.
+    fn resync(&mut self, new: Clock) {
+        self.uptime = new.uptime;
+        if (new.boot_ns - self.boot_ns).abs() > BOOT_TIME_STEP_NS {
+            self.boot_ns = new.boot_ns;
+        }
     }
 
     /// Clock ticks since boot now, in the unit of `stat`'s starttime.
@@ -426,6 +441,41 @@ mod tests {
 
     fn argv(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_resync_adopts_a_clock_step_but_not_btime_jitter() {
+        const S: i128 = 1_000_000_000;
+        let boot = 1_764_000_000 * S;
+        let at = Instant::now();
+        let mut clock = Clock {
+            boot_ns: boot,
+            uptime: Some((1000.0, at)),
+        };
+        // The kernel recomputed btime a second off: the boot time stays, the
+        // uptime reading is new.
+        clock.resync(Clock {
+            boot_ns: boot + S,
+            uptime: Some((1030.0, at)),
+        });
+        assert_eq!(clock.boot_ns, boot);
+        assert_eq!(clock.uptime, Some((1030.0, at)));
+        clock.resync(Clock {
+            boot_ns: boot - S,
+            uptime: None,
+        });
+        assert_eq!((clock.boot_ns, clock.uptime), (boot, None));
+        // The wall clock was stepped by a minute, either way.
+        clock.resync(Clock {
+            boot_ns: boot + 60 * S,
+            uptime: Some((1060.0, at)),
+        });
+        assert_eq!(clock.boot_ns, boot + 60 * S);
+        clock.resync(Clock {
+            boot_ns: boot,
+            uptime: Some((1090.0, at)),
+        });
+        assert_eq!(clock.boot_ns, boot);
     }
 
     #[test]
