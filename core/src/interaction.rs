@@ -50,7 +50,7 @@ fn bad(key: &str, value: &str, why: impl std::fmt::Display) -> Error {
 }
 
 /// `t` without its fraction of a second (see the module docs for why).
-pub fn whole_seconds(t: Timestamp) -> Timestamp {
+fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
@@ -119,9 +119,7 @@ impl Interaction {
     /// webhook is down.
     pub fn evict_at(&self, max_extension: Duration) -> Timestamp {
         let ext = self.extension.unwrap_or_default().min(max_extension);
-        let total = self.ttl.saturating_add(ext);
-        let total = SignedDuration::try_from(total).unwrap_or(SignedDuration::MAX);
-        self.first.checked_add(total).unwrap_or(Timestamp::MAX)
+        plus(self.first, self.ttl.saturating_add(ext))
     }
 
     /// What is wrong with the extension, for the controller to report: it is
@@ -142,22 +140,24 @@ impl Interaction {
     }
 
     /// Folds one interaction (at `at`, by `who`) into an existing record, or
-    /// starts one with `ttl`. First interaction and TTL never move. The fold
-    /// commutes (replicas may apply interactions in any order): first = min,
-    /// last = max, and on a tie for last the greater name wins.
+    /// starts one with `ttl`. The TTL never moves. The fold commutes
+    /// (replicas may apply interactions in any order): first = min and
+    /// `interactor` is whoever was first, last = max and `last_interactor`
+    /// whoever was last; on a tie the smaller name is first and the greater
+    /// name last.
     pub fn record(existing: Option<&Self>, at: Timestamp, who: &str, ttl: Duration) -> Self {
         let at = whole_seconds(at);
         match existing {
             Some(r) => {
+                let earlier = at < r.first || (at == r.first && who < r.interactor.as_str());
                 let later = at > r.last || (at == r.last && who > r.last_interactor.as_str());
+                let pick =
+                    |new: bool, old: &String| if new { who.to_string() } else { old.clone() };
                 Self {
-                    last: r.last.max(at),
                     first: r.first.min(at),
-                    last_interactor: if later {
-                        who.to_string()
-                    } else {
-                        r.last_interactor.clone()
-                    },
+                    interactor: pick(earlier, &r.interactor),
+                    last: r.last.max(at),
+                    last_interactor: pick(later, &r.last_interactor),
                     ..r.clone()
                 }
             }
@@ -194,6 +194,18 @@ impl Interaction {
 /// later than the moment the controller acts on.
 pub fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `t + d`, saturating at [`Timestamp::MAX`] (a huge TTL or grace period
+/// means "never", not an error).
+pub fn plus(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// How long from `now` until `t`; zero once `t` has passed.
+pub fn until(now: Timestamp, t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]
@@ -353,6 +365,78 @@ mod tests {
         let b = Interaction::record(None, t("2026-11-24T01:05:00Z"), "carol", ttl);
         let y = Interaction::record(Some(&b), t("2026-11-24T01:05:00Z"), "bob", ttl);
         assert_eq!(x.last_interactor, y.last_interactor);
+    }
+
+    /// Every order of the same interactions gives the same whole record.
+    fn every_order(interactions: &[(&str, &str)], ttl: Duration) -> Interaction {
+        fn orders(items: &[usize]) -> Vec<Vec<usize>> {
+            if items.len() <= 1 {
+                return vec![items.to_vec()];
+            }
+            let mut out = vec![];
+            for (i, &x) in items.iter().enumerate() {
+                let mut rest = items.to_vec();
+                rest.remove(i);
+                for mut o in orders(&rest) {
+                    o.insert(0, x);
+                    out.push(o);
+                }
+            }
+            out
+        }
+        let all = orders(&(0..interactions.len()).collect::<Vec<_>>());
+        let fold = |order: &Vec<usize>| {
+            order.iter().fold(None, |acc: Option<Interaction>, &i| {
+                let (at, who) = interactions[i];
+                Some(Interaction::record(acc.as_ref(), ts(at), who, ttl))
+            })
+        };
+        let first = fold(&all[0]).unwrap();
+        for order in &all {
+            assert_eq!(fold(order).as_ref(), Some(&first), "order {order:?}");
+        }
+        first
+    }
+
+    #[test]
+    fn the_whole_record_is_the_same_in_every_order() {
+        let ttl = Duration::from_secs(600);
+        // An agent-seen login that reaches the controller after a webhook
+        // exec that happened later: the login is still the first interactor.
+        let r = every_order(
+            &[
+                ("2026-11-24T01:05:00Z", "oidc:https://idp#alice"),
+                ("2026-11-24T01:00:00.4Z", "uid:1000"),
+                ("2026-11-24T01:09:00Z", "bob"),
+            ],
+            ttl,
+        );
+        assert_eq!(
+            r,
+            Interaction {
+                first: ts("2026-11-24T01:00:00Z"),
+                last: ts("2026-11-24T01:09:00Z"),
+                interactor: "uid:1000".into(),
+                last_interactor: "bob".into(),
+                ttl,
+                extension: None,
+                extended_by: None,
+                extension_error: None,
+            }
+        );
+        // Ties on both ends: the smaller name is first, the greater last.
+        let r = every_order(
+            &[
+                ("2026-11-24T01:00:00Z", "carol"),
+                ("2026-11-24T01:00:00Z", "alice"),
+                ("2026-11-24T01:00:00Z", "bob"),
+            ],
+            ttl,
+        );
+        assert_eq!(
+            (r.interactor.as_str(), r.last_interactor.as_str()),
+            ("alice", "carol")
+        );
     }
 
     #[test]
