@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use sessionguard_core::interaction::{Interaction, login_user, rfc3339};
+use sessionguard_core::interaction::{Interaction, login_user, plus, rfc3339, until};
 use sessionguard_core::protection::{OptIn, protect_annotations, restore_annotations};
 use sessionguard_core::{Session, keys};
 
@@ -52,15 +52,6 @@ pub struct Plan {
     pub interaction: Option<Interaction>,
     pub interaction_error: Option<String>,
     pub requeue: Option<Duration>,
-}
-
-fn plus(t: Timestamp, d: Duration) -> Timestamp {
-    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
-        .unwrap_or(Timestamp::MAX)
-}
-
-fn until(now: Timestamp, t: Timestamp) -> Duration {
-    Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
 pub fn plan(i: &Inputs) -> Plan {
