@@ -22,7 +22,12 @@
 //! - The bundle carries a generation, written next to it on the webhook
 //!   configurations; a replica holding an older Secret never overwrites a
 //!   newer bundle (resourceVersions of different objects cannot be ordered,
-//!   our own counter can).
+//!   our own counter can). A Secret whose generation is below the published
+//!   one (restored from a backup) moves past it, so its bundle is published
+//!   again instead of being held back forever.
+//! - Each check reads both configurations once; the write reuses what was
+//!   read, under its resourceVersion (409 when it changed since: retried the
+//!   next check).
 //!
 //! The CA keys live in the Secret (`state.json`), readable by the controller
 //! only (its Role names that one Secret).
@@ -51,7 +56,7 @@ use rcgen::{
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
-use sessionguard_core::interaction::rfc3339;
+use sessionguard_core::interaction::{plus, rfc3339, until};
 
 use super::WebhookConfig;
 use super::metrics::Metrics;
@@ -94,17 +99,17 @@ pub fn sans(service: &str, namespace: &str, extra: &[String]) -> Vec<String> {
 
 /// Lifetimes and pacing of the generated certificates.
 #[derive(Clone, Copy, Debug)]
-pub struct Timing {
-    pub leaf_validity: Duration,
-    pub renew_before: Duration,
-    pub ca_validity: Duration,
+struct Timing {
+    leaf_validity: Duration,
+    renew_before: Duration,
+    ca_validity: Duration,
     /// How long every configuration must have trusted a new CA before the
     /// serving certificate moves to it.
-    pub propagation: Duration,
+    propagation: Duration,
 }
 
 impl Timing {
-    pub fn from_config(c: &WebhookConfig) -> Self {
+    fn from_config(c: &WebhookConfig) -> Self {
         Self {
             leaf_validity: c.cert_validity,
             renew_before: c.cert_renew_before,
@@ -127,7 +132,7 @@ impl Timing {
 /// One CA in the bundle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Ca {
+struct Ca {
     /// Its common name, unique per CA; the serving certificate names its issuer by it.
     pub name: String,
     pub cert_pem: String,
@@ -144,7 +149,7 @@ pub struct Ca {
 /// The serving certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Leaf {
+struct Leaf {
     pub cert_pem: String,
     pub key_pem: String,
     pub not_after: Timestamp,
@@ -156,7 +161,7 @@ pub struct Leaf {
 /// Everything in the Secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct State {
+struct State {
     /// Oldest first; every one of them is in the bundle.
     pub cas: Vec<Ca>,
     pub leaf: Option<Leaf>,
@@ -166,7 +171,7 @@ pub struct State {
 
 impl State {
     /// The caBundle: every CA, oldest first.
-    pub fn bundle(&self) -> String {
+    fn bundle(&self) -> String {
         self.cas
             .iter()
             .map(|c| format!("{}\n", c.cert_pem.trim()))
@@ -174,7 +179,7 @@ impl State {
     }
 
     /// The CA that signed the serving certificate.
-    pub fn issuer(&self) -> Option<&Ca> {
+    fn issuer(&self) -> Option<&Ca> {
         let leaf = self.leaf.as_ref()?;
         self.cas.iter().find(|c| c.name == leaf.issuer)
     }
@@ -182,19 +187,18 @@ impl State {
 
 /// What the webhook configurations trust right now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Published {
-    /// Configurations found (none before the chart created them).
-    pub configs: usize,
-    /// One set of CA certificates (DER) per webhook of every configuration found.
-    pub bundles: Vec<BTreeSet<Vec<u8>>>,
+struct Published {
+    /// One set of CA certificates (DER) per webhook of every configuration
+    /// found (none before the chart created them).
+    bundles: Vec<BTreeSet<Vec<u8>>>,
     /// The highest bundle generation among them.
-    pub generation: u64,
+    generation: u64,
 }
 
 impl Published {
     /// Does every webhook trust this CA? Vacuously true when there is no
     /// configuration: nobody calls the webhooks, so nobody can fail open.
-    pub fn trusts(&self, ca_pem: &str) -> bool {
+    fn trusts(&self, ca_pem: &str) -> bool {
         let Some(der) = ders(ca_pem).into_iter().next() else {
             return false;
         };
@@ -219,15 +223,6 @@ fn offset(t: Timestamp) -> Result<time::OffsetDateTime> {
         .map_err(|e| Error::Webhook(format!("certificate time {t}: {e}")))
 }
 
-fn plus(t: Timestamp, d: Duration) -> Timestamp {
-    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
-        .unwrap_or(Timestamp::MAX)
-}
-
-fn until(now: Timestamp, t: Timestamp) -> Duration {
-    Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
-}
-
 /// The CA's parameters. Signing needs only its name, key usages and key
 /// identifier method, all fixed here, so a CA read back from the Secret
 /// signs exactly like the one generated.
@@ -243,7 +238,7 @@ fn ca_params(name: &str) -> CertificateParams {
 }
 
 /// A new CA valid for `validity` from `now` (backdated 5 minutes for clock skew).
-pub fn generate_ca(validity: Duration, now: Timestamp) -> Result<Ca> {
+fn generate_ca(validity: Duration, now: Timestamp) -> Result<Ca> {
     let name = format!("sessionguard-webhook-ca-{}", now.as_nanosecond());
     let not_after = plus(now, validity);
     let mut params = ca_params(&name);
@@ -261,7 +256,7 @@ pub fn generate_ca(validity: Duration, now: Timestamp) -> Result<Ca> {
 }
 
 /// A serving certificate for `sans` signed by `ca`, valid until `not_after`.
-pub fn sign_leaf(ca: &Ca, sans: &[String], not_after: Timestamp, now: Timestamp) -> Result<Leaf> {
+fn sign_leaf(ca: &Ca, sans: &[String], not_after: Timestamp, now: Timestamp) -> Result<Leaf> {
     let ca_key = ca
         .key_pem
         .as_deref()
@@ -315,7 +310,7 @@ pub fn generate(sans: &[String], validity: Duration, now: Timestamp) -> Result<G
 
 /// What the Secret should hold after this check: the whole rotation policy,
 /// without I/O (only key generation), run by whichever replica checks.
-pub fn next_state(
+fn next_state(
     current: Option<&State>,
     published: &Published,
     sans: &[String],
@@ -377,7 +372,10 @@ pub fn next_state(
             s.leaf = Some(sign_leaf(&ca, sans, not_after, now)?);
         }
     }
-    if s.bundle() != bundle_before {
+    // A Secret behind what is published was rolled back (restored from a
+    // backup): moving past the published generation lets its bundle be
+    // published again (else every replica would find it stale forever).
+    if s.bundle() != bundle_before || s.generation < published.generation {
         s.generation = s.generation.max(published.generation) + 1;
     }
     Ok(s)
@@ -386,7 +384,7 @@ pub fn next_state(
 /// Should a replica serve the Secret's certificate? Only once every
 /// configuration trusts its CA, unless it serves nothing valid yet (then
 /// there is nothing to lose).
-pub fn should_serve(s: &State, published: &Published, serving_valid: bool) -> bool {
+fn should_serve(s: &State, published: &Published, serving_valid: bool) -> bool {
     if !serving_valid {
         return s.leaf.is_some();
     }
@@ -395,25 +393,23 @@ pub fn should_serve(s: &State, published: &Published, serving_valid: bool) -> bo
 
 /// What to do with one configuration's caBundle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BundleAction {
+enum BundleAction {
     /// Already ours.
     Current,
     Write,
     /// It holds a newer generation than our Secret: written by a replica
-    /// that read a newer Secret. Never overwrite it; re-read the Secret.
+    /// that read a newer Secret. Never overwrite it; re-read the Secret (a
+    /// Secret that really is older moves past it, see [`next_state`]).
     Stale,
 }
 
-pub fn bundle_action(
-    ours_generation: u64,
-    ours: &[u8],
-    theirs_generation: Option<u64>,
-    theirs: &[Option<&[u8]>],
-) -> BundleAction {
-    if theirs_generation.is_some_and(|g| g > ours_generation) {
+/// `ours`: our Secret's generation; `theirs`: the configuration's;
+/// `all_current`: every webhook in it already holds our bundle.
+fn bundle_action(ours: u64, theirs: Option<u64>, all_current: bool) -> BundleAction {
+    if theirs.is_some_and(|g| g > ours) {
         return BundleAction::Stale;
     }
-    if theirs_generation == Some(ours_generation) && theirs.iter().all(|b| *b == Some(ours)) {
+    if theirs == Some(ours) && all_current {
         return BundleAction::Current;
     }
     BundleAction::Write
@@ -430,7 +426,7 @@ fn data(s: &Secret, key: &str) -> String {
 /// Reads the Secret; one written by an older version (no `state.json`, no CA
 /// key) becomes a state whose CA is kept for trust only, so the next check
 /// starts a regular two-phase rotation away from it.
-pub fn read_state(s: &Secret) -> State {
+fn read_state(s: &Secret) -> State {
     if let Ok(st) = serde_json::from_str::<State>(&data(s, STATE)) {
         return st;
     }
@@ -471,7 +467,7 @@ pub fn read_state(s: &Secret) -> State {
 /// The Secret holding `s`: `tls.crt`/`tls.key`/`ca.crt` as a
 /// `kubernetes.io/tls` Secret has them, `ca-bundle.crt` for people, and
 /// `state.json`, what the controller reads back.
-pub fn secret(name: &str, ns: &str, s: &State) -> Result<Secret> {
+fn secret(name: &str, ns: &str, s: &State) -> Result<Secret> {
     let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
     let state = serde_json::to_string(s)
         .map_err(|e| Error::Webhook(format!("encoding the webhook certificate state: {e}")))?;
@@ -507,7 +503,7 @@ pub fn secret(name: &str, ns: &str, s: &State) -> Result<Secret> {
 }
 
 /// What changed between two states, for the log.
-pub fn describe(old: Option<&State>, new: &State) -> Vec<String> {
+fn describe(old: Option<&State>, new: &State) -> Vec<String> {
     let Some(old) = old.filter(|o| !o.cas.is_empty()) else {
         return vec!["generated the webhook CA and serving certificate".into()];
     };
@@ -540,6 +536,12 @@ pub fn describe(old: Option<&State>, new: &State) -> Vec<String> {
         )),
         _ => {}
     }
+    if new.generation > old.generation && new.bundle() == old.bundle() {
+        out.push(format!(
+            "moved the caBundle generation from {} to {}, past the webhook configurations' (the Secret is older than they are: restored from a backup?); its caBundle is published again",
+            old.generation, new.generation
+        ));
+    }
     if out.is_empty() && old != new {
         out.push("noted that every webhook configuration trusts the new CA".into());
     }
@@ -562,12 +564,6 @@ fn kube_err(op: &'static str) -> impl FnOnce(kube::Error) -> Error {
 
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
-}
-
-/// One configuration's caBundles and generation, as found (and written).
-struct View {
-    generation: u64,
-    bundles: Vec<BTreeSet<Vec<u8>>>,
 }
 
 impl Manager {
@@ -597,19 +593,19 @@ impl Manager {
                 Ok(())
             }
             Source::Secret { namespace, sans } => {
-                let before = self.sync_bundles(None).await?;
-                let state = self.ensure_secret(namespace, sans, &before).await?;
-                let after = match self.sync_bundles(Some(&state)).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        // Keep serving what we serve: the configurations
-                        // may not exist yet, and Ignore admits meanwhile.
-                        self.metrics.cert_errors.inc();
-                        tracing::warn!(error = %e, "could not update the webhook configurations' caBundle");
-                        before
-                    }
-                };
-                self.serve(&state, &after)
+                let mut configs = Configurations::read(&self.client, &self.config).await?;
+                let state = self
+                    .ensure_secret(namespace, sans, &configs.published())
+                    .await?;
+                if let Err(e) = configs.write(&state).await {
+                    // A configuration changed since we read it (409) or the
+                    // write failed: retried next check. Meanwhile serve
+                    // against what the configurations held as last read or
+                    // written (failurePolicy Ignore admits if it falls short).
+                    self.metrics.cert_errors.inc();
+                    tracing::warn!(error = %e, "could not update the webhook configurations' caBundle");
+                }
+                self.serve(&state, &configs.published())
             }
         }
     }
@@ -680,117 +676,157 @@ impl Manager {
             "Secret {ns}/{name} kept changing under us; will retry"
         )))
     }
+}
 
-    /// Reads both configurations and, with `state`, writes its bundle where
-    /// that is right (see [`bundle_action`]). Returns what they trust after.
-    async fn sync_bundles(&self, state: Option<&State>) -> Result<Published> {
-        let want = state.map(|s| (ByteString(s.bundle().into_bytes()), s.generation));
-        let views = [
-            sync_one(
-                Api::<ValidatingWebhookConfiguration>::all(self.client.clone()),
-                &self.config.validating_config,
-                want.as_ref(),
-                |c| {
-                    c.webhooks
-                        .iter_mut()
-                        .flatten()
-                        .map(|w| &mut w.client_config)
-                        .collect()
-                },
-            )
-            .await?,
-            sync_one(
-                Api::<MutatingWebhookConfiguration>::all(self.client.clone()),
-                &self.config.mutating_config,
-                want.as_ref(),
-                |c| {
-                    c.webhooks
-                        .iter_mut()
-                        .flatten()
-                        .map(|w| &mut w.client_config)
-                        .collect()
-                },
-            )
-            .await?,
-        ];
-        let mut p = Published::default();
-        for v in views.into_iter().flatten() {
-            p.configs += 1;
-            p.generation = p.generation.max(v.generation);
-            p.bundles.extend(v.bundles);
-        }
-        Ok(p)
+/// A webhook configuration kind: its webhooks each carry a caBundle.
+trait Webhooks:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+{
+    fn client_configs(&self) -> Vec<&WebhookClientConfig>;
+    fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig>;
+}
+
+impl Webhooks for ValidatingWebhookConfiguration {
+    fn client_configs(&self) -> Vec<&WebhookClientConfig> {
+        self.webhooks
+            .iter()
+            .flatten()
+            .map(|w| &w.client_config)
+            .collect()
+    }
+    fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig> {
+        let hooks = self.webhooks.iter_mut().flatten();
+        hooks.map(|w| &mut w.client_config).collect()
     }
 }
 
-/// One configuration: read it and, given `want` (bundle, generation), set
-/// `caBundle` on every webhook and the generation annotation, unless it is
-/// current or newer. Both configurations are set by the same code.
-async fn sync_one<K>(
+impl Webhooks for MutatingWebhookConfiguration {
+    fn client_configs(&self) -> Vec<&WebhookClientConfig> {
+        self.webhooks
+            .iter()
+            .flatten()
+            .map(|w| &w.client_config)
+            .collect()
+    }
+    fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig> {
+        let hooks = self.webhooks.iter_mut().flatten();
+        hooks.map(|w| &mut w.client_config).collect()
+    }
+}
+
+/// One webhook configuration as last read (or written) this check.
+struct Configuration<K> {
     api: Api<K>,
-    name: &str,
-    want: Option<&(ByteString, u64)>,
-    client_configs: fn(&mut K) -> Vec<&mut WebhookClientConfig>,
-) -> Result<Option<View>>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let Some(mut c) = api
-        .get_opt(name)
-        .await
-        .map_err(kube_err("get_webhook_configuration"))?
-    else {
-        return Ok(None);
-    };
-    let generation = |c: &K| -> Option<u64> {
-        c.meta()
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(GENERATION))
-            .and_then(|v| v.parse().ok())
-    };
-    let theirs = generation(&c);
-    if let Some((bundle, ours)) = want {
-        let current: Vec<Option<Vec<u8>>> = client_configs(&mut c)
+    name: String,
+    /// `None` when it does not exist (before the chart created it).
+    object: Option<K>,
+}
+
+impl<K: Webhooks> Configuration<K> {
+    async fn read(client: &Client, name: &str) -> Result<Self> {
+        let api = Api::<K>::all(client.clone());
+        let object = api
+            .get_opt(name)
+            .await
+            .map_err(kube_err("get_webhook_configuration"))?;
+        Ok(Self {
+            api,
+            name: name.to_string(),
+            object,
+        })
+    }
+
+    /// The bundle generation written on it, if any.
+    fn generation(&self) -> Option<u64> {
+        let annotations = self.object.as_ref()?.meta().annotations.as_ref()?;
+        annotations.get(GENERATION)?.parse().ok()
+    }
+
+    /// Adds what its webhooks trust to `p`.
+    fn publish_into(&self, p: &mut Published) {
+        let Some(c) = &self.object else { return };
+        p.generation = p.generation.max(self.generation().unwrap_or(0));
+        p.bundles.extend(c.client_configs().into_iter().map(|cc| {
+            cc.ca_bundle
+                .as_ref()
+                .map(|b| ders(&String::from_utf8_lossy(&b.0)).into_iter().collect())
+                .unwrap_or_default()
+        }));
+    }
+
+    /// Sets `bundle` (generation `ours`) on every webhook and the generation
+    /// annotation, unless it is current or newer (see [`bundle_action`]).
+    /// A replace of the object read, under its resourceVersion: 409 when it
+    /// changed since.
+    async fn write(&mut self, bundle: &ByteString, ours: u64) -> Result<()> {
+        let theirs = self.generation();
+        let name = &self.name;
+        let Some(c) = &mut self.object else {
+            return Ok(());
+        };
+        let all_current = c
+            .client_configs()
             .into_iter()
-            .map(|cc| cc.ca_bundle.as_ref().map(|b| b.0.clone()))
-            .collect();
-        let current: Vec<Option<&[u8]>> = current.iter().map(|b| b.as_deref()).collect();
-        match bundle_action(*ours, &bundle.0, theirs, &current) {
+            .all(|cc| cc.ca_bundle.as_ref() == Some(bundle));
+        match bundle_action(ours, theirs, all_current) {
             BundleAction::Current => {}
             BundleAction::Stale => {
                 tracing::warn!(%name, ours, theirs = ?theirs, "a newer caBundle is published than our Secret's; not overwriting it (re-reading the Secret next check)");
             }
             BundleAction::Write => {
-                for cc in client_configs(&mut c) {
+                for cc in c.client_configs_mut() {
                     cc.ca_bundle = Some(bundle.clone());
                 }
                 c.meta_mut()
                     .annotations
                     .get_or_insert_with(Default::default)
                     .insert(GENERATION.into(), ours.to_string());
-                c = api
-                    .replace(name, &PostParams::default(), &c)
+                *c = self
+                    .api
+                    .replace(name, &PostParams::default(), c)
                     .await
                     .map_err(kube_err("replace_webhook_ca_bundle"))?;
                 tracing::info!(%name, generation = ours, "caBundle updated");
             }
         }
+        Ok(())
     }
-    let generation = generation(&c).unwrap_or(0);
-    let bundles = client_configs(&mut c)
-        .into_iter()
-        .map(|cc| {
-            cc.ca_bundle
-                .as_ref()
-                .map(|b| ders(&String::from_utf8_lossy(&b.0)).into_iter().collect())
-                .unwrap_or_default()
+}
+
+/// Both webhook configurations, read once per check.
+struct Configurations {
+    validating: Configuration<ValidatingWebhookConfiguration>,
+    mutating: Configuration<MutatingWebhookConfiguration>,
+}
+
+impl Configurations {
+    async fn read(client: &Client, config: &WebhookConfig) -> Result<Self> {
+        Ok(Self {
+            validating: Configuration::read(client, &config.validating_config).await?,
+            mutating: Configuration::read(client, &config.mutating_config).await?,
         })
-        .collect();
-    Ok(Some(View {
-        generation,
-        bundles,
-    }))
+    }
+
+    /// What they trust, as last read or written.
+    fn published(&self) -> Published {
+        let mut p = Published::default();
+        self.validating.publish_into(&mut p);
+        self.mutating.publish_into(&mut p);
+        p
+    }
+
+    /// Publishes `state`'s bundle on both (each on its own: a conflict on
+    /// one does not hold the other back); the first error, if any.
+    async fn write(&mut self, state: &State) -> Result<()> {
+        let bundle = ByteString(state.bundle().into_bytes());
+        let validating = self.validating.write(&bundle, state.generation).await;
+        let mutating = self.mutating.write(&bundle, state.generation).await;
+        validating.and(mutating)
+    }
 }
 
 #[cfg(test)]
@@ -845,7 +881,6 @@ mod tests {
     /// Both configurations (three webhooks) holding `s`'s bundle.
     fn published(s: &State) -> Published {
         Published {
-            configs: 2,
             bundles: vec![ders(&s.bundle()).into_iter().collect(); 3],
             generation: s.generation,
         }
@@ -978,16 +1013,17 @@ mod tests {
     #[test]
     fn a_replica_with_an_older_secret_never_overwrites_a_newer_bundle() {
         use BundleAction::*;
-        let (a, b) = (b"bundle-a".as_slice(), b"bundle-b".as_slice());
-        assert_eq!(bundle_action(2, a, Some(3), &[Some(b), Some(b)]), Stale);
-        assert_eq!(bundle_action(3, a, Some(3), &[Some(a), Some(a)]), Current);
-        assert_eq!(bundle_action(3, a, Some(2), &[Some(b), Some(b)]), Write);
+        assert_eq!(bundle_action(2, Some(3), false), Stale);
+        assert_eq!(bundle_action(2, Some(3), true), Stale);
+        assert_eq!(bundle_action(3, Some(3), true), Current);
+        assert_eq!(bundle_action(3, Some(2), false), Write);
+        assert_eq!(bundle_action(3, Some(2), true), Write, "generation behind");
         // Reset by hand or by a re-install: ours again.
-        assert_eq!(bundle_action(3, a, Some(3), &[Some(a), None]), Write);
-        assert_eq!(bundle_action(1, a, None, &[None]), Write);
+        assert_eq!(bundle_action(3, Some(3), false), Write);
+        assert_eq!(bundle_action(1, None, false), Write);
+        assert_eq!(bundle_action(1, None, true), Write, "no generation yet");
         // A Secret recreated from scratch starts above what is published.
         let p = Published {
-            configs: 2,
             bundles: vec![BTreeSet::new(); 3],
             generation: 7,
         };
@@ -1000,6 +1036,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.generation, 8);
+    }
+
+    #[test]
+    fn a_rolled_back_secret_is_published_again() {
+        let t = timing(200);
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let s = next_state(None, &Published::default(), &names(), &t, t0).unwrap();
+        let backup = step(&s, &published(&s), &t, t0 + SignedDuration::from_mins(1));
+        assert_eq!(backup.generation, 1);
+        // A CA rotation starts and its bundle (generation 2) is published.
+        let t1 = ts("2026-04-15T00:00:00Z");
+        let newer = step(&backup, &published(&backup), &t, t1);
+        assert_eq!((newer.cas.len(), newer.generation), (2, 2));
+        let view = published(&newer);
+
+        // The Secret is restored from the backup (generation 1).
+        let later = t1 + SignedDuration::from_mins(1);
+        let back_then = t0 + SignedDuration::from_mins(2);
+        let restored = step(&backup, &view, &t, back_then);
+        assert_eq!(
+            restored.generation, 3,
+            "moved past the published generation"
+        );
+        assert_eq!(restored.cas, backup.cas, "only the generation moved");
+        assert_eq!(restored.leaf, backup.leaf);
+        assert!(
+            describe(Some(&backup), &restored)
+                .iter()
+                .any(|d| d.contains("from 1 to 3")),
+            "{:?}",
+            describe(Some(&backup), &restored)
+        );
+        // So it is written, not held back as stale.
+        assert_eq!(
+            bundle_action(restored.generation, Some(view.generation), false),
+            BundleAction::Write
+        );
+        // Once published, nothing moves (no write on every check).
+        let republished = published(&restored);
+        assert_eq!(step(&restored, &republished, &t, back_then), restored);
+        // Equal generations are not a rollback.
+        assert_eq!(step(&newer, &view, &t, later).generation, 2);
     }
 
     #[test]
