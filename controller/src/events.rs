@@ -82,7 +82,8 @@ pub fn on_pod(state: &Arc<State>, pod: &Pod, kind: Kind, reason: &'static str, n
     emit(state, object_ref(pod), kind, reason, note);
 }
 
-fn truncate(mut s: String, max: usize) -> String {
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {

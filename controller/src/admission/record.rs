@@ -96,11 +96,7 @@ pub fn bounded(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut cut = max.saturating_sub('…'.len_utf8());
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &s[..cut])
+    events::truncate(s.to_string(), max.saturating_sub('…'.len_utf8())) + "…"
 }
 
 /// The command as one line a shell would split back into the same words:
@@ -263,7 +259,7 @@ impl Writer {
             event_time: Some(MicroTime(now)),
             regarding: Some(events::object_ref(pod)),
             reporting_controller: Some(events::CONTROLLER.to_string()),
-            reporting_instance: Some(self.identity.chars().take(128).collect()),
+            reporting_instance: Some(events::truncate(self.identity.clone(), 128)),
             ..Default::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
@@ -296,7 +292,7 @@ pub fn note(r: &Record, rec: Option<&Interaction>, max_extension: Duration) -> S
     let command = if r.command.is_empty() {
         String::new()
     } else {
-        format!(": {}", r.command.join(" "))
+        format!(": {}", shell_join(&r.command))
     };
     let mut s = format!(
         "user {}{groups} used {}{container}{command}",
@@ -311,14 +307,7 @@ pub fn note(r: &Record, rec: Option<&Interaction>, max_extension: Duration) -> S
             rfc3339(rec.evict_at(max_extension))
         ));
     }
-    if s.len() > 1000 {
-        let mut cut = 1000;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
+    events::truncate(s, 1000)
 }
 
 #[cfg(test)]
@@ -336,14 +325,29 @@ mod tests {
             groups: vec!["devs".into()],
             via: Via::Exec,
             container: Some("app".into()),
-            command: vec!["sh".into(), "-c".into(), "id".into()],
+            command: vec!["sh".into(), "-c".into(), "id -u".into()],
         };
         let rec = Interaction::record(None, r.at, &r.user, Duration::from_secs(600));
+        // The command reads as the annotation has it: quoted as a shell would.
         assert_eq!(
             note(&r, Some(&rec), WEEK),
-            "user alice@example.com (groups devs) used kubectl exec in container app: sh -c id; \
+            "user alice@example.com (groups devs) used kubectl exec in container app: sh -c 'id -u'; \
              interacted since 2026-11-24T01:00:00Z (first by alice@example.com), eviction time 2026-11-24T01:10:00Z"
         );
+        assert!(
+            note(&r, Some(&rec), WEEK).contains(
+                &annotations(&rec, &r, WEEK)[keys::LAST_COMMAND]
+                    .clone()
+                    .unwrap()
+            )
+        );
+        // Bounded like every event note, never cut inside a character.
+        let long = Record {
+            command: vec!["é".repeat(2_000)],
+            ..r.clone()
+        };
+        let n = note(&long, None, WEEK);
+        assert!(n.len() <= 1000 && n.len() > 990, "{}", n.len());
         let attach = Record {
             via: Via::Attach,
             command: vec![],
