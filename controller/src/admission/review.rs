@@ -94,7 +94,7 @@ pub fn handle(ctx: &Context, path: &str, body: &[u8]) -> Result<Vec<u8>, BadRequ
     let (resp, outcome) = match webhook {
         "connect" => connect(ctx, &req, Timestamp::now()),
         "guard" => guard_update(ctx, &req),
-        _ => mutate(ctx, &req),
+        _ => mutate(&req),
     };
     ctx.metrics.request(webhook, outcome);
     let out = serde_json::to_vec(&resp.into_review())
@@ -292,10 +292,7 @@ pub fn guard_update(
 /// changes the extension, so a client-written value never survives. Nobody
 /// is exempt, privileged users included: whoever moved an eviction time is
 /// on record. (The controller itself never writes the extension.)
-pub fn mutate(
-    _ctx: &Context,
-    req: &AdmissionRequest<DynamicObject>,
-) -> (AdmissionResponse, &'static str) {
+pub fn mutate(req: &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, &'static str) {
     let resp = AdmissionResponse::from(req);
     if !is_pod_update(req) {
         return (resp, "allowed");
@@ -497,12 +494,8 @@ mod tests {
         let body = review("UPDATE", None, "alice", new, old.clone(), false);
         let resp = answer(&c, MUTATE_PATH, &body);
         assert_eq!(resp["patchType"], "JSONPatch");
-        // kube encodes the patch bytes as a JSON array, which the API
-        // server's decoder accepts for []byte like a base64 string.
-        let bytes: Vec<u8> = serde_json::from_value(resp["patch"].clone()).unwrap();
-        let patch: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
-            patch,
+            patch_of(&resp),
             json!([{"op": "add", "path": "/metadata/annotations/sessionguard.io~1extended-by", "value": "alice"}])
         );
         // The guard refuses the forged value if the mutation did not happen.
@@ -598,6 +591,8 @@ mod tests {
         assert_eq!(answer(&c, GUARD_PATH, &body)["allowed"], true);
     }
 
+    /// kube encodes the patch bytes as a JSON array, which the API server's
+    /// decoder accepts for []byte like a base64 string.
     fn patch_of(resp: &Value) -> Value {
         let bytes: Vec<u8> = serde_json::from_value(resp["patch"].clone()).unwrap();
         serde_json::from_slice(&bytes).unwrap()
