@@ -8,12 +8,12 @@
 //! paced below what they drain, and every record must arrive (none shed).
 //! The overload case stalls the sink (an API server that never answers) and
 //! sends as fast as it can: records are shed (and counted) and admission
-//! must stay as fast. Fails (exit 1) if a p99 exceeds 5 ms.
+//! must stay as fast; the smoke run (`cargo test --benches`) gives it a
+//! small queue so it overflows there too. Fails (exit 1) if a p99 exceeds 5 ms.
 //!
 //! cargo bench -p sessionguard-controller --bench webhook
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,8 +31,8 @@ use sessionguard_controller::admission::{certs, server, tls};
 /// Stands in for the API server: `delay` per record (`None`: never answers).
 struct FakeSink {
     delay: Option<Duration>,
-    written: AtomicUsize,
-    progress: tokio::sync::watch::Sender<usize>,
+    /// How many records were written.
+    written: tokio::sync::watch::Sender<usize>,
 }
 
 impl Sink for FakeSink {
@@ -41,8 +41,7 @@ impl Sink for FakeSink {
             Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending::<()>().await,
         }
-        let n = self.written.fetch_add(1, Ordering::SeqCst) + 1;
-        self.progress.send_replace(n);
+        self.written.send_modify(|n| *n += 1);
     }
 }
 
@@ -240,7 +239,7 @@ fn main() {
         .unwrap();
         let resolver = Arc::new(tls::Resolver::default());
         resolver.set(&g.cert_pem, &g.key_pem).unwrap();
-        let capacity = 1024;
+        const WORKERS: usize = 4;
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(g.ca_pem.as_bytes()).unwrap())
@@ -250,17 +249,13 @@ fn main() {
             .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
         // A server whose records go to a sink with `delay` (None: stalled).
-        let serve = |delay: Option<Duration>| {
+        let serve = |delay: Option<Duration>, capacity: usize| {
             let resolver = resolver.clone();
             async move {
                 let (c, metrics, rx) = ctx(capacity);
-                let (progress, seen) = tokio::sync::watch::channel(0);
-                let sink = Arc::new(FakeSink {
-                    delay,
-                    written: AtomicUsize::new(0),
-                    progress,
-                });
-                record::spawn_workers(sink, rx, 4, metrics.clone());
+                let (written, seen) = tokio::sync::watch::channel(0);
+                let sink = Arc::new(FakeSink { delay, written });
+                record::spawn_workers(sink, rx, WORKERS, metrics.clone());
                 let srv = server::Server::bind(
                     "127.0.0.1:0".parse().unwrap(),
                     tls::server_config(resolver),
@@ -276,7 +271,7 @@ fn main() {
         let outcome = |m: &Metrics, outcome| m.records.get_or_create(&OutcomeLabels { outcome }).get();
 
         // --- the normal path: records drained by the workers as they come ---
-        let (addr, metrics, mut seen) = serve(Some(Duration::from_millis(1))).await;
+        let (addr, metrics, mut seen) = serve(Some(Duration::from_millis(1)), 1024).await;
         let one = n(3_000);
         let d = round_trips(
             addr,
@@ -310,7 +305,9 @@ fn main() {
             .expect("the record workers drain the queue")
             .unwrap();
         let shed = outcome(&metrics, "shed");
-        println!("  records: {sent} admitted, {sent} written by 4 workers (1 ms each), {shed} shed");
+        println!(
+            "  records: {sent} admitted, {sent} written by {WORKERS} workers (1 ms each), {shed} shed"
+        );
         assert_eq!(shed, 0, "the normal path sheds nothing");
         let d = round_trips(
             addr,
@@ -323,7 +320,9 @@ fn main() {
         ok &= summary("https: extension guard (12 KB review)", d);
 
         // --- overload: the API server never answers, execs as fast as possible ---
-        let (addr, metrics, _seen) = serve(None).await;
+        // The smoke run sends 80 execs: a queue of 16 must overflow too.
+        let capacity = if full { 1024 } else { 16 };
+        let (addr, metrics, _seen) = serve(None, capacity).await;
         let mut tasks = vec![];
         for w in 0..8 {
             tasks.push(tokio::spawn(round_trips(
@@ -344,9 +343,17 @@ fn main() {
         println!(
             "  record queue (capacity {capacity}, sink stalled): {shed} of {total} records shed, admission unaffected"
         );
-        if total > capacity + 4 {
-            assert!(shed > 0, "an overloaded queue sheds instead of blocking");
-        }
+        assert!(
+            total > capacity + WORKERS,
+            "the overload ({total} execs) must exceed the queue ({capacity}) and the {WORKERS} stalled workers"
+        );
+        // Exactly the records neither queued nor taken by a stalled worker
+        // (each takes at most one) are shed; none is lost silently.
+        let shed = shed as usize;
+        assert!(
+            (total - capacity - WORKERS..=total - capacity).contains(&shed),
+            "an overloaded queue sheds instead of blocking: {shed} of {total} shed, capacity {capacity}"
+        );
     });
     if full && !ok {
         eprintln!("a p99 exceeded 5ms");
