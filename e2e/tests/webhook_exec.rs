@@ -134,7 +134,7 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
         !exec_out.contains("denied"),
         format!("exec was denied: {exec_out}"),
     )?;
-    let (_, note, _) = wh::await_event(&env, POD, "Exec", "sh -c echo drift").await?;
+    let (_, note, _) = wh::await_event(&env, POD, "Exec", "sh -c 'echo drift'").await?;
     check(
         note.contains(&format!(
             "user {ADMIN} (groups system:masters, system:authenticated)"
