@@ -91,7 +91,7 @@ async fn apply_rbac(env: &TestEnv, template: &str, webhook: bool) -> Result<Stri
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    let docs = render_docs(&String::from_utf8_lossy(&out.stdout))?;
+    let docs = yaml_docs(&String::from_utf8_lossy(&out.stdout))?;
     let client = env.client().clone();
     let namespace = Api::<Namespace>::all(client.clone()).get(env.ns()).await?;
     let owner = json!([{
@@ -140,7 +140,9 @@ where
     }
 }
 
-fn render_docs(yaml: &str) -> Result<Vec<Value>> {
+/// The YAML documents of a rendering (`helm template`), as JSON values; empty
+/// documents dropped. Shared with the chart tests.
+pub fn yaml_docs(yaml: &str) -> Result<Vec<Value>> {
     let mut docs = Vec::new();
     for d in serde_yaml::Deserializer::from_str(yaml) {
         let v: Value = serde::Deserialize::deserialize(d)?;

@@ -108,16 +108,7 @@ pub fn template(release: &str, ns: &str, extra: &[&str]) -> Result<String> {
 }
 
 /// The YAML documents of a rendering, as JSON values (empty documents dropped).
-pub fn docs(yaml: &str) -> Result<Vec<Value>> {
-    let mut out = Vec::new();
-    for d in serde_yaml::Deserializer::from_str(yaml) {
-        let v: Value = serde::Deserialize::deserialize(d)?;
-        if !v.is_null() {
-            out.push(v);
-        }
-    }
-    Ok(out)
-}
+pub use sessionguard_e2e::harness::identity::yaml_docs as docs;
 
 /// The one object of `kind` (named `name` if given) in `docs`.
 pub fn find<'a>(docs: &'a [Value], kind: &str, name: Option<&str>) -> Result<&'a Value> {
