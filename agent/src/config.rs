@@ -96,10 +96,4 @@ pub struct RunArgs {
     pub report_interval: Duration,
 }
 
-pub fn duration(s: &str) -> Result<Duration, String> {
-    let d = sessionguard_core::duration::parse(s).map_err(|e| e.to_string())?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
-}
+pub use sessionguard_core::duration::positive_flag as duration;

@@ -22,11 +22,11 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
-use sessionguard_controller::admission::metrics::{Metrics, OutcomeLabels};
-use sessionguard_controller::admission::queue::Queue;
-use sessionguard_controller::admission::record::{self, Sink};
-use sessionguard_controller::admission::review::{self, Context};
-use sessionguard_controller::admission::{certs, server, tls};
+use sessionguard_controller::face::admission::metrics::{Metrics, OutcomeLabels};
+use sessionguard_controller::face::admission::queue::Queue;
+use sessionguard_controller::face::admission::record::{self, Sink};
+use sessionguard_controller::face::admission::review::{self, Context};
+use sessionguard_controller::face::admission::{certs, interaction, server, tls};
 
 /// Stands in for the API server: `delay` per record (`None`: never answers).
 struct FakeSink {
@@ -36,7 +36,7 @@ struct FakeSink {
 }
 
 impl Sink for FakeSink {
-    async fn write_record(&self, _r: review::Record) {
+    async fn write_record(&self, _r: interaction::Record) {
         match self.delay {
             Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending::<()>().await,
@@ -123,7 +123,7 @@ fn ctx(
 ) -> (
     Context,
     Metrics,
-    tokio::sync::mpsc::Receiver<review::Record>,
+    tokio::sync::mpsc::Receiver<interaction::Record>,
 ) {
     let metrics = Metrics::default();
     let (queue, rx) = Queue::new(capacity, metrics.clone());
@@ -256,15 +256,17 @@ fn main() {
                 let (written, seen) = tokio::sync::watch::channel(0);
                 let sink = Arc::new(FakeSink { delay, written });
                 record::spawn_workers(sink, rx, WORKERS, metrics.clone());
-                let srv = server::Server::bind(
-                    "127.0.0.1:0".parse().unwrap(),
-                    tls::server_config(resolver),
-                    Arc::new(c),
-                )
-                .await
-                .unwrap();
-                let addr = srv.local_addr().unwrap();
-                tokio::spawn(srv.run());
+                let listener = sessionguard_http::bind("127.0.0.1:0".parse().unwrap())
+                    .await
+                    .unwrap();
+                let addr = listener.local_addr().unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver));
+                tokio::spawn(sessionguard_http::serve(
+                    "admission",
+                    listener,
+                    Some(acceptor),
+                    Arc::new(server::Admission(Arc::new(c))),
+                ));
                 (addr, metrics, seen)
             }
         };

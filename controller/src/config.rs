@@ -4,10 +4,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use sessionguard_core::duration::flag as duration;
+use sessionguard_core::pod_plan;
 
-fn duration(s: &str) -> Result<Duration, String> {
-    sessionguard_core::duration::parse(s).map_err(|e| e.to_string())
-}
+use crate::face::admission::WebhookConfig;
+use crate::reconcile::{self, evict};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -95,7 +96,7 @@ pub struct Config {
     pub concurrency: u16,
 
     #[command(flatten)]
-    pub webhook: crate::admission::WebhookConfig,
+    pub webhook: WebhookConfig,
 }
 
 impl Config {
@@ -108,8 +109,23 @@ impl Config {
         })
     }
 
-    pub fn namespace_allowed_to_evict(&self, ns: &str) -> bool {
-        !self.namespace_allowlist.iter().any(|a| a.trim() == ns)
+    /// The reconciles' settings: plain values, so nothing below the wiring
+    /// depends on the command line.
+    pub fn reconcile_settings(&self) -> reconcile::Settings {
+        reconcile::Settings {
+            plan: pod_plan::Settings {
+                release_grace: self.release_grace,
+                max_protection: self.max_protection,
+                record_interactions: self.record_interactions,
+                ttl: self.ttl,
+                max_extension: self.webhook.max_extension,
+            },
+            evict: evict::Settings {
+                enabled: self.evict_interacted,
+                namespace_allowlist: self.namespace_allowlist.clone(),
+            },
+            rollout: self.rollout,
+        }
     }
 }
 
@@ -134,8 +150,11 @@ mod tests {
         assert_eq!(c.ttl, Duration::from_secs(5400));
         assert_eq!(c.max_protection, Some(Duration::from_secs(172_800)));
         assert!(c.evict_interacted);
-        assert!(!c.namespace_allowed_to_evict("ops"));
-        assert!(c.namespace_allowed_to_evict("default"));
+        let s = c.reconcile_settings();
+        assert!(!s.evict.applies("ops", None));
+        assert!(s.evict.applies("default", None));
+        assert_eq!(s.plan.max_protection, Some(Duration::from_secs(172_800)));
+        assert_eq!(s.plan.max_extension, Duration::from_secs(7 * 86_400));
         let e = Config::try_parse_from(["c", "--ttl", "3x"])
             .unwrap_err()
             .to_string();

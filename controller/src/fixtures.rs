@@ -1,4 +1,6 @@
 //! Test fixtures that read like prose: `pod("web-0").protected().on_node("a")`.
+// Shared by the reconcile tests; not every helper is used by every build of them.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 

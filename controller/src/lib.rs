@@ -1,24 +1,21 @@
 //! sessionguard controller: agent reports in, PodDisruptionBudgets,
 //! interaction records, rollouts and evictions out.
 //!
-//! Data path: `reports` (SessionReport watch → index) → `protect` (pod
-//! reconcile: PDB, annotations, events) → `evict` (drift eviction) and
-//! `rollout` (OnDelete StatefulSets). `leader` gates every write; `metrics`
-//! and `server` expose the state.
+//! Layers, arrows pointing down only (see ARCHITECTURE.md):
+//! - `face`: what the outside sees: metrics/health, the admission webhooks.
+//! - `reconcile`: gather from the cache → decide in `sessionguard_core` →
+//!   hand the writes to the writer (`pod`, `evict`, `rollout`).
+//! - `io`: watch caches and indexes (`cache`, `reports`), the one `writer`
+//!   (leader gate, timeout, counters), the `lease`, `events`.
+//!
+//! `run` wires them together; `config` is the command line.
 
-pub mod admission;
 pub mod config;
 pub mod error;
-pub mod events;
-pub mod evict;
-pub mod leader;
-pub mod metrics;
-pub mod protect;
-pub mod reports;
-pub mod rollout;
+pub mod face;
+pub mod io;
+pub mod reconcile;
 pub mod run;
-pub mod server;
-pub mod state;
 
 #[cfg(test)]
 mod fixtures;

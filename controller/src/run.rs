@@ -1,33 +1,158 @@
-//! Wiring: metrics server, leader election, watches, and the two controllers
-//! (pods: protection, interactions, eviction; StatefulSets: rollouts).
+//! Wiring: the named parts of a controller process, started in order.
+//!
+//! Every replica serves metrics, health and admission. The Lease holder also
+//! runs the watches and the two controllers (pods: protection, interactions,
+//! eviction; StatefulSets: rollouts), and stops writing the moment its Lease
+//! cannot be trusted.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::Api;
-use kube::core::PartialObjectMeta;
+use futures::{Future, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
-use sessionguard_core::keys;
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use kube::runtime::reflector::ObjectRef;
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::leader::Elector;
-use crate::metrics::{KindLabels, Metrics, new_registry};
-use crate::server::Server;
-use crate::state::{State, Stores};
+use crate::face::admission;
+use crate::face::gauges::PodGauges;
+use crate::face::http::Health;
+use crate::io::cache::Cache;
+use crate::io::events::Recorder;
+use crate::io::lease::{Elector, WriteGate};
+use crate::io::metrics::Metrics;
+use crate::io::reports::ReportWatch;
+use crate::io::watches::{self, PodWaker, StoreWriters};
+use crate::io::writer::Writer;
+use crate::reconcile::{self, Context, memory::Memory};
 
-fn channel_stream<T: Send + 'static>(
-    rx: UnboundedReceiver<T>,
-) -> impl Stream<Item = T> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs until SIGTERM/SIGINT (Ok) or until leadership is lost (Err, so the
+/// process restarts with clean state).
+pub async fn run(config: Config) -> Result<()> {
+    let client = connect().await?;
+    let identity = config.identity();
+    let metrics = Metrics::default();
+    let gate = Arc::new(WriteGate::new(metrics.leader.clone()));
+    let writer = Writer::new(
+        client.clone(),
+        gate.clone(),
+        config.write_timeout,
+        metrics.clone(),
+    );
+    let (stores, store_writers) = watches::stores();
+    let cache = Arc::new(Cache::new(stores, config.agent_grace));
+
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    registry
+        .sub_registry_with_prefix("sessionguard")
+        .register_collector(Box::new(PodGauges(cache.clone())));
+    // Every replica serves admission, leader or not.
+    let shared = admission::Shared {
+        client: client.clone(),
+        registry: &mut registry,
+        identity: &identity,
+        namespace: &config.lease_namespace,
+        ttl: config.ttl,
+        write_timeout: config.write_timeout,
+        write_metrics: metrics.clone(),
+    };
+    admission::start(&config.webhook, shared).await?;
+    serve_health(&config, registry, cache.clone(), writer.clone()).await?;
+
+    let mut elector = Elector::new(
+        client.clone(),
+        &config.lease_namespace,
+        &config.lease_name,
+        &identity,
+        config.lease_duration,
+        metrics.clone(),
+    );
+    let mut shutdown: Shutdown = Box::pin(shutdown_signal());
+    // Writes stop at the renew deadline after the last good renewal, well before
+    // a standby may take an unrenewed Lease over (after the full duration).
+    let renew_deadline = config.lease_duration * 2 / 3;
+    let Some(acquired) = acquire(&mut elector, &mut shutdown).await else {
+        return Ok(());
+    };
+    gate.open_until(acquired + renew_deadline);
+    tracing::info!(%identity, lease = %config.lease_name, "became leader");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let parts = Parts {
+        client,
+        cache,
+        store_writers,
+        writer,
+        metrics,
+        identity,
+    };
+    let mut controllers = start_controllers(&config, parts, stop_rx);
+    let outcome = hold_lease(
+        &mut elector,
+        &gate,
+        renew_deadline,
+        &mut shutdown,
+        &mut controllers,
+    )
+    .await;
+    // Gate writes first: nothing may be written once leadership is in doubt.
+    if outcome.is_err() {
+        gate.close();
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(config.write_timeout, &mut controllers).await;
+    gate.close();
+    if outcome.is_ok() {
+        elector.release().await;
+        tracing::info!("shut down; Lease released");
+    }
+    outcome
+}
+
+async fn connect() -> Result<Client> {
+    let mut kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Credentials(format!("no Kubernetes credentials: {e}")))?;
+    // kube retries 429/503/504 up to 15 times by default; a PDB answers an
+    // eviction with 429, which would then surface minutes later as a write
+    // timeout. Every loop here retries with its own backoff instead.
+    kube_config.default_retry = false;
+    Client::try_from(kube_config).map_err(|source| Error::Kube {
+        op: "connect",
+        source,
+    })
+}
+
+async fn serve_health(
+    config: &Config,
+    registry: Registry,
+    cache: Arc<Cache>,
+    writer: Writer,
+) -> Result<()> {
+    let listener = sessionguard_http::bind(config.listen_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    let health = Health {
+        registry,
+        cache,
+        writer,
+    };
+    tokio::spawn(sessionguard_http::serve(
+        "metrics",
+        listener,
+        None,
+        Arc::new(health),
+    ));
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -39,311 +164,148 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs until SIGTERM/SIGINT (Ok) or until leadership is lost (Err, so the
-/// process restarts with clean state).
-pub async fn run(config: Config) -> Result<()> {
-    let mut kube_config = kube::Config::infer()
-        .await
-        .map_err(|e| Error::Credentials(format!("no Kubernetes credentials: {e}")))?;
-    // kube retries 429/503/504 up to 15 times by default; a PDB answers an
-    // eviction with 429, which would then surface minutes later as a write
-    // timeout. Every loop here retries with its own backoff instead.
-    kube_config.default_retry = false;
-    let client = Client::try_from(kube_config).map_err(|source| Error::Kube {
-        op: "connect",
-        source,
-    })?;
-    let metrics = Metrics::default();
-
-    let (pods_r, pods_w) = reflector::store::<Pod>();
-    let (pdbs_r, pdbs_w) = reflector::store::<PodDisruptionBudget>();
-    let (ns_r, ns_w) = reflector::store();
-    let (sts_r, sts_w) = reflector::store::<StatefulSet>();
-    let (rs_r, rs_w) = reflector::store();
-    let (deploy_r, deploy_w) = reflector::store();
-    let stores = Stores {
-        pods: pods_r.clone(),
-        pdbs: pdbs_r,
-        namespaces: ns_r,
-        statefulsets: sts_r.clone(),
-        replicasets: rs_r,
-        deployments: deploy_r,
-    };
-    let (sts_tx, sts_rx) = mpsc::unbounded_channel();
-    let (pod_tx, pod_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
-    let state = Arc::new(State::new(
-        config.clone(),
-        client.clone(),
-        stores,
-        metrics.clone(),
-        sts_tx,
-    ));
-
-    let mut registry = new_registry(&metrics, &state);
-    // Every replica serves admission, leader or not.
-    crate::admission::start(&config, client.clone(), &mut registry, &state.identity).await?;
-    let server = Server::bind(config.listen_addr, registry, state.clone()).await?;
-    tracing::info!(addr = %server.local_addr()?, "serving /metrics, /healthz, /readyz");
-    tokio::spawn(server.run());
-
-    let mut elector = Elector::new(
-        client.clone(),
-        &config.lease_namespace,
-        &config.lease_name,
-        &state.identity,
-        config.lease_duration,
-        metrics.clone(),
-    );
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    // Writes stop at the renew deadline after the last good renewal, well before
-    // a standby may take an unrenewed Lease over (after the full duration).
-    let renew_deadline = config.lease_duration * 2 / 3;
-    let acquired = loop {
+/// Tries for the Lease until it is ours (the instant the winning attempt
+/// started) or shutdown is asked for (None).
+async fn acquire(elector: &mut Elector, shutdown: &mut Shutdown) -> Option<Instant> {
+    loop {
         let attempt = Instant::now();
         match elector.try_acquire_or_renew().await {
-            Ok(true) => break attempt,
+            Ok(true) => return Some(attempt),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(elector.retry_period()) => {},
-            _ = &mut shutdown => return Ok(()),
+            _ = shutdown.as_mut() => return None,
         }
-    };
-    state.lead_until(acquired + renew_deadline);
-    tracing::info!(identity = %state.identity, lease = %config.lease_name, "became leader");
-
-    // --- watches feeding the stores (and waking pods when they change) ---
-    let count_err = |m: Metrics, kind: &'static str| {
-        move |e: &watcher::Error| {
-            m.watcher_errors.get_or_create(&KindLabels { kind }).inc();
-            tracing::warn!(error = %e, resource = kind, "watch failed; retrying with backoff");
-        }
-    };
-    {
-        let api: Api<PodDisruptionBudget> = Api::all(client.clone());
-        let cfg =
-            watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY, keys::MANAGER));
-        let on_err = count_err(metrics.clone(), "poddisruptionbudgets");
-        let tx = pod_tx.clone();
-        tokio::spawn(
-            reflector::reflector(pdbs_w, watcher(api, cfg))
-                .default_backoff()
-                .touched_objects()
-                .for_each(move |r| {
-                    match r {
-                        Ok(pdb) => {
-                            let ns = pdb.namespace().unwrap_or_default();
-                            for o in pdb.owner_references().iter().filter(|o| o.kind == "Pod") {
-                                let _ = tx.send(ObjectRef::new(&o.name).within(&ns));
-                            }
-                        }
-                        Err(e) => on_err(&e),
-                    }
-                    futures::future::ready(())
-                }),
-        );
     }
-    spawn_meta(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        ns_w,
-        state.clone(),
-        pod_tx.clone(),
-        "namespaces",
-    );
-    spawn_meta(
-        Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
-        rs_w,
-        state.clone(),
-        pod_tx.clone(),
-        "replicasets",
-    );
-    spawn_meta(
-        Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
-        deploy_w,
-        state.clone(),
-        pod_tx.clone(),
-        "deployments",
-    );
-    tokio::spawn(crate::reports::watch::run(state.clone(), pod_tx.clone()));
+}
 
-    let pod_stream = {
-        let st = state.clone();
-        let on_err = count_err(metrics.clone(), "pods");
-        let cfg = watcher::Config::default();
-        reflector::reflector(
-            pods_w,
-            watcher(Api::<Pod>::all(client.clone()), cfg)
-                .modify(|p| p.managed_fields_mut().clear()),
-        )
-        .default_backoff()
-        .inspect(move |ev| match ev {
-            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                if let Some(uid) = p.uid() {
-                    st.pods_by_uid
-                        .write()
-                        .expect("uid index lock")
-                        .insert(uid, ObjectRef::from_obj(p));
-                }
-            }
-            Ok(watcher::Event::Delete(p)) => {
-                if let Some(uid) = p.uid() {
-                    st.pods_by_uid.write().expect("uid index lock").remove(&uid);
-                    st.memory.lock().expect("memory lock").remove(&uid);
-                }
-            }
-            Err(e) => on_err(e),
-            _ => {}
-        })
-        .touched_objects()
-    };
-    let sts_stream = {
-        let tx = pod_tx.clone();
-        let st = state.clone();
-        let on_err = count_err(metrics.clone(), "statefulsets");
-        reflector::reflector(
-            sts_w,
-            watcher(
-                Api::<StatefulSet>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .touched_objects()
-        .inspect(move |r| match r {
-            // Opt-in or no-pdb may have changed on the set: look at its pods.
-            Ok(sts) => wake_namespace(&st, &tx, sts.namespace().as_deref()),
-            Err(e) => on_err(e),
-        })
-    };
-
-    let started = Instant::now();
-    {
-        let st = state.clone();
-        tokio::spawn(async move {
-            st.ready().await;
-            st.set_synced();
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "caches synced"
-            );
-        });
-    }
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let ctl_cfg = controller::Config::default().concurrency(config.concurrency);
-    let pods_ctl = Controller::for_stream(pod_stream, pods_r)
-        .with_config(ctl_cfg.clone())
-        .reconcile_on(channel_stream(pod_rx))
-        .graceful_shutdown_on(stop(stop_rx.clone()))
-        .run(
-            crate::protect::reconcile,
-            crate::protect::error_policy,
-            state.clone(),
-        )
-        .for_each(|_| futures::future::ready(()));
-    let sts_ctl = Controller::for_stream(sts_stream, sts_r)
-        .with_config(ctl_cfg)
-        .reconcile_on(channel_stream(sts_rx))
-        .graceful_shutdown_on(stop(stop_rx.clone()))
-        .run(
-            crate::rollout::reconcile,
-            crate::rollout::error_policy,
-            state.clone(),
-        )
-        .for_each(|_| futures::future::ready(()));
-    let controllers = futures::future::join(pods_ctl, sts_ctl);
-    tokio::pin!(controllers);
-
-    // --- renew the Lease; stop writing the moment it cannot be trusted ---
-    let outcome = loop {
+/// Renews the Lease until shutdown (Ok) or until it cannot be trusted (Err).
+async fn hold_lease(
+    elector: &mut Elector,
+    gate: &WriteGate,
+    renew_deadline: Duration,
+    shutdown: &mut Shutdown,
+    controllers: &mut Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> Result<()> {
+    loop {
         tokio::select! {
             _ = tokio::time::sleep(elector.renew_period()) => {
                 let attempt = Instant::now();
                 match elector.try_acquire_or_renew().await {
-                    Ok(true) => state.lead_until(attempt + renew_deadline),
-                    Ok(false) => break Err(Error::Leader("another replica holds the Lease".into())),
+                    Ok(true) => gate.open_until(attempt + renew_deadline),
+                    Ok(false) => return Err(Error::Leader("another replica holds the Lease".into())),
                     Err(e) => {
                         tracing::warn!(error = %e, "Lease renewal failed");
                         // The gate has closed on its own: stop for good.
-                        if !state.is_leader() {
-                            break Err(Error::Leader(format!("could not renew the Lease for {renew_deadline:?}")));
+                        if !gate.is_open_at(Instant::now()) {
+                            return Err(Error::Leader(format!("could not renew the Lease for {renew_deadline:?}")));
                         }
                     }
                 }
             }
-            _ = &mut shutdown => break Ok(()),
-            _ = &mut controllers => break Err(Error::Leader("controllers stopped unexpectedly".into())),
+            _ = shutdown.as_mut() => return Ok(()),
+            _ = controllers.as_mut() => return Err(Error::Leader("controllers stopped unexpectedly".into())),
         }
+    }
+}
+
+/// What the leader's controllers are built from.
+struct Parts {
+    client: Client,
+    cache: Arc<Cache>,
+    store_writers: StoreWriters,
+    writer: Writer,
+    metrics: Metrics,
+    identity: String,
+}
+
+/// Starts the watches, the report watch and the two controllers; the
+/// returned future ends when both controllers have stopped.
+fn start_controllers(
+    config: &Config,
+    parts: Parts,
+    stop: watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    let Parts {
+        client,
+        cache,
+        store_writers,
+        writer,
+        metrics,
+        identity,
+    } = parts;
+    let (sts_tx, sts_rx) = mpsc::unbounded_channel();
+    let (pod_tx, pod_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
+    let events = Recorder::new(writer.clone(), identity);
+    let ctx = Arc::new(Context {
+        cache: cache.clone(),
+        writer,
+        events: events.clone(),
+        metrics: metrics.clone(),
+        settings: config.reconcile_settings(),
+        memory: Memory::default(),
+        statefulsets: sts_tx,
+    });
+    let waker = PodWaker::new(cache.clone(), pod_tx);
+    let forget = {
+        let ctx = ctx.clone();
+        move |uid: &str| ctx.memory.forget_pod(uid)
     };
-    // Gate writes first: nothing may be written once leadership is in doubt.
-    if outcome.is_err() {
-        state.step_down();
-    }
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(config.write_timeout, &mut controllers).await;
-    state.step_down();
-    if outcome.is_ok() {
-        elector.release().await;
-        tracing::info!("shut down; Lease released");
-    }
-    outcome
+    let streams = watches::start(
+        &client,
+        store_writers,
+        cache.clone(),
+        waker.clone(),
+        metrics.clone(),
+        forget,
+    );
+    let reports = ReportWatch {
+        client,
+        cache: cache.clone(),
+        waker,
+        events,
+        metrics,
+    };
+    tokio::spawn(reports.run());
+    tokio::spawn(log_when_synced(cache.clone()));
+
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let ctl_cfg = controller::Config::default().concurrency(config.concurrency);
+    let pods = Controller::for_stream(streams.pods, cache.stores.pods.clone())
+        .with_config(ctl_cfg.clone())
+        .reconcile_on(UnboundedReceiverStream::new(pod_rx))
+        .graceful_shutdown_on(until_stopped(stop.clone()))
+        .run(
+            reconcile::pod::reconcile,
+            reconcile::pod::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let statefulsets =
+        Controller::for_stream(streams.statefulsets, cache.stores.statefulsets.clone())
+            .with_config(ctl_cfg)
+            .reconcile_on(UnboundedReceiverStream::new(sts_rx))
+            .graceful_shutdown_on(until_stopped(stop))
+            .run(
+                reconcile::rollout::reconcile,
+                reconcile::rollout::error_policy,
+                ctx,
+            )
+            .for_each(|_| futures::future::ready(()));
+    Box::pin(async move {
+        futures::future::join(pods, statefulsets).await;
+    })
 }
 
-/// Wakes the pods of a namespace that sessionguard has business with.
-fn wake_namespace(state: &State, tx: &UnboundedSender<ObjectRef<Pod>>, ns: Option<&str>) {
-    let index = state.index.read().expect("index lock");
-    let mut uids: std::collections::HashSet<String> = index
-        .nodes()
-        .flat_map(|n| n.pods().map(|(u, _)| u.as_str().to_string()))
-        .collect();
-    drop(index);
-    for pod in state.stores.pods.state() {
-        let ours = pod.labels().contains_key(keys::POD_UID_LABEL)
-            || pod.labels().contains_key(keys::INTERACTED);
-        let uid = pod.uid().unwrap_or_default();
-        if (ours || uids.remove(&uid)) && (ns.is_none() || pod.namespace().as_deref() == ns) {
-            let _ = tx.send(ObjectRef::from_obj(&*pod));
-        }
-    }
-}
-
-fn spawn_meta<K>(
-    api: Api<PartialObjectMeta<K>>,
-    writer: reflector::store::Writer<PartialObjectMeta<K>>,
-    state: Arc<State>,
-    tx: UnboundedSender<ObjectRef<Pod>>,
-    kind: &'static str,
-) where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let metrics = state.metrics.clone();
-    tokio::spawn(
-        reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .for_each(move |r| {
-                match r {
-                    Ok(obj) => {
-                        let ns = if kind == "namespaces" { obj.metadata.name.clone() } else { obj.metadata.namespace.clone() };
-                        wake_namespace(&state, &tx, ns.as_deref());
-                    }
-                    Err(e) => {
-                        metrics.watcher_errors.get_or_create(&KindLabels { kind }).inc();
-                        tracing::warn!(error = %e, resource = kind, "watch failed; retrying with backoff");
-                    }
-                }
-                futures::future::ready(())
-            }),
+async fn log_when_synced(cache: Arc<Cache>) {
+    let started = Instant::now();
+    cache.ready().await;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "caches synced"
     );
 }

@@ -26,6 +26,22 @@ fn err(input: &str, reason: &'static str) -> Error {
     }
 }
 
+/// [`parse`] shaped for clap's `value_parser`: the one duration flag parser of
+/// every binary, so `--ttl 1h30m` and an annotation's `1h30m` mean the same.
+pub fn flag(input: &str) -> Result<Duration, String> {
+    parse(input).map_err(|e| e.to_string())
+}
+
+/// [`flag`] for intervals, where zero would mean "spin".
+pub fn positive_flag(input: &str) -> Result<Duration, String> {
+    match flag(input)? {
+        d if d.is_zero() => Err(format!(
+            "invalid duration {input:?}: must be greater than zero"
+        )),
+        d => Ok(d),
+    }
+}
+
 /// Parses a non-negative duration. A bare `0` is zero; every other number needs
 /// a unit (ns, us, ms, s, m, h, d).
 pub fn parse(input: &str) -> Result<Duration, Error> {

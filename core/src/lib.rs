@@ -4,16 +4,23 @@
 //! Nothing here does I/O or knows about the Kubernetes client, so every rule can
 //! be tested on literal values.
 
+pub mod backoff;
 pub mod duration;
 pub mod error;
 pub mod guard;
 pub mod interaction;
 pub mod keys;
+pub mod pod_plan;
 pub mod protection;
 pub mod report;
 pub mod rollout;
 pub mod session;
+pub mod session_key;
+
+#[cfg(test)]
+mod fixtures;
 
 pub use error::Error;
 pub use report::{Report, ReportLimits};
 pub use session::{ContainerId, PodUid, Session};
+pub use session_key::SessionKey;

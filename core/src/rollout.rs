@@ -34,6 +34,12 @@ pub enum Step {
     MarkCurrent,
 }
 
+/// Does sessionguard drive a set's updates? Only OnDelete sets (RollingUpdate
+/// sets are the StatefulSet controller's) that opted in.
+pub fn manages(update_strategy: Option<&str>, opt: &crate::protection::OptIn) -> bool {
+    update_strategy == Some("OnDelete") && opt.protect
+}
+
 /// Decides the next step. `replicas` is spec.replicas; members with an ordinal
 /// at or above it are being scaled away and are ignored.
 pub fn next_step(

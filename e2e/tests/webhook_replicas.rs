@@ -15,7 +15,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::Api;
-use sessionguard_controller::admission::{certs, tls};
+use sessionguard_controller::face::admission::{certs, tls};
 use sessionguard_core::keys;
 use sessionguard_e2e::Result;
 use sessionguard_e2e::harness::{TestEnv, await_};

@@ -14,7 +14,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
-use sessionguard_controller::admission::manifests::{self, Options, Target};
+use sessionguard_controller::face::admission::manifests::{self, Options, Target};
 use sessionguard_e2e::harness::{Child, TestEnv, await_, identity, workspace_bin};
 use sessionguard_e2e::{Error, Result, wait};
 

@@ -22,17 +22,18 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::keys;
 
+use super::interaction::Record;
 use super::metrics::Metrics;
 use super::queue::Receiver;
-use super::review::Record;
-use crate::events;
+use crate::io::events::{self, Kind};
+use crate::io::metrics::Metrics as WriteMetrics;
+use crate::io::writer::timed;
 
 const ATTEMPTS: u32 = 5;
 
@@ -44,6 +45,9 @@ pub struct Writer {
     pub write_timeout: Duration,
     pub identity: String,
     pub metrics: Metrics,
+    /// `sessionguard_writes`: the record's API calls count with every other
+    /// write. Not gated on the Lease (see the module comment).
+    pub write_metrics: WriteMetrics,
 }
 
 /// Where the record workers deliver: the API server ([`Writer`]) in the
@@ -160,18 +164,16 @@ pub fn annotations(
 impl Writer {
     async fn timed<T>(
         &self,
+        op: &'static str,
         fut: impl std::future::Future<Output = kube::Result<T>>,
     ) -> Result<T, Failure> {
-        match tokio::time::timeout(self.write_timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(Failure::Conflict),
-            Ok(Err(kube::Error::Api(s))) if s.code == 404 => Err(Failure::NotFound),
-            Ok(Err(e)) => Err(Failure::Other(e.to_string())),
-            Err(_) => Err(Failure::Other(format!(
-                "timed out after {:?}",
-                self.write_timeout
-            ))),
-        }
+        timed(&self.write_metrics, op, self.write_timeout, fut)
+            .await
+            .map_err(|e| match e.status() {
+                Some(409) => Failure::Conflict,
+                Some(404) => Failure::NotFound,
+                _ => Failure::Other(e.to_string()),
+            })
     }
 
     /// Writes one record, retrying conflicts and errors a few times.
@@ -212,7 +214,7 @@ impl Writer {
 
     async fn try_write(&self, r: &Record) -> Result<Outcome, Failure> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &r.namespace);
-        let Some(pod) = self.timed(api.get_opt(&r.pod)).await? else {
+        let Some(pod) = self.timed("get_pod", api.get_opt(&r.pod)).await? else {
             return Ok(Outcome::Gone);
         };
         let existing = match Interaction::from_annotations(pod.annotations()) {
@@ -230,7 +232,10 @@ impl Writer {
             }
         });
         match self
-            .timed(api.patch(&r.pod, &PatchParams::default(), &Patch::Merge(&patch)))
+            .timed(
+                "record_interaction",
+                api.patch(&r.pod, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
             .await
         {
             Ok(pod) => Ok(Outcome::Recorded(Box::new(pod), rec)),
@@ -241,30 +246,17 @@ impl Writer {
 
     async fn event(&self, pod: &Pod, r: &Record, rec: Option<&Interaction>) {
         let ns = r.namespace.clone();
-        let now = Timestamp::now();
-        let ev = Event {
-            metadata: ObjectMeta {
-                name: Some(format!(
-                    "{}.{:x}",
-                    &r.pod[..r.pod.len().min(200)],
-                    now.as_nanosecond()
-                )),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
-            action: Some(r.via.reason().to_string()),
-            reason: Some(r.via.reason().to_string()),
-            note: Some(note(r, rec, self.max_extension)),
-            type_: Some("Normal".into()),
-            event_time: Some(MicroTime(now)),
-            regarding: Some(events::object_ref(pod)),
-            reporting_controller: Some(events::CONTROLLER.to_string()),
-            reporting_instance: Some(events::truncate(self.identity.clone(), 128)),
-            ..Default::default()
-        };
+        let ev = events::build(
+            events::object_ref(pod),
+            Kind::Normal,
+            r.via.reason(),
+            note(r, rec, self.max_extension),
+            &self.identity,
+            Timestamp::now(),
+        );
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
         if let Err(e) = self
-            .timed(api.create(&PostParams::default(), &ev))
+            .timed("create_event", api.create(&PostParams::default(), &ev))
             .await
             .map_err(|f| match f {
                 Failure::Conflict => "conflict".to_string(),
@@ -313,7 +305,7 @@ pub fn note(r: &Record, rec: Option<&Interaction>, max_extension: Duration) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::review::Via;
+    use crate::face::admission::interaction::Via;
 
     #[test]
     fn notes_read_like_prose() {

@@ -1,8 +1,8 @@
 //! Pod reconcile: protection (PDB + autoscaler annotations), the interaction
-//! record, session events, and (through [`crate::evict`]) drift eviction.
-
-pub mod pdb;
-pub mod plan;
+//! record, session events, and (through [`super::evict`]) drift eviction.
+//!
+//! Gather (cache) → decide (`sessionguard_core::pod_plan`) → write (writer),
+//! in the order that keeps a drain from slipping between two writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,28 +15,29 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use sessionguard_core::interaction::{login_user, rfc3339};
-use sessionguard_core::{Session, duration, keys};
+use sessionguard_core::pod_plan::{self, Inputs, PodFacts, Release};
+use sessionguard_core::{Session, SessionKey, duration, keys};
 
+use super::{Context, evict, pdb};
 use crate::error::{Error, Result};
-use crate::events::{self, Kind};
-use crate::reports::index::Liveness;
-use crate::state::{SessionKey, State};
-use plan::{Inputs, Release};
+use crate::io::events::{self, Kind};
+use crate::io::metrics::KindLabels;
+use crate::io::report_index::Liveness;
 
 /// How often a pod is looked at even if nothing changes (timers are also
 /// re-derived from annotations, so this is only a safety net).
 const RESYNC: Duration = Duration::from_secs(300);
 
-pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
-    let _timer = state.metrics.timer("pod");
-    state.ready().await;
+pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.timer("pod");
+    ctx.cache.ready().await;
     if pod.metadata.deletion_timestamp.is_some() {
         // The pod is going; the garbage collector removes our PDB with it.
         return Ok(Action::await_change());
     }
     let now = Timestamp::now();
     let uid = pod.uid().unwrap_or_default();
-    let (logins, silent_since, stale_at) = match state.liveness(&pod, now) {
+    let (logins, silent_since, stale_at) = match ctx.cache.liveness(&pod, now) {
         Liveness::Fresh { sessions, stale_at } => (
             sessions
                 .into_iter()
@@ -49,19 +50,23 @@ pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
         Liveness::NoReport => (vec![], None, None),
     };
     if silent_since.is_none() {
-        session_events(&state, &pod, &logins);
+        session_events(&ctx, &pod, &logins);
     }
-    let existing_pdb = state.our_pdb(&pod);
-    let last_login = state.with_memory(&uid, |m| {
+    let existing_pdb = ctx.cache.our_pdb(&pod);
+    let last_login = ctx.memory.with_pod(&uid, |m| {
         if !logins.is_empty() || (m.last_login.is_none() && existing_pdb.is_some()) {
             // After a restart an existing PDB starts its grace from now.
             m.last_login = Some(now);
         }
         m.last_login
     });
-    let opt = state.opt_in(&pod);
-    let p = plan::plan(&Inputs {
-        pod: &pod,
+    let opt = ctx.cache.opt_in(&pod);
+    let p = pod_plan::plan(&Inputs {
+        pod: PodFacts {
+            uid: &uid,
+            labels: pod.labels(),
+            annotations: pod.annotations(),
+        },
         logins: &logins,
         silent_since,
         stale_at,
@@ -69,14 +74,13 @@ pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
         has_pdb: existing_pdb.is_some(),
         last_login,
         now,
-        config: &state.config,
+        settings: &ctx.settings.plan,
     });
 
     if let Some(err) = &p.interaction_error {
-        state
-            .metrics
+        ctx.metrics
             .report_errors
-            .get_or_create(&crate::metrics::KindLabels {
+            .get_or_create(&KindLabels {
                 kind: "bad_interaction_record",
             })
             .inc();
@@ -86,12 +90,11 @@ pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
     // Order matters for the race with a drain: label the pod before the PDB
     // selects it; delete the PDB before taking the annotations away.
     if p.protect {
-        patch_pod(&state, &pod, &p.labels, &p.annotations).await?;
+        patch_pod(&ctx, &pod, &p.labels, &p.annotations).await?;
         if existing_pdb.is_none()
-            && let pdb::Ensured::Created = pdb::ensure(&state, &pod).await?
+            && let pdb::Ensured::Created = pdb::ensure(&ctx, &pod).await?
         {
-            events::on_pod(
-                &state,
+            ctx.events.on_pod(
                 &pod,
                 Kind::Normal,
                 "Protected",
@@ -100,7 +103,7 @@ pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
         }
     } else {
         let deleted = match &existing_pdb {
-            Some(existing) => pdb::delete(&state, existing).await?,
+            Some(existing) => pdb::delete(&ctx, existing).await?,
             None => false,
         };
         // Announced by the call that deleted the PDB, before anything else can
@@ -108,13 +111,12 @@ pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
         if let Some(r) = &p.release
             && (deleted || matches!(r, Release::Capped(_)))
         {
-            release_event(&state, &pod, r);
+            release_event(&ctx, &pod, r);
         }
-        patch_pod(&state, &pod, &p.labels, &p.annotations).await?;
+        patch_pod(&ctx, &pod, &p.labels, &p.annotations).await?;
     }
     if let Some(r) = &p.extended {
-        events::on_pod(
-            &state,
+        ctx.events.on_pod(
             &pod,
             Kind::Normal,
             "Extended",
@@ -122,16 +124,15 @@ pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
                 "eviction time extended by {} (requested by {}); new eviction time {}",
                 duration::format(r.extension.unwrap_or_default()),
                 r.extended_by.as_deref().unwrap_or("unknown"),
-                rfc3339(r.evict_at(state.config.webhook.max_extension))
+                rfc3339(r.evict_at(ctx.settings.plan.max_extension))
             ),
         );
     }
 
-    let evict_requeue =
-        crate::evict::step(&state, &pod, &logins, &opt, p.interaction.as_ref(), now).await?;
+    let evict_requeue = evict::step(&ctx, &pod, &logins, &opt, p.interaction.as_ref(), now).await?;
 
-    if let Some(sts) = state.owner_statefulset(&pod) {
-        let _ = state.sts_trigger.send(ObjectRef::from_obj(&*sts));
+    if let Some(sts) = ctx.cache.owner_statefulset(&pod) {
+        let _ = ctx.statefulsets.send(ObjectRef::from_obj(&*sts));
     }
     let next = [p.requeue, evict_requeue, Some(RESYNC)]
         .into_iter()
@@ -141,21 +142,13 @@ pub async fn reconcile(pod: Arc<Pod>, state: Arc<State>) -> Result<Action> {
     Ok(Action::requeue(next))
 }
 
-pub fn error_policy(pod: Arc<Pod>, err: &Error, state: Arc<State>) -> Action {
-    state
-        .metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: "pod",
-            kind: err.kind(),
-        })
-        .inc();
+pub fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(pod = %events::pod_name(&pod), error = %err, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+    ctx.failed("pod", err.kind(), Duration::from_secs(2))
 }
 
 async fn patch_pod(
-    state: &Arc<State>,
+    ctx: &Context,
     pod: &Pod,
     labels: &BTreeMap<String, Option<String>>,
     annotations: &BTreeMap<String, Option<String>>,
@@ -184,8 +177,12 @@ async fn patch_pod(
         );
     }
     let patch = serde_json::json!({ "metadata": meta });
-    let api: Api<Pod> = Api::namespaced(state.client.clone(), &pod.namespace().unwrap_or_default());
-    match state
+    let api: Api<Pod> = Api::namespaced(
+        ctx.writer.client().clone(),
+        &pod.namespace().unwrap_or_default(),
+    );
+    match ctx
+        .writer
         .write(
             "patch_pod",
             api.patch(
@@ -208,12 +205,16 @@ fn describe(s: &Session) -> String {
         "user {} on {} in container {} ({}, pid {})",
         login_user(s.uid),
         s.tty,
-        s.container_name
-            .as_deref()
-            .unwrap_or(s.container_id.short()),
+        container(s),
         s.command,
         s.pid
     )
+}
+
+fn container(s: &Session) -> &str {
+    s.container_name
+        .as_deref()
+        .unwrap_or(s.container_id.short())
 }
 
 fn protected_note(pod: &Pod, logins: &[Session]) -> String {
@@ -226,7 +227,7 @@ fn protected_note(pod: &Pod, logins: &[Session]) -> String {
     )
 }
 
-fn release_event(state: &Arc<State>, pod: &Pod, r: &Release) {
+fn release_event(ctx: &Context, pod: &Pod, r: &Release) {
     let (kind, reason, why) = match r {
         Release::SessionsEnded => (
             Kind::Normal,
@@ -239,7 +240,7 @@ fn release_event(state: &Arc<State>, pod: &Pod, r: &Release) {
             format!(
                 "the node's sessionguard agent has not reported since {} (grace {}); its sessions are no longer trusted",
                 rfc3339(*t),
-                duration::format(state.config.agent_grace)
+                duration::format(ctx.cache.agent_grace())
             ),
         ),
         Release::Capped(cap) => (
@@ -261,8 +262,7 @@ fn release_event(state: &Arc<State>, pod: &Pod, r: &Release) {
             "the pod is no longer opted in to protection".to_string(),
         ),
     };
-    events::on_pod(
-        state,
+    ctx.events.on_pod(
         pod,
         kind,
         reason,
@@ -273,17 +273,17 @@ fn release_event(state: &Arc<State>, pod: &Pod, r: &Release) {
 /// SessionStarted/SessionEnded from the difference to what we saw last time.
 /// On the first look after a restart, sessions that the interaction record
 /// already covers are taken as known, so a restart does not replay them.
-fn session_events(state: &Arc<State>, pod: &Pod, logins: &[Session]) {
-    let now: BTreeSet<SessionKey> = logins.iter().map(SessionKey::from).collect();
+fn session_events(ctx: &Context, pod: &Pod, logins: &[Session]) {
+    let now: BTreeMap<SessionKey, Session> = logins.iter().map(|s| (s.key(), s.clone())).collect();
     let recorded_until = pod
         .annotations()
         .get(keys::LAST_INTERACTION)
         .and_then(|v| v.parse::<Timestamp>().ok());
-    let (started, ended) = state.with_memory(&pod.uid().unwrap_or_default(), |m| {
+    let (started, ended) = ctx.memory.with_pod(&pod.uid().unwrap_or_default(), |m| {
         if m.known.is_empty() && m.last_login.is_none() {
             m.known = now
                 .iter()
-                .filter(|k| {
+                .filter(|(k, _)| {
                     recorded_until.is_some_and(|r| {
                         k.started_at
                             .round(jiff::Unit::Second)
@@ -291,39 +291,43 @@ fn session_events(state: &Arc<State>, pod: &Pod, logins: &[Session]) {
                             <= r
                     })
                 })
-                .cloned()
+                .map(|(k, s)| (k.clone(), s.clone()))
                 .collect();
         }
-        let started: Vec<SessionKey> = now.difference(&m.known).cloned().collect();
-        let ended: Vec<SessionKey> = m.known.difference(&now).cloned().collect();
+        let keys_now: BTreeSet<&SessionKey> = now.keys().collect();
+        let started: Vec<Session> = now
+            .iter()
+            .filter(|(k, _)| !m.known.contains_key(*k))
+            .map(|(_, s)| s.clone())
+            .collect();
+        let ended: Vec<Session> = m
+            .known
+            .iter()
+            .filter(|(k, _)| !keys_now.contains(k))
+            .map(|(_, s)| s.clone())
+            .collect();
         m.known = now.clone();
         (started, ended)
     });
-    for k in started {
-        let s = logins
-            .iter()
-            .find(|s| SessionKey::from(*s) == k)
-            .expect("from logins");
-        events::on_pod(
-            state,
+    for s in started {
+        ctx.events.on_pod(
             pod,
             Kind::Normal,
             "SessionStarted",
-            format!("login session started: {}", describe(s)),
+            format!("login session started: {}", describe(&s)),
         );
     }
-    for k in ended {
-        events::on_pod(
-            state,
+    for s in ended {
+        ctx.events.on_pod(
             pod,
             Kind::Normal,
             "SessionEnded",
             format!(
                 "login session ended: user {} on {} in container {} (pid {})",
-                login_user(k.uid),
-                k.tty,
-                k.container,
-                k.pid
+                login_user(s.uid),
+                s.tty,
+                container(&s),
+                s.pid
             ),
         );
     }

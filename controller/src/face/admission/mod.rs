@@ -15,6 +15,7 @@
 //! files (cert-manager); [`tls`] swaps them in without a restart.
 
 pub mod certs;
+pub mod interaction;
 pub mod manifests;
 pub mod metrics;
 pub mod queue;
@@ -34,11 +35,10 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use prometheus_client::registry::Registry;
 
-use crate::error::{Error, Result};
+use sessionguard_core::duration::flag;
 
-fn duration(s: &str) -> std::result::Result<Duration, String> {
-    sessionguard_core::duration::parse(s).map_err(|e| e.to_string())
-}
+use crate::error::{Error, Result};
+use crate::io::metrics::Metrics as WriteMetrics;
 
 /// Flags of the admission webhooks (all off unless `--webhook true`).
 #[derive(Clone, Debug, Args)]
@@ -104,23 +104,23 @@ pub struct WebhookConfig {
     pub mutating_config: String,
 
     /// Lifetime of the generated serving certificate.
-    #[arg(long = "webhook-cert-validity", env = "SESSIONGUARD_WEBHOOK_CERT_VALIDITY", value_parser = duration, default_value = "90d")]
+    #[arg(long = "webhook-cert-validity", env = "SESSIONGUARD_WEBHOOK_CERT_VALIDITY", value_parser = flag, default_value = "90d")]
     pub cert_validity: Duration,
 
     /// Renew the generated serving certificate when less than this is left
     /// (same CA, so the caBundle does not change).
-    #[arg(long = "webhook-cert-renew-before", env = "SESSIONGUARD_WEBHOOK_CERT_RENEW_BEFORE", value_parser = duration, default_value = "30d")]
+    #[arg(long = "webhook-cert-renew-before", env = "SESSIONGUARD_WEBHOOK_CERT_RENEW_BEFORE", value_parser = flag, default_value = "30d")]
     pub cert_renew_before: Duration,
 
     /// Lifetime of the generated CA. A new one is added to the caBundle
     /// when less than a serving certificate's life and renewal margin is left
     /// (at most half its life), and signs only once every webhook
     /// configuration trusts it.
-    #[arg(long = "webhook-ca-validity", env = "SESSIONGUARD_WEBHOOK_CA_VALIDITY", value_parser = duration, default_value = "1825d")]
+    #[arg(long = "webhook-ca-validity", env = "SESSIONGUARD_WEBHOOK_CA_VALIDITY", value_parser = flag, default_value = "1825d")]
     pub ca_validity: Duration,
 
     /// How often the Secret, the caBundles and mounted files are checked.
-    #[arg(long = "webhook-cert-check-interval", env = "SESSIONGUARD_WEBHOOK_CERT_CHECK_INTERVAL", value_parser = duration, default_value = "30s")]
+    #[arg(long = "webhook-cert-check-interval", env = "SESSIONGUARD_WEBHOOK_CERT_CHECK_INTERVAL", value_parser = flag, default_value = "30s")]
     pub cert_check_interval: Duration,
 
     /// Opt-in policy: deny exec, attach and debug in these namespaces
@@ -136,7 +136,7 @@ pub struct WebhookConfig {
     /// The controller also caps evict-at with it, webhook or not, so a value
     /// written while the webhook was down (failurePolicy Ignore) or by a
     /// privileged user cannot go past it.
-    #[arg(long = "webhook-max-extension", env = "SESSIONGUARD_WEBHOOK_MAX_EXTENSION", value_parser = duration, default_value = "7d")]
+    #[arg(long = "webhook-max-extension", env = "SESSIONGUARD_WEBHOOK_MAX_EXTENSION", value_parser = flag, default_value = "7d")]
     pub max_extension: Duration,
 
     /// Users besides the controller itself (found with a SelfSubjectReview)
@@ -189,13 +189,30 @@ pub async fn whoami(client: &Client) -> Result<String> {
 /// Starts the webhook server, the certificate loop and the record writers.
 /// Called on every replica before leader election: admission must work on
 /// standbys too, since the Service spreads requests over all of them.
-pub async fn start(
-    config: &crate::Config,
-    client: Client,
-    registry: &mut Registry,
-    identity: &str,
-) -> Result<()> {
-    let wh = &config.webhook;
+/// What the webhooks need besides their own flags.
+pub struct Shared<'a> {
+    pub client: Client,
+    pub registry: &'a mut Registry,
+    pub identity: &'a str,
+    /// The controller's namespace: the Secret lives there.
+    pub namespace: &'a str,
+    /// Time from first interaction to eviction, written into new records.
+    pub ttl: Duration,
+    pub write_timeout: Duration,
+    /// Counts the record writer's API calls with every other write.
+    pub write_metrics: WriteMetrics,
+}
+
+pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
+    let Shared {
+        client,
+        registry,
+        identity,
+        namespace,
+        ttl,
+        write_timeout,
+        write_metrics,
+    } = shared;
     if !wh.enabled {
         return Ok(());
     }
@@ -211,11 +228,12 @@ pub async fn start(
     let (queue, rx) = queue::Queue::new(wh.queue_capacity, metrics.clone());
     let writer = Arc::new(record::Writer {
         client: client.clone(),
-        ttl: config.ttl,
+        ttl,
         max_extension: wh.max_extension,
-        write_timeout: config.write_timeout,
+        write_timeout,
         identity: identity.to_string(),
         metrics: metrics.clone(),
+        write_metrics,
     });
     record::spawn_workers(writer, rx, wh.record_workers.max(1), metrics.clone());
 
@@ -223,8 +241,8 @@ pub async fn start(
     let source = match &wh.cert_dir {
         Some(dir) => certs::Source::Files(dir.clone()),
         None => certs::Source::Secret {
-            namespace: config.lease_namespace.clone(),
-            sans: certs::sans(&wh.service, &config.lease_namespace, &wh.extra_sans),
+            namespace: namespace.to_string(),
+            sans: certs::sans(&wh.service, namespace, &wh.extra_sans),
         },
     };
     let manager = certs::Manager {
@@ -246,8 +264,14 @@ pub async fn start(
         queue,
         metrics,
     });
-    let server = server::Server::bind(wh.addr, tls::server_config(resolver), ctx).await?;
-    tracing::info!(addr = %server.local_addr()?, "serving admission webhooks over TLS");
-    tokio::spawn(server.run());
+    let listener = sessionguard_http::bind(wh.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving admission webhooks over TLS");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver));
+    tokio::spawn(sessionguard_http::serve(
+        "admission",
+        listener,
+        Some(acceptor),
+        Arc::new(server::Admission(ctx)),
+    ));
     Ok(())
 }

@@ -14,7 +14,7 @@
 //! the agent-silent event. Deleting the object is not a way to drop protection
 //! at once (and an agent's restart may delete and recreate it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -57,6 +57,8 @@ pub enum Seen {
 #[derive(Debug, Default)]
 pub struct ReportIndex {
     nodes: HashMap<String, NodeReport>,
+    /// During a (re)list, the nodes whose report objects it named so far.
+    relisting: Option<HashSet<String>>,
 }
 
 impl ReportIndex {
@@ -107,6 +109,37 @@ impl ReportIndex {
         };
         n.deleted_at.get_or_insert(now);
         n.by_pod.keys().cloned().collect()
+    }
+
+    /// A (re)list starts: a node it does not name before
+    /// [`ReportIndex::finish_relist`] lost its report while the watch was down.
+    pub fn begin_relist(&mut self) {
+        self.relisting = Some(HashSet::new());
+    }
+
+    /// The (re)list named this node's report object (valid or not: a report
+    /// refused as malformed still exists, and its node keeps its snapshot).
+    pub fn listed(&mut self, node: &str) {
+        if let Some(seen) = &mut self.relisting {
+            seen.insert(node.to_string());
+        }
+    }
+
+    /// The (re)list is complete: nodes it did not name are treated as deleted.
+    /// Returns the pods to look at again.
+    pub fn finish_relist(&mut self, now: Timestamp, grace: Duration) -> Vec<PodUid> {
+        let Some(seen) = self.relisting.take() else {
+            return Vec::new();
+        };
+        let gone: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|n| !seen.contains(*n))
+            .cloned()
+            .collect();
+        gone.iter()
+            .flat_map(|node| self.mark_deleted(node, now, grace))
+            .collect()
     }
 
     pub fn get(&self, node: &str) -> Option<&NodeReport> {
@@ -170,6 +203,33 @@ mod tests {
             sequence: 1,
             sessions,
         }
+    }
+
+    #[test]
+    fn a_relist_that_misses_a_node_treats_its_report_as_deleted() {
+        let mut idx = ReportIndex::default();
+        let t0 = ts("2026-11-24T01:00:00Z");
+        let grace = Duration::from_secs(120);
+        for node in ["n1", "n2", "n3"] {
+            let uid = if node == "n1" { UID_A } else { UID_B };
+            idx.apply(
+                report(node, "2026-11-24T01:00:00Z", vec![session(uid, "pts/0")]),
+                Seen::Live,
+                t0,
+            );
+        }
+        idx.begin_relist();
+        idx.listed("n2");
+        idx.listed("n3"); // refused as malformed, but its object exists
+        let gone = idx.finish_relist(t0, grace);
+        assert_eq!(gone, vec![PodUid::parse(UID_A).unwrap()]);
+        assert!(idx.get("n1").unwrap().deleted_at.is_some());
+        assert!(idx.get("n2").unwrap().deleted_at.is_none());
+        assert!(idx.get("n3").unwrap().deleted_at.is_none());
+        assert!(
+            idx.finish_relist(t0, grace).is_empty(),
+            "outside a relist nothing is swept"
+        );
     }
 
     #[test]

@@ -899,7 +899,7 @@ mod tests {
         let leaf0 = s0.leaf.clone().unwrap();
         assert_eq!(leaf0.not_after, ts("2027-02-22T01:00:00Z"));
         assert!(verifies(&leaf0, &s0.bundle(), t0));
-        crate::admission::tls::certified_key(&leaf0.cert_pem, &leaf0.key_pem).unwrap();
+        crate::face::admission::tls::certified_key(&leaf0.cert_pem, &leaf0.key_pem).unwrap();
 
         // Published: trust is noted, nothing else moves.
         let s1 = step(&s0, &published(&s0), &t, t0 + SignedDuration::from_mins(1));

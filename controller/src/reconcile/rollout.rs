@@ -13,21 +13,20 @@ use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, Precondition
 use kube::runtime::controller::Action;
 use sessionguard_core::keys;
 use sessionguard_core::protection::OptIn;
-use sessionguard_core::rollout::{Member, Step, next_step, ordinal};
+use sessionguard_core::rollout::{self as decide, Member, Step, next_step, ordinal};
 
+use super::Context;
 use crate::error::{Error, Result};
-use crate::events::{self, Kind};
-use crate::state::State;
+use crate::io::events::{self, Kind};
 
 /// Does sessionguard drive this set's updates?
 pub fn manages(sts: &StatefulSet, opt: &OptIn) -> bool {
-    let on_delete = sts
+    let strategy = sts
         .spec
         .as_ref()
         .and_then(|s| s.update_strategy.as_ref())
-        .and_then(|u| u.type_.as_deref())
-        == Some("OnDelete");
-    on_delete && opt.protect
+        .and_then(|u| u.type_.as_deref());
+    decide::manages(strategy, opt)
 }
 
 fn ready(pod: &Pod) -> bool {
@@ -37,11 +36,11 @@ fn ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Action> {
-    let _timer = state.metrics.timer("statefulset");
-    state.ready().await;
+pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.timer("statefulset");
+    ctx.cache.ready().await;
     let ns = sts.namespace().unwrap_or_default();
-    if !state.config.rollout || !manages(&sts, &state.set_opt_in(&sts)) {
+    if !ctx.settings.rollout || !manages(&sts, &ctx.cache.set_opt_in(&sts)) {
         return Ok(Action::await_change());
     }
     let Some(status) = sts.status.as_ref() else {
@@ -61,32 +60,13 @@ pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
         .max(0) as u32;
     let name = sts.name_any();
     let now = Timestamp::now();
-    let pods: Vec<Arc<Pod>> = state
-        .stores
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| {
-            p.namespace().as_deref() == Some(&ns)
-                && p.owner_references().iter().any(|o| {
-                    o.controller == Some(true) && Some(&o.uid) == sts.metadata.uid.as_ref()
-                })
-        })
-        .collect();
+    let pods = ctx.cache.pods_of(&sts);
     let sts_uid = sts.uid().unwrap_or_default();
-    let in_flight = {
-        let mut evicted = state.rollout_evicted.lock().expect("rollout lock");
-        // Forget the eviction once the cache shows the pod terminating or gone.
-        let seen_going = evicted.get(&sts_uid).is_some_and(|uid| {
-            !pods
-                .iter()
-                .any(|p| p.uid().as_ref() == Some(uid) && p.metadata.deletion_timestamp.is_none())
-        });
-        if seen_going {
-            evicted.remove(&sts_uid);
-        }
-        evicted.get(&sts_uid).cloned()
-    };
+    // Forgotten once the cache shows the evicted pod terminating or gone.
+    let in_flight = ctx.memory.rollout_in_flight(&sts_uid, |uid| {
+        pods.iter()
+            .any(|p| p.uid().as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none())
+    });
     let members: Vec<Member> = pods
         .iter()
         .filter_map(|p| {
@@ -101,7 +81,7 @@ pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
                 ready: ready(p),
                 terminating: p.metadata.deletion_timestamp.is_some()
                     || (in_flight.is_some() && p.uid() == in_flight),
-                logged_in: state.logged_in(p, now) && !state.opt_in(p).no_pdb,
+                logged_in: ctx.cache.logged_in(p, now) && !ctx.cache.opt_in(p).no_pdb,
             })
         })
         .collect();
@@ -121,7 +101,7 @@ pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
                 .iter()
                 .find(|p| p.name_any() == pod_name)
                 .expect("member");
-            let api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
+            let api: Api<Pod> = Api::namespaced(ctx.writer.client().clone(), &ns);
             let ep = EvictParams {
                 delete_options: Some(DeleteParams {
                     preconditions: Some(Preconditions {
@@ -132,18 +112,17 @@ pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
                 }),
                 ..Default::default()
             };
-            match state.write("evict_pod", api.evict(&pod_name, &ep)).await {
+            match ctx
+                .writer
+                .write("evict_pod", api.evict(&pod_name, &ep))
+                .await
+            {
                 Ok(_) => {
                     if let Some(uid) = pod.uid() {
-                        state
-                            .rollout_evicted
-                            .lock()
-                            .expect("rollout lock")
-                            .insert(sts_uid.clone(), uid);
+                        ctx.memory.rollout_evicted(&sts_uid, uid);
                     }
-                    state.metrics.eviction("rollout", "evicted");
-                    events::on_pod(
-                        &state,
+                    ctx.metrics.eviction("rollout", "evicted");
+                    ctx.events.on_pod(
                         pod,
                         Kind::Normal,
                         "RolloutReplaced",
@@ -154,34 +133,33 @@ pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
                     Ok(Action::requeue(Duration::from_secs(1)))
                 }
                 Err(e) if e.status() == Some(429) => {
-                    state.metrics.eviction("rollout", "blocked");
+                    ctx.metrics.eviction("rollout", "blocked");
                     Ok(Action::requeue(Duration::from_secs(5)))
                 }
                 Err(e) if matches!(e.status(), Some(404 | 409)) => {
                     Ok(Action::requeue(Duration::from_secs(1)))
                 }
                 Err(e) => {
-                    state.metrics.eviction("rollout", "failed");
+                    ctx.metrics.eviction("rollout", "failed");
                     Err(e)
                 }
             }
         }
         Step::MarkCurrent => {
-            let api: Api<StatefulSet> = Api::namespaced(state.client.clone(), &ns);
+            let api: Api<StatefulSet> = Api::namespaced(ctx.writer.client().clone(), &ns);
             let patch = serde_json::json!({
                 "status": {
                     "currentRevision": update,
                     "currentReplicas": status.updated_replicas.unwrap_or(replicas as i32),
                 }
             });
-            state
+            ctx.writer
                 .write(
                     "patch_statefulset_status",
                     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
                 )
                 .await?;
-            events::emit(
-                &state,
+            ctx.events.emit(
                 events::object_ref(&*sts),
                 Kind::Normal,
                 "RolloutComplete",
@@ -194,15 +172,7 @@ pub async fn reconcile(sts: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
     }
 }
 
-pub fn error_policy(sts: Arc<StatefulSet>, err: &Error, state: Arc<State>) -> Action {
-    state
-        .metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ErrorLabels {
-            controller: "statefulset",
-            kind: err.kind(),
-        })
-        .inc();
+pub fn error_policy(sts: Arc<StatefulSet>, err: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(statefulset = %sts.name_any(), error = %err, "rollout reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    ctx.failed("statefulset", err.kind(), Duration::from_secs(5))
 }

@@ -117,7 +117,7 @@ pub async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::certs;
+    use crate::face::admission::certs;
 
     #[tokio::test]
     async fn probe_accepts_only_a_certificate_the_bundle_trusts() {

@@ -3,7 +3,6 @@
 //! with it) and labelled as ours. A PDB we did not create is never changed.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -14,9 +13,10 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use sessionguard_core::keys;
 use sessionguard_core::protection::pdb_name;
 
-use crate::error::Result;
-use crate::events::{self, Kind};
-use crate::state::State;
+use super::Context;
+use crate::error::{Error, Result};
+use crate::io::cache::is_ours;
+use crate::io::events::{self, Kind};
 
 /// The PDB we want for `pod`.
 pub fn desired(pod: &Pod) -> PodDisruptionBudget {
@@ -61,39 +61,30 @@ pub enum Ensured {
 }
 
 /// Creates the PDB unless it exists. Called only when the store shows none of ours.
-pub async fn ensure(state: &Arc<State>, pod: &Pod) -> Result<Ensured> {
+pub async fn ensure(ctx: &Context, pod: &Pod) -> Result<Ensured> {
     let ns = pod.namespace().unwrap_or_default();
-    let api: Api<PodDisruptionBudget> = Api::namespaced(state.client.clone(), &ns);
+    let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.writer.client().clone(), &ns);
     let pdb = desired(pod);
-    match state
+    match ctx
+        .writer
         .write("create_pdb", api.create(&PostParams::default(), &pdb))
         .await
     {
         Ok(_) => Ok(Ensured::Created),
         Err(e) if e.status() == Some(409) => {
             let name = pdb_name(&pod.name_any());
-            let existing =
-                api.get_opt(&name)
-                    .await
-                    .map_err(|source| crate::error::Error::Kube {
-                        op: "get_pdb",
-                        source,
-                    })?;
-            let ours = existing.as_ref().is_some_and(|p| {
-                p.labels().get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGER)
-                    && p.owner_references()
-                        .iter()
-                        .any(|o| Some(&o.uid) == pod.metadata.uid.as_ref())
-            });
-            if ours {
+            let existing = api.get_opt(&name).await.map_err(|source| Error::Kube {
+                op: "get_pdb",
+                source,
+            })?;
+            if existing.as_ref().is_some_and(|p| is_ours(p, pod)) {
                 return Ok(Ensured::Present);
             }
-            let first = state.with_memory(&pod.uid().unwrap_or_default(), |m| {
+            let first = ctx.memory.with_pod(&pod.uid().unwrap_or_default(), |m| {
                 !std::mem::replace(&mut m.warned_name_taken, true)
             });
             if first {
-                events::on_pod(
-                    state,
+                ctx.events.on_pod(
                     pod,
                     Kind::Warning,
                     "PDBNameTaken",
@@ -113,9 +104,9 @@ pub async fn ensure(state: &Arc<State>, pod: &Pod) -> Result<Ensured> {
 /// the same name in the meantime is never deleted. True if this call deleted
 /// it: a lagging cache can show a PDB an earlier reconcile already deleted, and
 /// that must not announce the release a second time.
-pub async fn delete(state: &Arc<State>, pdb: &PodDisruptionBudget) -> Result<bool> {
+pub async fn delete(ctx: &Context, pdb: &PodDisruptionBudget) -> Result<bool> {
     let ns = pdb.namespace().unwrap_or_default();
-    let api: Api<PodDisruptionBudget> = Api::namespaced(state.client.clone(), &ns);
+    let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.writer.client().clone(), &ns);
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
             uid: pdb.uid(),
@@ -123,7 +114,8 @@ pub async fn delete(state: &Arc<State>, pdb: &PodDisruptionBudget) -> Result<boo
         }),
         ..Default::default()
     };
-    match state
+    match ctx
+        .writer
         .write("delete_pdb", api.delete(&pdb.name_any(), &dp))
         .await
     {

@@ -6,8 +6,8 @@
 
 use tokio::sync::mpsc;
 
+use super::interaction::Record;
 use super::metrics::Metrics;
-use super::review::Record;
 
 #[derive(Clone)]
 pub struct Queue {
@@ -54,7 +54,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::review::{Record, Via};
+    use crate::face::admission::interaction::{Record, Via};
 
     fn record(pod: &str) -> Record {
         Record {
@@ -78,7 +78,7 @@ mod tests {
         assert!(!q.push(record("c")), "third push must not wait");
         let shed = m
             .records
-            .get_or_create(&super::super::metrics::OutcomeLabels { outcome: "shed" })
+            .get_or_create(&crate::face::admission::metrics::OutcomeLabels { outcome: "shed" })
             .get();
         assert_eq!(shed, 1);
         assert_eq!(m.queue_depth.get(), 2);
@@ -93,7 +93,7 @@ mod tests {
         assert!(!q.push(record("a")));
         let count = |outcome| {
             m.records
-                .get_or_create(&super::super::metrics::OutcomeLabels { outcome })
+                .get_or_create(&crate::face::admission::metrics::OutcomeLabels { outcome })
                 .get()
         };
         assert_eq!((count("closed"), count("shed")), (1, 0));

@@ -1,6 +1,13 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease. Only the holder runs
 //! the controllers and writes; standbys wait.
 //!
+//! Hand-written on purpose: kube-rs has no leader election of its own, and the
+//! lease crates around it (kube-leader-election, kube-lease-manager) neither
+//! track kube 5 nor expose a fence. What we need from a lease is exactly that
+//! fence: a [`WriteGate`] that closes by itself at the renew deadline, checked
+//! by the writer on every write, so a renewal that hangs can never let an old
+//! leader write after a standby took over.
+//!
 //! Expiry is judged on the local clock, from when this replica last saw the
 //! Lease change (as client-go does), so clock skew between replicas cannot
 //! make two leaders. Every write carries the resourceVersion it read, so two
@@ -15,8 +22,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::error::Result;
-use crate::metrics::Metrics;
+use crate::io::metrics::Metrics;
+use crate::io::writer::timed;
 
 pub struct Elector {
     api: Api<Lease>,
@@ -61,7 +71,7 @@ impl Elector {
         op: &'static str,
         f: impl std::future::Future<Output = kube::Result<T>>,
     ) -> Result<T> {
-        self.metrics.timed_write(op, self.timeout, f).await
+        timed(&self.metrics, op, self.timeout, f).await
     }
 
     fn spec(&self, previous: Option<&LeaseSpec>, now: Timestamp) -> LeaseSpec {
@@ -183,15 +193,28 @@ impl Elector {
 #[derive(Debug, Default)]
 pub struct WriteGate {
     until: Mutex<Option<Instant>>,
+    /// `sessionguard_leader`: 1 while the gate is held open by renewals.
+    leader: Gauge,
 }
 
 impl WriteGate {
-    pub fn open_until(&self, until: Instant) {
-        *self.until.lock().expect("gate lock") = Some(until);
+    pub fn new(leader: Gauge) -> Self {
+        Self {
+            until: Mutex::default(),
+            leader,
+        }
     }
 
+    /// Leadership confirmed by a renewal: writes are allowed until `until`.
+    pub fn open_until(&self, until: Instant) {
+        *self.until.lock().expect("gate lock") = Some(until);
+        self.leader.set(1);
+    }
+
+    /// Leadership lost or given up: no more writes.
     pub fn close(&self) {
         *self.until.lock().expect("gate lock") = None;
+        self.leader.set(0);
     }
 
     pub fn is_open_at(&self, now: Instant) -> bool {

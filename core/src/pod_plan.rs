@@ -1,21 +1,45 @@
-//! The pure part of a pod reconcile: from what we know about a pod, decide the
-//! PDB, the pod's labels and annotations, and when to look again.
+//! The decision of a pod reconcile: from what is known about a pod (its
+//! labels and annotations, its live logins, its PDB), decide whether it is
+//! protected, the label and annotation patch, and when to look again.
+//!
+//! The controller gathers the inputs from its caches and hands the plan to its
+//! writer; nothing here knows the Kubernetes client or the command line.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
-use sessionguard_core::interaction::{Interaction, login_user, plus, rfc3339, until};
-use sessionguard_core::protection::{OptIn, protect_annotations, restore_annotations};
-use sessionguard_core::{Session, keys};
 
-use crate::config::Config;
+use crate::interaction::{Interaction, login_user, plus, rfc3339, until};
+use crate::protection::{Map, OptIn, protect_annotations, restore_annotations};
+use crate::{Session, keys};
+
+/// The controller's settings a plan depends on (from its flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Keep protection this long after the last session ends.
+    pub release_grace: Duration,
+    /// Release protection after this long even while sessions continue.
+    pub max_protection: Option<Duration>,
+    /// Record interactions (label + annotations) for logins.
+    pub record_interactions: bool,
+    /// Time from first interaction to eviction.
+    pub ttl: Duration,
+    /// Cap on a user's extension of the eviction time.
+    pub max_extension: Duration,
+}
+
+/// The parts of a pod a plan reads.
+#[derive(Clone, Copy, Debug)]
+pub struct PodFacts<'a> {
+    pub uid: &'a str,
+    pub labels: &'a Map,
+    pub annotations: &'a Map,
+}
 
 /// Everything a decision depends on.
 pub struct Inputs<'a> {
-    pub pod: &'a Pod,
+    pub pod: PodFacts<'a>,
     /// Live logins from a fresh report (consoles already removed).
     pub logins: &'a [Session],
     /// Set when the node's agent has gone silent past the grace period.
@@ -26,7 +50,7 @@ pub struct Inputs<'a> {
     pub has_pdb: bool,
     pub last_login: Option<Timestamp>,
     pub now: Timestamp,
-    pub config: &'a Config,
+    pub settings: &'a Settings,
 }
 
 /// Why protection ends.
@@ -56,18 +80,18 @@ pub struct Plan {
 
 pub fn plan(i: &Inputs) -> Plan {
     let mut p = Plan::default();
-    let current = i.pod.annotations();
+    let current = i.pod.annotations;
     let mut wake: Vec<Timestamp> = Vec::new();
 
     // --- protection ---
     let in_grace = i.logins.is_empty()
         && i.has_pdb
         && i.last_login
-            .is_some_and(|t| i.now < plus(t, i.config.release_grace));
+            .is_some_and(|t| i.now < plus(t, i.settings.release_grace));
     let since = current
         .get(keys::PROTECTED_SINCE)
         .and_then(|v| v.parse::<Timestamp>().ok());
-    let capped = match (i.config.max_protection, since) {
+    let capped = match (i.settings.max_protection, since) {
         (Some(cap), Some(since)) if !i.logins.is_empty() => {
             let end = plus(since, cap);
             if i.now >= end {
@@ -81,15 +105,18 @@ pub fn plan(i: &Inputs) -> Plan {
     };
     p.protect = i.opt.wants_protection() && capped.is_none() && (!i.logins.is_empty() || in_grace);
     if in_grace && p.protect {
-        wake.push(plus(i.last_login.unwrap_or(i.now), i.config.release_grace));
+        wake.push(plus(
+            i.last_login.unwrap_or(i.now),
+            i.settings.release_grace,
+        ));
     }
     if let Some(stale) = i.stale_at.filter(|_| !i.logins.is_empty()) {
         wake.push(stale);
     }
 
     if p.protect {
-        let uid = i.pod.uid().unwrap_or_default();
-        if i.pod.labels().get(keys::POD_UID_LABEL) != Some(&uid) {
+        let uid = i.pod.uid.to_string();
+        if i.pod.labels.get(keys::POD_UID_LABEL) != Some(&uid) {
             p.labels.insert(keys::POD_UID_LABEL.into(), Some(uid));
         }
         p.annotations.extend(protect_annotations(current));
@@ -128,7 +155,7 @@ pub fn plan(i: &Inputs) -> Plan {
         }
     };
     let mut record = existing.clone();
-    if i.config.record_interactions && !i.logins.is_empty() && p.interaction_error.is_none() {
+    if i.settings.record_interactions && !i.logins.is_empty() && p.interaction_error.is_none() {
         let first = i
             .logins
             .iter()
@@ -143,21 +170,21 @@ pub fn plan(i: &Inputs) -> Plan {
             existing.as_ref(),
             first.started_at,
             &login_user(first.uid),
-            i.config.ttl,
+            i.settings.ttl,
         );
         record = Some(Interaction::record(
             Some(&r),
             last.started_at,
             &login_user(last.uid),
-            i.config.ttl,
+            i.settings.ttl,
         ));
-        if i.pod.labels().get(keys::INTERACTED).map(String::as_str) != Some("true") {
+        if i.pod.labels.get(keys::INTERACTED).map(String::as_str) != Some("true") {
             p.labels
                 .insert(keys::INTERACTED.into(), Some("true".into()));
         }
     }
     if let Some(r) = &record {
-        for (k, v) in r.to_annotations(i.config.webhook.max_extension) {
+        for (k, v) in r.to_annotations(i.settings.max_extension) {
             if current.get(&k) != Some(&v) {
                 p.annotations.insert(k, Some(v));
             }
@@ -166,8 +193,7 @@ pub fn plan(i: &Inputs) -> Plan {
         let stored_evict_at = current.get(keys::EVICT_AT);
         if existing.is_some()
             && r.extension.is_some()
-            && stored_evict_at
-                .is_some_and(|s| *s != rfc3339(r.evict_at(i.config.webhook.max_extension)))
+            && stored_evict_at.is_some_and(|s| *s != rfc3339(r.evict_at(i.settings.max_extension)))
         {
             p.extended = Some(r.clone());
         }
@@ -177,7 +203,7 @@ pub fn plan(i: &Inputs) -> Plan {
     if p.interaction_error.is_none() {
         p.interaction_error = record
             .as_ref()
-            .and_then(|r| r.extension_issue(i.config.webhook.max_extension));
+            .and_then(|r| r.extension_issue(i.settings.max_extension));
     }
     p.interaction = record;
 
@@ -191,25 +217,25 @@ pub fn plan(i: &Inputs) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{config, pod, session, ts};
+    use crate::fixtures::{PodFixture, pod, session, settings, ts};
 
-    fn run(pod: &Pod, logins: &[Session], has_pdb: bool, cfg: &Config) -> Plan {
+    fn run(pod: &PodFixture, logins: &[Session], has_pdb: bool, cfg: &Settings) -> Plan {
         plan(&Inputs {
-            pod,
+            pod: pod.facts(),
             logins,
             silent_since: None,
             stale_at: Some(ts("2026-11-24T01:02:00Z")),
-            opt: OptIn::from_objects([(pod.labels(), pod.annotations())]),
+            opt: OptIn::from_objects([(&pod.labels, &pod.annotations)]),
             has_pdb,
             last_login: Some(ts("2026-11-24T01:00:00Z")),
             now: ts("2026-11-24T01:00:00Z"),
-            config: cfg,
+            settings: cfg,
         })
     }
 
     #[test]
     fn a_login_on_a_protected_pod_protects_and_records() {
-        let cfg = config();
+        let cfg = settings();
         let p = pod("web-0").protected().build();
         let plan = run(
             &p,
@@ -218,7 +244,7 @@ mod tests {
             &cfg,
         );
         assert!(plan.protect);
-        assert_eq!(plan.labels[keys::POD_UID_LABEL], p.metadata.uid.clone());
+        assert_eq!(plan.labels[keys::POD_UID_LABEL], Some(p.uid.clone()));
         assert_eq!(plan.labels[keys::INTERACTED].as_deref(), Some("true"));
         assert_eq!(
             plan.annotations[keys::CA_SAFE_TO_EVICT].as_deref(),
@@ -245,7 +271,7 @@ mod tests {
 
     #[test]
     fn consoles_are_not_passed_in_and_unprotected_pods_are_only_recorded() {
-        let cfg = config();
+        let cfg = settings();
         let p = pod("debug").build();
         let plan = run(&p, &[session().uid(0).build()], false, &cfg);
         assert!(!plan.protect && plan.release.is_none());
@@ -255,7 +281,7 @@ mod tests {
 
     #[test]
     fn last_logout_releases_and_restores() {
-        let cfg = config();
+        let cfg = settings();
         let p = pod("web-0").protected().was_protected().build();
         let plan = run(&p, &[], true, &cfg);
         assert!(!plan.protect);
@@ -267,7 +293,7 @@ mod tests {
 
     #[test]
     fn release_grace_keeps_the_pdb_briefly() {
-        let mut cfg = config();
+        let mut cfg = settings();
         cfg.release_grace = Duration::from_secs(5);
         let p = pod("web-0").protected().was_protected().build();
         let plan = run(&p, &[], true, &cfg);
@@ -277,14 +303,14 @@ mod tests {
 
     #[test]
     fn no_pdb_and_cap_release_with_their_reason() {
-        let cfg = config();
+        let cfg = settings();
         let p = pod("web-0").protected().no_pdb().was_protected().build();
         assert_eq!(
             run(&p, &[session().build()], true, &cfg).release,
             Some(Release::NoPdb)
         );
 
-        let mut cfg = config();
+        let mut cfg = settings();
         cfg.max_protection = Some(Duration::from_secs(60));
         let p = pod("web-0").protected().was_protected().build(); // since 00:58
         let plan = run(&p, &[session().build()], true, &cfg);
@@ -297,7 +323,7 @@ mod tests {
 
     #[test]
     fn an_extension_moves_evict_at() {
-        let cfg = config();
+        let cfg = settings();
         let p = pod("web-0")
             .annotated(keys::FIRST_INTERACTION, "2026-11-24T00:50:00Z")
             .annotated(keys::TTL, "10m0s")
@@ -314,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_bad_or_oversized_extension_is_reported_and_the_login_still_recorded() {
-        let cfg = config(); // --webhook-max-extension 7d
+        let cfg = settings(); // max extension 7d
         let base = || {
             pod("web-0")
                 .annotated(keys::FIRST_INTERACTION, "2026-11-24T00:50:00Z")
@@ -349,7 +375,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_record_is_reported_not_overwritten() {
-        let cfg = config();
+        let cfg = settings();
         let p = pod("web-0")
             .annotated(keys::FIRST_INTERACTION, "soon")
             .build();

@@ -5,50 +5,59 @@
 //! The time comes from the pod's annotations, never from memory, so a
 //! restarted or failed-over controller evicts at the same moment.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, EvictParams, Preconditions};
-use kube::runtime::reflector::ObjectRef;
+use sessionguard_core::backoff::Backoff;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::protection::OptIn;
 use sessionguard_core::{Session, duration, keys};
 
+use super::Context;
 use crate::error::Result;
-use crate::events::{self, Kind};
-use crate::state::State;
+use crate::io::events::Kind;
 
 const POSTPONE_RECHECK: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// After failed evictions: 2s, 4s, ... capped at 5m.
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
 
-/// Is drift eviction on for this pod's namespace?
-pub fn enabled_for(state: &State, pod: &Pod) -> bool {
-    if !state.config.evict_interacted {
-        return false;
-    }
-    let ns = pod.namespace().unwrap_or_default();
-    if !state.config.namespace_allowed_to_evict(&ns) {
-        return false;
-    }
-    let exempt = state
-        .stores
-        .namespaces
-        .get(&ObjectRef::new(&ns))
-        .is_some_and(|n| keys::is_true(n.labels().get(keys::EVICTION_EXEMPT).map(String::as_str)));
-    !exempt
+/// Drift eviction's flags.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Evict interacted pods once their evict-at passes.
+    pub enabled: bool,
+    /// Namespaces whose pods are never drift-evicted.
+    pub namespace_allowlist: Vec<String>,
 }
 
-/// Backoff after `attempts` failed evictions: 2s, 4s, ... capped at 5m.
-pub fn backoff(attempts: u32) -> Duration {
-    Duration::from_secs(2u64.saturating_pow(attempts.clamp(1, 16))).min(MAX_BACKOFF)
+impl Settings {
+    /// Is drift eviction on for a pod in `ns`, whose namespace carries
+    /// `ns_labels`?
+    pub fn applies(
+        &self,
+        ns: &str,
+        ns_labels: Option<&sessionguard_core::protection::Map>,
+    ) -> bool {
+        let exempt = ns_labels
+            .is_some_and(|l| keys::is_true(l.get(keys::EVICTION_EXEMPT).map(String::as_str)));
+        self.enabled && !self.namespace_allowlist.iter().any(|a| a.trim() == ns) && !exempt
+    }
+}
+
+/// Is drift eviction on for this pod's namespace?
+pub fn enabled_for(ctx: &Context, pod: &Pod) -> bool {
+    let ns = pod.namespace().unwrap_or_default();
+    ctx.settings
+        .evict
+        .applies(&ns, ctx.cache.namespace_labels(&ns).as_ref())
 }
 
 /// Returns when to look again, if eviction is pending.
 pub async fn step(
-    state: &Arc<State>,
+    ctx: &Context,
     pod: &Pod,
     logins: &[Session],
     opt: &OptIn,
@@ -58,17 +67,16 @@ pub async fn step(
     let Some(record) = record else {
         return Ok(None);
     };
-    if !enabled_for(state, pod) {
+    if !enabled_for(ctx, pod) {
         return Ok(None);
     }
     let uid = pod.uid().unwrap_or_default();
-    let evict_at = record.evict_at(state.config.webhook.max_extension);
-    let first = state.with_memory(&uid, |m| {
+    let evict_at = record.evict_at(ctx.settings.plan.max_extension);
+    let first = ctx.memory.with_pod(&uid, |m| {
         !std::mem::replace(&mut m.scheduled_event_sent, true)
     });
     if first && now < evict_at {
-        events::on_pod(
-            state,
+        ctx.events.on_pod(
             pod,
             Kind::Warning,
             "EvictionScheduled",
@@ -88,11 +96,12 @@ pub async fn step(
         return Ok(Some(wait + Duration::from_millis(20)));
     }
     if !logins.is_empty() && opt.wants_protection() {
-        let first = state.with_memory(&uid, |m| m.postponed_at.replace(now).is_none());
+        let first = ctx
+            .memory
+            .with_pod(&uid, |m| m.postponed_at.replace(now).is_none());
         if first {
-            state.metrics.eviction("drift", "postponed");
-            events::on_pod(
-                state,
+            ctx.metrics.eviction("drift", "postponed");
+            ctx.events.on_pod(
                 pod,
                 Kind::Normal,
                 "EvictionPostponed",
@@ -106,7 +115,10 @@ pub async fn step(
         return Ok(Some(POSTPONE_RECHECK));
     }
 
-    let api: Api<Pod> = Api::namespaced(state.client.clone(), &pod.namespace().unwrap_or_default());
+    let api: Api<Pod> = Api::namespaced(
+        ctx.writer.client().clone(),
+        &pod.namespace().unwrap_or_default(),
+    );
     let ep = EvictParams {
         delete_options: Some(DeleteParams {
             // Never evict a newer pod that took this one's name.
@@ -118,14 +130,14 @@ pub async fn step(
         }),
         ..Default::default()
     };
-    match state
+    match ctx
+        .writer
         .write("evict_pod", api.evict(&pod.name_any(), &ep))
         .await
     {
         Ok(_) => {
-            state.metrics.eviction("drift", "evicted");
-            events::on_pod(
-                state,
+            ctx.metrics.eviction("drift", "evicted");
+            ctx.events.on_pod(
                 pod,
                 Kind::Normal,
                 "Evicted",
@@ -141,16 +153,14 @@ pub async fn step(
         Err(e) if matches!(e.status(), Some(404 | 409)) => Ok(None),
         Err(e) => {
             let blocked = e.status() == Some(429);
-            state
-                .metrics
+            ctx.metrics
                 .eviction("drift", if blocked { "blocked" } else { "failed" });
-            let attempts = state.with_memory(&uid, |m| {
+            let attempts = ctx.memory.with_pod(&uid, |m| {
                 m.eviction_attempts += 1;
                 m.eviction_attempts
             });
-            let retry = backoff(attempts);
-            events::on_pod(
-                state,
+            let retry = BACKOFF.delay(attempts);
+            ctx.events.on_pod(
                 pod,
                 Kind::Warning,
                 "EvictionFailed",
@@ -175,8 +185,27 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        assert_eq!(backoff(1), Duration::from_secs(2));
-        assert_eq!(backoff(3), Duration::from_secs(8));
-        assert_eq!(backoff(30), MAX_BACKOFF);
+        assert_eq!(BACKOFF.delay(1), Duration::from_secs(2));
+        assert_eq!(BACKOFF.delay(3), Duration::from_secs(8));
+        assert_eq!(BACKOFF.delay(30), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_allowlist_and_the_exempt_label_switch_eviction_off() {
+        let s = Settings {
+            enabled: true,
+            namespace_allowlist: vec!["kube-system".into(), " ops".into()],
+        };
+        assert!(s.applies("default", None));
+        assert!(!s.applies("ops", None), "allowlisted (entries are trimmed)");
+        let exempt = sessionguard_core::protection::Map::from([(
+            keys::EVICTION_EXEMPT.to_string(),
+            "true".to_string(),
+        )]);
+        assert!(!s.applies("default", Some(&exempt)));
+        assert!(
+            !Settings::default().applies("default", None),
+            "off unless enabled"
+        );
     }
 }

@@ -1,0 +1,273 @@
+//! The controller's view of the cluster: reflector stores fed by watches, the
+//! pod-UID index, and the report index; plus the queries reconciles and faces
+//! gather their inputs with. Readers never write to the API server from here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::FutureExt;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use sessionguard_core::protection::{Map, OptIn, pdb_name};
+use sessionguard_core::{PodUid, Session, keys};
+use tokio::sync::watch;
+
+use crate::io::report_index::{Liveness, ReportIndex};
+
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub statefulsets: Store<StatefulSet>,
+    pub replicasets: Store<PartialObjectMeta<ReplicaSet>>,
+    pub deployments: Store<PartialObjectMeta<Deployment>>,
+}
+
+pub struct Cache {
+    pub stores: Stores,
+    pub(crate) pods_by_uid: RwLock<HashMap<String, ObjectRef<Pod>>>,
+    pub(crate) index: RwLock<ReportIndex>,
+    /// How long a node's sessions stay trusted after its agent's last report.
+    agent_grace: Duration,
+    reports_synced: watch::Sender<bool>,
+}
+
+impl Cache {
+    pub fn new(stores: Stores, agent_grace: Duration) -> Self {
+        Self {
+            stores,
+            pods_by_uid: RwLock::default(),
+            index: RwLock::default(),
+            agent_grace,
+            reports_synced: watch::Sender::new(false),
+        }
+    }
+
+    pub fn agent_grace(&self) -> Duration {
+        self.agent_grace
+    }
+
+    // --- readiness ---
+
+    pub(crate) fn set_reports_synced(&self) {
+        self.reports_synced.send_replace(true);
+    }
+
+    /// The caches that have not finished their first list. Every decision
+    /// reads several of them; acting before all have listed could, after a
+    /// restart, release protection that is still needed.
+    pub fn waiting_for(&self) -> Vec<&'static str> {
+        // Polled once rather than awaited, so one lost wakeup can never park
+        // a reconcile or a probe forever.
+        let listed = |ready: bool, name| (!ready).then_some(name);
+        let s = &self.stores;
+        [
+            listed(s.pods.wait_until_ready().now_or_never().is_some(), "pods"),
+            listed(
+                s.pdbs.wait_until_ready().now_or_never().is_some(),
+                "poddisruptionbudgets",
+            ),
+            listed(
+                s.namespaces.wait_until_ready().now_or_never().is_some(),
+                "namespaces",
+            ),
+            listed(
+                s.statefulsets.wait_until_ready().now_or_never().is_some(),
+                "statefulsets",
+            ),
+            listed(
+                s.replicasets.wait_until_ready().now_or_never().is_some(),
+                "replicasets",
+            ),
+            listed(
+                s.deployments.wait_until_ready().now_or_never().is_some(),
+                "deployments",
+            ),
+            listed(*self.reports_synced.borrow(), "sessionreports"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.waiting_for().is_empty()
+    }
+
+    /// Waits until every store and the report index have listed once.
+    pub async fn ready(&self) {
+        while !self.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // --- queries ---
+
+    pub fn pod_by_uid(&self, uid: &str) -> Option<Arc<Pod>> {
+        let r = self
+            .pods_by_uid
+            .read()
+            .expect("uid index lock")
+            .get(uid)
+            .cloned()?;
+        self.stores.pods.get(&r)
+    }
+
+    pub fn pod_ref_by_uid(&self, uid: &str) -> Option<ObjectRef<Pod>> {
+        self.pods_by_uid
+            .read()
+            .expect("uid index lock")
+            .get(uid)
+            .cloned()
+    }
+
+    /// The pod's sessions from its own node's report (never another node's).
+    pub fn liveness(&self, pod: &Pod, now: Timestamp) -> Liveness {
+        let (Some(node), Some(uid)) = (
+            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            pod.uid(),
+        ) else {
+            return Liveness::NoReport;
+        };
+        let Ok(uid) = PodUid::parse(&uid) else {
+            return Liveness::NoReport;
+        };
+        self.index
+            .read()
+            .expect("index lock")
+            .liveness(node, &uid, now, self.agent_grace)
+    }
+
+    /// UIDs of every pod some node's report names.
+    pub fn reported_pod_uids(&self) -> std::collections::HashSet<String> {
+        self.index
+            .read()
+            .expect("index lock")
+            .nodes()
+            .flat_map(|n| n.pods().map(|(u, _)| u.as_str().to_string()))
+            .collect()
+    }
+
+    /// Opt-in as declared on the pod, its owners and its namespace.
+    pub fn opt_in(&self, pod: &Pod) -> OptIn {
+        let ns = pod.namespace().unwrap_or_default();
+        let mut objects: Vec<(Map, Map)> = vec![(pod.labels().clone(), pod.annotations().clone())];
+        for owner in pod.owner_references() {
+            match owner.kind.as_str() {
+                "StatefulSet" => {
+                    if let Some(s) = self.stores.statefulsets.get(&within(&owner.name, &ns)) {
+                        objects.push((s.labels().clone(), s.annotations().clone()));
+                    }
+                }
+                "ReplicaSet" => {
+                    let Some(rs) = self.stores.replicasets.get(&within(&owner.name, &ns)) else {
+                        continue;
+                    };
+                    objects.push((rs.labels().clone(), rs.annotations().clone()));
+                    let deployments = rs
+                        .owner_references()
+                        .iter()
+                        .filter(|o| o.kind == "Deployment");
+                    for d in deployments
+                        .filter_map(|o| self.stores.deployments.get(&within(&o.name, &ns)))
+                    {
+                        objects.push((d.labels().clone(), d.annotations().clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(n) = self.stores.namespaces.get(&ObjectRef::new(&ns)) {
+            // A namespace opts in with its label only; its annotations are
+            // not read, so no-pdb stays a per-workload decision.
+            objects.push((n.labels().clone(), Map::new()));
+        }
+        OptIn::from_objects(objects.iter().map(|(l, a)| (l, a)))
+    }
+
+    /// Opt-in of a StatefulSet's rollout: the set and its namespace. A label on
+    /// a single pod protects that pod, but cannot opt its set's rollout in.
+    pub fn set_opt_in(&self, sts: &StatefulSet) -> OptIn {
+        let ns_labels: Map = sts
+            .namespace()
+            .and_then(|ns| self.stores.namespaces.get(&ObjectRef::new(&ns)))
+            .map(|n| n.labels().clone())
+            .unwrap_or_default();
+        OptIn::from_objects([(sts.labels(), sts.annotations()), (&ns_labels, &Map::new())])
+    }
+
+    /// The labels of a namespace, if the cache has it.
+    pub fn namespace_labels(&self, ns: &str) -> Option<Map> {
+        self.stores
+            .namespaces
+            .get(&ObjectRef::new(ns))
+            .map(|n| n.labels().clone())
+    }
+
+    /// Our PDB for this pod, if the store has one (never a foreign PDB).
+    pub fn our_pdb(&self, pod: &Pod) -> Option<Arc<PodDisruptionBudget>> {
+        let ns = pod.namespace()?;
+        let pdb = self
+            .stores
+            .pdbs
+            .get(&ObjectRef::new(&pdb_name(&pod.name_any())).within(&ns))?;
+        is_ours(&pdb, pod).then_some(pdb)
+    }
+
+    /// The StatefulSet controlling the pod, if any.
+    pub fn owner_statefulset(&self, pod: &Pod) -> Option<Arc<StatefulSet>> {
+        let ns = pod.namespace()?;
+        let owner = pod
+            .owner_references()
+            .iter()
+            .find(|o| o.kind == "StatefulSet" && o.controller == Some(true))?;
+        self.stores
+            .statefulsets
+            .get(&ObjectRef::new(&owner.name).within(&ns))
+    }
+
+    /// The pods the StatefulSet controls.
+    pub fn pods_of(&self, sts: &StatefulSet) -> Vec<Arc<Pod>> {
+        let ns = sts.namespace();
+        self.stores
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.namespace() == ns
+                    && p.owner_references().iter().any(|o| {
+                        o.controller == Some(true) && Some(&o.uid) == sts.metadata.uid.as_ref()
+                    })
+            })
+            .collect()
+    }
+
+    /// Is anyone logged in to the pod, or is its protection still held?
+    pub fn logged_in(&self, pod: &Pod, now: Timestamp) -> bool {
+        let live = match self.liveness(pod, now) {
+            Liveness::Fresh { sessions, .. } => sessions.iter().any(Session::is_login),
+            _ => false,
+        };
+        live || self.our_pdb(pod).is_some()
+    }
+}
+
+fn within<K: kube::Resource<DynamicType = ()>>(name: &str, ns: &str) -> ObjectRef<K> {
+    ObjectRef::new(name).within(ns)
+}
+
+/// A PDB is ours if it carries our label and is owned by the pod.
+pub fn is_ours(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
+    pdb.labels().get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGER)
+        && pdb
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == pod.metadata.uid.as_ref())
+}

@@ -1,0 +1,270 @@
+//! The watches that feed the cache, and the wake-ups they send: a change to a
+//! pod's PDB, owner or namespace wakes the pods it may concern.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use sessionguard_core::keys;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::io::cache::{Cache, Stores};
+use crate::io::metrics::{KindLabels, Metrics};
+
+/// The writing halves of the cache's stores, handed to the watches.
+pub struct StoreWriters {
+    pods: Writer<Pod>,
+    pdbs: Writer<PodDisruptionBudget>,
+    namespaces: Writer<PartialObjectMeta<Namespace>>,
+    statefulsets: Writer<StatefulSet>,
+    replicasets: Writer<PartialObjectMeta<ReplicaSet>>,
+    deployments: Writer<PartialObjectMeta<Deployment>>,
+}
+
+/// Empty stores and the writers that fill them.
+pub fn stores() -> (Stores, StoreWriters) {
+    let (pods, pods_w) = reflector::store();
+    let (pdbs, pdbs_w) = reflector::store();
+    let (namespaces, ns_w) = reflector::store();
+    let (statefulsets, sts_w) = reflector::store();
+    let (replicasets, rs_w) = reflector::store();
+    let (deployments, deploy_w) = reflector::store();
+    (
+        Stores {
+            pods,
+            pdbs,
+            namespaces,
+            statefulsets,
+            replicasets,
+            deployments,
+        },
+        StoreWriters {
+            pods: pods_w,
+            pdbs: pdbs_w,
+            namespaces: ns_w,
+            statefulsets: sts_w,
+            replicasets: rs_w,
+            deployments: deploy_w,
+        },
+    )
+}
+
+// === impl PodWaker ===
+
+/// Asks the pod reconcile to look at pods again.
+#[derive(Clone)]
+pub struct PodWaker {
+    cache: Arc<Cache>,
+    tx: UnboundedSender<ObjectRef<Pod>>,
+}
+
+impl PodWaker {
+    pub fn new(cache: Arc<Cache>, tx: UnboundedSender<ObjectRef<Pod>>) -> Self {
+        Self { cache, tx }
+    }
+
+    pub fn wake(&self, pod: ObjectRef<Pod>) {
+        // The receiver only goes away at shutdown.
+        let _ = self.tx.send(pod);
+    }
+
+    pub fn wake_uids<'a>(&self, uids: impl Iterator<Item = &'a str>) {
+        for r in uids.filter_map(|uid| self.cache.pod_ref_by_uid(uid)) {
+            self.wake(r);
+        }
+    }
+
+    /// Wakes the pods of a namespace (all namespaces for `None`) that
+    /// sessionguard has business with: labelled by us or named in a report.
+    pub fn wake_namespace(&self, ns: Option<&str>) {
+        let mut reported = self.cache.reported_pod_uids();
+        for pod in self.cache.stores.pods.state() {
+            let ours = pod.labels().contains_key(keys::POD_UID_LABEL)
+                || pod.labels().contains_key(keys::INTERACTED);
+            let uid = pod.uid().unwrap_or_default();
+            if (ours || reported.remove(&uid)) && (ns.is_none() || pod.namespace().as_deref() == ns)
+            {
+                self.wake(ObjectRef::from_obj(&*pod));
+            }
+        }
+    }
+}
+
+/// The streams the two controllers run on; everything else is spawned.
+pub struct Streams<P, S> {
+    pub pods: P,
+    pub statefulsets: S,
+}
+
+/// Starts the watches of PDBs, namespaces, ReplicaSets and Deployments, and
+/// returns the pod and StatefulSet streams for the controllers to drive.
+/// `forget` is told the UID of every deleted pod.
+pub fn start(
+    client: &Client,
+    writers: StoreWriters,
+    cache: Arc<Cache>,
+    waker: PodWaker,
+    metrics: Metrics,
+    forget: impl Fn(&str) + Send + 'static,
+) -> Streams<
+    impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+    impl Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
+> {
+    spawn_pdbs(client, writers.pdbs, waker.clone(), metrics.clone());
+    spawn_meta::<Namespace>(
+        client,
+        writers.namespaces,
+        waker.clone(),
+        metrics.clone(),
+        "namespaces",
+    );
+    spawn_meta::<ReplicaSet>(
+        client,
+        writers.replicasets,
+        waker.clone(),
+        metrics.clone(),
+        "replicasets",
+    );
+    spawn_meta::<Deployment>(
+        client,
+        writers.deployments,
+        waker.clone(),
+        metrics.clone(),
+        "deployments",
+    );
+
+    let on_err = counter(metrics.clone(), "pods");
+    let pods = reflector::reflector(
+        writers.pods,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+            .modify(|p| p.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .inspect(move |ev| match ev {
+        Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+            if let Some(uid) = p.uid() {
+                cache
+                    .pods_by_uid
+                    .write()
+                    .expect("uid index lock")
+                    .insert(uid, ObjectRef::from_obj(p));
+            }
+        }
+        Ok(watcher::Event::Delete(p)) => {
+            if let Some(uid) = p.uid() {
+                cache
+                    .pods_by_uid
+                    .write()
+                    .expect("uid index lock")
+                    .remove(&uid);
+                forget(&uid);
+            }
+        }
+        Err(e) => on_err(e),
+        _ => {}
+    })
+    .touched_objects();
+
+    let on_err = counter(metrics, "statefulsets");
+    let statefulsets = reflector::reflector(
+        writers.statefulsets,
+        watcher(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .inspect(move |r| match r {
+        // Opt-in or no-pdb may have changed on the set: look at its pods.
+        Ok(sts) => waker.wake_namespace(sts.namespace().as_deref()),
+        Err(e) => on_err(e),
+    });
+    Streams { pods, statefulsets }
+}
+
+/// Counts and logs a watch error; the watch retries with backoff.
+pub fn counter(metrics: Metrics, kind: &'static str) -> impl Fn(&watcher::Error) {
+    move |e| {
+        metrics
+            .watcher_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+        tracing::warn!(error = %e, resource = kind, "watch failed; retrying with backoff");
+    }
+}
+
+/// Our PDBs only (by label): a change wakes the pod that owns it.
+fn spawn_pdbs(
+    client: &Client,
+    writer: Writer<PodDisruptionBudget>,
+    waker: PodWaker,
+    metrics: Metrics,
+) {
+    let api: Api<PodDisruptionBudget> = Api::all(client.clone());
+    let cfg = watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY, keys::MANAGER));
+    let on_err = counter(metrics, "poddisruptionbudgets");
+    tokio::spawn(
+        reflector::reflector(writer, watcher(api, cfg))
+            .default_backoff()
+            .touched_objects()
+            .for_each(move |r| {
+                match r {
+                    Ok(pdb) => {
+                        let ns = pdb.namespace().unwrap_or_default();
+                        for o in pdb.owner_references().iter().filter(|o| o.kind == "Pod") {
+                            waker.wake(ObjectRef::new(&o.name).within(&ns));
+                        }
+                    }
+                    Err(e) => on_err(&e),
+                }
+                futures::future::ready(())
+            }),
+    );
+}
+
+/// Metadata-only watches of the objects opt-in is read from.
+fn spawn_meta<K>(
+    client: &Client,
+    writer: Writer<PartialObjectMeta<K>>,
+    waker: PodWaker,
+    metrics: Metrics,
+    kind: &'static str,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = Api::all(client.clone());
+    let on_err = counter(metrics, kind);
+    tokio::spawn(
+        reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(move |r| {
+                match r {
+                    Ok(obj) => {
+                        let ns = if kind == "namespaces" {
+                            obj.metadata.name.clone()
+                        } else {
+                            obj.metadata.namespace.clone()
+                        };
+                        waker.wake_namespace(ns.as_deref());
+                    }
+                    Err(e) => on_err(&e),
+                }
+                futures::future::ready(())
+            }),
+    );
+}

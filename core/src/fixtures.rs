@@ -1,0 +1,108 @@
+//! Test fixtures that read like prose: `pod("web-0").protected().was_protected()`.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::pod_plan::{PodFacts, Settings};
+use crate::protection::Map;
+use crate::{Session, keys};
+
+pub fn ts(s: &str) -> Timestamp {
+    s.parse().expect("RFC3339 literal")
+}
+
+/// The controller's defaults: no release grace, no cap, 10m TTL, 7d extension cap.
+pub fn settings() -> Settings {
+    Settings {
+        release_grace: Duration::ZERO,
+        max_protection: None,
+        record_interactions: true,
+        ttl: Duration::from_secs(600),
+        max_extension: Duration::from_secs(7 * 86_400),
+    }
+}
+
+/// A pod's UID (derived from its name), labels and annotations.
+#[derive(Clone, Debug)]
+pub struct PodFixture {
+    pub uid: String,
+    pub labels: Map,
+    pub annotations: Map,
+}
+
+pub fn pod(name: &str) -> PodFixture {
+    PodFixture {
+        uid: format!("0f1e2d3c-4b5a-6978-8796-{:012x}", name.len()),
+        labels: Map::new(),
+        annotations: Map::new(),
+    }
+}
+
+impl PodFixture {
+    pub fn labelled(mut self, k: &str, v: &str) -> Self {
+        self.labels.insert(k.into(), v.into());
+        self
+    }
+    pub fn annotated(mut self, k: &str, v: &str) -> Self {
+        self.annotations.insert(k.into(), v.into());
+        self
+    }
+    pub fn protected(self) -> Self {
+        self.labelled(keys::PROTECT, "true")
+    }
+    pub fn no_pdb(self) -> Self {
+        self.annotated(keys::LP_NO_PDB, "true")
+    }
+    /// As left by an earlier protect pass.
+    pub fn was_protected(self) -> Self {
+        let uid = self.uid.clone();
+        self.labelled(keys::POD_UID_LABEL, &uid)
+            .annotated(keys::CA_SAFE_TO_EVICT, "false")
+            .annotated(keys::KARPENTER_DO_NOT_DISRUPT, "true")
+            .annotated(
+                keys::SAVED_ANNOTATIONS,
+                r#"{"cluster-autoscaler.kubernetes.io/safe-to-evict":null,"karpenter.sh/do-not-disrupt":null}"#,
+            )
+            .annotated(keys::PROTECTED_SINCE, "2026-11-24T00:58:00Z")
+    }
+    pub fn build(self) -> Self {
+        self
+    }
+    pub fn facts(&self) -> PodFacts<'_> {
+        PodFacts {
+            uid: &self.uid,
+            labels: &self.labels,
+            annotations: &self.annotations,
+        }
+    }
+}
+
+pub struct SessionBuilder(Session);
+
+pub fn session() -> SessionBuilder {
+    SessionBuilder(
+        serde_json::from_value(serde_json::json!({
+            "pod_uid": "0f1e2d3c-4b5a-6978-8796-000000000005",
+            "container_id": "ab".repeat(32),
+            "tty": "pts/0", "pid": 42, "command": "bash", "uid": 1000,
+            "started_at": "2026-11-24T00:59:30Z", "processes": 1,
+            "container_name": "main"
+        }))
+        .expect("valid session"),
+    )
+}
+
+impl SessionBuilder {
+    pub fn uid(mut self, uid: u32) -> Self {
+        self.0.uid = uid;
+        self
+    }
+    pub fn at(mut self, t: &str) -> Self {
+        self.0.started_at = ts(t);
+        self
+    }
+    pub fn build(self) -> Session {
+        self.0
+    }
+}
