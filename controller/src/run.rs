@@ -26,11 +26,11 @@ use crate::face::gauges::PodGauges;
 use crate::face::http::Health;
 use crate::io::cache::Cache;
 use crate::io::events::Recorder;
-use crate::io::lease::{Elector, WriteGate};
+use crate::io::lease::Elector;
 use crate::io::metrics::Metrics;
 use crate::io::reports::ReportWatch;
 use crate::io::watches::{self, PodWaker, StoreWriters};
-use crate::io::writer::Writer;
+use crate::io::writer::{WriteGate, Writer};
 use crate::reconcile::{self, Context, memory::Memory};
 
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;

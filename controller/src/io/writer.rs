@@ -7,13 +7,13 @@
 //! `NotLeader` instead of landing a write another leader may contradict.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Client;
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::error::{Error, Result};
-use crate::io::lease::WriteGate;
 use crate::io::metrics::Metrics;
 
 #[derive(Clone)]
@@ -97,5 +97,72 @@ pub async fn timed<T>(
                 secs: timeout.as_secs(),
             })
         }
+    }
+}
+
+// === impl WriteGate ===
+
+/// Whether this replica may write. Open until an instant: the start of the last
+/// successful Lease renewal plus the renew deadline, which is shorter than the
+/// Lease duration a standby waits out before taking over. A renewal that hangs
+/// therefore closes the gate on its own, before anyone else can lead, without
+/// the renew loop having to notice in time.
+#[derive(Debug, Default)]
+pub struct WriteGate {
+    until: Mutex<Option<Instant>>,
+    /// `sessionguard_leader`: 1 while the gate is held open by renewals.
+    leader: Gauge,
+}
+
+impl WriteGate {
+    pub fn new(leader: Gauge) -> Self {
+        Self {
+            until: Mutex::default(),
+            leader,
+        }
+    }
+
+    /// Leadership confirmed by a renewal: writes are allowed until `until`.
+    pub fn open_until(&self, until: Instant) {
+        *self.until.lock().expect("gate lock") = Some(until);
+        self.leader.set(1);
+    }
+
+    /// Leadership lost or given up: no more writes.
+    pub fn close(&self) {
+        *self.until.lock().expect("gate lock") = None;
+        self.leader.set(0);
+    }
+
+    pub fn is_open_at(&self, now: Instant) -> bool {
+        self.until
+            .lock()
+            .expect("gate lock")
+            .is_some_and(|until| now < until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_closes_at_the_deadline_without_being_told() {
+        let gate = WriteGate::default();
+        let t0 = Instant::now();
+        assert!(!gate.is_open_at(t0), "closed until a renewal opens it");
+        gate.open_until(t0 + Duration::from_secs(10));
+        assert!(gate.is_open_at(t0 + Duration::from_secs(9)));
+        assert!(
+            !gate.is_open_at(t0 + Duration::from_secs(10)),
+            "a hung renewal must not keep writes going"
+        );
+        gate.open_until(t0 + Duration::from_secs(20));
+        assert!(gate.is_open_at(t0 + Duration::from_secs(15)), "renewed");
+        gate.close();
+        assert!(
+            !gate.is_open_at(t0 + Duration::from_secs(15)),
+            "stepped down"
+        );
     }
 }
