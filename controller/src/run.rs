@@ -228,22 +228,15 @@ fn start_controllers(
     parts: Parts,
     stop: watch::Receiver<bool>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    let Parts {
-        client,
-        cache,
-        store_writers,
-        writer,
-        metrics,
-        identity,
-    } = parts;
+    let cache = parts.cache;
     let (sts_tx, sts_rx) = mpsc::unbounded_channel();
     let (pod_tx, pod_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
-    let events = Recorder::new(writer.clone(), identity);
+    let events = Recorder::new(parts.writer.clone(), parts.identity);
     let ctx = Arc::new(Context {
         cache: cache.clone(),
-        writer,
+        writer: parts.writer,
         events: events.clone(),
-        metrics: metrics.clone(),
+        metrics: parts.metrics.clone(),
         settings: config.reconcile_settings(),
         memory: Memory::default(),
         statefulsets: sts_tx,
@@ -254,19 +247,19 @@ fn start_controllers(
         move |uid: &str| ctx.memory.forget_pod(uid)
     };
     let streams = watches::start(
-        &client,
-        store_writers,
+        &parts.client,
+        parts.store_writers,
         cache.clone(),
         waker.clone(),
-        metrics.clone(),
+        parts.metrics.clone(),
         forget,
     );
     let reports = ReportWatch {
-        client,
+        client: parts.client,
         cache: cache.clone(),
         waker,
         events,
-        metrics,
+        metrics: parts.metrics,
     };
     tokio::spawn(reports.run());
     tokio::spawn(log_when_synced(cache.clone()));
