@@ -80,10 +80,20 @@ pub struct Plan {
 
 pub fn plan(i: &Inputs) -> Plan {
     let mut p = Plan::default();
-    let current = i.pod.annotations;
     let mut wake: Vec<Timestamp> = Vec::new();
+    protection(i, &mut p, &mut wake);
+    interaction_record(i, &mut p);
+    p.requeue = wake
+        .into_iter()
+        .min()
+        .map(|t| until(i.now, t) + Duration::from_millis(50));
+    p
+}
 
-    // --- protection ---
+/// Whether the pod is protected, the protection labels and annotations, why
+/// protection ends, and when a timer (grace, cap, staleness) runs out.
+fn protection(i: &Inputs, p: &mut Plan, wake: &mut Vec<Timestamp>) {
+    let current = i.pod.annotations;
     let in_grace = i.logins.is_empty()
         && i.has_pdb
         && i.last_login
@@ -145,8 +155,12 @@ pub fn plan(i: &Inputs) -> Plan {
             });
         }
     }
+}
 
-    // --- interaction record ---
+/// The interaction record after this reconcile (logins folded in, extension
+/// applied), and what of it changed.
+fn interaction_record(i: &Inputs, p: &mut Plan) {
+    let current = i.pod.annotations;
     let existing = match Interaction::from_annotations(current) {
         Ok(r) => r,
         Err(e) => {
@@ -206,12 +220,6 @@ pub fn plan(i: &Inputs) -> Plan {
             .and_then(|r| r.extension_issue(i.settings.max_extension));
     }
     p.interaction = record;
-
-    p.requeue = wake
-        .into_iter()
-        .min()
-        .map(|t| until(i.now, t) + Duration::from_millis(50));
-    p
 }
 
 #[cfg(test)]

@@ -10,13 +10,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, EvictParams, Preconditions};
 use sessionguard_core::backoff::Backoff;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::protection::OptIn;
 use sessionguard_core::{Session, duration, keys};
 
-use super::Context;
+use super::{Context, evict_pod};
 use crate::error::Result;
 use crate::io::events::Kind;
 
@@ -70,72 +69,78 @@ pub async fn step(
     if !enabled_for(ctx, pod) {
         return Ok(None);
     }
-    let uid = pod.uid().unwrap_or_default();
     let evict_at = record.evict_at(ctx.settings.plan.max_extension);
-    let first = ctx.memory.with_pod(&uid, |m| {
-        !std::mem::replace(&mut m.scheduled_event_sent, true)
-    });
-    if first && now < evict_at {
-        ctx.events.on_pod(
-            pod,
-            Kind::Warning,
-            "EvictionScheduled",
-            format!(
-                "pod was interacted with by {} at {}; it will be evicted at {} (in about {}) to undo drift. Extend with `kubectl sessions extend`.",
-                record.interactor,
-                rfc3339(record.first),
-                rfc3339(evict_at),
-                duration::format(
-                    Duration::try_from(evict_at.duration_since(now)).unwrap_or_default()
-                )
-            ),
-        );
-    }
     if now < evict_at {
+        announce_once(ctx, pod, record, evict_at, now);
         let wait = Duration::try_from(evict_at.duration_since(now)).unwrap_or_default();
         return Ok(Some(wait + Duration::from_millis(20)));
     }
     if !logins.is_empty() && opt.wants_protection() {
-        let first = ctx
-            .memory
-            .with_pod(&uid, |m| m.postponed_at.replace(now).is_none());
-        if first {
-            ctx.metrics.eviction("drift", "postponed");
-            ctx.events.on_pod(
-                pod,
-                Kind::Normal,
-                "EvictionPostponed",
-                format!(
-                    "eviction was due at {} but {} login session(s) are live on this protected pod; it is evicted after the last one ends",
-                    rfc3339(evict_at),
-                    logins.len()
-                ),
-            );
-        }
+        postpone(ctx, pod, logins.len(), evict_at, now);
         return Ok(Some(POSTPONE_RECHECK));
     }
+    evict(ctx, pod, record, evict_at, now).await
+}
 
-    let api: Api<Pod> = Api::namespaced(
-        ctx.writer.client().clone(),
-        &pod.namespace().unwrap_or_default(),
+/// EvictionScheduled, once per pod (per controller run).
+fn announce_once(
+    ctx: &Context,
+    pod: &Pod,
+    record: &Interaction,
+    evict_at: Timestamp,
+    now: Timestamp,
+) {
+    let uid = pod.uid().unwrap_or_default();
+    let first = ctx.memory.with_pod(&uid, |m| {
+        !std::mem::replace(&mut m.scheduled_event_sent, true)
+    });
+    if !first {
+        return;
+    }
+    ctx.events.on_pod(
+        pod,
+        Kind::Warning,
+        "EvictionScheduled",
+        format!(
+            "pod was interacted with by {} at {}; it will be evicted at {} (in about {}) to undo drift. Extend with `kubectl sessions extend`.",
+            record.interactor,
+            rfc3339(record.first),
+            rfc3339(evict_at),
+            duration::format(Duration::try_from(evict_at.duration_since(now)).unwrap_or_default())
+        ),
     );
-    let ep = EvictParams {
-        delete_options: Some(DeleteParams {
-            // Never evict a newer pod that took this one's name.
-            preconditions: Some(Preconditions {
-                uid: Some(uid.clone()),
-                resource_version: None,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    match ctx
-        .writer
-        .write("evict_pod", api.evict(&pod.name_any(), &ep))
-        .await
-    {
-        Ok(_) => {
+}
+
+/// Due, but someone is logged in to this protected pod: wait for the logout.
+fn postpone(ctx: &Context, pod: &Pod, logins: usize, evict_at: Timestamp, now: Timestamp) {
+    let uid = pod.uid().unwrap_or_default();
+    let first = ctx
+        .memory
+        .with_pod(&uid, |m| m.postponed_at.replace(now).is_none());
+    if !first {
+        return;
+    }
+    ctx.metrics.eviction("drift", "postponed");
+    ctx.events.on_pod(
+        pod,
+        Kind::Normal,
+        "EvictionPostponed",
+        format!(
+            "eviction was due at {} but {logins} login session(s) are live on this protected pod; it is evicted after the last one ends",
+            rfc3339(evict_at),
+        ),
+    );
+}
+
+async fn evict(
+    ctx: &Context,
+    pod: &Pod,
+    record: &Interaction,
+    evict_at: Timestamp,
+    now: Timestamp,
+) -> Result<Option<Duration>> {
+    match evict_pod(ctx, pod).await {
+        Ok(()) => {
             ctx.metrics.eviction("drift", "evicted");
             ctx.events.on_pod(
                 pod,
@@ -155,22 +160,22 @@ pub async fn step(
             let blocked = e.status() == Some(429);
             ctx.metrics
                 .eviction("drift", if blocked { "blocked" } else { "failed" });
-            let attempts = ctx.memory.with_pod(&uid, |m| {
+            let attempts = ctx.memory.with_pod(&pod.uid().unwrap_or_default(), |m| {
                 m.eviction_attempts += 1;
                 m.eviction_attempts
             });
             let retry = BACKOFF.delay(attempts);
+            let why = if blocked {
+                "a PodDisruptionBudget does not allow it now".to_string()
+            } else {
+                e.to_string()
+            };
             ctx.events.on_pod(
                 pod,
                 Kind::Warning,
                 "EvictionFailed",
                 format!(
-                    "eviction failed ({}); retrying in {}",
-                    if blocked {
-                        "a PodDisruptionBudget does not allow it now".to_string()
-                    } else {
-                        e.to_string()
-                    },
+                    "eviction failed ({why}); retrying in {}",
                     duration::format(retry)
                 ),
             );

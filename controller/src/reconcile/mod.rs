@@ -13,10 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, EvictParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use sessionguard_core::pod_plan;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::error::Result;
 use crate::io::cache::Cache;
 use crate::io::events::Recorder;
 use crate::io::metrics::{ErrorLabels, Metrics};
@@ -58,4 +62,27 @@ impl Context {
             .inc();
         kube::runtime::controller::Action::requeue(retry)
     }
+}
+
+/// Evicts `pod` through the eviction API (so every PDB is honoured), never a
+/// newer pod that took its name meanwhile (UID precondition).
+async fn evict_pod(ctx: &Context, pod: &Pod) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(
+        ctx.writer.client().clone(),
+        &pod.namespace().unwrap_or_default(),
+    );
+    let ep = EvictParams {
+        delete_options: Some(DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ctx.writer
+        .write("evict_pod", api.evict(&pod.name_any(), &ep))
+        .await
+        .map(|_| ())
 }

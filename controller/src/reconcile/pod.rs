@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use sessionguard_core::interaction::{login_user, rfc3339};
-use sessionguard_core::pod_plan::{self, Inputs, PodFacts, Release};
+use sessionguard_core::interaction::{Interaction, login_user, rfc3339};
+use sessionguard_core::pod_plan::{self, Inputs, Plan, PodFacts, Release};
+use sessionguard_core::protection::OptIn;
 use sessionguard_core::{Session, SessionKey, duration, keys};
 
 use super::{Context, evict, pdb};
@@ -36,47 +38,26 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let now = Timestamp::now();
-    let uid = pod.uid().unwrap_or_default();
-    let (logins, silent_since, stale_at) = match ctx.cache.liveness(&pod, now) {
-        Liveness::Fresh { sessions, stale_at } => (
-            sessions
-                .into_iter()
-                .filter(Session::is_login)
-                .collect::<Vec<_>>(),
-            None,
-            Some(stale_at),
-        ),
-        Liveness::Silent { heard_at } => (vec![], Some(heard_at), None),
-        Liveness::NoReport => (vec![], None, None),
-    };
-    if silent_since.is_none() {
-        session_events(&ctx, &pod, &logins);
+    let seen = Seen::gather(&ctx, &pod, now);
+    if seen.silent_since.is_none() {
+        session_events(&ctx, &pod, &seen.logins);
     }
-    let existing_pdb = ctx.cache.our_pdb(&pod);
-    let last_login = ctx.memory.with_pod(&uid, |m| {
-        if !logins.is_empty() || (m.last_login.is_none() && existing_pdb.is_some()) {
-            // After a restart an existing PDB starts its grace from now.
-            m.last_login = Some(now);
-        }
-        m.last_login
-    });
-    let opt = ctx.cache.opt_in(&pod);
+    let uid = pod.uid().unwrap_or_default();
     let p = pod_plan::plan(&Inputs {
         pod: PodFacts {
             uid: &uid,
             labels: pod.labels(),
             annotations: pod.annotations(),
         },
-        logins: &logins,
-        silent_since,
-        stale_at,
-        opt,
-        has_pdb: existing_pdb.is_some(),
-        last_login,
+        logins: &seen.logins,
+        silent_since: seen.silent_since,
+        stale_at: seen.stale_at,
+        opt: seen.opt,
+        has_pdb: seen.pdb.is_some(),
+        last_login: seen.last_login,
         now,
         settings: &ctx.settings.plan,
     });
-
     if let Some(err) = &p.interaction_error {
         ctx.metrics
             .report_errors
@@ -86,50 +67,19 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             .inc();
         tracing::warn!(pod = %events::pod_name(&pod), error = %err, "interaction record unreadable (not updated) or its extension ignored/capped");
     }
-
-    // Order matters for the race with a drain: label the pod before the PDB
-    // selects it; delete the PDB before taking the annotations away.
-    if p.protect {
-        patch_pod(&ctx, &pod, &p.labels, &p.annotations).await?;
-        if existing_pdb.is_none()
-            && let pdb::Ensured::Created = pdb::ensure(&ctx, &pod).await?
-        {
-            ctx.events.on_pod(
-                &pod,
-                Kind::Normal,
-                "Protected",
-                protected_note(&pod, &logins),
-            );
-        }
-    } else {
-        let deleted = match &existing_pdb {
-            Some(existing) => pdb::delete(&ctx, existing).await?,
-            None => false,
-        };
-        // Announced by the call that deleted the PDB, before anything else can
-        // fail: a retry finds it gone (404) and must neither lose nor repeat it.
-        if let Some(r) = &p.release
-            && (deleted || matches!(r, Release::Capped(_)))
-        {
-            release_event(&ctx, &pod, r);
-        }
-        patch_pod(&ctx, &pod, &p.labels, &p.annotations).await?;
-    }
+    write_protection(&ctx, &pod, &seen, &p).await?;
     if let Some(r) = &p.extended {
-        ctx.events.on_pod(
-            &pod,
-            Kind::Normal,
-            "Extended",
-            format!(
-                "eviction time extended by {} (requested by {}); new eviction time {}",
-                duration::format(r.extension.unwrap_or_default()),
-                r.extended_by.as_deref().unwrap_or("unknown"),
-                rfc3339(r.evict_at(ctx.settings.plan.max_extension))
-            ),
-        );
+        extended_event(&ctx, &pod, r);
     }
-
-    let evict_requeue = evict::step(&ctx, &pod, &logins, &opt, p.interaction.as_ref(), now).await?;
+    let evict_requeue = evict::step(
+        &ctx,
+        &pod,
+        &seen.logins,
+        &seen.opt,
+        p.interaction.as_ref(),
+        now,
+    )
+    .await?;
 
     if let Some(sts) = ctx.cache.owner_statefulset(&pod) {
         let _ = ctx.statefulsets.send(ObjectRef::from_obj(&*sts));
@@ -140,6 +90,92 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         .min()
         .unwrap_or(RESYNC);
     Ok(Action::requeue(next))
+}
+
+/// What the cache and memory say about a pod.
+struct Seen {
+    /// Live logins from a fresh report (consoles removed).
+    logins: Vec<Session>,
+    silent_since: Option<Timestamp>,
+    stale_at: Option<Timestamp>,
+    pdb: Option<Arc<PodDisruptionBudget>>,
+    last_login: Option<Timestamp>,
+    opt: OptIn,
+}
+
+impl Seen {
+    fn gather(ctx: &Context, pod: &Pod, now: Timestamp) -> Self {
+        let (logins, silent_since, stale_at) = match ctx.cache.liveness(pod, now) {
+            Liveness::Fresh { sessions, stale_at } => (
+                sessions.into_iter().filter(Session::is_login).collect(),
+                None,
+                Some(stale_at),
+            ),
+            Liveness::Silent { heard_at } => (vec![], Some(heard_at), None),
+            Liveness::NoReport => (vec![], None, None),
+        };
+        let pdb = ctx.cache.our_pdb(pod);
+        let last_login = ctx.memory.with_pod(&pod.uid().unwrap_or_default(), |m| {
+            if !logins.is_empty() || (m.last_login.is_none() && pdb.is_some()) {
+                // After a restart an existing PDB starts its grace from now.
+                m.last_login = Some(now);
+            }
+            m.last_login
+        });
+        Self {
+            logins,
+            silent_since,
+            stale_at,
+            pdb,
+            last_login,
+            opt: ctx.cache.opt_in(pod),
+        }
+    }
+}
+
+/// Order matters for the race with a drain: label the pod before the PDB
+/// selects it; delete the PDB before taking the annotations away.
+async fn write_protection(ctx: &Context, pod: &Pod, seen: &Seen, p: &Plan) -> Result<()> {
+    if p.protect {
+        patch_pod(ctx, pod, &p.labels, &p.annotations).await?;
+        if seen.pdb.is_none()
+            && let pdb::Ensured::Created = pdb::ensure(ctx, pod).await?
+        {
+            ctx.events.on_pod(
+                pod,
+                Kind::Normal,
+                "Protected",
+                protected_note(pod, &seen.logins),
+            );
+        }
+        return Ok(());
+    }
+    let deleted = match &seen.pdb {
+        Some(existing) => pdb::delete(ctx, existing).await?,
+        None => false,
+    };
+    // Announced by the call that deleted the PDB, before anything else can
+    // fail: a retry finds it gone (404) and must neither lose nor repeat it.
+    if let Some(r) = &p.release
+        && (deleted || matches!(r, Release::Capped(_)))
+    {
+        release_event(ctx, pod, r);
+    }
+    patch_pod(ctx, pod, &p.labels, &p.annotations).await
+}
+
+fn extended_event(ctx: &Context, pod: &Pod, r: &Interaction) {
+    ctx.events.on_pod(
+        pod,
+        Kind::Normal,
+        "Extended",
+        format!(
+            "eviction time extended by {} (requested by {}); new eviction time {}",
+            duration::format(r.extension.unwrap_or_default()),
+            r.extended_by.as_deref().unwrap_or("unknown"),
+            rfc3339(r.evict_at(ctx.settings.plan.max_extension))
+        ),
+    );
 }
 
 pub fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {

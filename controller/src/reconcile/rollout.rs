@@ -1,6 +1,9 @@
 //! OnDelete StatefulSet rollouts for protected sets: replace outdated pods one
 //! at a time through the eviction API (so PDBs, including ours, are honoured),
 //! never a logged-in pod, and fix up `status.currentRevision` at the end.
+//!
+//! Gather ([`Rollout::gather`]) → decide (`sessionguard_core::rollout`) →
+//! act ([`act`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +12,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use sessionguard_core::keys;
 use sessionguard_core::protection::OptIn;
 use sessionguard_core::rollout::{self as decide, Member, Step, next_step, ordinal};
 
-use super::Context;
+use super::{Context, evict_pod};
 use crate::error::{Error, Result};
 use crate::io::events::{self, Kind};
 
@@ -29,6 +32,91 @@ pub fn manages(sts: &StatefulSet, opt: &OptIn) -> bool {
     decide::manages(strategy, opt)
 }
 
+pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.timer("statefulset");
+    ctx.cache.ready().await;
+    if !ctx.settings.rollout || !manages(&sts, &ctx.cache.set_opt_in(&sts)) {
+        return Ok(Action::await_change());
+    }
+    let Some(rollout) = Rollout::gather(&ctx, &sts) else {
+        return Ok(Action::await_change());
+    };
+    let step = next_step(
+        &rollout.members,
+        rollout.replicas,
+        &rollout.current,
+        &rollout.update,
+    );
+    act(&ctx, &sts, &rollout, step).await
+}
+
+pub fn error_policy(sts: Arc<StatefulSet>, err: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(statefulset = %sts.name_any(), error = %err, "rollout reconcile failed; retrying");
+    ctx.failed("statefulset", err.kind(), Duration::from_secs(5))
+}
+
+/// What a rollout decision is made from.
+struct Rollout {
+    current: String,
+    update: String,
+    replicas: u32,
+    updated_replicas: Option<i32>,
+    pods: Vec<Arc<Pod>>,
+    members: Vec<Member>,
+}
+
+impl Rollout {
+    /// `None` while the set has no revisions to compare.
+    fn gather(ctx: &Context, sts: &StatefulSet) -> Option<Self> {
+        let status = sts.status.as_ref()?;
+        let update = status.update_revision.clone()?;
+        let current = status.current_revision.clone()?;
+        let replicas = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1)
+            .max(0) as u32;
+        let name = sts.name_any();
+        let now = Timestamp::now();
+        let pods = ctx.cache.pods_of(sts);
+        // Forgotten once the cache shows the evicted pod terminating or gone.
+        let in_flight = ctx
+            .memory
+            .rollout_in_flight(&sts.uid().unwrap_or_default(), |uid| {
+                pods.iter().any(|p| {
+                    p.uid().as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none()
+                })
+            });
+        let members = pods
+            .iter()
+            .filter_map(|p| {
+                Some(Member {
+                    name: p.name_any(),
+                    ordinal: ordinal(&name, &p.name_any())?,
+                    revision: p
+                        .labels()
+                        .get(keys::REVISION_HASH)
+                        .cloned()
+                        .unwrap_or_default(),
+                    ready: ready(p),
+                    terminating: p.metadata.deletion_timestamp.is_some()
+                        || (in_flight.is_some() && p.uid() == in_flight),
+                    logged_in: ctx.cache.logged_in(p, now) && !ctx.cache.opt_in(p).no_pdb,
+                })
+            })
+            .collect();
+        Some(Self {
+            current,
+            update,
+            replicas,
+            updated_replicas: status.updated_replicas,
+            pods,
+            members,
+        })
+    }
+}
+
 fn ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -36,57 +124,9 @@ fn ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.timer("statefulset");
-    ctx.cache.ready().await;
-    let ns = sts.namespace().unwrap_or_default();
-    if !ctx.settings.rollout || !manages(&sts, &ctx.cache.set_opt_in(&sts)) {
-        return Ok(Action::await_change());
-    }
-    let Some(status) = sts.status.as_ref() else {
-        return Ok(Action::await_change());
-    };
-    let (Some(update), Some(current)) = (
-        status.update_revision.as_deref(),
-        status.current_revision.as_deref(),
-    ) else {
-        return Ok(Action::await_change());
-    };
-    let replicas = sts
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1)
-        .max(0) as u32;
+async fn act(ctx: &Context, sts: &StatefulSet, r: &Rollout, step: Step) -> Result<Action> {
     let name = sts.name_any();
-    let now = Timestamp::now();
-    let pods = ctx.cache.pods_of(&sts);
-    let sts_uid = sts.uid().unwrap_or_default();
-    // Forgotten once the cache shows the evicted pod terminating or gone.
-    let in_flight = ctx.memory.rollout_in_flight(&sts_uid, |uid| {
-        pods.iter()
-            .any(|p| p.uid().as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none())
-    });
-    let members: Vec<Member> = pods
-        .iter()
-        .filter_map(|p| {
-            Some(Member {
-                name: p.name_any(),
-                ordinal: ordinal(&name, &p.name_any())?,
-                revision: p
-                    .labels()
-                    .get(keys::REVISION_HASH)
-                    .cloned()
-                    .unwrap_or_default(),
-                ready: ready(p),
-                terminating: p.metadata.deletion_timestamp.is_some()
-                    || (in_flight.is_some() && p.uid() == in_flight),
-                logged_in: ctx.cache.logged_in(p, now) && !ctx.cache.opt_in(p).no_pdb,
-            })
-        })
-        .collect();
-
-    match next_step(&members, replicas, current, update) {
+    match step {
         Step::Idle => Ok(Action::requeue(Duration::from_secs(60))),
         Step::Wait(why) => {
             tracing::debug!(statefulset = %name, %why, "rollout waiting");
@@ -97,82 +137,79 @@ pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Actio
             Ok(Action::requeue(Duration::from_secs(10)))
         }
         Step::Replace(pod_name) => {
-            let pod = pods
+            let pod = r
+                .pods
                 .iter()
                 .find(|p| p.name_any() == pod_name)
-                .expect("member");
-            let api: Api<Pod> = Api::namespaced(ctx.writer.client().clone(), &ns);
-            let ep = EvictParams {
-                delete_options: Some(DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: pod.uid(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            match ctx
-                .writer
-                .write("evict_pod", api.evict(&pod_name, &ep))
-                .await
-            {
-                Ok(_) => {
-                    if let Some(uid) = pod.uid() {
-                        ctx.memory.rollout_evicted(&sts_uid, uid);
-                    }
-                    ctx.metrics.eviction("rollout", "evicted");
-                    ctx.events.on_pod(
-                        pod,
-                        Kind::Normal,
-                        "RolloutReplaced",
-                        format!(
-                            "evicted to roll out StatefulSet {name} revision {update} (OnDelete, replaced by sessionguard one pod at a time)"
-                        ),
-                    );
-                    Ok(Action::requeue(Duration::from_secs(1)))
-                }
-                Err(e) if e.status() == Some(429) => {
-                    ctx.metrics.eviction("rollout", "blocked");
-                    Ok(Action::requeue(Duration::from_secs(5)))
-                }
-                Err(e) if matches!(e.status(), Some(404 | 409)) => {
-                    Ok(Action::requeue(Duration::from_secs(1)))
-                }
-                Err(e) => {
-                    ctx.metrics.eviction("rollout", "failed");
-                    Err(e)
-                }
-            }
+                .expect("the step names a member");
+            replace(ctx, sts, pod, &r.update).await
         }
-        Step::MarkCurrent => {
-            let api: Api<StatefulSet> = Api::namespaced(ctx.writer.client().clone(), &ns);
-            let patch = serde_json::json!({
-                "status": {
-                    "currentRevision": update,
-                    "currentReplicas": status.updated_replicas.unwrap_or(replicas as i32),
-                }
-            });
-            ctx.writer
-                .write(
-                    "patch_statefulset_status",
-                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-                )
-                .await?;
-            ctx.events.emit(
-                events::object_ref(&*sts),
+        Step::MarkCurrent => mark_current(ctx, sts, r).await,
+    }
+}
+
+/// Evicts one outdated pod; its controller recreates it at the new revision.
+async fn replace(ctx: &Context, sts: &StatefulSet, pod: &Pod, update: &str) -> Result<Action> {
+    match evict_pod(ctx, pod).await {
+        Ok(()) => {
+            if let Some(uid) = pod.uid() {
+                ctx.memory
+                    .rollout_evicted(&sts.uid().unwrap_or_default(), uid);
+            }
+            ctx.metrics.eviction("rollout", "evicted");
+            ctx.events.on_pod(
+                pod,
                 Kind::Normal,
-                "RolloutComplete",
+                "RolloutReplaced",
                 format!(
-                    "all {replicas} pods run revision {update}; status.currentRevision updated"
+                    "evicted to roll out StatefulSet {} revision {update} (OnDelete, replaced by sessionguard one pod at a time)",
+                    sts.name_any()
                 ),
             );
-            Ok(Action::requeue(Duration::from_secs(60)))
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Err(e) if e.status() == Some(429) => {
+            ctx.metrics.eviction("rollout", "blocked");
+            Ok(Action::requeue(Duration::from_secs(5)))
+        }
+        Err(e) if matches!(e.status(), Some(404 | 409)) => {
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Err(e) => {
+            ctx.metrics.eviction("rollout", "failed");
+            Err(e)
         }
     }
 }
 
-pub fn error_policy(sts: Arc<StatefulSet>, err: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(statefulset = %sts.name_any(), error = %err, "rollout reconcile failed; retrying");
-    ctx.failed("statefulset", err.kind(), Duration::from_secs(5))
+/// Every pod runs the new revision: say so in the set's status, as the
+/// StatefulSet controller would for RollingUpdate.
+async fn mark_current(ctx: &Context, sts: &StatefulSet, r: &Rollout) -> Result<Action> {
+    let name = sts.name_any();
+    let api: Api<StatefulSet> = Api::namespaced(
+        ctx.writer.client().clone(),
+        &sts.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({
+        "status": {
+            "currentRevision": r.update,
+            "currentReplicas": r.updated_replicas.unwrap_or(r.replicas as i32),
+        }
+    });
+    ctx.writer
+        .write(
+            "patch_statefulset_status",
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await?;
+    ctx.events.emit(
+        events::object_ref(sts),
+        Kind::Normal,
+        "RolloutComplete",
+        format!(
+            "all {} pods run revision {}; status.currentRevision updated",
+            r.replicas, r.update
+        ),
+    );
+    Ok(Action::requeue(Duration::from_secs(60)))
 }
