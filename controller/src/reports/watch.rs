@@ -8,7 +8,6 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use sessionguard_core::Report;
@@ -16,12 +15,12 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::events::{self, Kind};
 use crate::metrics::KindLabels;
-use crate::reports::SessionReport;
+use crate::reports::crd::{self, ReportObject, StoredReport};
 use crate::reports::index::Seen;
 use crate::state::State;
 
 pub async fn run(state: Arc<State>, pods: UnboundedSender<ObjectRef<Pod>>) {
-    let api: Api<SessionReport> = Api::all(state.client.clone());
+    let api = crd::stored_api(state.client.clone());
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -84,7 +83,7 @@ pub async fn run(state: Arc<State>, pods: UnboundedSender<ObjectRef<Pod>>) {
 
 fn apply(
     state: &Arc<State>,
-    obj: &SessionReport,
+    obj: &StoredReport,
     pods: &UnboundedSender<ObjectRef<Pod>>,
     live: bool,
 ) {
@@ -126,7 +125,7 @@ fn apply(
 
 /// When the API server last wrote the report: the latest managedFields time
 /// (set by the server, on its clock, at every apply that changed the object).
-fn written_at(obj: &SessionReport) -> Option<Timestamp> {
+fn written_at(obj: &StoredReport) -> Option<Timestamp> {
     obj.metadata
         .managed_fields
         .iter()
