@@ -41,9 +41,13 @@ static:
 	bash .ci/check-static.sh "$(STATIC_OUT)" \
 	  $(addprefix $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/$(STATIC_TARGET)/release/,$(STATIC_BINS))
 
-## Regenerate deploy/sessionguard.yaml and deploy/prometheus/sessionguard-alerts.yaml
-## from the chart (a test fails while they are out of date).
+## Regenerate the chart's SessionReport CRD from its Rust type (api/), then
+## deploy/sessionguard.yaml and deploy/prometheus/sessionguard-alerts.yaml from the
+## chart (tests fail while any of them is out of date).
+CRD_FILE := charts/sessionguard/crds/sessionreports.yaml
 manifests: tools
+	$(CARGO) run --quiet -p sessionguard-api --bin crdgen > $(CRD_FILE).tmp || { rm -f $(CRD_FILE).tmp; exit 1; }
+	mv $(CRD_FILE).tmp $(CRD_FILE)
 	SESSIONGUARD_UPDATE_MANIFESTS=1 $(CARGO) test -p sessionguard-e2e --test chart_manifest
 
 ## Everything, including e2e tests against the real API server and real processes.

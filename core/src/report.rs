@@ -3,21 +3,39 @@
 //! Reports are level-triggered: each one replaces everything the controller
 //! knew about that node, so a lost or reordered report heals with the next.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::session::TIMESTAMP_MAX;
 use crate::{Error, Session};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// Bounds of a report, beside those of its sessions (`session::*_MAX`). The
+// SessionReport schema, `ReportLimits::default()` and the agent's encoder all
+// read these, so the three cannot drift apart.
+
+/// A node runs at most a few hundred pods; 4096 terminals is far past any
+/// honest node.
+pub const SESSIONS_MAX: usize = 4096;
+/// Holds [`SESSIONS_MAX`] sessions with long argv.
+pub const REPORT_BYTES_MAX: usize = 4 << 20;
+/// A node name is an RFC 1123 subdomain.
+pub const NODE_NAME_MAX: usize = 253;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
     /// The node this snapshot speaks for. The controller checks it against the
     /// node the authenticated agent runs on.
+    #[schemars(length(min = 1, max = NODE_NAME_MAX))]
     pub node: String,
     /// When the scan that produced it finished.
+    #[schemars(length(max = TIMESTAMP_MAX))]
     pub generated_at: jiff::Timestamp,
     /// Increases with every scan of one agent process; lets the controller drop
     /// a stale report that overtook a newer one.
     #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
     pub sequence: u64,
+    #[schemars(length(max = SESSIONS_MAX))]
     pub sessions: Vec<Session>,
 }
 
@@ -30,11 +48,9 @@ pub struct ReportLimits {
 
 impl Default for ReportLimits {
     fn default() -> Self {
-        // A node runs at most a few hundred pods; 4096 terminals is far past any
-        // honest node, and 4 MiB holds them with long argv.
         Self {
-            max_bytes: 4 << 20,
-            max_sessions: 4096,
+            max_bytes: REPORT_BYTES_MAX,
+            max_sessions: SESSIONS_MAX,
         }
     }
 }
@@ -81,7 +97,7 @@ impl Report {
 /// RFC 1123 subdomain, as Kubernetes requires of node names.
 pub fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 253
+        && s.len() <= NODE_NAME_MAX
         && s.split('.').all(|label| {
             let b = label.as_bytes();
             !b.is_empty()

@@ -1,10 +1,40 @@
 //! A terminal session: one controlling terminal inside one container.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+
+// Bounds of a session's fields. The SessionReport schema (api/) is generated
+// from them, so the API server refuses a longer value with a 422 that names the
+// field; the agent's encoder truncates to the same numbers so one long argv
+// cannot cost a node its whole report.
+
+/// A dashed pod UID; the 32-hex static pod hash is shorter.
+pub const POD_UID_MAX: usize = 36;
+pub const CONTAINER_ID_LEN: usize = 64;
+/// `pts/N` or `major:minor`.
+pub const TTY_MAX: usize = 32;
+/// The basename of argv[0], which may be longer than the kernel's 15-byte `comm`.
+pub const COMMAND_MAX: usize = 64;
+pub const ARGV_ITEMS_MAX: usize = 64;
+pub const ARG_MAX: usize = 1024;
+/// An RFC 3339 timestamp with nanoseconds and an offset is 35 characters.
+pub const TIMESTAMP_MAX: usize = 64;
+/// Kubernetes' own limits: a namespace and a container name are DNS labels,
+/// a pod name a DNS subdomain.
+pub const NAMESPACE_MAX: usize = 63;
+pub const POD_NAME_MAX: usize = 253;
+pub const CONTAINER_NAME_MAX: usize = 63;
+
+/// What [`PodUid::parse`] accepts, for the schema: dashed or underscored UID,
+/// or a static pod's 32-hex hash.
+const POD_UID_PATTERN: &str = "^([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}|[0-9a-fA-F]{32})$";
+/// What [`ContainerId::parse`] accepts.
+const CONTAINER_ID_PATTERN: &str = "^[0-9a-fA-F]{64}$";
 
 /// A pod's UID as the kubelet writes it into cgroup paths, normalised to
 /// lowercase with dashes. Static pods carry their 32-hex config hash instead
@@ -23,19 +53,30 @@ pub struct ContainerId(String);
 /// Processes that share the terminal are counted in `processes`; the pid,
 /// command and uid are the session leader's (or the oldest process on the
 /// terminal when the leader lives outside the container).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+//
+// In the schema, integers are `int64` (Kubernetes knows no unsigned format)
+// with a range that keeps them within `u32`, and the optional strings are plain
+// strings (absent, never null: the agent omits them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Session {
     pub pod_uid: PodUid,
     pub container_id: ContainerId,
     /// `pts/N` for Unix98 ptys, `major:minor` otherwise.
+    #[schemars(length(max = TTY_MAX))]
     pub tty: String,
+    #[schemars(range(max = u32::MAX), extend("format" = "int64"))]
     pub pid: u32,
+    #[schemars(length(max = COMMAND_MAX))]
     pub command: String,
     #[serde(default)]
+    #[schemars(length(max = ARGV_ITEMS_MAX), inner(length(max = ARG_MAX)))]
     pub argv: Vec<String>,
+    #[schemars(range(max = u32::MAX), extend("format" = "int64"))]
     pub uid: u32,
     /// RFC3339, from the boot time and the leader's start time.
+    #[schemars(length(max = TIMESTAMP_MAX))]
     pub started_at: jiff::Timestamp,
+    #[schemars(range(max = u32::MAX), extend("format" = "int64"))]
     pub processes: u32,
     /// The container's own console (`tty: true`, leader is the container's PID 1):
     /// reported for visibility, never a login.
@@ -43,10 +84,13 @@ pub struct Session {
     pub console: bool,
     /// Filled by the agent from its node's pod watch when it knows them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(max = NAMESPACE_MAX))]
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(max = POD_NAME_MAX))]
     pub pod_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(max = CONTAINER_NAME_MAX))]
     pub container_name: Option<String>,
 }
 
@@ -65,7 +109,7 @@ impl PodUid {
     pub fn parse(s: &str) -> Result<Self, Error> {
         let bytes = s.as_bytes();
         let ok = match bytes.len() {
-            36 => bytes.iter().enumerate().all(|(i, b)| match i {
+            POD_UID_MAX => bytes.iter().enumerate().all(|(i, b)| match i {
                 8 | 13 | 18 | 23 => *b == b'-' || *b == b'_',
                 _ => b.is_ascii_hexdigit(),
             }),
@@ -107,11 +151,21 @@ impl fmt::Display for PodUid {
     }
 }
 
+impl JsonSchema for PodUid {
+    fn schema_name() -> Cow<'static, str> {
+        "PodUid".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "pattern": POD_UID_PATTERN, "maxLength": POD_UID_MAX})
+    }
+}
+
 // === impl ContainerId ===
 
 impl ContainerId {
     pub fn parse(s: &str) -> Result<Self, Error> {
-        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if s.len() == CONTAINER_ID_LEN && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(Self(s.to_ascii_lowercase()))
         } else {
             Err(Error::ContainerId(s.to_string()))
@@ -150,6 +204,20 @@ impl From<ContainerId> for String {
 impl fmt::Display for ContainerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl JsonSchema for ContainerId {
+    fn schema_name() -> Cow<'static, str> {
+        "ContainerId".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": CONTAINER_ID_PATTERN,
+            "maxLength": CONTAINER_ID_LEN,
+        })
     }
 }
 

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::discovery::ApiResource;
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use sessionguard_api::SessionReport;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::{Report, duration, keys};
 
@@ -195,17 +195,14 @@ async fn report(
     if let Some(r) = cache.get(node) {
         return r.clone();
     }
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(keys::REPORT_GROUP, keys::REPORT_VERSION, keys::REPORT_KIND),
-        keys::REPORT_PLURAL,
-    );
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    // An unreadable or undecodable report shows as unknown, like a missing one.
+    let api: Api<SessionReport> = Api::all(client.clone());
     let r = api
         .get_opt(node)
         .await
         .ok()
         .flatten()
-        .and_then(|o| serde_json::from_value::<Report>(o.data["spec"].clone()).ok());
+        .map(SessionReport::into_report);
     cache.insert(node.to_string(), r.clone());
     r
 }

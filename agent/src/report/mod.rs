@@ -1,6 +1,8 @@
 //! Agent → controller. Sessions are reported through the API server as one
-//! cluster-scoped `SessionReport` per node (`sessionguard.io/v1alpha1`),
-//! whose spec is the node's full snapshot. The API server authenticates the
+//! cluster-scoped `SessionReport` per node (`sessionguard_api`, also what
+//! the controller and plugin read), whose spec is the node's full snapshot.
+//! Its schema bounds every field with the constants in
+//! `sessionguard_core::{report, session}`. The API server authenticates the
 //! agent's pod-bound token and a ValidatingAdmissionPolicy lets it write only
 //! the report named after its own node.
 
@@ -8,10 +10,6 @@ mod pods;
 mod writer;
 
 pub use pods::{ForeignSessions, NodePods, resolve};
-pub use writer::{ReportWriter, report_api};
+pub use writer::ReportWriter;
 
-pub const GROUP: &str = "sessionguard.io";
-pub const VERSION: &str = "v1alpha1";
-pub const KIND: &str = "SessionReport";
-pub const PLURAL: &str = "sessionreports";
 pub const FIELD_MANAGER: &str = "sessionguard-agent";

@@ -5,25 +5,21 @@
 
 use std::time::Duration;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
+use sessionguard_api::SessionReport;
 use sessionguard_core::{Report, Session};
 use tokio::time::Instant;
 
-use super::{FIELD_MANAGER, GROUP, KIND, PLURAL, VERSION};
+use super::FIELD_MANAGER;
 use crate::Error;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::snapshot::SnapshotRx;
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn report_api(client: Client) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk(GROUP, VERSION, KIND);
-    Api::all_with(client, &ApiResource::from_gvk_with_plural(&gvk, PLURAL))
-}
-
 pub struct ReportWriter {
-    api: Api<DynamicObject>,
+    api: Api<SessionReport>,
     heartbeat: Duration,
     metrics: Metrics,
 }
@@ -31,7 +27,7 @@ pub struct ReportWriter {
 impl ReportWriter {
     pub fn new(client: Client, heartbeat: Duration, metrics: Metrics) -> Self {
         Self {
-            api: report_api(client),
+            api: Api::all(client),
             heartbeat,
             metrics,
         }
@@ -48,7 +44,7 @@ impl ReportWriter {
             let due =
                 snap.ready && (last.as_ref() != Some(&keys) || Instant::now() >= next_heartbeat);
             if due {
-                match self.write(&snap.report()).await {
+                match self.write(snap.report()).await {
                     Ok(()) => {
                         last = Some(keys);
                         next_heartbeat = Instant::now() + self.heartbeat;
@@ -69,17 +65,13 @@ impl ReportWriter {
         }
     }
 
-    async fn write(&self, report: &Report) -> Result<(), Error> {
-        let body = serde_json::json!({
-            "apiVersion": format!("{GROUP}/{VERSION}"),
-            "kind": KIND,
-            "metadata": { "name": report.node },
-            "spec": report,
-        });
+    async fn write(&self, report: Report) -> Result<(), Error> {
+        let (node, sessions) = (report.node.clone(), report.sessions.len());
+        let body = SessionReport::of(report);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let res = tokio::time::timeout(
             WRITE_TIMEOUT,
-            self.api.patch(&report.node, &params, &Patch::Apply(&body)),
+            self.api.patch(&node, &params, &Patch::Apply(&body)),
         )
         .await;
         let outcome = match &res {
@@ -95,7 +87,7 @@ impl ReportWriter {
             .inc();
         match res {
             Ok(Ok(_)) => {
-                tracing::debug!(node = %report.node, sessions = report.sessions.len(), "report written");
+                tracing::debug!(%node, sessions, "report written");
                 Ok(())
             }
             Ok(Err(e)) => Err(Error::Kube(e.to_string())),

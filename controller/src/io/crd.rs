@@ -1,94 +1,96 @@
-//! The `SessionReport` custom resource (cluster-scoped, one per node, named
-//! after the node), whose spec is the agent's [`Report`] JSON.
+//! The `SessionReport` resource (`sessionguard_api`), and the check a report
+//! passes before the controller trusts it.
 //!
-//! The spec is kept as raw JSON and parsed per object: one malformed report
-//! must cost that node its sessions, not break the watch for every node.
+//! The watch lists raw objects and parses each spec on its own: a typed list
+//! fails whole on one undecodable object, and the schema cannot rule one out.
+//! Stored objects are not revalidated when the CRD changes, Helm never
+//! upgrades a chart's `crds/`, and during a rollout agents and controller may
+//! run different versions of the type. One malformed report must cost that
+//! node its sessions, not break the watch for every node.
 
-use std::borrow::Cow;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::{Client, ResourceExt};
+use serde::Deserialize;
+use sessionguard_core::{Error, Report, ReportLimits};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::{ClusterResourceScope, Resource};
-use serde::{Deserialize, Serialize};
-use sessionguard_core::{Report, ReportLimits, keys};
+pub use sessionguard_api::{SessionReport, SessionReportSpec};
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct SessionReport {
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: serde_json::Value,
+/// A SessionReport as the watch lists it, spec not yet parsed.
+pub type StoredReport = DynamicObject;
+
+/// Every node's report, as raw objects (see the module comment).
+pub fn stored_api(client: Client) -> Api<StoredReport> {
+    Api::all_with(client, &ApiResource::erase::<SessionReport>(&()))
 }
 
-impl SessionReport {
-    /// The validated report, or why it is unusable. The name must be the node
-    /// the spec speaks for: the admission policy enforces it for agents, and
-    /// we check again so an object written by anyone else cannot redirect a
-    /// node's sessions.
-    pub fn report(&self) -> Result<Report, sessionguard_core::Error> {
-        let report: Report = serde_json::from_value(self.spec.clone())
-            .map_err(|e| sessionguard_core::Error::Report(format!("malformed spec: {e}")))?;
-        report.validate(ReportLimits::default())?;
-        let name = self.metadata.name.as_deref().unwrap_or_default();
-        if report.node != name {
-            return Err(sessionguard_core::Error::Report(format!(
-                "object {name:?} carries spec.node {:?}; a report must be named after its node",
-                report.node
-            )));
-        }
-        Ok(report)
+/// The validated report of a stored object, or why it is unusable.
+pub trait ReportObject {
+    fn report(&self) -> Result<Report, Error>;
+}
+
+impl ReportObject for StoredReport {
+    fn report(&self) -> Result<Report, Error> {
+        let spec = self.data.get("spec").unwrap_or(&serde_json::Value::Null);
+        let SessionReportSpec(report) = SessionReportSpec::deserialize(spec)
+            .map_err(|e| Error::Report(format!("malformed spec: {e}")))?;
+        checked(&self.name_any(), report)
     }
 }
 
-impl Resource for SessionReport {
-    type DynamicType = ();
-    type Scope = ClusterResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        keys::REPORT_KIND.into()
+/// The name must be the node the spec speaks for: the admission policy
+/// enforces it for agents, and we check again so an object written by anyone
+/// else cannot redirect a node's sessions.
+fn checked(name: &str, report: Report) -> Result<Report, Error> {
+    report.validate(ReportLimits::default())?;
+    if report.node != name {
+        return Err(Error::Report(format!(
+            "object {name:?} carries spec.node {:?}; a report must be named after its node",
+            report.node
+        )));
     }
-    fn group(_: &()) -> Cow<'_, str> {
-        keys::REPORT_GROUP.into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        keys::REPORT_VERSION.into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        keys::REPORT_PLURAL.into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+    Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn object(name: &str, spec: serde_json::Value) -> SessionReport {
-        SessionReport {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            spec,
-        }
+    fn object(name: &str, spec: serde_json::Value) -> StoredReport {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "sessionguard.io/v1alpha1", "kind": "SessionReport",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn spec(node: &str) -> serde_json::Value {
+        serde_json::json!({
+            "node": node, "generated_at": "2026-11-24T01:00:00Z", "sequence": 1, "sessions": []
+        })
     }
 
     #[test]
     fn name_must_match_node() {
-        let spec = serde_json::json!({
-            "node": "node-b", "generated_at": "2026-11-24T01:00:00Z", "sequence": 1, "sessions": []
-        });
-        assert!(object("node-b", spec.clone()).report().is_ok());
-        let e = object("node-a", spec).report().unwrap_err().to_string();
-        assert!(e.contains("named after its node"), "{e}");
-        let e = object("node-a", serde_json::json!({"node": 3}))
+        assert_eq!(
+            object("node-b", spec("node-b")).report().unwrap().node,
+            "node-b"
+        );
+        let e = object("node-a", spec("node-b"))
             .report()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("malformed spec"), "{e}");
+        assert!(e.contains("named after its node"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_spec_is_refused_alone() {
+        for (spec, want) in [
+            (serde_json::json!({"node": 3}), "malformed spec"),
+            (serde_json::Value::Null, "malformed spec"),
+            (spec("Node_A"), "not a valid node name"),
+        ] {
+            let e = object("node-a", spec).report().unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should mention {want}");
+        }
     }
 }

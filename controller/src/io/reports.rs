@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use sessionguard_core::Report;
 
 use crate::io::cache::Cache;
-use crate::io::crd::SessionReport;
+use crate::io::crd::{self, ReportObject, StoredReport};
 use crate::io::events::{self, Kind, Recorder};
 use crate::io::metrics::{KindLabels, Metrics};
 use crate::io::report_index::Seen;
@@ -28,7 +27,7 @@ pub struct ReportWatch {
 
 impl ReportWatch {
     pub async fn run(self) {
-        let api: Api<SessionReport> = Api::all(self.client.clone());
+        let api = crd::stored_api(self.client.clone());
         let mut stream = watcher(api, watcher::Config::default())
             .default_backoff()
             .boxed();
@@ -66,7 +65,7 @@ impl ReportWatch {
         self.cache.index.write().expect("index lock")
     }
 
-    fn apply(&self, obj: &SessionReport, live: bool, warned: &mut HashSet<(String, String)>) {
+    fn apply(&self, obj: &StoredReport, live: bool, warned: &mut HashSet<(String, String)>) {
         let now = Timestamp::now();
         let report = match obj.report() {
             Ok(r) => r,
@@ -137,7 +136,7 @@ impl ReportWatch {
 
 /// When the API server last wrote the report: the latest managedFields time
 /// (set by the server, on its clock, at every apply that changed the object).
-fn written_at(obj: &SessionReport) -> Option<Timestamp> {
+fn written_at(obj: &StoredReport) -> Option<Timestamp> {
     obj.metadata
         .managed_fields
         .iter()
