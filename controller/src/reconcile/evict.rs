@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::Eviction;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, EvictParams, Preconditions};
+use kube::api::{Api, PostParams};
+use kube::core::Status;
 use sessionguard_core::backoff::Backoff;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::protection::OptIn;
@@ -119,22 +122,7 @@ pub async fn step(
         ctx.writer.client().clone(),
         &pod.namespace().unwrap_or_default(),
     );
-    let ep = EvictParams {
-        delete_options: Some(DeleteParams {
-            // Never evict a newer pod that took this one's name.
-            preconditions: Some(Preconditions {
-                uid: Some(uid.clone()),
-                resource_version: None,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    match ctx
-        .writer
-        .write("evict_pod", api.evict(&pod.name_any(), &ep))
-        .await
-    {
+    match ctx.writer.write("evict_pod", evict_by_uid(&api, pod)).await {
         Ok(_) => {
             ctx.metrics.eviction("drift", "evicted");
             ctx.events.on_pod(
@@ -177,6 +165,36 @@ pub async fn step(
             Ok(Some(retry))
         }
     }
+}
+
+/// Posts an Eviction for `pod` that only takes effect while the name still
+/// belongs to this pod's UID: a newer pod that took the name is never evicted.
+///
+/// Built here rather than with kube's `Api::evict`, whose body names the field
+/// `delete_options`: the API server knows only `deleteOptions` and drops the
+/// unknown field, and the UID precondition with it.
+pub async fn evict_by_uid(api: &Api<Pod>, pod: &Pod) -> kube::Result<Status> {
+    let eviction = Eviction {
+        metadata: ObjectMeta {
+            name: Some(pod.name_any()),
+            namespace: pod.namespace(),
+            ..Default::default()
+        },
+        delete_options: Some(DeleteOptions {
+            preconditions: Some(Preconditions {
+                uid: pod.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        }),
+    };
+    api.create_subresource(
+        "eviction",
+        &pod.name_any(),
+        &PostParams::default(),
+        &eviction,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use sessionguard_core::keys;
 use sessionguard_core::protection::OptIn;
 use sessionguard_core::rollout::{self as decide, Member, Step, next_step, ordinal};
 
-use super::Context;
+use super::{Context, evict};
 use crate::error::{Error, Result};
 use crate::io::events::{self, Kind};
 
@@ -102,19 +102,9 @@ pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Actio
                 .find(|p| p.name_any() == pod_name)
                 .expect("member");
             let api: Api<Pod> = Api::namespaced(ctx.writer.client().clone(), &ns);
-            let ep = EvictParams {
-                delete_options: Some(DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: pod.uid(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
             match ctx
                 .writer
-                .write("evict_pod", api.evict(&pod_name, &ep))
+                .write("evict_pod", evict::evict_by_uid(&api, pod))
                 .await
             {
                 Ok(_) => {
