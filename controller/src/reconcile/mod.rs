@@ -8,6 +8,8 @@ pub mod memory;
 pub mod pdb;
 pub mod pod;
 pub mod rollout;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
