@@ -1,34 +1,50 @@
 //! Test fixtures that read like prose: `pod("web-0").protected().on_node("a")`.
-// Shared by the reconcile tests; not every helper is used by every build of them.
-#![allow(dead_code)]
+//!
+//! The objects live here; [`world`] puts them in a controller's caches and
+//! [`api`] plays the API server the reconciles write to.
+
+pub mod api;
+pub mod world;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use clap::Parser;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use sessionguard_core::{Session, keys};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetSpec, StatefulSetStatus, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
+use sessionguard_core::interaction::{Interaction, login_user};
+use sessionguard_core::{PodUid, Session, keys};
 
-use crate::config::Config;
+use crate::reconcile::pdb;
 
 pub fn ts(s: &str) -> Timestamp {
     s.parse().expect("RFC3339 literal")
 }
 
-pub fn config() -> Config {
-    Config::try_parse_from(["sessionguard-controller"]).expect("defaults parse")
+/// A UID that differs for every name (and stays the same across runs).
+fn uid_for(name: &str) -> String {
+    let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    format!("0f1e2d3c-4b5a-6978-8796-{:012x}", h & 0xffff_ffff_ffff)
 }
+
+// === impl PodBuilder ===
 
 pub struct PodBuilder(Pod);
 
 pub fn pod(name: &str) -> PodBuilder {
-    let n = name.len() as u32;
     PodBuilder(Pod {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some("ops".into()),
-            uid: Some(format!("0f1e2d3c-4b5a-6978-8796-{n:012x}")),
+            uid: Some(uid_for(name)),
+            resource_version: Some("41".into()),
             labels: Some(BTreeMap::new()),
             annotations: Some(BTreeMap::new()),
             ..Default::default()
@@ -61,9 +77,6 @@ impl PodBuilder {
     pub fn protected(self) -> Self {
         self.labelled(keys::PROTECT, "true")
     }
-    pub fn no_pdb(self) -> Self {
-        self.annotated(keys::LP_NO_PDB, "true")
-    }
     /// As left by an earlier protect pass.
     pub fn was_protected(self) -> Self {
         let uid = self.0.metadata.uid.clone().unwrap();
@@ -80,17 +93,121 @@ impl PodBuilder {
         self.0.spec.get_or_insert_default().node_name = Some(node.into());
         self
     }
+    /// The interaction record of one login by `uid` at `at`, as the
+    /// controller writes it (TTL as given, no extension).
+    pub fn interacted(mut self, at: &str, uid: u32, ttl: Duration) -> Self {
+        let record = Interaction::record(None, ts(at), &login_user(uid), ttl);
+        // Without an extension evict-at does not depend on the cap.
+        for (k, v) in record.to_annotations(Duration::ZERO) {
+            self = self.annotated(&k, &v);
+        }
+        self.labelled(keys::INTERACTED, "true")
+    }
+    /// A pod of `sts` (controller reference) at `revision`.
+    pub fn of(mut self, sts: &StatefulSet, revision: &str) -> Self {
+        self.0.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            name: sts.name_any(),
+            uid: sts.uid().expect("fixture sets have a UID"),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
+        self.labelled(keys::REVISION_HASH, revision)
+    }
+    pub fn ready(mut self) -> Self {
+        self.0.status = Some(PodStatus {
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        self
+    }
     pub fn build(self) -> Pod {
         self.0
     }
 }
 
+// === PodDisruptionBudgets ===
+
+/// The PDB an earlier reconcile created for `pod`, as the API server holds it.
+pub fn our_pdb(pod: &Pod) -> PodDisruptionBudget {
+    let mut pdb = pdb::desired(pod);
+    pdb.metadata.uid = Some(uid_for(&format!("pdb/{}", pod.name_any())));
+    pdb.metadata.resource_version = Some("7".into());
+    pdb
+}
+
+/// Someone else's PDB that happens to carry our name for `pod`.
+pub fn foreign_pdb(pod: &Pod) -> PodDisruptionBudget {
+    let mut pdb = our_pdb(pod);
+    pdb.metadata.labels = Some(BTreeMap::from([("team".into(), "dba".into())]));
+    pdb.metadata.owner_references = None;
+    pdb
+}
+
+// === impl StatefulSetBuilder ===
+
+pub struct StatefulSetBuilder(StatefulSet);
+
+/// An OnDelete set of three in `ops`, rolling from `web-old` to `web-new`.
+pub fn statefulset(name: &str) -> StatefulSetBuilder {
+    StatefulSetBuilder(StatefulSet {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ops".into()),
+            uid: Some(uid_for(&format!("sts/{name}"))),
+            labels: Some(BTreeMap::new()),
+            ..Default::default()
+        },
+        spec: Some(StatefulSetSpec {
+            replicas: Some(3),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
+            }),
+            ..Default::default()
+        }),
+        status: Some(StatefulSetStatus {
+            replicas: 3,
+            current_revision: Some(format!("{name}-old")),
+            update_revision: Some(format!("{name}-new")),
+            ..Default::default()
+        }),
+    })
+}
+
+impl StatefulSetBuilder {
+    pub fn protected(mut self) -> Self {
+        self.0
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(keys::PROTECT.into(), "true".into());
+        self
+    }
+    pub fn updated_replicas(mut self, n: i32) -> Self {
+        self.0.status.get_or_insert_default().updated_replicas = Some(n);
+        self
+    }
+    pub fn build(self) -> StatefulSet {
+        self.0
+    }
+}
+
+// === impl SessionBuilder ===
+
 pub struct SessionBuilder(Session);
 
-pub fn session() -> SessionBuilder {
+/// A login on `pod`: `bash` on pts/0 in container `main`, by uid 1000.
+pub fn session(pod: &Pod) -> SessionBuilder {
+    let uid = PodUid::parse(&pod.uid().expect("fixture pods have a UID")).expect("pod UID");
     SessionBuilder(
         serde_json::from_value(serde_json::json!({
-            "pod_uid": "0f1e2d3c-4b5a-6978-8796-000000000005",
+            "pod_uid": uid,
             "container_id": "ab".repeat(32),
             "tty": "pts/0", "pid": 42, "command": "bash", "uid": 1000,
             "started_at": "2026-11-24T00:59:30Z", "processes": 1,
@@ -101,10 +218,6 @@ pub fn session() -> SessionBuilder {
 }
 
 impl SessionBuilder {
-    pub fn uid(mut self, uid: u32) -> Self {
-        self.0.uid = uid;
-        self
-    }
     pub fn at(mut self, t: &str) -> Self {
         self.0.started_at = ts(t);
         self

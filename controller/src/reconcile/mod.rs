@@ -8,14 +8,19 @@ pub mod memory;
 pub mod pdb;
 pub mod pod;
 pub mod rollout;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::Eviction;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, EvictParams, Preconditions};
+use kube::api::{Api, PostParams};
+use kube::core::Status;
 use kube::runtime::reflector::ObjectRef;
 use sessionguard_core::pod_plan;
 use tokio::sync::mpsc::UnboundedSender;
@@ -66,23 +71,31 @@ impl Context {
 
 /// Evicts `pod` through the eviction API (so every PDB is honoured), never a
 /// newer pod that took its name meanwhile (UID precondition).
+///
+/// Built here rather than with kube's `Api::evict`, whose body names the field
+/// `delete_options`: the API server knows only `deleteOptions` and drops the
+/// unknown field, and the UID precondition with it.
 async fn evict_pod(ctx: &Context, pod: &Pod) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(
         ctx.writer.client().clone(),
         &pod.namespace().unwrap_or_default(),
     );
-    let ep = EvictParams {
-        delete_options: Some(DeleteParams {
+    let eviction = Eviction {
+        metadata: ObjectMeta {
+            name: Some(pod.name_any()),
+            namespace: pod.namespace(),
+            ..Default::default()
+        },
+        delete_options: Some(DeleteOptions {
             preconditions: Some(Preconditions {
                 uid: pod.uid(),
                 resource_version: None,
             }),
             ..Default::default()
         }),
-        ..Default::default()
     };
-    ctx.writer
-        .write("evict_pod", api.evict(&pod.name_any(), &ep))
-        .await
-        .map(|_| ())
+    let (name, pp) = (pod.name_any(), PostParams::default());
+    let post = api.create_subresource("eviction", &name, &pp, &eviction);
+    let _: Status = ctx.writer.write("evict_pod", post).await?;
+    Ok(())
 }

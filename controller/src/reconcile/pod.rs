@@ -38,10 +38,13 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let now = Timestamp::now();
-    let seen = Seen::gather(&ctx, &pod, now);
+    let mut seen = Seen::gather(&ctx, &pod, now);
+    // Before the login is remembered: the first look after a restart is
+    // recognised by an empty memory.
     if seen.silent_since.is_none() {
         session_events(&ctx, &pod, &seen.logins);
     }
+    seen.remember_login(&ctx, &pod, now);
     let uid = pod.uid().unwrap_or_default();
     let p = pod_plan::plan(&Inputs {
         pod: PodFacts {
@@ -99,6 +102,7 @@ struct Seen {
     silent_since: Option<Timestamp>,
     stale_at: Option<Timestamp>,
     pdb: Option<Arc<PodDisruptionBudget>>,
+    /// Set by [`Seen::remember_login`].
     last_login: Option<Timestamp>,
     opt: OptIn,
 }
@@ -114,22 +118,26 @@ impl Seen {
             Liveness::Silent { heard_at } => (vec![], Some(heard_at), None),
             Liveness::NoReport => (vec![], None, None),
         };
-        let pdb = ctx.cache.our_pdb(pod);
-        let last_login = ctx.memory.with_pod(&pod.uid().unwrap_or_default(), |m| {
+        Self {
+            logins,
+            silent_since,
+            stale_at,
+            pdb: ctx.cache.our_pdb(pod),
+            last_login: None,
+            opt: ctx.cache.opt_in(pod),
+        }
+    }
+
+    /// The last time a login was seen, which drives the release grace.
+    fn remember_login(&mut self, ctx: &Context, pod: &Pod, now: Timestamp) {
+        let (logins, pdb) = (&self.logins, &self.pdb);
+        self.last_login = ctx.memory.with_pod(&pod.uid().unwrap_or_default(), |m| {
             if !logins.is_empty() || (m.last_login.is_none() && pdb.is_some()) {
                 // After a restart an existing PDB starts its grace from now.
                 m.last_login = Some(now);
             }
             m.last_login
         });
-        Self {
-            logins,
-            silent_since,
-            stale_at,
-            pdb,
-            last_login,
-            opt: ctx.cache.opt_in(pod),
-        }
     }
 }
 
