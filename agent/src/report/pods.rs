@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use sessionguard_core::{ContainerId, Session, keys};
+use sessionguard_core::{ContainerId, Session, SessionKey, keys};
 
 use crate::Error;
 
@@ -89,13 +89,10 @@ pub fn resolve(pods: &[std::sync::Arc<Pod>], sessions: &mut Vec<Session>) -> Vec
 /// interval, not how many sessions were dropped.
 #[derive(Debug, Default)]
 pub struct ForeignSessions {
+    /// Identity is core's [`SessionKey`]: the start time tells a reused pid
+    /// apart, so a new login on a reused pts number is a new session.
     last_tick: HashSet<SessionKey>,
 }
-
-/// A session's identity: its leader's pid and start time. A process holds
-/// one terminal in one container, and the start time tells a reused pid
-/// apart, so a new login on a reused pts number is a new session.
-type SessionKey = (u32, jiff::Timestamp);
 
 // === impl ForeignSessions ===
 
@@ -104,7 +101,7 @@ impl ForeignSessions {
     /// tick. Only the last tick is remembered, so memory follows what is
     /// foreign now; a session that leaves and comes back counts again.
     pub fn newly_dropped(&mut self, dropped: &[Session]) -> usize {
-        let now: HashSet<SessionKey> = dropped.iter().map(|s| (s.pid, s.started_at)).collect();
+        let now: HashSet<SessionKey> = dropped.iter().map(Session::key).collect();
         let new = now.difference(&self.last_tick).count();
         self.last_tick = now;
         new
