@@ -8,6 +8,7 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use sessionguard_api::SessionReport;
+use sessionguard_core::backoff::Backoff;
 use sessionguard_core::{Report, Session};
 use tokio::time::Instant;
 
@@ -17,6 +18,10 @@ use crate::metrics::{Metrics, OutcomeLabel};
 use crate::snapshot::SnapshotRx;
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After a failed write: 1s, 2s, 4s ... at most 30s, well below the
+/// heartbeat the controller's agent grace is measured against.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 pub struct ReportWriter {
     api: Api<SessionReport>,
@@ -37,7 +42,7 @@ impl ReportWriter {
     pub async fn run(self, mut rx: SnapshotRx) {
         let mut last: Option<Vec<Key>> = None;
         let mut next_heartbeat = Instant::now();
-        let mut backoff = Duration::from_secs(1);
+        let mut failures = 0;
         loop {
             let snap = rx.borrow_and_update().clone();
             let keys: Vec<Key> = snap.sessions.iter().map(Key::of).collect();
@@ -48,12 +53,13 @@ impl ReportWriter {
                     Ok(()) => {
                         last = Some(keys);
                         next_heartbeat = Instant::now() + self.heartbeat;
-                        backoff = Duration::from_secs(1);
+                        failures = 0;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "could not write session report");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        failures += 1;
+                        let retry_in = RETRY.delay(failures);
+                        tracing::warn!(error = %e, ?retry_in, "could not write session report");
+                        tokio::time::sleep(retry_in).await;
                         continue;
                     }
                 }
