@@ -4,12 +4,17 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export SESSIONGUARD_BIN_DIR := $(CURDIR)/.dev/bin
 
-.PHONY: all build tools fmt fmt-check clippy unit e2e test bench demo dev-up dev-down clean static manifests
+.PHONY: all build deps tools fmt fmt-check clippy unit e2e test bench demo dev-up dev-down clean static manifests
 
 all: build
 
 build:
 	$(CARGO) build --workspace --all-targets
+
+## What make test needs beyond Rust and Go (promtool, prometheus, setpriv): installed with
+## apt when run as root, otherwise named with the command to install them, and make stops.
+deps:
+	bash .ci/install-deps.sh
 
 ## Pinned Kubernetes control plane, etcd and helm, built from Go modules into .dev/bin.
 tools:
@@ -51,7 +56,7 @@ manifests: tools
 	SESSIONGUARD_UPDATE_MANIFESTS=1 $(CARGO) test -p sessionguard-e2e --test chart_manifest
 
 ## Everything, including e2e tests against the real API server and real processes.
-test: fmt-check clippy tools static
+test: deps fmt-check clippy tools static
 	$(CARGO) test --workspace --no-fail-fast
 
 ## Figures for the README and closing notes (not run by make test).

@@ -13,6 +13,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.dev/bin"
 k8s_version=v1.34.4
 helm_version=v3.19.5
+# The commit that tag names: Helm's Makefile stamps it from git, and `go install` has no git.
+helm_commit=4a19a5b6fb912c5c28a779e73f2e0880d9e239a4
 cache_root="${SESSIONGUARD_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sessionguard-tools}"
 gover=$(go version)
 
@@ -25,7 +27,8 @@ key_of() {
   case $1 in
     kube) { cat "$root"/e2e/tools/go.mod "$root"/e2e/tools/go.sum; echo "$k8s_version $gover"; } ;;
     etcd) { cat "$root"/e2e/etcd/go.mod "$root"/e2e/etcd/go.sum; echo "$gover"; } ;;
-    helm) echo "$helm_version $gover" ;;
+    # The recipe is part of the key: a cached helm built with other flags is not reused.
+    helm) { echo "$helm_version $helm_commit $gover"; declare -f build_helm; } ;;
   esac | sha256sum | cut -c1-16
 }
 have_all() { local d=$1 t; for t in ${tools[$2]}; do [ -x "$d/$t" ] || return 1; done; }
@@ -46,9 +49,38 @@ build_etcd() {
   (cd "$root/e2e/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
 }
 build_helm() {
-  GOBIN="$bin" GOFLAGS="${GOFLAGS:-} -buildvcs=false" go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" \
+  # The flags Helm's own Makefile sets. Without the k8sVersion pair, `helm template` and
+  # `helm lint` assume Kubernetes v1.20 and refuse the chart's kubeVersion; the Makefile
+  # derives it from the client-go that Helm's go.mod requires (v0.N.x is Kubernetes 1.N).
+  local gomod client_go minor ld="-s -w" p
+  gomod=$(go mod download -json "helm.sh/helm/v3@$helm_version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  client_go=$(awk '$1 == "k8s.io/client-go" { print $2 }' "$gomod")
+  minor=$(echo "$client_go" | cut -d. -f2)
+  case $client_go in
+    v0.*) ;;
+    *) echo "build-tools: helm: cannot read client-go's version from $gomod" >&2; return 1 ;;
+  esac
+  p=helm.sh/helm/v3/internal/version
+  ld+=" -X $p.version=$helm_version -X $p.metadata= -X $p.gitCommit=$helm_commit -X $p.gitTreeState=clean"
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
+  done
+  CGO_ENABLED=0 GOBIN="$bin" GOFLAGS="${GOFLAGS:-} -buildvcs=false" go install -trimpath -ldflags "$ld" \
     "helm.sh/helm/v3/cmd/helm@$helm_version"
+  # What `helm template` assumes without --kube-version: a wrong one fails here, not later.
+  local probe want got
+  probe=$(mktemp -d)
+  mkdir "$probe/templates"
+  printf 'apiVersion: v2\nname: probe\nversion: 0.0.0\n' >"$probe/Chart.yaml"
+  printf 'kubeVersion: {{ .Capabilities.KubeVersion.Version }}\n' >"$probe/templates/kube.yaml"
+  want="v1.$minor.0"
+  got=$("$bin/helm" template "$probe" --show-only templates/kube.yaml | sed -n 's/^kubeVersion: //p')
+  rm -rf "$probe"
+  if [ "$got" != "$want" ]; then
+    echo "build-tools: helm assumes Kubernetes '$got', not $want" >&2
+    return 1
+  fi
+  echo "build-tools: helm $("$bin/helm" version --short) (default Kubernetes $want)"
 }
 
 mkdir -p "$bin"

@@ -13,6 +13,7 @@ sg="${CARGO_TARGET_DIR:-$root/target}/debug/sg-cluster"
 ns=sessionguard-demo
 pod=target-sts-0
 node=${SG_NODES:-sim-dev}; node=${node%%,*}
+agent_addr=${SG_DEV_AGENT_ADDR:-127.0.0.1:19102}   # as in e2e/dev.sh
 work=$(mktemp -d)
 session_pid=
 cleanup() {
@@ -55,9 +56,9 @@ echo "its /proc/$pty_pid/cgroup: $(grep '^0::' "/proc/$pty_pid/cgroup")"
 
 if [ "${SG_DEV_COMPONENTS:-1}" = 1 ]; then
   step "1b. the agent reports the session; the controller protects the pod"
-  for _ in $(seq 100); do curl -fs http://127.0.0.1:19102/sessions | grep -q "\"$pod\"" && break; sleep 0.1; done
+  for _ in $(seq 100); do curl -fs http://$agent_addr/sessions | grep -q "\"$pod\"" && break; sleep 0.1; done
   echo "agent's /sessions:"
-  curl -fs http://127.0.0.1:19102/sessions | grep -E '"(pod_name|container_name|tty|command|uid)"' | sed 's/^ */  /'
+  curl -fs http://$agent_addr/sessions | grep -E '"(pod_name|container_name|tty|command|uid)"' | sed 's/^ */  /'
   "$k" -n "$ns" wait --for=create "pdb/sessionguard-$pod" --timeout=30s >/dev/null
   "$k" -n "$ns" get pdb "sessionguard-$pod" -o wide
   echo "pod labels and annotations set by sessionguard:"

@@ -9,23 +9,101 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export SG_CLUSTER_DIR="${SG_CLUSTER_DIR:-$root/.dev/cluster}"
 export SG_NODES="${SG_NODES:-sim-dev}"
+# Where the controller and the agent serve /metrics and /readyz (the agent also /sessions).
+# Fixed defaults so the README's URLs work; two dev clusters on one machine need others.
+ctl_addr=${SG_DEV_CONTROLLER_ADDR:-127.0.0.1:18080}
+agent_addr=${SG_DEV_AGENT_ADDR:-127.0.0.1:19102}
+# How long each may take to be ready: a controller that finds another identity in the
+# Lease (a re-run after its pod was replaced) waits the Lease out (15 s) first.
+ready_timeout=${SG_DEV_READY_TIMEOUT:-60}
 cargo build --quiet -p sessionguard-e2e --bin sg-cluster
 sg="$root/target/debug/sg-cluster"
 [ -n "${CARGO_TARGET_DIR:-}" ] && sg="$CARGO_TARGET_DIR/debug/sg-cluster"
+
+# Field 22 of /proc/<pid>/stat (start time) for a live process; nothing for a zombie.
+start_time() {
+  cut -d')' -f2- "/proc/$1/stat" 2>/dev/null | awk '$1 != "Z" && $1 != "X" { print $20 }'
+}
+
+# Whether the process a pidfile names ("<pid> <start time>") still runs: a recycled pid
+# does not count, so a stale pidfile never stops dev-up from starting its process.
+alive() {
+  local pid start
+  read -r pid start 2>/dev/null <"$1" || return 1
+  [ -n "$start" ] && [ "$(start_time "$pid")" = "$start" ]
+}
+
+# Fails, naming the holder, when something already listens on <addr>: another dev
+# cluster's controller there would answer our readiness checks instead of ours.
+ensure_free() {
+  local addr=$1 what=$2 holder
+  (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null || return 0
+  holder=$(ss -Hltnp "sport = :${addr##*:}" 2>/dev/null | grep -o 'users:.*' | head -n 1)
+  echo "dev-up: $addr (for the $what) is already in use${holder:+ by $holder}; stop it, or choose" \
+    "another address with SG_DEV_CONTROLLER_ADDR / SG_DEV_AGENT_ADDR" >&2
+  exit 1
+}
 
 # Starts "$@" in the background with its output in logs/<name>.log and a pidfile in
 # pids/<name>.pid; `sg-cluster down` stops every pidfile it finds there.
 start_bg() {
   local name=$1; shift
   local pidfile="$SG_CLUSTER_DIR/pids/$name.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cut -d' ' -f1 "$pidfile")" 2>/dev/null; then
-    return 0
-  fi
+  alive "$pidfile" && return 0
+  echo "$start_mark $name $(date -u +%FT%TZ)" >>"$SG_CLUSTER_DIR/logs/$name.log"
   setsid "$@" >>"$SG_CLUSTER_DIR/logs/$name.log" 2>&1 < /dev/null &
   local pid=$!
   # "<pid> <start time>": down checks both, so a recycled pid is never signalled.
-  echo "$pid $(cut -d')' -f2- "/proc/$pid/stat" | awk '{print $20}')" > "$pidfile"
+  echo "$pid $(start_time "$pid")" > "$pidfile"
 }
+
+# Waits until http://<addr>/readyz answers 200 with body <want> three times in a row,
+# while the process in pids/<name>.pid runs. Any other answer, a 200 "standby" included,
+# is not ready: dev-up promises a controller that protects pods. Every distinct answer
+# is kept, with when it came, and printed if the wait fails.
+await_ready() {
+  local name=$1 addr=$2 want=$3
+  local pidfile="$SG_CLUSTER_DIR/pids/$name.pid" log="$SG_CLUSTER_DIR/logs/$name.log"
+  local begin=$EPOCHREALTIME out code body answer last= seen= good=0
+  local deadline=$(( ${begin%.*} + ready_timeout ))
+  while [ "$good" -lt 3 ]; do
+    if ! alive "$pidfile"; then
+      echo "dev-up: the $name exited before it was ready; the end of $log:" >&2
+      log_end "$log" >&2
+      exit 1
+    fi
+    if [ "${EPOCHREALTIME%.*}" -ge "$deadline" ]; then
+      echo "dev-up: the $name at $addr is not ready after ${ready_timeout}s; its /readyz answered:" >&2
+      printf '%s' "$seen" >&2
+      echo "the end of $log:" >&2
+      log_end "$log" >&2
+      exit 1
+    fi
+    out=$(curl -s -m 2 -w '\n%{http_code}' "http://$addr/readyz" 2>/dev/null) || true
+    code=${out##*$'\n'}
+    body=${out%$'\n'*}
+    [ "$body" = "$out" ] && body=
+    body=${body%$'\n'}
+    answer="$code ${body:-(no answer)}"
+    if [ "$answer" != "$last" ]; then
+      seen+=$(printf '  +%.2fs %s' "$(elapsed "$begin")" "$answer")$'\n'
+      last=$answer
+    fi
+    if [ "$code" = 200 ] && [ "$body" = "$want" ]; then good=$((good + 1)); else good=0; fi
+    [ "$good" -lt 3 ] && sleep 0.2
+  done
+  printf 'dev-up: %s ready (%s) in %.1fs\n' "$name" "$want" "$(elapsed "$begin")"
+}
+
+# The end of what the last start wrote to a log: from its last "Error:" line when the
+# process died with one.
+start_mark="--- dev.sh: starting"
+log_end() {
+  awk -v m="$start_mark" 'index($0, m) == 1 { n = 0 } { l[++n] = $0 } END { for (i = 2; i <= n; i++) print l[i] }' "$1" \
+    | awk '{ l[++n] = $0 } /^Error: / { e = n } END { s = e ? e : (n > 20 ? n - 19 : 1); for (i = s; i <= n && i < s + 20; i++) print l[i] }'
+}
+
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
 
 k() { "$root/.dev/bin/kubectl" "$@"; }
 sgns=sessionguard-system
@@ -48,6 +126,7 @@ KC
 }
 
 start_components() {
+  command -v curl >/dev/null || { echo "dev-up: curl is needed for the readiness checks (apt-get install curl)" >&2; exit 1; }
   cargo build --quiet -p sessionguard-agent -p sessionguard-controller
   local bin="${CARGO_TARGET_DIR:-$root/target}/debug"
   if ! "$root/.dev/bin/helm" status sessionguard -n "$sgns" >/dev/null 2>&1; then
@@ -62,15 +141,17 @@ start_components() {
   ctl_pod=$(k -n "$sgns" get pod -l app.kubernetes.io/component=controller -o jsonpath='{.items[0].metadata.name}')
   pod_kubeconfig sessionguard-agent "$agent_pod" "$SG_CLUSTER_DIR/agent.kubeconfig"
   pod_kubeconfig sessionguard-controller "$ctl_pod" "$SG_CLUSTER_DIR/controller.kubeconfig"
+  alive "$SG_CLUSTER_DIR/pids/controller.pid" || ensure_free "$ctl_addr" controller
+  alive "$SG_CLUSTER_DIR/pids/agent-$node.pid" || ensure_free "$agent_addr" agent
   KUBECONFIG="$SG_CLUSTER_DIR/controller.kubeconfig" start_bg controller "$bin/sessionguard-controller" \
-    --listen-addr 127.0.0.1:18080 --lease-namespace "$sgns" --lease-name sessionguard-controller --identity "$ctl_pod"
+    --listen-addr "$ctl_addr" --lease-namespace "$sgns" --lease-name sessionguard-controller --identity "$ctl_pod"
   KUBECONFIG="$SG_CLUSTER_DIR/agent.kubeconfig" start_bg "agent-$node" "$bin/sessionguard-agent" run \
-    --node-name "$node" --proc-root /proc --listen-addr 127.0.0.1:19102
-  for what in 127.0.0.1:18080 127.0.0.1:19102; do
-    for _ in $(seq 100); do curl -fs "http://$what/readyz" >/dev/null && break; sleep 0.2; done
-    curl -fs "http://$what/readyz" >/dev/null || { echo "dev-up: $what not ready; logs in $SG_CLUSTER_DIR/logs" >&2; exit 1; }
-  done
-  echo "sessionguard: controller http://127.0.0.1:18080/metrics, agent http://127.0.0.1:19102/sessions"
+    --node-name "$node" --proc-root /proc --listen-addr "$agent_addr"
+  # The agent is ready once its node's pods have listed and its first scan is done; the
+  # only controller here must hold the Lease and have listed everything it watches.
+  await_ready "agent-$node" "$agent_addr" ok
+  await_ready controller "$ctl_addr" leader
+  echo "sessionguard: controller http://$ctl_addr/metrics, agent http://$agent_addr/sessions"
 }
 
 case "${1:-}" in
