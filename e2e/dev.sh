@@ -125,20 +125,35 @@ KC
   chmod 600 "$out"
 }
 
+# Prints the name of the chart's <component> pod (on <node> if given) once it is Ready.
+await_pod() {
+  local component=$1 node=${2:-} deadline=$((SECONDS + 60)) name= where=()
+  [ -n "$node" ] && where=(--field-selector "spec.nodeName=$node")
+  while [ -z "$name" ]; do
+    name=$(k -n "$sgns" get pod -l "app.kubernetes.io/component=$component" "${where[@]}" \
+      -o jsonpath='{.items[0].metadata.name}' 2>/dev/null) || true
+    [ -n "$name" ] && break
+    [ "$SECONDS" -lt "$deadline" ] || { echo "dev-up: no $component pod${node:+ on $node} after 60s" >&2; exit 1; }
+    sleep 0.5
+  done
+  k -n "$sgns" wait --for=condition=Ready "pod/$name" --timeout="$(( deadline > SECONDS ? deadline - SECONDS : 1 ))s" >/dev/null
+  echo "$name"
+}
+
 start_components() {
   command -v curl >/dev/null || { echo "dev-up: curl is needed for the readiness checks (apt-get install curl)" >&2; exit 1; }
   cargo build --quiet -p sessionguard-agent -p sessionguard-controller
   local bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+  # No `helm --wait`: it waits for the agent on every node, and a node an e2e test left
+  # behind in this cluster (its process killed) never runs one. Only these two pods matter.
   if ! "$root/.dev/bin/helm" status sessionguard -n "$sgns" >/dev/null 2>&1; then
     "$root/.dev/bin/helm" install sessionguard "$root/charts/sessionguard" -n "$sgns" --create-namespace \
-      --set controller.replicas=1 --wait --timeout 120s >/dev/null
+      --set controller.replicas=1 >/dev/null
   fi
-  k -n "$sgns" wait --for=condition=Ready pod -l app.kubernetes.io/component=agent --timeout=60s >/dev/null
-  k -n "$sgns" wait --for=condition=Ready pod -l app.kubernetes.io/component=controller --timeout=60s >/dev/null
   local node agent_pod ctl_pod
   node=${SG_NODES%%,*}
-  agent_pod=$(k -n "$sgns" get pod -l app.kubernetes.io/component=agent --field-selector "spec.nodeName=$node" -o jsonpath='{.items[0].metadata.name}')
-  ctl_pod=$(k -n "$sgns" get pod -l app.kubernetes.io/component=controller -o jsonpath='{.items[0].metadata.name}')
+  agent_pod=$(await_pod agent "$node")
+  ctl_pod=$(await_pod controller)
   pod_kubeconfig sessionguard-agent "$agent_pod" "$SG_CLUSTER_DIR/agent.kubeconfig"
   pod_kubeconfig sessionguard-controller "$ctl_pod" "$SG_CLUSTER_DIR/controller.kubeconfig"
   alive "$SG_CLUSTER_DIR/pids/controller.pid" || ensure_free "$ctl_addr" controller

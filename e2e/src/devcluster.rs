@@ -32,7 +32,7 @@ pub async fn up(dir: &Path, nodes: &[String], kubeconfig_out: &Path) -> Result<C
         }
         _ => {
             // A half-dead earlier run: stop what's left and start clean.
-            down(dir)?;
+            down(dir).await?;
             let begin = Instant::now();
             let opts = StartOptions {
                 dir: dir.to_path_buf(),
@@ -105,7 +105,20 @@ async fn start_node(dir: &Path, client: &kube::Client, name: &str) -> Result<()>
 }
 
 /// Stops everything recorded in `dir` and removes it. Safe to run twice.
-pub fn down(dir: &Path) -> Result<()> {
+pub async fn down(dir: &Path) -> Result<()> {
+    // Asked before anything stops: the nodes of this cluster, whose cgroup trees go with
+    // it (ours, and those of an e2e test that was killed while it reused this cluster).
+    let mut nodes: Vec<String> = std::fs::read_to_string(dir.join(DEV_NODES))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    for n in registered_nodes(dir).await {
+        if !nodes.contains(&n) {
+            nodes.push(n);
+        }
+    }
     let pids = dir.join("pids");
     let components: Vec<String> = controlplane::COMPONENTS
         .iter()
@@ -128,8 +141,7 @@ pub fn down(dir: &Path) -> Result<()> {
         eprintln!("sg-cluster: stopped {n} control-plane processes");
     }
     if let Ok(root) = CgroupRoot::detect() {
-        let names = std::fs::read_to_string(dir.join(DEV_NODES)).unwrap_or_default();
-        for node in names.lines().filter(|l| !l.is_empty()) {
+        for node in &nodes {
             for p in simnode::remove_leftover_cgroups(&root, Some(node))? {
                 eprintln!("sg-cluster: removed cgroup {}", p.display());
             }
@@ -140,6 +152,40 @@ pub fn down(dir: &Path) -> Result<()> {
             Err(e).ctx(|| format!("removing {}", dir.display()))
         }
         _ => Ok(()),
+    }
+}
+
+/// The Node names the control plane in `dir` knows, if it answers within a few seconds;
+/// none when it is not running (its nodes' trees are then found through `DEV_NODES` only).
+async fn registered_nodes(dir: &Path) -> Vec<String> {
+    let Ok(info) = ClusterInfo::load(dir) else {
+        return Vec::new();
+    };
+    if !info.is_running() {
+        return Vec::new();
+    }
+    let list = async {
+        let nodes: Api<Node> = Api::all(info.admin_client().await?);
+        Ok::<_, Error>(nodes.list_metadata(&Default::default()).await?)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), list).await {
+        Ok(Ok(list)) => list
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect(),
+        Ok(Err(e)) => {
+            eprintln!(
+                "sg-cluster: could not list the cluster's nodes ({e}); removing the cgroups of the nodes in {DEV_NODES} only"
+            );
+            Vec::new()
+        }
+        Err(_) => {
+            eprintln!(
+                "sg-cluster: the API server did not list nodes within 5s; removing the cgroups of the nodes in {DEV_NODES} only"
+            );
+            Vec::new()
+        }
     }
 }
 

@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
             devcluster::up(&args.dir, &nodes, &kubeconfig_out).await?;
             println!("kubeconfig: {}", kubeconfig_out.display());
         }
-        Cmd::Down => devcluster::down(&args.dir)?,
+        Cmd::Down => devcluster::down(&args.dir).await?,
         Cmd::Status => {
             if !devcluster::status(&args.dir).await? {
                 std::process::exit(1);
