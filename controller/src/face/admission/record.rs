@@ -25,6 +25,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use sessionguard_core::backoff::Backoff;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::keys;
 
@@ -36,6 +37,8 @@ use crate::io::metrics::Metrics as WriteMetrics;
 use crate::io::writer::timed;
 
 const ATTEMPTS: u32 = 5;
+/// Between attempts: 200ms, 400ms ... 3.2s; well within an exec's lifetime.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(3200));
 
 pub struct Writer {
     pub client: Client,
@@ -204,7 +207,7 @@ impl Writer {
                 }
                 Err(Failure::Other(e)) => {
                     tracing::warn!(pod = %pod_name, error = %e, attempt, "writing interaction record failed");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    tokio::time::sleep(RETRY.delay(attempt + 1)).await;
                 }
             }
         }
