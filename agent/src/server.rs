@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
-use sessionguard_http::{Body, Handler, json, metrics, text};
+use sessionguard_http::{Body, Handler, json, shared_routes, text};
 use tokio::net::TcpListener;
 
 use crate::Error;
@@ -39,12 +39,10 @@ impl Server {
 
 impl Handler for Server {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        if req.method() != Method::GET {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
+        if let Some(shared) = shared_routes(&req, &self.registry) {
+            return shared;
         }
         match req.uri().path() {
-            "/metrics" => metrics(&self.registry),
-            "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => {
                 if self.snapshot.borrow().ready {
                     text(StatusCode::OK, "ok\n")

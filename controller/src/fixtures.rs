@@ -17,8 +17,9 @@ use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
+use sessionguard_core::fixtures::{SessionBuilder, session as core_session};
 use sessionguard_core::interaction::{Interaction, login_user};
-use sessionguard_core::{PodUid, Session, keys};
+use sessionguard_core::keys;
 
 use crate::reconcile::pdb;
 
@@ -198,31 +199,10 @@ impl StatefulSetBuilder {
     }
 }
 
-// === impl SessionBuilder ===
+// === sessions ===
 
-pub struct SessionBuilder(Session);
-
-/// A login on `pod`: `bash` on pts/0 in container `main`, by uid 1000.
+/// A login on `pod`: `bash` on pts/0 in container `main`, by uid 1000 (core's
+/// session fixture, placed in the pod).
 pub fn session(pod: &Pod) -> SessionBuilder {
-    let uid = PodUid::parse(&pod.uid().expect("fixture pods have a UID")).expect("pod UID");
-    SessionBuilder(
-        serde_json::from_value(serde_json::json!({
-            "pod_uid": uid,
-            "container_id": "ab".repeat(32),
-            "tty": "pts/0", "pid": 42, "command": "bash", "uid": 1000,
-            "started_at": "2026-11-24T00:59:30Z", "processes": 1,
-            "container_name": "main"
-        }))
-        .expect("valid session"),
-    )
-}
-
-impl SessionBuilder {
-    pub fn at(mut self, t: &str) -> Self {
-        self.0.started_at = ts(t);
-        self
-    }
-    pub fn build(self) -> Session {
-        self.0
-    }
+    core_session().in_pod(&pod.uid().expect("fixture pods have a UID"))
 }

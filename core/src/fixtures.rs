@@ -94,6 +94,11 @@ pub fn session() -> SessionBuilder {
 }
 
 impl SessionBuilder {
+    /// The session runs in the pod with this UID.
+    pub fn in_pod(mut self, pod_uid: &str) -> Self {
+        self.0.pod_uid = crate::PodUid::parse(pod_uid).expect("fixture pod UID");
+        self
+    }
     pub fn uid(mut self, uid: u32) -> Self {
         self.0.uid = uid;
         self

@@ -17,8 +17,8 @@ pub mod rollout;
 pub mod session;
 pub mod session_key;
 
-#[cfg(test)]
-mod fixtures;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 
 pub use error::Error;
 pub use report::{Report, ReportLimits};

@@ -131,6 +131,20 @@ fn with_type(
         .expect("status and a static header always build")
 }
 
+/// The routes every plain-HTTP port shares: GET only, `/metrics` from
+/// `registry`, `/healthz`. `None` leaves the request to the handler's own
+/// routes (`/readyz`, `/sessions`, ...).
+pub fn shared_routes<B>(req: &Request<B>, registry: &Registry) -> Option<Response<Body>> {
+    if req.method() != hyper::Method::GET {
+        return Some(text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n"));
+    }
+    match req.uri().path() {
+        "/metrics" => Some(metrics(registry)),
+        "/healthz" => Some(text(StatusCode::OK, "ok\n")),
+        _ => None,
+    }
+}
+
 /// The registry in OpenMetrics text, as Prometheus scrapes it.
 pub fn metrics(registry: &Registry) -> Response<Body> {
     let mut body = String::new();

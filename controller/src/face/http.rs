@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
-use sessionguard_http::{Body, Handler, metrics, text};
+use sessionguard_http::{Body, Handler, shared_routes, text};
 
 use crate::io::cache::Cache;
 use crate::io::writer::Writer;
@@ -19,12 +19,10 @@ pub struct Health {
 
 impl Handler for Health {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        if req.method() != Method::GET {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
+        if let Some(shared) = shared_routes(&req, &self.registry) {
+            return shared;
         }
         match req.uri().path() {
-            "/metrics" => metrics(&self.registry),
-            "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => self.readiness(),
             _ => text(
                 StatusCode::NOT_FOUND,
