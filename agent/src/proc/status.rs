@@ -1,7 +1,7 @@
 //! `/proc/<pid>/status`: only `Uid:` (real uid) and `NSpid:` (pid in each
 //! nested pid namespace, innermost last) are used.
 
-use crate::Error;
+use super::ParseError;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -11,46 +11,48 @@ pub struct Status {
     pub ns_pid: Option<u32>,
 }
 
-impl Status {
-    pub fn parse(text: &str) -> Result<Self, Error> {
-        let mut uid = None;
-        let mut ns_pid = None;
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("Uid:") {
-                let real = rest
-                    .split_whitespace()
-                    .next()
-                    .ok_or_else(|| bad("Uid line is empty"))?;
-                uid = Some(
-                    real.parse()
-                        .map_err(|_| bad(format!("Uid {real:?} is not a number")))?,
-                );
-            } else if let Some(rest) = line.strip_prefix("NSpid:") {
-                let inner = rest
-                    .split_whitespace()
-                    .last()
-                    .ok_or_else(|| bad("NSpid line is empty"))?;
-                ns_pid = Some(
-                    inner
-                        .parse()
-                        .map_err(|_| bad(format!("NSpid {inner:?} is not a number")))?,
-                );
-            }
+pub fn parse_status(bytes: &[u8]) -> Result<Status, ParseError> {
+    // `Name:` is the process's own choice of bytes; only Uid and NSpid matter.
+    let text = String::from_utf8_lossy(bytes);
+    let mut uid = None;
+    let mut ns_pid = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Uid:") {
+            let real = rest
+                .split_whitespace()
+                .next()
+                .ok_or_else(|| bad("Uid line is empty"))?;
+            uid = Some(
+                real.parse()
+                    .map_err(|_| bad(format!("Uid {real:?} is not a number")))?,
+            );
+        } else if let Some(rest) = line.strip_prefix("NSpid:") {
+            let inner = rest
+                .split_whitespace()
+                .last()
+                .ok_or_else(|| bad("NSpid line is empty"))?;
+            ns_pid = Some(
+                inner
+                    .parse()
+                    .map_err(|_| bad(format!("NSpid {inner:?} is not a number")))?,
+            );
         }
-        Ok(Status {
-            uid: uid.ok_or_else(|| bad("no Uid line"))?,
-            ns_pid,
-        })
     }
+    Ok(Status {
+        uid: uid.ok_or_else(|| bad("no Uid line"))?,
+        ns_pid,
+    })
+}
 
+impl Status {
     /// PID 1 of its namespace: the container's init.
     pub fn is_namespace_init(&self) -> bool {
         self.ns_pid == Some(1)
     }
 }
 
-fn bad(reason: impl Into<String>) -> Error {
-    Error::parse("status", reason)
+fn bad(reason: impl Into<String>) -> ParseError {
+    ParseError::new("status", reason)
 }
 
 #[cfg(test)]
@@ -62,19 +64,19 @@ mod tests {
     #[test]
     fn reads_uid_and_innermost_pid() {
         assert_eq!(
-            Status::parse(SHELL).unwrap(),
+            parse_status(SHELL.as_bytes()).unwrap(),
             Status {
                 uid: 1000,
                 ns_pid: Some(17)
             }
         );
         let init = SHELL.replace("NSpid:\t4242\t17", "NSpid:\t4100\t1");
-        assert!(Status::parse(&init).unwrap().is_namespace_init());
+        assert!(parse_status(init.as_bytes()).unwrap().is_namespace_init());
     }
 
     #[test]
     fn old_kernels_without_nspid() {
-        let s = Status::parse("Name:\tsh\nUid:\t0\t0\t0\t0\n").unwrap();
+        let s = parse_status(b"Name:\tsh\nUid:\t0\t0\t0\t0\n").unwrap();
         assert_eq!(
             s,
             Status {
@@ -94,7 +96,7 @@ mod tests {
             ("Uid:\t0\nNSpid:\n", "NSpid line is empty"),
             ("Uid:\t0\nNSpid:\t3\tz\n", "NSpid \"z\""),
         ] {
-            let e = Status::parse(text).unwrap_err().to_string();
+            let e = parse_status(text.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
         }
     }
