@@ -9,29 +9,13 @@ use std::path::Path;
 use criterion::{Criterion, criterion_group, criterion_main};
 use sessionguard_agent::proc::{parse_cgroup, parse_stat};
 use sessionguard_agent::scan::{ProcFs, Scanner, ScannerConfig};
-use sessionguard_agent::testing::{FakeProc, pts};
+use sessionguard_agent::testing::{FakeProc, populate_node};
 
 const PROCESSES: u32 = 20_000;
 
 fn build_tree(root: &Path) -> FakeProc {
     let fake = FakeProc::create(root, 1_764_000_000).unwrap();
-    for pid in 1..=PROCESSES {
-        let pod = format!("{:08x}-0000-4000-8000-{:012x}", pid / 100, pid / 100);
-        let cid = format!("{:064x}", pid / 10);
-        let p = fake
-            .process(pid)
-            .comm("worker")
-            .argv(&["/usr/bin/worker", "--flag"])
-            .in_container(&pod, &cid);
-        // One in 500 processes holds a terminal, a few shells per hundred pods.
-        if pid % 500 == 0 {
-            p.tty(pts(pid / 500)).leads_session()
-        } else {
-            p
-        }
-        .write()
-        .unwrap();
-    }
+    populate_node(&fake, PROCESSES).unwrap();
     fake
 }
 

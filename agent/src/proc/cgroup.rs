@@ -48,7 +48,7 @@ pub fn parse_cgroup(bytes: &[u8]) -> Result<Option<PodContainer>, ParseError> {
 }
 
 /// Parses one cgroup path.
-pub(super) fn from_path(path: &str) -> Option<PodContainer> {
+pub fn from_path(path: &str) -> Option<PodContainer> {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let (at, pod_uid) = comps
         .iter()

@@ -12,7 +12,7 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    pub(crate) fn new(file: &'static str, reason: impl Into<String>) -> Self {
+    pub fn new(file: &'static str, reason: impl Into<String>) -> Self {
         Self {
             file,
             reason: reason.into(),
