@@ -12,7 +12,6 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sessionguard_agent::proc::Parsers;
 use sessionguard_agent::scan::{ProcFs, Scanner, ScannerConfig};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -101,19 +100,15 @@ fn main() {
         ScannerConfig::default(),
     )
     .unwrap();
-    // The same full scan with procfs-core's parsers swapped in (see the parsers bench).
-    let with = |parsers: Parsers| {
-        let config = ScannerConfig {
-            parsers,
+    // The same full scan with procfs-core's stat parser (see the parsers bench).
+    let mut core_stat = Scanner::new(
+        ProcFs::open("/proc".as_ref()).unwrap(),
+        ScannerConfig {
+            parsers: common::with_procfs_core_stat(),
             ..ScannerConfig::default()
-        };
-        Scanner::new(ProcFs::open("/proc".as_ref()).unwrap(), config).unwrap()
-    };
-    let mut core_stat = with(Parsers {
-        stat: common::stat,
-        ..Parsers::default()
-    });
-    let mut core_all = with(common::procfs_core_everywhere());
+        },
+    )
+    .unwrap();
     let mut inc = Scanner::new(
         ProcFs::open("/proc".as_ref()).unwrap(),
         ScannerConfig::default(),
@@ -144,7 +139,6 @@ fn main() {
         "agent scan (binary, JSON)",
         "full scan (in-process)",
         "  with procfs-core stat",
-        "  with procfs-core everywhere",
         "procfs crate scan",
         "stat of every pid",
         "incremental tick",
@@ -168,22 +162,21 @@ fn main() {
         }));
         samples[2].push(time(|| full.scan(true).unwrap()));
         samples[3].push(time(|| core_stat.scan(true).unwrap()));
-        samples[4].push(time(|| core_all.scan(true).unwrap()));
-        samples[5].push(time(|| {
+        samples[4].push(time(|| {
             procfs::process::all_processes()
                 .unwrap()
                 .flatten()
                 .filter(|p| p.stat().is_ok_and(|s| s.tty_nr != 0) && p.cgroups().is_ok())
                 .count()
         }));
-        samples[6].push(time(|| {
+        samples[5].push(time(|| {
             fs.pids(&mut pids).unwrap();
             pids.iter()
                 .filter(|(pid, _)| fs.read(*pid, "stat", &mut buf).unwrap_or(false))
                 .count()
         }));
-        samples[7].push(time(|| inc.scan(false).unwrap()));
-        samples[8].push(time(|| fs.pids(&mut pids).unwrap()));
+        samples[6].push(time(|| inc.scan(false).unwrap()));
+        samples[7].push(time(|| fs.pids(&mut pids).unwrap()));
     }
     let base = median(samples[0].clone());
     println!(

@@ -2,7 +2,9 @@
 //! `/proc/uptime`, and the conversion of a process's start ticks into a
 //! wall-clock time. Boot time and tick rate are passed in ([`SystemInfo`]),
 //! never read from the running system, so a test can date a process on any
-//! clock it likes.
+//! clock it likes. The two files are parsed by procfs-core.
+
+use procfs_core::{ExplicitSystemInfo, FromRead, FromReadSI, KernelStats, Uptime};
 
 use super::ParseError;
 
@@ -15,37 +17,34 @@ pub struct SystemInfo {
     pub ticks_per_second: u64,
 }
 
+/// Boot time in seconds since the epoch, from `/proc/stat`.
 pub fn parse_btime(proc_stat: &[u8]) -> Result<u64, ParseError> {
-    let text = String::from_utf8_lossy(proc_stat);
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .ok_or_else(|| ParseError::new("/proc/stat", "no btime line"))?;
-    line.trim().parse().map_err(|_| {
-        ParseError::new(
-            "/proc/stat",
-            format!("btime {:?} is not a number", line.trim()),
-        )
-    })
+    // KernelStats wants the tick rate and page size only to convert CPU
+    // times, which the agent never reads; these stand-ins change nothing here.
+    let unused = ExplicitSystemInfo {
+        boot_time_secs: 0,
+        ticks_per_second: 100,
+        page_size: 4096,
+        is_little_endian: cfg!(target_endian = "little"),
+    };
+    KernelStats::from_read(proc_stat, &unused)
+        .map(|k| k.btime)
+        .map_err(|e| ParseError::from_procfs_core("/proc/stat", e))
 }
 
 /// Seconds since boot, the first field of `/proc/uptime`.
 pub fn parse_uptime(uptime: &[u8]) -> Result<f64, ParseError> {
-    let text = String::from_utf8_lossy(uptime);
-    let first = text
-        .split_whitespace()
-        .next()
-        .ok_or_else(|| ParseError::new("/proc/uptime", "empty"))?;
-    first
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .ok_or_else(|| {
-            ParseError::new(
-                "/proc/uptime",
-                format!("{first:?} is not a number of seconds"),
-            )
-        })
+    let up = Uptime::from_read(uptime)
+        .map_err(|e| ParseError::from_procfs_core("/proc/uptime", e))?
+        .uptime;
+    if up.is_finite() && up >= 0.0 {
+        Ok(up)
+    } else {
+        Err(ParseError::new(
+            "/proc/uptime",
+            format!("{up} is not a number of seconds"),
+        ))
+    }
 }
 
 /// When a process started, from `stat`'s `starttime` (ticks after boot).
@@ -62,22 +61,31 @@ pub fn start_time(starttime: u64, system: &SystemInfo) -> Result<jiff::Timestamp
 mod tests {
     use super::*;
 
+    const STAT: &str = "cpu  127809 12644 35893 110127 486 0 165 254 0 0\n\
+        cpu0 64149 5911 17396 55996 76 0 18 125 0 0\nintr 1764750 0 0 0 0\nctxt 2902700\n\
+        btime 1764000000\nprocesses 47014\nprocs_running 9\nprocs_blocked 0\nsoftirq 552741 0 86135\n";
+
     #[test]
     fn btime() {
-        let stat = b"cpu  1 2 3 4\nintr 5\nctxt 6\nbtime 1764000000\nprocesses 7\n";
-        assert_eq!(parse_btime(stat).unwrap(), 1_764_000_000);
-        let e = parse_btime(b"cpu 1\n").unwrap_err();
-        assert_eq!(e.kind(), "/proc/stat");
-        assert!(e.to_string().contains("no btime"), "{e}");
-        assert!(parse_btime(b"btime x\n").is_err());
+        assert_eq!(parse_btime(STAT.as_bytes()).unwrap(), 1_764_000_000);
+        for broken in [
+            String::new(),
+            "cpu 1\n".to_string(),
+            STAT.replace("btime 1764000000\n", ""),
+            STAT.replace("btime 1764000000", "btime x"),
+        ] {
+            let e = parse_btime(broken.as_bytes()).unwrap_err();
+            assert_eq!(e.kind(), "/proc/stat", "{broken:?}");
+        }
     }
 
     #[test]
     fn uptime() {
         assert_eq!(parse_uptime(b"12345.67 23456.78\n").unwrap(), 12345.67);
-        assert_eq!(parse_uptime(b"").unwrap_err().kind(), "/proc/uptime");
-        assert!(parse_uptime(b"-1 2").is_err());
-        assert!(parse_uptime(b"NaN 2").is_err());
+        for broken in ["", "12345.67\n", "-1 2", "NaN 2", "inf 2", "x 2"] {
+            let e = parse_uptime(broken.as_bytes()).unwrap_err();
+            assert_eq!(e.kind(), "/proc/uptime", "{broken:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `/proc/<pid>/cgroup` → the pod and container a process runs in.
 //!
-//! Each line is `hierarchy-id:controllers:path`. On hybrid hosts the pod path
-//! may appear in only some lines, so every line is tried. Within a path the
+//! Each line is `hierarchy-id:controllers:path`; procfs-core splits them, and
+//! what this module adds is reading a pod and container out of a path. On
+//! hybrid hosts the pod path may appear in only some lines, so every line is
+//! tried. Within a path the
 //! *last* pod component wins and the container is the component right after
 //! it: nested layouts (kind, k3s-in-docker) put an outer container's id in a
 //! prefix such as `/system.slice/docker-<node id>.scope/kubelet.slice/...`,
@@ -25,6 +27,7 @@
 //! (`..`) through nothing but QoS levels, since there the kubepods ancestor
 //! sits above the reader's namespace root and cannot be seen.
 
+use procfs_core::{FromRead, ProcessCGroups};
 use sessionguard_core::{ContainerId, PodUid};
 
 use super::ParseError;
@@ -37,18 +40,18 @@ pub struct PodContainer {
 
 /// The pod and container of the first line that names both; `Ok(None)` for
 /// processes outside pods (node logins, plain `docker run`) or in a pod's own
-/// cgroup without a container.
+/// cgroup without a container. A line that is not `id:controllers:path` is
+/// an error.
 pub fn parse_cgroup(bytes: &[u8]) -> Result<Option<PodContainer>, ParseError> {
+    // A cgroup name is any bytes; one that is not UTF-8 must not hide the pod's line.
     let text = String::from_utf8_lossy(bytes);
-    Ok(text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_id, _controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        from_path(path)
-    }))
+    let groups = ProcessCGroups::from_read(text.as_bytes())
+        .map_err(|e| ParseError::from_procfs_core("cgroup", e))?;
+    Ok(groups.0.iter().find_map(|g| from_path(&g.pathname)))
 }
 
 /// Parses one cgroup path.
-pub fn from_path(path: &str) -> Option<PodContainer> {
+fn from_path(path: &str) -> Option<PodContainer> {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let (at, pod_uid) = comps
         .iter()
@@ -287,11 +290,33 @@ mod tests {
             format!("0::/kubepods/podnot-a-uid/{ID}\n"),
             format!("0::/system.slice/mypod{UID_}.slice/{ID}\n"), // "pod" in a non-kubepods slice name
             String::new(),
-            "garbage without colons\n".to_string(),
-            "0:\n".to_string(),
+            "0::\n".to_string(),
         ] {
             assert_eq!(parse(&text), None, "{text:?}");
         }
+    }
+
+    #[test]
+    fn lines_that_are_not_cgroup_lines_are_errors() {
+        let pod = format!("0::/kubepods/pod{UID}/{ID}\n");
+        for text in [
+            "garbage without colons\n".to_string(),
+            "0:\n".to_string(),
+            format!("x:{}", &pod[1..]),
+            format!("{pod}junk\n"),
+            "\u{fffd}::\n".to_string(),
+        ] {
+            let e = parse_cgroup(text.as_bytes()).unwrap_err();
+            assert_eq!(e.kind(), "cgroup", "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_path_that_is_not_utf8_does_not_hide_the_pod() {
+        let mut bytes = b"1:name=systemd:/odd-\xff\xfe.slice\n".to_vec();
+        bytes.extend_from_slice(format!("0::/kubepods/pod{UID}/{ID}\n").as_bytes());
+        let got = parse_cgroup(&bytes).unwrap().unwrap();
+        assert_eq!(got.container_id.as_str(), ID);
     }
 
     proptest::proptest! {

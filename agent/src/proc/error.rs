@@ -2,6 +2,7 @@
 //! the API server, so the parsers can be read, tested and reused apart from
 //! the daemon; the agent's crate error wraps it.
 
+use procfs_core::ProcError;
 use thiserror::Error;
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -27,5 +28,28 @@ impl ParseError {
 
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+
+    /// procfs-core reports a missing or unparsable field as an "internal
+    /// error" that asks for a bug report; the innermost message and the
+    /// source line (which tells the field) are kept, the plea is not. Its
+    /// parsers read from the agent's buffer, never from a path, so no
+    /// not-found error (a vanished pid) can come through here.
+    pub(crate) fn from_procfs_core(file: &'static str, e: ProcError) -> Self {
+        let reason = match e {
+            ProcError::InternalError(e) => {
+                let inner = e.msg.lines().last().unwrap_or_default();
+                let inner = inner.trim_start_matches("Internal Unwrap Error: ");
+                let what = if inner == "NoneError" {
+                    "a field is missing"
+                } else {
+                    inner
+                };
+                let source = e.file.rsplit('/').next().unwrap_or(e.file);
+                format!("{what} (procfs-core {source}:{})", e.line)
+            }
+            other => other.to_string(),
+        };
+        Self::new(file, reason)
     }
 }

@@ -342,7 +342,10 @@ impl Scanner {
         };
         // cmdline is optional: an unreadable one leaves the command name from stat.
         let argv = match fetch(&mut self.fs, pid, "cmdline", &mut self.buf, stats) {
-            Fetched::Read => (parsers.cmdline)(&self.buf).unwrap_or_default(),
+            Fetched::Read => (parsers.cmdline)(&self.buf).unwrap_or_else(|e| {
+                *stats.errors.entry(e.kind()).or_default() += 1;
+                Vec::new()
+            }),
             Fetched::Gone | Fetched::Failed => Vec::new(),
         };
         Some(Leader {
