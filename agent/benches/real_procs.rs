@@ -7,6 +7,8 @@
 //! Env: SG_BENCH_PROCS (default 3000 extra processes), SG_BENCH_ROUNDS (15),
 //! SG_BENCH_DAEMON_SECS (30).
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,9 +34,9 @@ impl Drop for Sleepers {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+fn median<T: PartialOrd>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v.swap_remove(v.len() / 2)
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> Duration {
@@ -98,6 +100,15 @@ fn main() {
         ScannerConfig::default(),
     )
     .unwrap();
+    // The same full scan with procfs-core's stat parser (see the parsers bench).
+    let mut core_stat = Scanner::new(
+        ProcFs::open("/proc".as_ref()).unwrap(),
+        ScannerConfig {
+            parsers: common::with_procfs_core_stat(),
+            ..ScannerConfig::default()
+        },
+    )
+    .unwrap();
     let mut inc = Scanner::new(
         ProcFs::open("/proc".as_ref()).unwrap(),
         ScannerConfig::default(),
@@ -127,6 +138,7 @@ fn main() {
         "ps -e -o pid,tty,cgroup",
         "agent scan (binary, JSON)",
         "full scan (in-process)",
+        "  with procfs-core stat",
         "procfs crate scan",
         "stat of every pid",
         "incremental tick",
@@ -149,33 +161,42 @@ fn main() {
                 .unwrap()
         }));
         samples[2].push(time(|| full.scan(true).unwrap()));
-        samples[3].push(time(|| {
+        samples[3].push(time(|| core_stat.scan(true).unwrap()));
+        samples[4].push(time(|| {
             procfs::process::all_processes()
                 .unwrap()
                 .flatten()
                 .filter(|p| p.stat().is_ok_and(|s| s.tty_nr != 0) && p.cgroups().is_ok())
                 .count()
         }));
-        samples[4].push(time(|| {
+        samples[5].push(time(|| {
             fs.pids(&mut pids).unwrap();
             pids.iter()
                 .filter(|(pid, _)| fs.read(*pid, "stat", &mut buf).unwrap_or(false))
                 .count()
         }));
-        samples[5].push(time(|| inc.scan(false).unwrap()));
-        samples[6].push(time(|| fs.pids(&mut pids).unwrap()));
+        samples[6].push(time(|| inc.scan(false).unwrap()));
+        samples[7].push(time(|| fs.pids(&mut pids).unwrap()));
     }
     let base = median(samples[0].clone());
     println!(
-        "\n{:<28} {:>12} {:>10}",
-        "what (median of rounds)", "time", "× ps"
+        "\n{:<30} {:>12} {:>10} {:>12}",
+        "what (median of rounds)", "time", "× ps", "× full scan"
     );
-    for (name, s) in names.iter().zip(samples) {
-        let m = median(s);
+    for (name, s) in names.iter().zip(&samples) {
+        let m = median(s.clone());
+        // Median of per-round ratios: the scans of one round ran back to back.
+        let vs_full = median(
+            s.iter()
+                .zip(&samples[2])
+                .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+                .collect(),
+        );
         println!(
-            "{name:<28} {:>10.2?} {:>10.3}",
+            "{name:<30} {:>10.2?} {:>10.3} {:>12.3}",
             m,
-            m.as_secs_f64() / base.as_secs_f64()
+            m.as_secs_f64() / base.as_secs_f64(),
+            vs_full
         );
     }
 

@@ -2,12 +2,14 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::proc::ParseError;
+
 /// Everything the agent can fail at. Per-pid parse and read errors are counted
 /// and skipped by the scanner; they never fail a whole scan.
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("malformed {file}: {reason}")]
-    Parse { file: &'static str, reason: String },
+    #[error(transparent)]
+    Parse(#[from] ParseError),
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -26,17 +28,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn parse(file: &'static str, reason: impl Into<String>) -> Self {
-        Self::Parse {
-            file,
-            reason: reason.into(),
-        }
-    }
-
     /// The label used for the scan-errors metric.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Parse { file, .. } => file,
+            Self::Parse(e) => e.kind(),
             Self::Io { .. } => "io",
             Self::ProcRoot { .. } => "proc_root",
             Self::Http(_) => "http",

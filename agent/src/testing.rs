@@ -54,14 +54,45 @@ pub fn containerd_cgroup(pod_uid: &str, container_id: &str) -> String {
     )
 }
 
+/// `/proc/stat` as a 2-CPU kernel writes it, booted at `btime`.
+pub fn kernel_stat(btime: u64) -> String {
+    format!(
+        "cpu  127809 12644 35893 110127 486 0 165 254 0 0\n\
+         cpu0 64149 5911 17396 55996 76 0 18 125 0 0\n\
+         cpu1 63660 6733 18496 54131 410 0 147 129 0 0\n\
+         intr 1764750 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1 1 15 0 0 0 0 287 137\n\
+         ctxt 2902700\nbtime {btime}\nprocesses 47014\nprocs_running 9\nprocs_blocked 0\n\
+         softirq 552741 0 86135 6 33257 118356 0 2993 62400 0 249594\n"
+    )
+}
+
+/// A population shaped like a large node: `processes` pids spread over pods
+/// of 100 and containers of 10, one in 500 a shell leading its own terminal.
+/// The fake tree the scan benches measure.
+pub fn populate_node(fake: &FakeProc, processes: u32) -> io::Result<()> {
+    for pid in 1..=processes {
+        let pod = format!("{:08x}-0000-4000-8000-{:012x}", pid / 100, pid / 100);
+        let cid = format!("{:064x}", pid / 10);
+        let p = fake
+            .process(pid)
+            .comm("worker")
+            .argv(&["/usr/bin/worker", "--flag"])
+            .in_container(&pod, &cid);
+        if pid % 500 == 0 {
+            p.tty(pts(pid / 500)).leads_session()
+        } else {
+            p
+        }
+        .write()?;
+    }
+    Ok(())
+}
+
 impl FakeProc {
     /// A proc root with `stat` (holding `btime`) and `uptime`.
     pub fn create(root: &Path, btime: u64) -> io::Result<Self> {
         fs::create_dir_all(root)?;
-        fs::write(
-            root.join("stat"),
-            format!("cpu  1 2 3 4 5 6 7 0 0 0\nbtime {btime}\nprocesses 1\n"),
-        )?;
+        fs::write(root.join("stat"), kernel_stat(btime))?;
         fs::write(root.join("uptime"), "1000.00 1900.00\n")?;
         Ok(Self {
             root: root.to_path_buf(),
@@ -190,6 +221,37 @@ impl FakeProcess<'_> {
         fs::rename(staging, dir)
     }
 
+    /// Every line a 6.x kernel writes, so a strict parser reads it too.
+    fn status(&self) -> String {
+        let ns: Vec<String> = self.ns_pid.iter().map(u32::to_string).collect();
+        let ns = ns.join("\t");
+        let (p, pp, u) = (self.pid, self.ppid, self.uid);
+        let state = if self.state == 'Z' {
+            "Z (zombie)"
+        } else {
+            "S (sleeping)"
+        };
+        format!(
+            "Name:\t{}\nUmask:\t0022\nState:\t{state}\nTgid:\t{p}\nNgid:\t0\nPid:\t{p}\nPPid:\t{pp}\n\
+             TracerPid:\t0\nUid:\t{u}\t{u}\t{u}\t{u}\nGid:\t{u}\t{u}\t{u}\t{u}\nFDSize:\t64\nGroups:\t \n\
+             NStgid:\t{ns}\nNSpid:\t{ns}\nNSpgid:\t{ns}\nNSsid:\t{ns}\nKthread:\t0\n\
+             VmPeak:\t    8692 kB\nVmSize:\t    8692 kB\nVmLck:\t       0 kB\nVmPin:\t       0 kB\n\
+             VmHWM:\t    4800 kB\nVmRSS:\t    4800 kB\nRssAnon:\t    1024 kB\nRssFile:\t    3776 kB\n\
+             RssShmem:\t       0 kB\nVmData:\t    1200 kB\nVmStk:\t     132 kB\nVmExe:\t     892 kB\n\
+             VmLib:\t    2100 kB\nVmPTE:\t      56 kB\nVmSwap:\t       0 kB\nHugetlbPages:\t       0 kB\n\
+             CoreDumping:\t0\nTHP_enabled:\t1\nuntag_mask:\t0xffffffffffffffff\nThreads:\t1\n\
+             SigQ:\t0/96365\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
+             SigBlk:\t0000000000010000\nSigIgn:\t0000000000380004\nSigCgt:\t000000004b817efb\n\
+             CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n\
+             CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t0\n\
+             Seccomp_filters:\t0\nSpeculation_Store_Bypass:\tthread vulnerable\n\
+             SpeculationIndirectBranch:\tconditional enabled\nCpus_allowed:\t3\nCpus_allowed_list:\t0-1\n\
+             Mems_allowed:\t00000000,00000001\nMems_allowed_list:\t0\n\
+             voluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t3\n",
+            self.comm
+        )
+    }
+
     fn write_into(self, dir: &Path) -> io::Result<()> {
         fs::create_dir_all(dir)?;
         let p = self.pid;
@@ -200,17 +262,7 @@ impl FakeProcess<'_> {
                 self.comm, self.state, self.ppid, self.session, self.tty_nr as i32, self.starttime
             ),
         )?;
-        let ns: Vec<String> = self.ns_pid.iter().map(u32::to_string).collect();
-        let u = self.uid;
-        fs::write(
-            dir.join("status"),
-            format!(
-                "Name:\t{}\nState:\tS (sleeping)\nPid:\t{p}\nPPid:\t{}\nUid:\t{u}\t{u}\t{u}\t{u}\nNSpid:\t{}\n",
-                self.comm,
-                self.ppid,
-                ns.join("\t")
-            ),
-        )?;
+        fs::write(dir.join("status"), self.status())?;
         fs::write(dir.join("cgroup"), &self.cgroup)?;
         let mut cmdline = Vec::new();
         for a in &self.argv {

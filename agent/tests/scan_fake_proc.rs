@@ -227,7 +227,7 @@ fn bad_entries_are_skipped_and_the_rest_is_found() {
         .write()
         .unwrap();
     fake.write_raw(506, "status", b"Name:\tsh\n").unwrap();
-    // A terminal process whose cgroup file is unreadable garbage.
+    // A terminal process whose cgroup file is garbage (not `id:controllers:path`).
     fake.process(507)
         .comm("sh")
         .tty(pts(10))
@@ -248,8 +248,13 @@ fn bad_entries_are_skipped_and_the_rest_is_found() {
     // No status: the uid is the owner of /proc/506, and it counts as a login.
     assert_eq!(s[1]["uid"], nix::unistd::Uid::effective().as_raw());
     assert_eq!(s[1]["console"], false);
-    // 501 and 503 are malformed; 502 and 504 vanished (churn); 506's status is malformed.
-    let want = BTreeMap::from([("stat".to_string(), 2), ("status".to_string(), 1)]);
+    // 501 and 503 are malformed; 502 and 504 vanished (churn); 506's status
+    // and 507's cgroup are malformed.
+    let want = BTreeMap::from([
+        ("stat".to_string(), 2),
+        ("status".to_string(), 1),
+        ("cgroup".to_string(), 1),
+    ]);
     assert_eq!(skipped(&stderr), want, "{stderr}");
 }
 

@@ -2,7 +2,7 @@
 //! ticks: what a steady-state tick re-reads, and what it must never miss.
 
 use sessionguard_agent::scan::{ProcFs, ScanStats, Scanner, ScannerConfig};
-use sessionguard_agent::testing::{FakeProc, pts};
+use sessionguard_agent::testing::{FakeProc, kernel_stat, pts};
 use sessionguard_core::Session;
 
 const POD: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
@@ -246,13 +246,8 @@ fn boot_time_is_reread_on_each_resync() {
         .write()
         .unwrap();
     let at = |s: &[Session]| s[0].started_at.as_second();
-    let write_btime = |btime: u64| {
-        std::fs::write(
-            fake.root().join("stat"),
-            format!("cpu  1 2 3 4\nbtime {btime}\n"),
-        )
-        .unwrap()
-    };
+    let write_btime =
+        |btime: u64| std::fs::write(fake.root().join("stat"), kernel_stat(btime)).unwrap();
     assert_eq!(at(&tick(&mut scanner).0), BTIME as i64);
     // The kernel recomputes btime on each read, a second either way: jitter,
     // not a clock step, so a resync keeps the boot time.

@@ -1,7 +1,9 @@
 //! `/proc/<pid>/cgroup` → the pod and container a process runs in.
 //!
-//! Each line is `hierarchy-id:controllers:path`. On hybrid hosts the pod path
-//! may appear in only some lines, so every line is tried. Within a path the
+//! Each line is `hierarchy-id:controllers:path`; procfs-core splits them, and
+//! what this module adds is reading a pod and container out of a path. On
+//! hybrid hosts the pod path may appear in only some lines, so every line is
+//! tried. Within a path the
 //! *last* pod component wins and the container is the component right after
 //! it: nested layouts (kind, k3s-in-docker) put an outer container's id in a
 //! prefix such as `/system.slice/docker-<node id>.scope/kubelet.slice/...`,
@@ -25,7 +27,10 @@
 //! (`..`) through nothing but QoS levels, since there the kubepods ancestor
 //! sits above the reader's namespace root and cannot be seen.
 
+use procfs_core::{FromRead, ProcessCGroups};
 use sessionguard_core::{ContainerId, PodUid};
+
+use super::ParseError;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PodContainer {
@@ -33,19 +38,20 @@ pub struct PodContainer {
     pub container_id: ContainerId,
 }
 
-/// The pod and container of the first line that names both; `None` for
+/// The pod and container of the first line that names both; `Ok(None)` for
 /// processes outside pods (node logins, plain `docker run`) or in a pod's own
-/// cgroup without a container.
-pub fn parse_cgroup(text: &str) -> Option<PodContainer> {
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_id, _controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        from_path(path)
-    })
+/// cgroup without a container. A line that is not `id:controllers:path` is
+/// an error.
+pub fn parse_cgroup(bytes: &[u8]) -> Result<Option<PodContainer>, ParseError> {
+    // A cgroup name is any bytes; one that is not UTF-8 must not hide the pod's line.
+    let text = String::from_utf8_lossy(bytes);
+    let groups = ProcessCGroups::from_read(text.as_bytes())
+        .map_err(|e| ParseError::from_procfs_core("cgroup", e))?;
+    Ok(groups.0.iter().find_map(|g| from_path(&g.pathname)))
 }
 
 /// Parses one cgroup path.
-pub fn from_path(path: &str) -> Option<PodContainer> {
+fn from_path(path: &str) -> Option<PodContainer> {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let (at, pod_uid) = comps
         .iter()
@@ -128,8 +134,13 @@ mod tests {
     const ID: &str = "4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c";
     const NODE: &str = "9999999999999999999999999999999999999999999999999999999999999999";
 
+    /// The parse of a well-formed file.
+    fn parse(text: &str) -> Option<PodContainer> {
+        parse_cgroup(text.as_bytes()).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
     fn expect(text: &str) {
-        let got = parse_cgroup(text).unwrap_or_else(|| panic!("no pod in {text:?}"));
+        let got = parse(text).unwrap_or_else(|| panic!("no pod in {text:?}"));
         assert_eq!(got.pod_uid.as_str(), UID, "{text}");
         assert_eq!(got.container_id.as_str(), ID, "{text}");
     }
@@ -165,7 +176,7 @@ mod tests {
     #[test]
     fn crio_conmon_is_not_the_container() {
         let text = format!("0::/kubepods.slice/kubepods-pod{UID_}.slice/crio-conmon-{ID}.scope\n");
-        assert_eq!(parse_cgroup(&text), None);
+        assert_eq!(parse(&text), None);
     }
 
     #[test]
@@ -191,7 +202,7 @@ mod tests {
             format!("0::/../system.slice/pod{UID}/{ID}\n"),
             format!("0::/user.slice/../pod{UID}/{ID}\n"),
         ] {
-            assert_eq!(parse_cgroup(&text), None, "{text:?}");
+            assert_eq!(parse(&text), None, "{text:?}");
         }
         // kind with the cgroupfs driver: the kubelet's root is /kubelet/kubepods.
         expect(&format!(
@@ -240,7 +251,7 @@ mod tests {
         ));
         // The node container itself is not a pod.
         assert_eq!(
-            parse_cgroup(&format!("0::/system.slice/docker-{NODE}.scope\n")),
+            parse(&format!("0::/system.slice/docker-{NODE}.scope\n")),
             None
         );
     }
@@ -258,11 +269,11 @@ mod tests {
     #[test]
     fn static_pods_keep_their_config_hash() {
         let hash = "5b2d8bd2d9a4f2e8e7c5a3a0f9b7e6d1";
-        let got = parse_cgroup(&format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{hash}.slice/cri-containerd-{ID}.scope\n")).unwrap();
+        let got = parse(&format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{hash}.slice/cri-containerd-{ID}.scope\n")).unwrap();
         assert_eq!(got.pod_uid.as_str(), hash);
         assert!(got.pod_uid.is_static());
         // Under the cgroupfs driver.
-        let got = parse_cgroup(&format!("0::/kubepods/burstable/pod{hash}/{ID}\n")).unwrap();
+        let got = parse(&format!("0::/kubepods/burstable/pod{hash}/{ID}\n")).unwrap();
         assert_eq!(
             (got.pod_uid.as_str(), got.container_id.as_str()),
             (hash, ID)
@@ -279,18 +290,40 @@ mod tests {
             format!("0::/kubepods/podnot-a-uid/{ID}\n"),
             format!("0::/system.slice/mypod{UID_}.slice/{ID}\n"), // "pod" in a non-kubepods slice name
             String::new(),
+            "0::\n".to_string(),
+        ] {
+            assert_eq!(parse(&text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn lines_that_are_not_cgroup_lines_are_errors() {
+        let pod = format!("0::/kubepods/pod{UID}/{ID}\n");
+        for text in [
             "garbage without colons\n".to_string(),
             "0:\n".to_string(),
+            format!("x:{}", &pod[1..]),
+            format!("{pod}junk\n"),
+            "\u{fffd}::\n".to_string(),
         ] {
-            assert_eq!(parse_cgroup(&text), None, "{text:?}");
+            let e = parse_cgroup(text.as_bytes()).unwrap_err();
+            assert_eq!(e.kind(), "cgroup", "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_path_that_is_not_utf8_does_not_hide_the_pod() {
+        let mut bytes = b"1:name=systemd:/odd-\xff\xfe.slice\n".to_vec();
+        bytes.extend_from_slice(format!("0::/kubepods/pod{UID}/{ID}\n").as_bytes());
+        let got = parse_cgroup(&bytes).unwrap().unwrap();
+        assert_eq!(got.container_id.as_str(), ID);
     }
 
     proptest::proptest! {
         #[test]
         fn never_panics(text in proptest::prelude::any::<String>()) {
             // Whatever it finds was in the text.
-            if let Some(got) = parse_cgroup(&text) {
+            if let Ok(Some(got)) = parse_cgroup(text.as_bytes()) {
                 proptest::prop_assert!(text.to_ascii_lowercase().contains(got.container_id.as_str()));
             }
         }
@@ -301,7 +334,7 @@ mod tests {
         fn never_panics_on_cgroup_shaped_text(
             text in "([0-9]{0,2}:[a-z=,]{0,8}:(/(\\.\\.|kubepods[a-z.-]{0,12}|pod[0-9a-f_-]{0,36}|[a-z]{0,6}-[0-9a-f]{0,64}(\\.scope)?|\\PC{0,8}|:)){0,6}\n?){0,4}"
         ) {
-            if let Some(got) = parse_cgroup(&text) {
+            if let Ok(Some(got)) = parse_cgroup(text.as_bytes()) {
                 proptest::prop_assert!(text.to_ascii_lowercase().contains(got.container_id.as_str()));
             }
         }
@@ -309,7 +342,7 @@ mod tests {
         #[test]
         fn finds_the_pod_under_any_prefix(prefix in "(/[a-z0-9._-]{1,12}){0,4}") {
             let text = format!("0::{prefix}/kubepods/besteffort/pod{UID}/{ID}\n");
-            let got = parse_cgroup(&text).unwrap();
+            let got = parse(&text).unwrap();
             proptest::prop_assert_eq!(got.container_id.as_str(), ID);
         }
     }

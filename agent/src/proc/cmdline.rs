@@ -1,28 +1,38 @@
 //! `/proc/<pid>/cmdline`: NUL-separated argv, usually NUL-terminated; empty for
 //! kernel threads and zombies. Processes may rewrite it (setproctitle) into one
 //! space-separated string; that comes back as a single argument.
+//!
+//! procfs-core has no parser for this file (the procfs crate splits it while
+//! reading), so this one stays. Any bytes are an argv, so it never fails; it
+//! returns a `Result` only to share the shape of every other parser.
 
-pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
+use super::ParseError;
+
+pub fn parse_cmdline(bytes: &[u8]) -> Result<Vec<String>, ParseError> {
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     if bytes.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    bytes
+    Ok(bytes
         .split(|&b| b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn argv(bytes: &[u8]) -> Vec<String> {
+        parse_cmdline(bytes).unwrap()
+    }
+
     #[test]
     fn argv_forms() {
-        assert_eq!(parse_cmdline(b"bash\0-l\0"), ["bash", "-l"]);
-        assert_eq!(parse_cmdline(b"sshd: ops@pts/0"), ["sshd: ops@pts/0"]);
-        assert_eq!(parse_cmdline(b"a\0\0b\0"), ["a", "", "b"]);
-        assert!(parse_cmdline(b"").is_empty());
-        assert_eq!(parse_cmdline(b"\xff\0"), ["\u{fffd}"]);
+        assert_eq!(argv(b"bash\0-l\0"), ["bash", "-l"]);
+        assert_eq!(argv(b"sshd: ops@pts/0"), ["sshd: ops@pts/0"]);
+        assert_eq!(argv(b"a\0\0b\0"), ["a", "", "b"]);
+        assert!(argv(b"").is_empty());
+        assert_eq!(argv(b"\xff\0"), ["\u{fffd}"]);
     }
 }

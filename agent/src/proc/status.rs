@@ -1,7 +1,11 @@
 //! `/proc/<pid>/status`: only `Uid:` (real uid) and `NSpid:` (pid in each
-//! nested pid namespace, innermost last) are used.
+//! nested pid namespace, innermost last) are used. Parsed by procfs-core,
+//! which wants every line a kernel since 2.6 writes; it runs only for session
+//! leaders, so its cost does not show in a scan (see `agent/README.md`).
 
-use crate::Error;
+use procfs_core::FromRead;
+
+use super::ParseError;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -11,74 +15,85 @@ pub struct Status {
     pub ns_pid: Option<u32>,
 }
 
-impl Status {
-    pub fn parse(text: &str) -> Result<Self, Error> {
-        let mut uid = None;
-        let mut ns_pid = None;
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("Uid:") {
-                let real = rest
-                    .split_whitespace()
-                    .next()
-                    .ok_or_else(|| bad("Uid line is empty"))?;
-                uid = Some(
-                    real.parse()
-                        .map_err(|_| bad(format!("Uid {real:?} is not a number")))?,
-                );
-            } else if let Some(rest) = line.strip_prefix("NSpid:") {
-                let inner = rest
-                    .split_whitespace()
-                    .last()
-                    .ok_or_else(|| bad("NSpid line is empty"))?;
-                ns_pid = Some(
-                    inner
-                        .parse()
-                        .map_err(|_| bad(format!("NSpid {inner:?} is not a number")))?,
-                );
-            }
-        }
-        Ok(Status {
-            uid: uid.ok_or_else(|| bad("no Uid line"))?,
-            ns_pid,
-        })
-    }
+pub fn parse_status(bytes: &[u8]) -> Result<Status, ParseError> {
+    // `Name:` is whatever bytes the process chose; they must not cost its uid.
+    let text = String::from_utf8_lossy(bytes);
+    let status = procfs_core::process::Status::from_read(text.as_bytes())
+        .map_err(|e| ParseError::from_procfs_core("status", e))?;
+    let ns_pid = match status.nspid.as_deref().and_then(<[i32]>::last) {
+        Some(&pid) => Some(
+            u32::try_from(pid)
+                .map_err(|_| ParseError::new("status", format!("NSpid {pid} is negative")))?,
+        ),
+        None => None,
+    };
+    Ok(Status {
+        uid: status.ruid,
+        ns_pid,
+    })
+}
 
+impl Status {
     /// PID 1 of its namespace: the container's init.
     pub fn is_namespace_init(&self) -> bool {
         self.ns_pid == Some(1)
     }
 }
 
-fn bad(reason: impl Into<String>) -> Error {
-    Error::parse("status", reason)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SHELL: &str = "Name:\tbash\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\nPid:\t4242\nPPid:\t4241\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\nNSpid:\t4242\t17\nNSpgid:\t4242\t17\n";
+    /// A shell in a container (pid 17 inside, 4242 on the host), as 6.x writes it.
+    const SHELL: &str = "Name:\tbash\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\n\
+        Pid:\t4242\nPPid:\t4241\nTracerPid:\t0\nUid:\t1000\t1001\t1002\t1003\nGid:\t1000\t1000\t1000\t1000\n\
+        FDSize:\t256\nGroups:\t4 27 \nNStgid:\t4242\t17\nNSpid:\t4242\t17\nNSpgid:\t4242\t17\nNSsid:\t4242\t17\n\
+        Kthread:\t0\nVmPeak:\t    8692 kB\nVmSize:\t    8692 kB\nVmLck:\t       0 kB\nVmPin:\t       0 kB\n\
+        VmHWM:\t    4800 kB\nVmRSS:\t    4800 kB\nRssAnon:\t    1024 kB\nRssFile:\t    3776 kB\n\
+        RssShmem:\t       0 kB\nVmData:\t    1200 kB\nVmStk:\t     132 kB\nVmExe:\t     892 kB\n\
+        VmLib:\t    2100 kB\nVmPTE:\t      56 kB\nVmSwap:\t       0 kB\nHugetlbPages:\t       0 kB\n\
+        CoreDumping:\t0\nTHP_enabled:\t1\nuntag_mask:\t0xffffffffffffffff\nThreads:\t1\nSigQ:\t0/96365\n\
+        SigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\nSigBlk:\t0000000000010000\n\
+        SigIgn:\t0000000000380004\nSigCgt:\t000000004b817efb\nCapInh:\t0000000000000000\n\
+        CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\n\
+        CapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t0\nSeccomp_filters:\t0\n\
+        Speculation_Store_Bypass:\tthread vulnerable\nSpeculationIndirectBranch:\tconditional enabled\n\
+        Cpus_allowed:\t3\nCpus_allowed_list:\t0-1\nMems_allowed:\t00000000,00000001\nMems_allowed_list:\t0\n\
+        voluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t3\n";
+
+    fn parse(text: &str) -> Result<Status, ParseError> {
+        parse_status(text.as_bytes())
+    }
 
     #[test]
-    fn reads_uid_and_innermost_pid() {
+    fn reads_the_real_uid_and_innermost_pid() {
+        let s = parse(SHELL).unwrap();
         assert_eq!(
-            Status::parse(SHELL).unwrap(),
+            s,
             Status {
                 uid: 1000,
                 ns_pid: Some(17)
             }
         );
+        assert!(!s.is_namespace_init());
         let init = SHELL.replace("NSpid:\t4242\t17", "NSpid:\t4100\t1");
-        assert!(Status::parse(&init).unwrap().is_namespace_init());
+        assert!(parse(&init).unwrap().is_namespace_init());
+        let on_the_host = SHELL.replace("NSpid:\t4242\t17", "NSpid:\t1");
+        assert!(parse(&on_the_host).unwrap().is_namespace_init());
     }
 
     #[test]
     fn old_kernels_without_nspid() {
-        let s = Status::parse("Name:\tsh\nUid:\t0\t0\t0\t0\n").unwrap();
+        let old: String = SHELL
+            .lines()
+            .filter(|l| !l.starts_with("NS"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let s = parse(&old).unwrap();
         assert_eq!(
             s,
             Status {
-                uid: 0,
+                uid: 1000,
                 ns_pid: None
             }
         );
@@ -86,16 +101,47 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_is_not_utf8_keeps_the_uid() {
+        let mut bytes = b"Name:\t\xff\xfe(\n".to_vec();
+        bytes.extend_from_slice(SHELL.split_once('\n').unwrap().1.as_bytes());
+        assert_eq!(parse_status(&bytes).unwrap().uid, 1000);
+    }
+
+    #[test]
     fn malformed() {
         for (text, want) in [
-            ("", "no Uid line"),
-            ("Uid:\n", "Uid line is empty"),
-            ("Uid:\tx\t0\n", "not a number"),
-            ("Uid:\t0\nNSpid:\n", "NSpid line is empty"),
-            ("Uid:\t0\nNSpid:\t3\tz\n", "NSpid \"z\""),
+            (String::new(), "a field is missing"),
+            (
+                "Name:\tsh\nUid:\t0\t0\t0\t0\n".to_string(),
+                "a field is missing",
+            ),
+            (SHELL.replace("Uid:\t1000", "Uid:\tx"), "\"x\""),
+            (
+                SHELL.replace("NSpid:\t4242\t17", "NSpid:\t4242\tz"),
+                "\"z\"",
+            ),
+            (SHELL.replace("NSpid:\t4242\t17", "NSpid:\t-3"), "NSpid -3"),
         ] {
-            let e = Status::parse(text).unwrap_err().to_string();
-            assert!(e.contains(want), "{text:?}: {e}");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.kind(), "status");
+            assert!(e.to_string().contains(want), "{text:?}: {e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = parse_status(&bytes);
+        }
+
+        #[test]
+        fn never_panics_on_a_mangled_line(at in 0usize..57, junk in "[ -~\t]{0,30}") {
+            let text: String = SHELL
+                .lines()
+                .enumerate()
+                .map(|(i, l)| if i == at { format!("{junk}\n") } else { format!("{l}\n") })
+                .collect();
+            let _ = parse(&text);
         }
     }
 }

@@ -116,10 +116,14 @@ impl ProcFs {
         }
     }
 
-    /// Reads a top-level file such as `stat` or `uptime`.
-    pub fn read_top(&self, file: &str) -> Result<String, Error> {
+    /// Reads a top-level file such as `stat` or `uptime` into `buf`.
+    pub fn read_top(&self, file: &str, buf: &mut Vec<u8>) -> Result<(), Error> {
         let path = self.root.join(file);
-        std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })
+        buf.clear();
+        std::fs::File::open(&path)
+            .and_then(|mut f| f.read_to_end(buf))
+            .map(drop)
+            .map_err(|source| Error::Io { path, source })
     }
 
     fn io_error(&self, source: io::Error) -> Error {

@@ -16,7 +16,7 @@ use sessionguard_core::Session;
 use super::group::{Candidate, group_by_terminal};
 use super::procfs::ProcFs;
 use crate::Error;
-use crate::proc::{Stat, Status, parse_btime, parse_cgroup, parse_cmdline, parse_uptime, tty_name};
+use crate::proc::{Parsers, SystemInfo, start_time, tty_name};
 
 /// The kernel's overflow uid (`/proc/sys/kernel/overflowuid`), which it shows
 /// for a uid it cannot map; used when a leader's uid cannot be read at all.
@@ -40,6 +40,10 @@ pub struct ScannerConfig {
     /// young, which covers intervals longer than `young_for` and proc trees
     /// without a usable `/proc/uptime`.
     pub young_ticks: u32,
+    /// `CLK_TCK`, the unit of start times in `stat`. Passed in rather than
+    /// read by the scanner, so a fake tree can be dated on any clock.
+    pub ticks_per_second: u64,
+    pub parsers: Parsers,
 }
 
 impl Default for ScannerConfig {
@@ -48,6 +52,11 @@ impl Default for ScannerConfig {
             resync_every: 30,
             young_for: Duration::from_secs(5),
             young_ticks: 3,
+            ticks_per_second: nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+                .ok()
+                .flatten()
+                .map_or(100, |hz| hz.max(1) as u64),
+            parsers: Parsers::default(),
         }
     }
 }
@@ -72,7 +81,6 @@ pub struct Scanner {
     fs: ProcFs,
     config: ScannerConfig,
     clock: Clock,
-    hz: u64,
     known: HashMap<u32, Known>,
     leaders: HashMap<(u32, u64), Leader>,
     generation: u64,
@@ -112,21 +120,17 @@ struct Clock {
 
 impl Scanner {
     pub fn new(fs: ProcFs, config: ScannerConfig) -> Result<Self, Error> {
-        let clock = Clock::read(&fs)?;
-        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .map_or(100, |hz| hz.max(1) as u64);
+        let mut buf = Vec::with_capacity(4096);
+        let clock = Clock::read(&fs, &config.parsers, &mut buf)?;
         Ok(Self {
             fs,
             config,
             clock,
-            hz,
             known: HashMap::new(),
             leaders: HashMap::new(),
             generation: 0,
             pids: Vec::new(),
-            buf: Vec::with_capacity(4096),
+            buf,
         })
     }
 
@@ -153,14 +157,16 @@ impl Scanner {
         };
         // `new` has just read the clock for the first scan.
         if full && !first {
-            match Clock::read(&self.fs) {
+            match Clock::read(&self.fs, &self.config.parsers, &mut self.buf) {
                 Ok(clock) => self.clock.resync(clock),
                 // Keep the last good reading.
                 Err(e) => *stats.errors.entry(e.kind()).or_default() += 1,
             }
         }
-        let now_ticks = self.clock.uptime_ticks(self.hz);
-        let young_age = (self.config.young_for.as_secs_f64() * self.hz as f64) as u64;
+        let hz = self.config.ticks_per_second.max(1);
+        let now_ticks = self.clock.uptime_ticks(hz);
+        let young_age = (self.config.young_for.as_secs_f64() * hz as f64) as u64;
+        let parsers = self.config.parsers;
 
         self.fs.pids(&mut self.pids)?;
         stats.pids = self.pids.len();
@@ -188,7 +194,7 @@ impl Scanner {
             if !fetch(&mut self.fs, pid, "stat", &mut self.buf, &mut stats).is_read() {
                 continue;
             }
-            let stat = match Stat::parse(&self.buf) {
+            let stat = match (parsers.stat)(&self.buf) {
                 Ok(s) => s,
                 // An empty file is a pid caught mid-exit.
                 Err(_) if self.buf.is_empty() => {
@@ -237,31 +243,37 @@ impl Scanner {
             if !fetch(&mut self.fs, pid, "cgroup", &mut self.buf, &mut stats).is_read() {
                 continue;
             }
-            if let Some(at) = parse_cgroup(&String::from_utf8_lossy(&self.buf)) {
-                in_pods.push(Candidate {
+            match (parsers.cgroup)(&self.buf) {
+                Ok(Some(at)) => in_pods.push(Candidate {
                     pid,
                     session,
                     tty_nr,
                     starttime,
                     comm,
                     at,
-                });
+                }),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(pid, error = %e, "skipping pid");
+                    *stats.errors.entry(e.kind()).or_default() += 1;
+                }
             }
         }
 
+        let system = SystemInfo {
+            boot_ns: self.clock.boot_ns,
+            ticks_per_second: hz,
+        };
         let mut sessions = Vec::new();
         for group in group_by_terminal(in_pods) {
             let l = &group.leader;
-            let started_ns = self.clock.boot_ns + i128::from(l.starttime) * self.tick_ns();
-            let Ok(started_at) = jiff::Timestamp::from_nanosecond(started_ns) else {
-                // Only a corrupt stat line or btime gets here (past year 9999).
-                tracing::debug!(
-                    pid = l.pid,
-                    starttime = l.starttime,
-                    "start time out of range"
-                );
-                *stats.errors.entry("starttime").or_default() += 1;
-                continue;
+            let started_at = match start_time(l.starttime, &system) {
+                Ok(at) => at,
+                Err(e) => {
+                    tracing::debug!(pid = l.pid, error = %e, "skipping session");
+                    *stats.errors.entry(e.kind()).or_default() += 1;
+                    continue;
+                }
             };
             let key = (l.pid, l.starttime);
             if full || !self.leaders.contains_key(&key) {
@@ -295,18 +307,15 @@ impl Scanner {
         Ok((sessions, stats))
     }
 
-    fn tick_ns(&self) -> i128 {
-        1_000_000_000 / i128::from(self.hz)
-    }
-
     /// `None` only when the leader is gone. An unreadable or malformed
     /// `status` is counted and costs accuracy, not the session: the uid falls
     /// back to the owner of the pid's directory (its effective uid), and the
     /// session counts as a login, since calling a real login a console would
     /// leave its pod unprotected.
     fn read_leader(&mut self, pid: u32, stats: &mut ScanStats) -> Option<Leader> {
+        let parsers = self.config.parsers;
         let status = match fetch(&mut self.fs, pid, "status", &mut self.buf, stats) {
-            Fetched::Read => match Status::parse(&String::from_utf8_lossy(&self.buf)) {
+            Fetched::Read => match (parsers.status)(&self.buf) {
                 Ok(status) => Some(status),
                 Err(e) => {
                     tracing::debug!(pid, error = %e, "session leader status unusable");
@@ -333,7 +342,10 @@ impl Scanner {
         };
         // cmdline is optional: an unreadable one leaves the command name from stat.
         let argv = match fetch(&mut self.fs, pid, "cmdline", &mut self.buf, stats) {
-            Fetched::Read => parse_cmdline(&self.buf),
+            Fetched::Read => (parsers.cmdline)(&self.buf).unwrap_or_else(|e| {
+                *stats.errors.entry(e.kind()).or_default() += 1;
+                Vec::new()
+            }),
             Fetched::Gone | Fetched::Failed => Vec::new(),
         };
         Some(Leader {
@@ -348,9 +360,13 @@ impl Scanner {
 // === impl Clock ===
 
 impl Clock {
-    fn read(fs: &ProcFs) -> Result<Self, Error> {
-        let btime = fs.read_top("stat").and_then(|s| parse_btime(&s));
-        let uptime = fs.read_top("uptime").and_then(|s| parse_uptime(&s));
+    fn read(fs: &ProcFs, parsers: &Parsers, buf: &mut Vec<u8>) -> Result<Self, Error> {
+        let btime = fs
+            .read_top("stat", buf)
+            .and_then(|()| Ok((parsers.btime)(buf)?));
+        let uptime = fs
+            .read_top("uptime", buf)
+            .and_then(|()| Ok((parsers.uptime)(buf)?));
         let (boot_secs, uptime) = match (btime, uptime) {
             (Ok(b), up) => (b as f64, up.ok()),
             // Without btime, boot time is now minus uptime.
