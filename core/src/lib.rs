@@ -4,6 +4,7 @@
 //! Nothing here does I/O or knows about the Kubernetes client, so every rule can
 //! be tested on literal values.
 
+pub mod certs;
 pub mod duration;
 pub mod error;
 pub mod guard;
