@@ -5,6 +5,7 @@
 //! be tested on literal values.
 
 pub mod backoff;
+pub mod certs;
 pub mod duration;
 pub mod error;
 pub mod guard;
