@@ -116,6 +116,10 @@ struct Clock {
     uptime: Option<(f64, Instant)>,
 }
 
+/// A process with a controlling terminal: (pid, session id, tty_nr, start
+/// time in ticks, comm).
+type Terminal = (u32, u32, u32, u64, String);
+
 // === impl Scanner ===
 
 impl Scanner {
@@ -150,7 +154,6 @@ impl Scanner {
         let started = Instant::now();
         let first = self.generation == 0;
         self.generation += 1;
-        let generation = self.generation;
         let mut stats = ScanStats {
             full,
             ..ScanStats::default()
@@ -163,13 +166,29 @@ impl Scanner {
                 Err(e) => *stats.errors.entry(e.kind()).or_default() += 1,
             }
         }
+        self.fs.pids(&mut self.pids)?;
+        stats.pids = self.pids.len();
+        let candidates = self.terminal_processes(full, first, &mut stats);
+        stats.terminal_processes = candidates.len();
+        let in_pods = self.in_pods(candidates, &mut stats);
+        let sessions = self.sessions(in_pods, full, &mut stats);
+        stats.duration = started.elapsed();
+        Ok((sessions, stats))
+    }
+
+    /// Pass 1: `stat` of every pid that is new, young, or has a terminal;
+    /// returns the processes with a controlling terminal.
+    fn terminal_processes(
+        &mut self,
+        full: bool,
+        first: bool,
+        stats: &mut ScanStats,
+    ) -> Vec<Terminal> {
+        let generation = self.generation;
         let hz = self.config.ticks_per_second.max(1);
         let now_ticks = self.clock.uptime_ticks(hz);
         let young_age = (self.config.young_for.as_secs_f64() * hz as f64) as u64;
         let parsers = self.config.parsers;
-
-        self.fs.pids(&mut self.pids)?;
-        stats.pids = self.pids.len();
         let mut candidates = Vec::new();
         let pids = std::mem::take(&mut self.pids);
         for &(pid, ino) in &pids {
@@ -191,7 +210,7 @@ impl Scanner {
                 None => None,
             };
             stats.stat_reads += 1;
-            if !fetch(&mut self.fs, pid, "stat", &mut self.buf, &mut stats).is_read() {
+            if !fetch(&mut self.fs, pid, "stat", &mut self.buf, stats).is_read() {
                 continue;
             }
             let stat = match (parsers.stat)(&self.buf) {
@@ -236,11 +255,15 @@ impl Scanner {
         }
         self.pids = pids;
         self.known.retain(|_, k| k.generation == generation);
-        stats.terminal_processes = candidates.len();
+        candidates
+    }
 
+    /// Pass 2: `cgroup` of each terminal process; keeps those inside a pod.
+    fn in_pods(&mut self, candidates: Vec<Terminal>, stats: &mut ScanStats) -> Vec<Candidate> {
+        let parsers = self.config.parsers;
         let mut in_pods = Vec::new();
         for (pid, session, tty_nr, starttime, comm) in candidates {
-            if !fetch(&mut self.fs, pid, "cgroup", &mut self.buf, &mut stats).is_read() {
+            if !fetch(&mut self.fs, pid, "cgroup", &mut self.buf, stats).is_read() {
                 continue;
             }
             match (parsers.cgroup)(&self.buf) {
@@ -260,9 +283,21 @@ impl Scanner {
             }
         }
 
+        in_pods
+    }
+
+    /// Pass 3: one session per terminal in a container, its leader's argv
+    /// and uid read once per leader (and again on a full scan).
+    fn sessions(
+        &mut self,
+        in_pods: Vec<Candidate>,
+        full: bool,
+        stats: &mut ScanStats,
+    ) -> Vec<Session> {
+        let generation = self.generation;
         let system = SystemInfo {
             boot_ns: self.clock.boot_ns,
-            ticks_per_second: hz,
+            ticks_per_second: self.config.ticks_per_second.max(1),
         };
         let mut sessions = Vec::new();
         for group in group_by_terminal(in_pods) {
@@ -277,7 +312,7 @@ impl Scanner {
             };
             let key = (l.pid, l.starttime);
             if full || !self.leaders.contains_key(&key) {
-                match self.read_leader(l.pid, &mut stats) {
+                match self.read_leader(l.pid, stats) {
                     Some(leader) => {
                         self.leaders.insert(key, leader);
                     }
@@ -303,8 +338,7 @@ impl Scanner {
             });
         }
         self.leaders.retain(|_, l| l.generation == generation);
-        stats.duration = started.elapsed();
-        Ok((sessions, stats))
+        sessions
     }
 
     /// `None` only when the leader is gone. An unreadable or malformed
