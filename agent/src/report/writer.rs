@@ -19,9 +19,10 @@ use crate::snapshot::SnapshotRx;
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After a failed write: 1s, 2s, 4s ... at most 30s, well below the
-/// heartbeat the controller's agent grace is measured against.
-const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// After a failed write: 1s, 2s, 4s, 8s, then every 10s: a third of the 30s
+/// heartbeat, so an API server that comes back is written to well before the
+/// controller's agent grace (2m) runs out.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
 
 pub struct ReportWriter {
     api: Api<SessionReport>,

@@ -43,6 +43,12 @@ pub fn desired(pod: &Pod) -> PodDisruptionBudget {
         },
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(0)),
+            // Said explicitly, because a cluster default or a future API
+            // default of AlwaysAllow would let a drain evict a logged-in pod
+            // the moment it fails readiness (a hung shell, a broken probe).
+            // With IfHealthyBudget a single unready pod leaves the budget
+            // unmet, so it stays protected.
+            unhealthy_pod_eviction_policy: Some("IfHealthyBudget".into()),
             selector: Some(LabelSelector {
                 match_labels: Some(BTreeMap::from([(keys::POD_UID_LABEL.to_string(), uid)])),
                 match_expressions: None,
@@ -141,6 +147,11 @@ mod tests {
         );
         let spec = pdb.spec.unwrap();
         assert_eq!(spec.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(
+            spec.unhealthy_pod_eviction_policy.as_deref(),
+            Some("IfHealthyBudget"),
+            "an unready logged-in pod stays protected"
+        );
         assert_eq!(
             spec.selector.unwrap().match_labels.unwrap()[keys::POD_UID_LABEL],
             p.metadata.uid.clone().unwrap()
