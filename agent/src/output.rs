@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 use sessionguard_core::Session;
+use sessionguard_core::printable::printable;
 
 #[derive(Serialize)]
 struct Doc<'a> {
@@ -32,12 +33,10 @@ pub fn table(sessions: &[Session]) -> String {
                 s.processes.to_string(),
                 s.started_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
                 if s.console { "console" } else { "login" }.to_string(),
-                command_line(s)
-                    .chars()
-                    .take(60)
-                    .collect::<String>()
-                    .replace(['\n', '\t'], " "),
+                printable(&command_line(s), 60),
             ]
+            // Every cell may hold what a tenant chose (argv, a tty name).
+            .map(|cell| printable(&cell, 253))
         })
         .collect();
     let header = [

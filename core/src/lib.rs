@@ -12,6 +12,7 @@ pub mod guard;
 pub mod interaction;
 pub mod keys;
 pub mod pod_plan;
+pub mod printable;
 pub mod protection;
 pub mod report;
 pub mod rollout;

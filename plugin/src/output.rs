@@ -3,6 +3,7 @@
 use clap::ValueEnum;
 use jiff::Timestamp;
 use sessionguard_core::interaction::rfc3339;
+use sessionguard_core::printable::printable;
 
 use crate::error::{Error, Result};
 use crate::rows::{Row, relative};
@@ -96,7 +97,8 @@ fn table(rows: &[Row], wide: bool, now: Timestamp, all_namespaces: bool) -> Stri
                 or_dash(r.extended_by.clone()),
             ]);
         }
-        lines.push(l);
+        // Users, containers and annotation values are other people's text.
+        lines.push(l.iter().map(|cell| printable(cell, 253)).collect());
     }
     let cols = lines[0].len();
     let widths: Vec<usize> = (0..cols)

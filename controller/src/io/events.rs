@@ -13,6 +13,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
+use sessionguard_core::printable::printable;
 
 use crate::io::writer::Writer;
 
@@ -57,7 +58,8 @@ pub fn build(
         },
         action: Some(reason.to_string()),
         reason: Some(reason.to_string()),
-        note: Some(truncate(note, NOTE_MAX)),
+        // Notes quote process names and argv, which their owners choose.
+        note: Some(truncate(printable(&note, NOTE_MAX), NOTE_MAX)),
         type_: Some(
             match kind {
                 Kind::Normal => "Normal",
@@ -159,5 +161,23 @@ mod tests {
         assert_eq!(ev.note.as_deref().map(str::len), Some(1000));
         assert_eq!(ev.type_.as_deref(), Some("Warning"));
         assert_eq!(ev.metadata.namespace.as_deref(), Some("ops"));
+    }
+
+    #[test]
+    fn notes_show_escape_sequences_escaped() {
+        let ev = build(
+            ObjectReference::default(),
+            Kind::Normal,
+            "Test",
+            "user 0 ran \u{1b}[2J\u{1b}]0;owned\u{7}".to_string(),
+            "replica-1",
+            "2026-11-24T01:00:00Z".parse().unwrap(),
+        );
+        let note = ev.note.unwrap();
+        assert!(
+            !note.contains('\u{1b}') && !note.contains('\u{7}'),
+            "{note:?}"
+        );
+        assert_eq!(note, "user 0 ran \\u{1b}[2J\\u{1b}]0;owned\\u{7}");
     }
 }
