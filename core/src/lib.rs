@@ -5,6 +5,7 @@
 //! be tested on literal values.
 
 pub mod backoff;
+pub mod bounds;
 pub mod duration;
 pub mod error;
 pub mod guard;
@@ -20,6 +21,7 @@ pub mod session_key;
 #[cfg(test)]
 mod fixtures;
 
+pub use bounds::{CUT_MARKER, Cuts};
 pub use error::Error;
 pub use report::{Report, ReportLimits};
 pub use session::{ContainerId, PodUid, Session};
