@@ -11,11 +11,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use sessionguard_core::Session;
+use sessionguard_core::{CUT_MARKER, Session};
 
 use super::group::{Candidate, group_by_terminal};
 use super::procfs::ProcFs;
 use crate::Error;
+use crate::proc::cmdline::CMDLINE_READ_MAX;
 use crate::proc::{Stat, Status, parse_btime, parse_cgroup, parse_cmdline, parse_uptime, tty_name};
 
 /// The kernel's overflow uid (`/proc/sys/kernel/overflowuid`), which it shows
@@ -332,8 +333,15 @@ impl Scanner {
             },
         };
         // cmdline is optional: an unreadable one leaves the command name from stat.
-        let argv = match fetch(&mut self.fs, pid, "cmdline", &mut self.buf, stats) {
-            Fetched::Read => parse_cmdline(&self.buf),
+        let argv = match fetch_at_most(
+            &mut self.fs,
+            pid,
+            "cmdline",
+            CMDLINE_READ_MAX,
+            &mut self.buf,
+            stats,
+        ) {
+            Fetched::Read => capped_argv(&self.buf),
             Fetched::Gone | Fetched::Failed => Vec::new(),
         };
         Some(Leader {
@@ -407,7 +415,18 @@ fn fetch(
     buf: &mut Vec<u8>,
     stats: &mut ScanStats,
 ) -> Fetched {
-    match fs.read(pid, file, buf) {
+    fetch_at_most(fs, pid, file, usize::MAX, buf, stats)
+}
+
+fn fetch_at_most(
+    fs: &mut ProcFs,
+    pid: u32,
+    file: &'static str,
+    max: usize,
+    buf: &mut Vec<u8>,
+    stats: &mut ScanStats,
+) -> Fetched {
+    match fs.read_at_most(pid, file, max, buf) {
         Ok(true) => Fetched::Read,
         Ok(false) => {
             stats.vanished += 1;
@@ -418,6 +437,18 @@ fn fetch(
             Fetched::Failed
         }
     }
+}
+
+/// argv from a `cmdline` read up to [`CMDLINE_READ_MAX`]: a read that hit
+/// the cap ends mid-argument, so that argument carries the cut marker.
+fn capped_argv(bytes: &[u8]) -> Vec<String> {
+    let mut argv = parse_cmdline(bytes);
+    if bytes.len() >= CMDLINE_READ_MAX
+        && let Some(last) = argv.last_mut()
+    {
+        last.push_str(CUT_MARKER);
+    }
+    argv
 }
 
 /// The leader's command: the basename of `argv[0]`, unless the process
