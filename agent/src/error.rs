@@ -23,6 +23,9 @@ pub enum Error {
     Http(String),
     #[error("Kubernetes API: {0}")]
     Kube(String),
+    /// The API server refused a write as invalid (400, 413, 422).
+    #[error("the API server refused the report ({code}): {reason}")]
+    Refused { code: u16, reason: String },
     #[error(transparent)]
     Core(#[from] sessionguard_core::Error),
 }
@@ -36,6 +39,7 @@ impl Error {
             Self::ProcRoot { .. } => "proc_root",
             Self::Http(_) => "http",
             Self::Kube(_) => "kube",
+            Self::Refused { .. } => "refused",
             Self::Core(_) => "invalid_id",
         }
     }

@@ -29,6 +29,11 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub scan_duration: Family<FullLabel, Histogram>,
@@ -38,6 +43,8 @@ pub struct Metrics {
     pub terminal_processes: Gauge,
     pub vanished: Counter,
     pub reports: Family<OutcomeLabel, Counter>,
+    pub report_cuts: Family<KindLabel, Counter>,
+    pub reports_refused: Family<CodeLabel, Counter>,
     pub foreign_sessions: Counter,
 }
 
@@ -55,6 +62,8 @@ impl Metrics {
             terminal_processes: Gauge::default(),
             vanished: Counter::default(),
             reports: Family::default(),
+            report_cuts: Family::default(),
+            reports_refused: Family::default(),
             foreign_sessions: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("sessionguard_agent");
@@ -93,6 +102,16 @@ impl Metrics {
             "reports",
             "Session reports written to the API server, by outcome",
             m.reports.clone(),
+        );
+        r.register(
+            "report_cuts",
+            "Fields and sessions cut from written reports to fit the SessionReport schema and size bound, by kind",
+            m.report_cuts.clone(),
+        );
+        r.register(
+            "reports_refused",
+            "Report writes the API server refused as invalid (a bug: the agent's bounds and the installed CRD disagree), by HTTP code",
+            m.reports_refused.clone(),
         );
         r.register(
             "foreign_sessions",

@@ -352,3 +352,30 @@ fn rewritten_process_titles_keep_a_useful_command() {
     assert_eq!(s[0].command, "sshd");
     assert_eq!(s[0].argv, ["sshd: ops@pts/0"]);
 }
+
+#[test]
+fn a_huge_cmdline_is_read_only_up_to_the_cap() {
+    use sessionguard_agent::proc::cmdline::CMDLINE_READ_MAX;
+    let (_d, fake, mut scanner) = setup();
+    // 600 arguments of 500 bytes: 300 KB, as `bash -c '<script>' args...` can be.
+    let arg = "é".repeat(250);
+    let mut argv = vec!["bash", "-c"];
+    argv.extend(std::iter::repeat_n(arg.as_str(), 600));
+    fake.process(902)
+        .comm("bash")
+        .argv(&argv)
+        .tty(pts(5))
+        .leads_session()
+        .in_container(POD, &cid('d'))
+        .write()
+        .unwrap();
+    let (sessions, _) = tick(&mut scanner);
+    let argv = &sessions[0].argv;
+    let bytes: usize = argv.iter().map(|a| a.len() + 1).sum();
+    // What was read, plus the marker and a replacement character where the
+    // cap split an é.
+    assert!(bytes <= CMDLINE_READ_MAX + 8, "{bytes} bytes read");
+    assert!(argv.len() < 600, "{} items", argv.len());
+    assert_eq!(argv[..3], ["bash", "-c", arg.as_str()]);
+    assert!(argv.last().unwrap().ends_with('…'), "{:?}", argv.last());
+}

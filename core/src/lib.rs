@@ -5,6 +5,7 @@
 //! be tested on literal values.
 
 pub mod backoff;
+pub mod bounds;
 pub mod certs;
 pub mod duration;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod session_key;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 
+pub use bounds::{CUT_MARKER, Cuts};
 pub use error::Error;
 pub use report::{Report, ReportLimits};
 pub use session::{ContainerId, PodUid, Session};

@@ -16,8 +16,12 @@ use crate::{Error, Session};
 /// A node runs at most a few hundred pods; 4096 terminals is far past any
 /// honest node.
 pub const SESSIONS_MAX: usize = 4096;
-/// Holds [`SESSIONS_MAX`] sessions with long argv.
-pub const REPORT_BYTES_MAX: usize = 4 << 20;
+/// The whole report's compact JSON. etcd refuses an object over 1.5 MiB (its
+/// default `--max-request-bytes`), and the stored object adds metadata and
+/// managedFields; a third of that leaves room, and still holds about 1500
+/// sessions with short argv. The schema cannot express a total, so the agent
+/// bounds to it ([`Report::bounded`]) and [`Report::validate`] checks it.
+pub const REPORT_BYTES_MAX: usize = 512 << 10;
 /// A node name is an RFC 1123 subdomain.
 pub const NODE_NAME_MAX: usize = 253;
 
@@ -71,6 +75,8 @@ impl Report {
         Ok(report)
     }
 
+    /// The checks of the SessionReport schema (field bounds, counts) plus the
+    /// total size, which the schema cannot express.
     pub fn validate(&self, limits: ReportLimits) -> Result<(), Error> {
         if !is_dns_subdomain(&self.node) {
             return Err(Error::Report(format!(
@@ -85,6 +91,16 @@ impl Report {
                 limits.max_sessions
             )));
         }
+        for s in &self.sessions {
+            s.validate()?;
+        }
+        let bytes = encoded_len(self);
+        if bytes > limits.max_bytes {
+            return Err(Error::Report(format!(
+                "encodes to {bytes} bytes, over the {} byte limit",
+                limits.max_bytes
+            )));
+        }
         Ok(())
     }
 
@@ -92,6 +108,26 @@ impl Report {
     pub fn logins(&self) -> impl Iterator<Item = &Session> {
         self.sessions.iter().filter(|s| s.is_login())
     }
+}
+
+/// The length of `value`'s compact JSON, as the agent sends it; counted, not
+/// built.
+pub(crate) fn encoded_len<T: Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Only a failing writer or a map with non-string keys can fail, and a
+    // report has neither.
+    let _ = serde_json::to_writer(&mut n, value);
+    n.0
 }
 
 /// RFC 1123 subdomain, as Kubernetes requires of node names.
@@ -150,6 +186,25 @@ mod tests {
                 .to_string();
             assert!(err.contains(want), "{err} should mention {want}");
         }
+    }
+
+    #[test]
+    fn validate_checks_fields_and_the_encoded_size() {
+        let r = Report::from_json(body("node-a", 3).as_bytes(), ReportLimits::default()).unwrap();
+        let small = ReportLimits {
+            max_bytes: encoded_len(&r) - 1,
+            ..ReportLimits::default()
+        };
+        let err = r.validate(small).unwrap_err().to_string();
+        assert!(err.contains("over the"), "{err}");
+        let mut long = r.clone();
+        long.sessions[1].argv = vec!["x".into(); crate::session::ARGV_ITEMS_MAX + 1];
+        let err = long
+            .validate(ReportLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("argv has 65 items, over 64"), "{err}");
+        r.validate(ReportLimits::default()).unwrap();
     }
 
     #[test]

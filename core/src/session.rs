@@ -99,6 +99,53 @@ impl Session {
     pub fn is_login(&self) -> bool {
         !self.console
     }
+
+    /// The schema's bounds on this session's strings, counted in characters
+    /// as the API server counts `maxLength`. The ids are checked when parsed.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.argv.len() > ARGV_ITEMS_MAX {
+            return Err(self.invalid(format!(
+                "argv has {} items, over {ARGV_ITEMS_MAX}",
+                self.argv.len()
+            )));
+        }
+        let fields = [
+            ("tty", self.tty.as_str(), TTY_MAX),
+            ("command", self.command.as_str(), COMMAND_MAX),
+            (
+                "namespace",
+                self.namespace.as_deref().unwrap_or_default(),
+                NAMESPACE_MAX,
+            ),
+            (
+                "pod_name",
+                self.pod_name.as_deref().unwrap_or_default(),
+                POD_NAME_MAX,
+            ),
+            (
+                "container_name",
+                self.container_name.as_deref().unwrap_or_default(),
+                CONTAINER_NAME_MAX,
+            ),
+        ];
+        let args = self.argv.iter().map(|a| ("argv item", a.as_str(), ARG_MAX));
+        for (field, value, max) in fields.into_iter().chain(args) {
+            let n = value.chars().count();
+            if n > max {
+                return Err(self.invalid(format!("{field} is {n} characters, over {max}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, what: String) -> Error {
+        Error::Report(format!(
+            "session {} pid {} on {}: {what}",
+            self.container_id.short(),
+            self.pid,
+            self.tty
+        ))
+    }
 }
 
 // === impl PodUid ===

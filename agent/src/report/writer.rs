@@ -2,6 +2,13 @@
 //! as a heartbeat every report interval so the controller can tell a quiet
 //! node from a dead agent. Each write replaces the whole snapshot
 //! (level-triggered), so a lost write heals with the next.
+//!
+//! Every report is first cut to the schema's bounds ([`Report::bounded`]): a
+//! tenant's long argv must not make the node's whole report invalid. A write
+//! the API server still refuses as invalid is a bug (our bounds and the
+//! installed CRD disagree); it is counted and logged with the server's reason,
+//! and the same scan is written again stripped to the fields that protect a
+//! pod, so the node is never silenced by retrying a body that cannot pass.
 
 use std::time::Duration;
 
@@ -9,13 +16,14 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use sessionguard_api::SessionReport;
 use sessionguard_core::backoff::Backoff;
-use sessionguard_core::{Report, Session};
+use sessionguard_core::bounds::{self, Cuts};
+use sessionguard_core::{Report, ReportLimits, Session};
 use tokio::time::Instant;
 
 use super::FIELD_MANAGER;
 use crate::Error;
-use crate::metrics::{Metrics, OutcomeLabel};
-use crate::snapshot::SnapshotRx;
+use crate::metrics::{CodeLabel, KindLabel, Metrics, OutcomeLabel};
+use crate::snapshot::{Snapshot, SnapshotRx};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -24,10 +32,15 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// controller's agent grace (2m) runs out.
 const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
 
+/// A stripped report's command: the kernel's own `comm` is at most 15 bytes.
+const STRIPPED_COMMAND_MAX: usize = 15;
+
 pub struct ReportWriter {
     api: Api<SessionReport>,
     heartbeat: Duration,
     metrics: Metrics,
+    /// The cuts last logged, so a session that stays long is logged once.
+    logged_cuts: Cuts,
 }
 
 impl ReportWriter {
@@ -36,11 +49,12 @@ impl ReportWriter {
             api: Api::all(client),
             heartbeat,
             metrics,
+            logged_cuts: Cuts::default(),
         }
     }
 
     /// Runs until the snapshot channel closes.
-    pub async fn run(self, mut rx: SnapshotRx) {
+    pub async fn run(mut self, mut rx: SnapshotRx) {
         let mut last: Option<Vec<Key>> = None;
         let mut next_heartbeat = Instant::now();
         let mut failures = 0;
@@ -50,7 +64,7 @@ impl ReportWriter {
             let due =
                 snap.ready && (last.as_ref() != Some(&keys) || Instant::now() >= next_heartbeat);
             if due {
-                match self.write(snap.report()).await {
+                match self.write_snapshot(&snap).await {
                     Ok(()) => {
                         last = Some(keys);
                         next_heartbeat = Instant::now() + self.heartbeat;
@@ -72,6 +86,56 @@ impl ReportWriter {
         }
     }
 
+    /// The snapshot, bounded; stripped if the API server refuses that.
+    async fn write_snapshot(&mut self, snap: &Snapshot) -> Result<(), Error> {
+        let (report, cuts) = snap.report().bounded(ReportLimits::default());
+        self.count_cuts(&cuts);
+        match self.write(report).await {
+            Err(Error::Refused { code, reason }) => {
+                self.refused(code, &reason);
+                tracing::warn!(
+                    sessions = snap.sessions.len(),
+                    "writing this scan again stripped to the fields that protect a pod"
+                );
+                let (report, _) = stripped(snap.report());
+                let res = self.write(report).await;
+                if let Err(Error::Refused { code, reason }) = &res {
+                    self.refused(*code, reason);
+                }
+                res
+            }
+            res => res,
+        }
+    }
+
+    fn count_cuts(&mut self, cuts: &Cuts) {
+        for (kind, n) in cuts.iter() {
+            self.metrics
+                .report_cuts
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .inc_by(n);
+        }
+        if !cuts.is_empty() && *cuts != self.logged_cuts {
+            tracing::info!(?cuts, "cut the session report to the schema's bounds");
+        }
+        self.logged_cuts = cuts.clone();
+    }
+
+    fn refused(&self, code: u16, reason: &str) {
+        self.metrics
+            .reports_refused
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+        tracing::warn!(
+            code,
+            reason,
+            "BUG: the API server refused the session report as invalid; the agent's bounds \
+             and the installed SessionReport CRD disagree"
+        );
+    }
+
     async fn write(&self, report: Report) -> Result<(), Error> {
         let (node, sessions) = (report.node.clone(), report.sessions.len());
         let body = SessionReport::of(report);
@@ -81,10 +145,22 @@ impl ReportWriter {
             self.api.patch(&node, &params, &Patch::Apply(&body)),
         )
         .await;
-        let outcome = match &res {
-            Ok(Ok(_)) => "success",
-            Ok(Err(_)) => "failure",
-            Err(_) => "timeout",
+        let (outcome, res) = match res {
+            Ok(Ok(_)) => ("success", Ok(())),
+            Ok(Err(kube::Error::Api(s))) if is_refusal(s.code) => (
+                "refused",
+                Err(Error::Refused {
+                    code: s.code,
+                    reason: s.message.clone(),
+                }),
+            ),
+            Ok(Err(e)) => ("failure", Err(Error::Kube(e.to_string()))),
+            Err(_) => (
+                "timeout",
+                Err(Error::Kube(format!(
+                    "write did not finish within {WRITE_TIMEOUT:?}"
+                ))),
+            ),
         };
         self.metrics
             .reports
@@ -92,17 +168,36 @@ impl ReportWriter {
                 outcome: outcome.into(),
             })
             .inc();
-        match res {
-            Ok(Ok(_)) => {
-                tracing::debug!(%node, sessions, "report written");
-                Ok(())
-            }
-            Ok(Err(e)) => Err(Error::Kube(e.to_string())),
-            Err(_) => Err(Error::Kube(format!(
-                "write did not finish within {WRITE_TIMEOUT:?}"
-            ))),
+        if res.is_ok() {
+            tracing::debug!(%node, sessions, "report written");
         }
+        res
     }
+}
+
+/// Answers that mean "this body will never pass", unlike a timeout or a 5xx:
+/// bad request, too large, invalid against the schema.
+fn is_refusal(code: u16) -> bool {
+    matches!(code, 400 | 413 | 422)
+}
+
+/// What is written after a refusal: every session with only the fields the
+/// controller needs to protect its pod (no argv, no names, a short command),
+/// within a quarter of the size bound, so whatever the refused field was, the
+/// node's logins are still reported.
+fn stripped(mut report: Report) -> (Report, Cuts) {
+    for s in &mut report.sessions {
+        s.argv.clear();
+        s.namespace = None;
+        s.pod_name = None;
+        s.container_name = None;
+        bounds::cut(&mut s.command, STRIPPED_COMMAND_MAX);
+    }
+    let limits = ReportLimits::default();
+    report.bounded(ReportLimits {
+        max_bytes: limits.max_bytes / 4,
+        ..limits
+    })
 }
 
 /// What makes a report worth writing early. The process count changes with
@@ -130,6 +225,51 @@ impl Key {
             console: s.console,
             command: s.command.clone(),
             container_name: s.container_name.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stripped_report_keeps_every_session_with_its_protecting_fields() {
+        let long = Session {
+            command: "a-very-long-command-name".into(),
+            argv: vec!["x".repeat(5000); 300],
+            namespace: Some("ops".into()),
+            pod_name: Some("bastion-0".into()),
+            container_name: Some("main".into()),
+            ..crate::testing::session()
+        };
+        let report = Report {
+            node: "node-a".into(),
+            generated_at: jiff::Timestamp::from_second(1_764_000_000).unwrap(),
+            sequence: 3,
+            sessions: vec![long.clone(), Session { pid: 2, ..long }],
+        };
+        let (r, cuts) = stripped(report.clone());
+        assert_eq!(r.sessions.len(), 2);
+        assert_eq!(cuts.get("session"), 0);
+        for (s, was) in r.sessions.iter().zip(&report.sessions) {
+            assert!(s.argv.is_empty() && s.namespace.is_none() && s.container_name.is_none());
+            assert_eq!(s.command, "a-very-long-…");
+            assert_eq!(
+                (&s.pod_uid, &s.container_id, &s.tty, s.pid),
+                (&was.pod_uid, &was.container_id, &was.tty, was.pid)
+            );
+        }
+        r.validate(ReportLimits::default()).unwrap();
+    }
+
+    #[test]
+    fn only_answers_about_the_body_are_refusals() {
+        for code in [400, 413, 422] {
+            assert!(is_refusal(code), "{code}");
+        }
+        for code in [401, 403, 404, 409, 429, 500, 503] {
+            assert!(!is_refusal(code), "{code}");
         }
     }
 }

@@ -76,6 +76,17 @@ impl ProcFs {
 
     /// Reads `<root>/<pid>/<file>` into `buf`. `Ok(false)` when the pid is gone.
     pub fn read(&mut self, pid: u32, file: &str, buf: &mut Vec<u8>) -> Result<bool, Error> {
+        self.read_at_most(pid, file, usize::MAX, buf)
+    }
+
+    /// [`ProcFs::read`], stopping after `max` bytes.
+    pub fn read_at_most(
+        &mut self,
+        pid: u32,
+        file: &str,
+        max: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, Error> {
         use std::fmt::Write;
         self.path.clear();
         let _ = write!(self.path, "{pid}/{file}");
@@ -90,7 +101,8 @@ impl ProcFs {
             Err(Errno::ENOENT | Errno::ESRCH) => return Ok(false),
             Err(e) => return Err(self.io_error(io::Error::from(e))),
         };
-        match std::fs::File::from(fd).read_to_end(buf) {
+        let max = u64::try_from(max).unwrap_or(u64::MAX);
+        match std::fs::File::from(fd).take(max).read_to_end(buf) {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error().is_some_and(gone) => Ok(false),
             Err(e) => Err(self.io_error(e)),

@@ -11,11 +11,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use sessionguard_core::Session;
+use sessionguard_core::{CUT_MARKER, Session};
 
 use super::group::{Candidate, group_by_terminal};
 use super::procfs::ProcFs;
 use crate::Error;
+use crate::proc::cmdline::CMDLINE_READ_MAX;
 use crate::proc::{Parsers, SystemInfo, start_time, tty_name};
 
 /// The kernel's overflow uid (`/proc/sys/kernel/overflowuid`), which it shows
@@ -375,8 +376,15 @@ impl Scanner {
             },
         };
         // cmdline is optional: an unreadable one leaves the command name from stat.
-        let argv = match fetch(&mut self.fs, pid, "cmdline", &mut self.buf, stats) {
-            Fetched::Read => (parsers.cmdline)(&self.buf).unwrap_or_else(|e| {
+        let argv = match fetch_at_most(
+            &mut self.fs,
+            pid,
+            "cmdline",
+            CMDLINE_READ_MAX,
+            &mut self.buf,
+            stats,
+        ) {
+            Fetched::Read => capped_argv(parsers, &self.buf).unwrap_or_else(|e| {
                 *stats.errors.entry(e.kind()).or_default() += 1;
                 Vec::new()
             }),
@@ -457,7 +465,18 @@ fn fetch(
     buf: &mut Vec<u8>,
     stats: &mut ScanStats,
 ) -> Fetched {
-    match fs.read(pid, file, buf) {
+    fetch_at_most(fs, pid, file, usize::MAX, buf, stats)
+}
+
+fn fetch_at_most(
+    fs: &mut ProcFs,
+    pid: u32,
+    file: &'static str,
+    max: usize,
+    buf: &mut Vec<u8>,
+    stats: &mut ScanStats,
+) -> Fetched {
+    match fs.read_at_most(pid, file, max, buf) {
         Ok(true) => Fetched::Read,
         Ok(false) => {
             stats.vanished += 1;
@@ -468,6 +487,18 @@ fn fetch(
             Fetched::Failed
         }
     }
+}
+
+/// argv from a `cmdline` read up to [`CMDLINE_READ_MAX`]: a read that hit
+/// the cap ends mid-argument, so that argument carries the cut marker.
+fn capped_argv(parsers: Parsers, bytes: &[u8]) -> Result<Vec<String>, crate::proc::ParseError> {
+    let mut argv = (parsers.cmdline)(bytes)?;
+    if bytes.len() >= CMDLINE_READ_MAX
+        && let Some(last) = argv.last_mut()
+    {
+        last.push_str(CUT_MARKER);
+    }
+    Ok(argv)
 }
 
 /// The leader's command: the basename of `argv[0]`, unless the process

@@ -247,6 +247,17 @@ pub async fn agent_kubeconfig(env: &TestEnv, pod_name: &str, node: &str) -> Resu
 }
 
 pub async fn start_agent(env: &TestEnv, interval: &str) -> Result<Agent> {
+    start_agent_at(
+        env,
+        interval,
+        "127.0.0.1:0".parse().expect("literal address"),
+    )
+    .await
+}
+
+/// [`start_agent`] serving `/metrics` on `listen`, for tests that scrape it.
+pub async fn start_agent_at(env: &TestEnv, interval: &str, listen: SocketAddr) -> Result<Agent> {
+    let listen = listen.to_string();
     let node = env.node_name().to_string();
     let (_pod, kubeconfig) = agent_kubeconfig(env, "sessionguard-agent", &node).await?;
     let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
@@ -261,7 +272,7 @@ pub async fn start_agent(env: &TestEnv, interval: &str) -> Result<Agent> {
             "--proc-root",
             "/proc",
             "--listen-addr",
-            "127.0.0.1:0",
+            &listen,
             "--report-interval",
             "30s",
             "--interval",
