@@ -2,7 +2,7 @@
 //! the command that started them, recorded under one state directory (`.dev/cluster`).
 //! Every background process has a pidfile in `<dir>/pids/`; `down` stops all of them
 //! (including ones `e2e/dev.sh` adds, such as the controller and the agent), then the
-//! control plane, then removes the dev nodes' cgroups and the directory.
+//! control plane, then removes the cgroups of the cluster's nodes and the directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
