@@ -81,10 +81,11 @@ pub async fn run(config: Config) -> Result<()> {
     // Writes stop at the renew deadline after the last good renewal, well before
     // a standby may take an unrenewed Lease over (after the full duration).
     let renew_deadline = config.lease_duration * 2 / 3;
-    let Some(acquired) = acquire(&mut elector, &mut shutdown).await else {
+    let Some(acquired) = acquire(&mut elector, &gate, &mut shutdown).await else {
         return Ok(());
     };
     gate.open_until(acquired + renew_deadline);
+    gate.role_known();
     tracing::info!(%identity, lease = %config.lease_name, "became leader");
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -166,12 +167,18 @@ async fn shutdown_signal() {
 
 /// Tries for the Lease until it is ours (the instant the winning attempt
 /// started) or shutdown is asked for (None).
-async fn acquire(elector: &mut Elector, shutdown: &mut Shutdown) -> Option<Instant> {
+async fn acquire(
+    elector: &mut Elector,
+    gate: &WriteGate,
+    shutdown: &mut Shutdown,
+) -> Option<Instant> {
     loop {
         let attempt = Instant::now();
         match elector.try_acquire_or_renew().await {
+            // The caller opens the gate before saying the role is known, so
+            // readiness never shows a winner as a standby in between.
             Ok(true) => return Some(attempt),
-            Ok(false) => {}
+            Ok(false) => gate.role_known(),
             Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
         }
         tokio::select! {

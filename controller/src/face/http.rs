@@ -35,7 +35,15 @@ impl Handler for Health {
 impl Health {
     /// A standby is ready (it can take over); the leader once its caches
     /// have listed, so a rolling update waits for a working replacement.
+    /// Before the first Lease attempt has answered the role is unknown, and a
+    /// 200 "standby" would flip to 503 a moment later when the replica wins.
     fn readiness(&self) -> Response<Body> {
+        if !self.writer.is_role_known() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting: the Lease has not been tried yet\n",
+            );
+        }
         if !self.writer.is_leader() {
             return text(StatusCode::OK, "standby\n");
         }
@@ -51,5 +59,62 @@ impl Health {
                 ),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use http_body_util::BodyExt;
+    use kube::Client;
+
+    use super::*;
+    use crate::fixtures::api;
+    use crate::io::metrics::Metrics;
+    use crate::io::watches;
+    use crate::io::writer::WriteGate;
+
+    async fn answer(h: &Health) -> (u16, String) {
+        let r = h.readiness();
+        let status = r.status().as_u16();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn readiness_waits_for_the_role_then_for_the_leaders_caches() {
+        let (service, _api) = api::pair();
+        let gate = Arc::new(WriteGate::default());
+        let writer = Writer::new(
+            Client::new(service, "default"),
+            gate.clone(),
+            Duration::from_secs(1),
+            Metrics::default(),
+        );
+        let (stores, _writers) = watches::stores();
+        let health = Health {
+            registry: Registry::default(),
+            cache: Arc::new(Cache::new(stores, Duration::from_secs(120))),
+            writer,
+        };
+        assert_eq!(
+            answer(&health).await,
+            (503, "starting: the Lease has not been tried yet\n".into())
+        );
+        gate.role_known();
+        assert_eq!(
+            answer(&health).await,
+            (200, "standby\n".into()),
+            "a standby can take over"
+        );
+        gate.open_until(Instant::now() + Duration::from_secs(60));
+        let (code, body) = answer(&health).await;
+        assert_eq!(code, 503);
+        assert!(
+            body.contains("waiting for pods, poddisruptionbudgets")
+                && body.contains("sessionreports"),
+            "names the caches: {body}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! `NotLeader` instead of landing a write another leader may contradict.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,11 @@ impl Writer {
 
     pub fn is_leader(&self) -> bool {
         self.gate.is_open_at(Instant::now())
+    }
+
+    /// Whether this replica knows yet if it leads (see [`WriteGate`]).
+    pub fn is_role_known(&self) -> bool {
+        self.gate.is_role_known()
     }
 
     /// Runs one write under the leader gate and the write timeout.
@@ -112,6 +118,9 @@ pub struct WriteGate {
     until: Mutex<Option<Instant>>,
     /// `sessionguard_leader`: 1 while the gate is held open by renewals.
     leader: Gauge,
+    /// Set once the first Lease attempt has answered: until then this replica
+    /// does not know whether it leads, and readiness must not guess.
+    role_known: AtomicBool,
 }
 
 impl WriteGate {
@@ -119,7 +128,17 @@ impl WriteGate {
         Self {
             until: Mutex::default(),
             leader,
+            role_known: AtomicBool::new(false),
         }
+    }
+
+    /// The first Lease attempt has answered (won: after the gate opened).
+    pub fn role_known(&self) {
+        self.role_known.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_role_known(&self) -> bool {
+        self.role_known.load(Ordering::SeqCst)
     }
 
     /// Leadership confirmed by a renewal: writes are allowed until `until`.
