@@ -64,36 +64,18 @@ impl Cache {
     /// reads several of them; acting before all have listed could, after a
     /// restart, release protection that is still needed.
     pub fn waiting_for(&self) -> Vec<&'static str> {
-        // Polled once rather than awaited, so one lost wakeup can never park
-        // a reconcile or a probe forever.
-        let listed = |ready: bool, name| (!ready).then_some(name);
         let s = &self.stores;
         [
-            listed(s.pods.wait_until_ready().now_or_never().is_some(), "pods"),
-            listed(
-                s.pdbs.wait_until_ready().now_or_never().is_some(),
-                "poddisruptionbudgets",
-            ),
-            listed(
-                s.namespaces.wait_until_ready().now_or_never().is_some(),
-                "namespaces",
-            ),
-            listed(
-                s.statefulsets.wait_until_ready().now_or_never().is_some(),
-                "statefulsets",
-            ),
-            listed(
-                s.replicasets.wait_until_ready().now_or_never().is_some(),
-                "replicasets",
-            ),
-            listed(
-                s.deployments.wait_until_ready().now_or_never().is_some(),
-                "deployments",
-            ),
-            listed(*self.reports_synced.borrow(), "sessionreports"),
+            (listed(&s.pods), "pods"),
+            (listed(&s.pdbs), "poddisruptionbudgets"),
+            (listed(&s.namespaces), "namespaces"),
+            (listed(&s.statefulsets), "statefulsets"),
+            (listed(&s.replicasets), "replicasets"),
+            (listed(&s.deployments), "deployments"),
+            (*self.reports_synced.borrow(), "sessionreports"),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(ready, name)| (!ready).then_some(name))
         .collect()
     }
 
@@ -257,6 +239,15 @@ impl Cache {
         };
         live || self.our_pdb(pod).is_some()
     }
+}
+
+/// Has this store finished its first list? Polled once rather than awaited,
+/// so one lost wakeup can never park a reconcile or a probe forever.
+fn listed<K: kube::Resource + Clone>(store: &Store<K>) -> bool
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    store.wait_until_ready().now_or_never().is_some()
 }
 
 fn within<K: kube::Resource<DynamicType = ()>>(name: &str, ns: &str) -> ObjectRef<K> {
