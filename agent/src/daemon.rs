@@ -87,6 +87,12 @@ fn scan_loop(
                 }
                 sequence += 1;
                 let node = tx.borrow().node.clone();
+                if let Some(was) = &tx.borrow().filtered {
+                    tracing::info!(
+                        reason = was.reason.label(),
+                        "proc root shows every process again; reporting resumes"
+                    );
+                }
                 tx.send_replace(Arc::new(Snapshot {
                     node,
                     sequence,
@@ -94,6 +100,22 @@ fn scan_loop(
                     sessions,
                     stats,
                     ready: true,
+                    filtered: None,
+                }));
+            }
+            Err(Error::Filtered { path, filtered }) => {
+                let last = tx.borrow().clone();
+                if last.filtered.as_ref().map(|f| f.reason) != Some(filtered.reason) {
+                    tracing::error!(
+                        proc_root = %path.display(),
+                        reason = filtered.reason.label(),
+                        "not ready, reports stopped: {filtered}"
+                    );
+                }
+                // The last trusted sessions stay as they were; nothing of this scan is kept.
+                tx.send_replace(Arc::new(Snapshot {
+                    filtered: Some(filtered),
+                    ..Snapshot::clone(&last)
                 }));
             }
             Err(e) => {

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::proc::ParseError;
+use crate::proc::{Filtered, ParseError};
 
 /// Everything the agent can fail at. Per-pid parse and read errors are counted
 /// and skipped by the scanner; they never fail a whole scan.
@@ -19,6 +19,9 @@ pub enum Error {
         "{path} is not a proc filesystem root: {reason} (pass --proc-root pointing at the host's /proc)"
     )]
     ProcRoot { path: PathBuf, reason: String },
+    /// The proc root hides processes: a scan of it would under-report.
+    #[error("{path} hides processes ({}): {filtered}", filtered.reason.label())]
+    Filtered { path: PathBuf, filtered: Filtered },
     #[error("HTTP server: {0}")]
     Http(String),
     #[error("Kubernetes API: {0}")]
@@ -37,6 +40,7 @@ impl Error {
             Self::Parse(e) => e.kind(),
             Self::Io { .. } => "io",
             Self::ProcRoot { .. } => "proc_root",
+            Self::Filtered { .. } => "filtered",
             Self::Http(_) => "http",
             Self::Kube(_) => "kube",
             Self::Refused { .. } => "refused",

@@ -1,6 +1,7 @@
 //! Agent metrics. Scan counters are updated by the scan loop; per-session
-//! gauges are computed at scrape time from the snapshot, so a session that
-//! ended can never leave a stale series behind.
+//! gauges (and whether the proc root is filtered) are computed at scrape time
+//! from the snapshot, so a session that ended can never leave a stale series
+//! behind.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -11,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::proc::Reason;
 use crate::scan::ScanStats;
 use crate::snapshot::SnapshotRx;
 
@@ -170,6 +172,11 @@ struct SessionLabels {
     console: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
 #[derive(Debug)]
 struct SessionCollector(SnapshotRx);
 
@@ -222,6 +229,23 @@ impl Collector for SessionCollector {
             MetricType::Gauge,
         )?;
         started.encode(e)?;
+        // One series per reason, all present, so an alert needs no absent().
+        let filtered: Family<ReasonLabel, Gauge> = Family::default();
+        for reason in Reason::ALL {
+            let on = snap.filtered.as_ref().is_some_and(|f| f.reason == reason);
+            filtered
+                .get_or_create(&ReasonLabel {
+                    reason: reason.label().into(),
+                })
+                .set(i64::from(on));
+        }
+        let e = encoder.encode_descriptor(
+            "proc_filtered",
+            "1 while the proc root hides processes from the agent (then it is not ready and does not report), by cause",
+            None,
+            MetricType::Gauge,
+        )?;
+        filtered.encode(e)?;
         Ok(())
     }
 }

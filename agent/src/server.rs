@@ -44,10 +44,16 @@ impl Handler for Server {
         }
         match req.uri().path() {
             "/readyz" => {
-                if self.snapshot.borrow().ready {
-                    text(StatusCode::OK, "ok\n")
-                } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "first scan not finished\n")
+                let snap = self.snapshot.borrow();
+                match &snap.filtered {
+                    Some(f) => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("proc filtered ({}): {f}\n", f.reason.label()),
+                    ),
+                    None if !snap.ready => {
+                        text(StatusCode::SERVICE_UNAVAILABLE, "first scan not finished\n")
+                    }
+                    None => text(StatusCode::OK, "ok\n"),
                 }
             }
             "/sessions" => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sessionguard_core::{Report, Session};
 use tokio::sync::watch;
 
+use crate::proc::Filtered;
 use crate::scan::ScanStats;
 
 #[derive(Clone, Debug, Default)]
@@ -17,9 +18,19 @@ pub struct Snapshot {
     pub stats: ScanStats,
     /// False until the first scan completes.
     pub ready: bool,
+    /// Set while the proc root hides processes. The sessions are then the
+    /// last trusted scan's, served but never reported: the controller sees
+    /// the node fall silent instead of its logins ending.
+    pub filtered: Option<Filtered>,
 }
 
 impl Snapshot {
+    /// Whether these sessions may be reported: a scan finished and the
+    /// latest one saw every process.
+    pub fn trusted(&self) -> bool {
+        self.ready && self.filtered.is_none()
+    }
+
     pub fn report(&self) -> Report {
         Report {
             node: self.node.clone(),

@@ -89,14 +89,27 @@ pub fn populate_node(fake: &FakeProc, processes: u32) -> io::Result<()> {
 }
 
 impl FakeProc {
-    /// A proc root with `stat` (holding `btime`) and `uptime`.
+    /// A proc root with `stat` (holding `btime`), `uptime`, and pid 1 (an
+    /// init outside any pod): every pid namespace has one, and the scanner
+    /// takes a proc without it as filtered.
     pub fn create(root: &Path, btime: u64) -> io::Result<Self> {
         fs::create_dir_all(root)?;
         fs::write(root.join("stat"), kernel_stat(btime))?;
         fs::write(root.join("uptime"), "1000.00 1900.00\n")?;
-        Ok(Self {
+        let fake = Self {
             root: root.to_path_buf(),
-        })
+        };
+        fake.process(1).comm("init").argv(&["/sbin/init"]).write()?;
+        Ok(fake)
+    }
+
+    /// Writes a top-level file such as `loadavg` or `self/mountinfo`.
+    pub fn write_top(&self, path: &str, contents: &str) -> io::Result<()> {
+        let path = self.root.join(path);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::write(path, contents)
     }
 
     pub fn root(&self) -> &Path {

@@ -148,3 +148,70 @@ fn serves_sessions_and_metrics_and_follows_changes() {
     );
     assert_eq!(get(&agent.addr, "/nope").0, 404);
 }
+
+fn filtered_gauge(metrics: &str, reason: &str) -> Option<u32> {
+    let series = format!("sessionguard_agent_proc_filtered{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A proc mounted with `hidepid=invisible` lists no pid 1 to an unprivileged
+/// agent: not ready, the cause named in /readyz and the gauge; when pid 1 is
+/// visible again it is ready, and a filter that comes back keeps the last
+/// trusted sessions instead of serving the partial view.
+#[test]
+fn a_filtered_proc_makes_the_agent_unready_and_keeps_the_last_trusted_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeProc::create(dir.path(), 1_764_000_000).unwrap();
+    let root = fake.root().canonicalize().unwrap();
+    fake.write_top(
+        "self/mountinfo",
+        &format!(
+            "22 1 253:1 / / rw - ext4 /dev/vda1 rw\n\
+             88 22 0:21 / {} rw,relatime - proc proc rw,hidepid=invisible\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let c = "c".repeat(64);
+    let login = || {
+        fake.process(900)
+            .comm("bash")
+            .argv(&["bash"])
+            .tty(pts(5))
+            .leads_session()
+            .in_container(POD, &c)
+            .write()
+            .unwrap()
+    };
+    login();
+    fake.kill(1).unwrap();
+    let agent = start(&fake);
+
+    await_until("unready for hidepid", || {
+        let (code, body) = get(&agent.addr, "/readyz");
+        code == 503 && body.contains("proc filtered (hidepid)")
+    });
+    let (_, body) = get(&agent.addr, "/readyz");
+    assert!(body.contains("hidepid=invisible"), "{body}");
+    let (_, metrics) = get(&agent.addr, "/metrics");
+    assert_eq!(filtered_gauge(&metrics, "hidepid"), Some(1), "{metrics}");
+    assert_eq!(filtered_gauge(&metrics, "no_pid1"), Some(0), "{metrics}");
+    assert!(sessions(&agent.addr).is_empty(), "nothing trusted yet");
+
+    fake.process(1).comm("init").write().unwrap();
+    await_until("ready", || get(&agent.addr, "/readyz").0 == 200);
+    assert_eq!(sessions(&agent.addr).len(), 1);
+    let (_, metrics) = get(&agent.addr, "/metrics");
+    assert_eq!(filtered_gauge(&metrics, "hidepid"), Some(0), "{metrics}");
+
+    // Filtered again, and the view now lacks the login too.
+    fake.kill(1).unwrap();
+    fake.kill(900).unwrap();
+    await_until("unready again", || get(&agent.addr, "/readyz").0 == 503);
+    let s = sessions(&agent.addr);
+    assert_eq!(s.len(), 1, "the partial view replaced the last trusted one");
+    assert_eq!(s[0]["pid"].as_u64(), Some(900));
+}

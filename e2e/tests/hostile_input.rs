@@ -1,6 +1,7 @@
 //! Hostile input on the real control plane: what a tenant controls (here, the
 //! argv of the processes in their pod) must never cost other logins on the
-//! node their protection.
+//! node their protection. And a node's own hostile /proc (mounted with
+//! `hidepid=`) must stop the agent's reports instead of emptying them.
 
 mod controller_support;
 
@@ -9,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use serde_json::Value;
 use sessionguard_core::session::{ARGV_ITEMS_MAX, COMMAND_MAX};
-use sessionguard_e2e::harness::{TestEnv, await_};
+use sessionguard_e2e::harness::{Child, TestEnv, await_, workspace_bin};
 use sessionguard_e2e::{Error, Result, wait};
 
 const MARKER: &str = "…";
@@ -23,6 +24,158 @@ metadata:
 spec:
   containers: [{{name: main, image: debian:12}}]
 "#
+    )
+}
+
+/// A second proc instance mounted for one test, unmounted on every exit path
+/// (lazily if the normal unmount fails), so no test leaves a proc mount behind.
+struct ProcMount(std::path::PathBuf);
+
+impl ProcMount {
+    fn new(options: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("sg-proc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Invalid(format!("mkdir: {e}")))?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "proc", "-o", options, "proc"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(Error::Invalid(format!("mount -t proc -o {options} failed")));
+        }
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for ProcMount {
+    fn drop(&mut self) {
+        let umount = |args: &[&str]| {
+            std::process::Command::new("umount")
+                .args(args)
+                .arg(&self.0)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !umount(&[]) && !umount(&["-l"]) {
+            eprintln!("LEFT BEHIND: proc mount at {}", self.0.display());
+            return;
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// (status code, body) of one GET: unlike `http_get`, a 503's body too.
+async fn get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = |e: std::io::Error| Error::Invalid(format!("GET {addr}{path}: {e}"));
+    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .map_err(io)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.map_err(io)?;
+    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((code, body.to_string()))
+}
+
+/// The agent as an unprivileged uid on `proc_root`, reporting nowhere.
+fn unprivileged_agent(proc_root: &str, addr: std::net::SocketAddr, log: &str) -> Result<Child> {
+    let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
+    let (bin, addr) = (bin.display().to_string(), addr.to_string());
+    let args = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &bin,
+        "run",
+        "--report=false",
+        "--node-name",
+        "filtered",
+        "--interval",
+        "200ms",
+        "--listen-addr",
+        &addr,
+        "--proc-root",
+        proc_root,
+    ];
+    let log = std::env::temp_dir().join(log);
+    Child::spawn("/usr/bin/setpriv".as_ref(), &args, &[], &log)
+}
+
+/// The agent's /readyz and /metrics once its first scan is done.
+async fn readiness(addr: std::net::SocketAddr, agent: &mut Child) -> Result<(u16, String, String)> {
+    let first_scan = wait::until("the agent's first scan", await_::TIMEOUT, || async {
+        let Ok((code, body)) = get(addr, "/readyz").await else {
+            return Ok(None);
+        };
+        if body.contains("first scan not finished") {
+            return Ok(None);
+        }
+        let (_, metrics) = get(addr, "/metrics").await?;
+        Ok(Some((code, body, metrics)))
+    })
+    .await;
+    // An agent that died says so (with its log) rather than as a timeout.
+    first_scan.or_else(|e| agent.check_running().and(Err(e)))
+}
+
+/// A proc mounted `hidepid=invisible`, read by an agent without privilege:
+/// it sees only its own processes, so it is NotReady naming hidepid, with the
+/// gauge at 1; the same agent on the node's normal /proc is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidepid_proc_makes_the_agent_unready_not_empty() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: mounting a proc instance needs root");
+        return Ok(());
+    }
+    let gauge = "sessionguard_agent_proc_filtered";
+    // Declared before the agents, so it is unmounted after they are stopped.
+    let mount = ProcMount::new("hidepid=invisible")?;
+    let root = mount.0.display().to_string();
+
+    let addr = sg::free_addr()?;
+    let mut agent = unprivileged_agent(&root, addr, "sg-agent-hidepid.log")?;
+    let (code, body, metrics) = readiness(addr, &mut agent).await?;
+    check(
+        code == 503,
+        format!("/readyz on a hidepid proc: {code} {body}"),
+    )?;
+    check(
+        body.contains("proc filtered (hidepid)") && body.contains("hidepid=invisible"),
+        format!("/readyz does not name hidepid: {body}"),
+    )?;
+    let on = sg::find_metric(&metrics, gauge, &[("reason", "hidepid")]);
+    check(
+        on == Some(1.0),
+        format!("{gauge}{{reason=hidepid}} = {on:?}"),
+    )?;
+    let (_, sessions) = get(addr, "/sessions").await?;
+    check(
+        sessions.contains("\"sessions\": []"),
+        format!("sessions from a partial view: {sessions}"),
+    )?;
+    drop(agent);
+
+    let addr = sg::free_addr()?;
+    let mut agent = unprivileged_agent("/proc", addr, "sg-agent-proc.log")?;
+    let (code, body, metrics) = readiness(addr, &mut agent).await?;
+    check(code == 200, format!("/readyz on /proc: {code} {body}"))?;
+    let off = sg::find_metric(&metrics, gauge, &[("reason", "hidepid")]);
+    check(
+        off == Some(0.0),
+        format!("{gauge}{{reason=hidepid}} = {off:?}"),
+    )?;
+    drop(agent);
+    drop(mount);
+    for log in ["sg-agent-hidepid.log", "sg-agent-proc.log"] {
+        let _ = std::fs::remove_file(std::env::temp_dir().join(log));
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    check(
+        !mounts.contains(&root),
+        format!("proc still mounted at {root}"),
     )
 }
 

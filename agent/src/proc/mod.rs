@@ -11,6 +11,7 @@ pub mod error;
 pub mod stat;
 pub mod status;
 pub mod tty;
+pub mod visibility;
 
 pub use boot::{SystemInfo, parse_btime, parse_uptime, start_time};
 pub use cgroup::{PodContainer, parse_cgroup};
@@ -19,6 +20,7 @@ pub use error::ParseError;
 pub use stat::{Stat, parse_stat};
 pub use status::{Status, parse_status};
 pub use tty::tty_name;
+pub use visibility::{Filtered, Pid1, ProcMount, Reason, View};
 
 /// The parser the scanner calls for each file. One shape for all of them is
 /// what lets a bench swap any one for another implementation and measure it

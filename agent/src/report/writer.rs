@@ -60,10 +60,17 @@ impl ReportWriter {
         let mut failures = 0;
         loop {
             let snap = rx.borrow_and_update().clone();
+            if !snap.trusted() {
+                // No heartbeat either: while the proc root hides processes the
+                // controller must see this node fall silent (its last report
+                // keeps protecting until the agent grace), never an empty one.
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
             let keys: Vec<Key> = snap.sessions.iter().map(Key::of).collect();
-            let due =
-                snap.ready && (last.as_ref() != Some(&keys) || Instant::now() >= next_heartbeat);
-            if due {
+            if last.as_ref() != Some(&keys) || Instant::now() >= next_heartbeat {
                 match self.write_snapshot(&snap).await {
                     Ok(()) => {
                         last = Some(keys);

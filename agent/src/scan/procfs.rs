@@ -12,9 +12,12 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::Mode;
 
 use crate::Error;
+use crate::proc::visibility::{self, Pid1, ProcMount, View};
 
 pub struct ProcFs {
     root: PathBuf,
+    /// `root` as mountinfo names it, to find its mount options.
+    mount_point: PathBuf,
     // Kept open so every tick reuses one directory stream and opens pid files
     // relative to it (openat) instead of walking the path from `/` again.
     dir: Dir,
@@ -40,6 +43,7 @@ impl ProcFs {
         }
         Ok(Self {
             root: root.to_path_buf(),
+            mount_point: root.canonicalize().unwrap_or_else(|_| root.to_path_buf()),
             dir,
             path: String::with_capacity(32),
         })
@@ -136,6 +140,56 @@ impl ProcFs {
             .and_then(|mut f| f.read_to_end(buf))
             .map(drop)
             .map_err(|source| Error::Io { path, source })
+    }
+
+    /// Fails with [`Error::Filtered`] when a scan that listed `pids` would
+    /// not see every process.
+    pub fn check_visible(&mut self, pids: &[(u32, u64)], buf: &mut Vec<u8>) -> Result<(), Error> {
+        let view = self.view(pids, buf);
+        if view.is_complete() {
+            return Ok(());
+        }
+        // Read only now: on a large node mountinfo is long, and it only names the cause.
+        let mount = self.mount(buf);
+        match view.assess(mount) {
+            None => Ok(()),
+            Some(filtered) => Err(Error::Filtered {
+                path: self.root.clone(),
+                filtered,
+            }),
+        }
+    }
+
+    /// What a scan that listed `pids` can see (see [`crate::proc::visibility`]).
+    /// Without a readable `loadavg` (a fake tree) the thread check is left out.
+    fn view(&mut self, pids: &[(u32, u64)], buf: &mut Vec<u8>) -> View {
+        let pid1 = if !pids.iter().any(|&(pid, _)| pid == 1) {
+            Pid1::Missing
+        } else {
+            match self.read(1, "stat", buf) {
+                Ok(true) => Pid1::Readable,
+                Ok(false) => Pid1::Missing,
+                // EACCES, EPERM (hidepid=noaccess), or anything else that
+                // keeps the agent from a file every reader may read.
+                Err(_) => Pid1::Denied,
+            }
+        };
+        let threads = self.read_top("loadavg", buf).ok().and_then(|()| {
+            visibility::parse_loadavg_threads(buf)
+                .inspect_err(|e| tracing::debug!(error = %e, "thread count unknown"))
+                .ok()
+        });
+        View {
+            pid1,
+            pids: pids.len(),
+            threads,
+        }
+    }
+
+    /// The options the proc root is mounted with, if it is a mount point.
+    fn mount(&self, buf: &mut Vec<u8>) -> Option<ProcMount> {
+        self.read_top("self/mountinfo", buf).ok()?;
+        visibility::proc_mount(buf, &self.mount_point)
     }
 
     fn io_error(&self, source: io::Error) -> Error {

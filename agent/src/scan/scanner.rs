@@ -151,8 +151,14 @@ impl Scanner {
         self.scan(full)
     }
 
+    /// Fails with [`Error::Filtered`] when the proc root hides processes:
+    /// the sessions of a partial view must never be reported.
     pub fn scan(&mut self, full: bool) -> Result<(Vec<Session>, ScanStats), Error> {
         let started = Instant::now();
+        // Before any state changes, so a filtered scan leaves the scanner as
+        // it was (the next good scan is still the first, or still full).
+        self.fs.pids(&mut self.pids)?;
+        self.fs.check_visible(&self.pids, &mut self.buf)?;
         let first = self.generation == 0;
         self.generation += 1;
         let mut stats = ScanStats {
@@ -167,7 +173,6 @@ impl Scanner {
                 Err(e) => *stats.errors.entry(e.kind()).or_default() += 1,
             }
         }
-        self.fs.pids(&mut self.pids)?;
         stats.pids = self.pids.len();
         let candidates = self.terminal_processes(full, first, &mut stats);
         stats.terminal_processes = candidates.len();
