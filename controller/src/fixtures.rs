@@ -18,7 +18,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 use sessionguard_core::fixtures::{SessionBuilder, session as core_session};
-use sessionguard_core::interaction::{Interaction, login_user};
+use sessionguard_core::interaction::{Interaction, login_user, rfc3339};
 use sessionguard_core::keys;
 
 use crate::reconcile::pdb;
@@ -95,14 +95,17 @@ impl PodBuilder {
         self
     }
     /// The interaction record of one login by `uid` at `at`, as the
-    /// controller writes it (TTL as given, no extension).
+    /// controller writes it where drift eviction applies (TTL as given, no
+    /// extension).
     pub fn interacted(mut self, at: &str, uid: u32, ttl: Duration) -> Self {
         let record = Interaction::record(None, ts(at), &login_user(uid), ttl);
-        // Without an extension evict-at does not depend on the cap.
-        for (k, v) in record.to_annotations(Duration::ZERO) {
+        for (k, v) in record.to_annotations() {
             self = self.annotated(&k, &v);
         }
-        self.labelled(keys::INTERACTED, "true")
+        // Without an extension evict-at does not depend on the cap.
+        let evict_at = rfc3339(record.evict_at(Duration::ZERO));
+        self.annotated(keys::EVICT_AT, &evict_at)
+            .labelled(keys::INTERACTED, "true")
     }
     /// A pod of `sts` (controller reference) at `revision`.
     pub fn of(mut self, sts: &StatefulSet, revision: &str) -> Self {

@@ -29,6 +29,7 @@ pub struct PodFixture {
     pub uid: String,
     pub labels: Map,
     pub annotations: Map,
+    pub created: Option<Timestamp>,
 }
 
 pub fn pod(name: &str) -> PodFixture {
@@ -36,6 +37,7 @@ pub fn pod(name: &str) -> PodFixture {
         uid: format!("0f1e2d3c-4b5a-6978-8796-{:012x}", name.len()),
         labels: Map::new(),
         annotations: Map::new(),
+        created: None,
     }
 }
 
@@ -66,6 +68,11 @@ impl PodFixture {
             )
             .annotated(keys::PROTECTED_SINCE, "2026-11-24T00:58:00Z")
     }
+    /// The pod's creationTimestamp.
+    pub fn created(mut self, t: &str) -> Self {
+        self.created = Some(ts(t));
+        self
+    }
     pub fn build(self) -> Self {
         self
     }
@@ -74,6 +81,7 @@ impl PodFixture {
             uid: &self.uid,
             labels: &self.labels,
             annotations: &self.annotations,
+            created: self.created,
         }
     }
 }

@@ -274,6 +274,19 @@ mod tests {
         let mut only_by = old.clone();
         only_by.insert(keys::EXTENDED_BY.into(), "alice@example.com".into());
         assert!(matches!(verdict(&old, &only_by, false), Verdict::Deny(_)));
+
+        // Whether eviction applies is the controller's to say, both ways.
+        let mut off = old.clone();
+        off.insert(keys::EVICTION.into(), "off: namespace allowlisted".into());
+        for (from, to) in [(&old, &off), (&off, &old)] {
+            let Verdict::Deny(why) = verdict(from, to, false) else {
+                panic!("eviction edit admitted")
+            };
+            assert!(
+                why.contains("annotation sessionguard.io/eviction is managed"),
+                "{why}"
+            );
+        }
     }
 
     #[test]

@@ -174,17 +174,17 @@ impl Interaction {
         }
     }
 
-    /// The annotations that represent this record (evict-at included, for
-    /// people and tools; the controller always recomputes it). The extension
-    /// is the user's and is not among them.
-    pub fn to_annotations(&self, max_extension: Duration) -> BTreeMap<String, String> {
+    /// The annotations that represent this record. Not `evict-at`: whether
+    /// there is an eviction time depends on whether drift eviction applies
+    /// ([`crate::readback::eviction_annotations`]). The extension is the
+    /// user's and is not among them.
+    pub fn to_annotations(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         m.insert(keys::FIRST_INTERACTION.into(), rfc3339(self.first));
         m.insert(keys::LAST_INTERACTION.into(), rfc3339(self.last));
         m.insert(keys::INTERACTOR.into(), self.interactor.clone());
         m.insert(keys::LAST_INTERACTOR.into(), self.last_interactor.clone());
         m.insert(keys::TTL.into(), duration::format(self.ttl));
-        m.insert(keys::EVICT_AT.into(), rfc3339(self.evict_at(max_extension)));
         m
     }
 }
@@ -218,6 +218,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The record as the controller publishes it where eviction applies.
+    fn published(r: &Interaction) -> BTreeMap<String, String> {
+        let mut a = r.to_annotations();
+        a.insert(keys::EVICT_AT.into(), rfc3339(r.evict_at(WEEK)));
+        a
+    }
+
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -233,7 +240,7 @@ mod tests {
             &login_user(1000),
             Duration::from_secs(600),
         );
-        let a = r.to_annotations(WEEK);
+        let a = published(&r);
         assert_eq!(a["sessionguard.io/interactor"], "uid:1000");
         assert_eq!(a["sessionguard.io/last-interactor"], "uid:1000");
         assert_eq!(a["sessionguard.io/ttl"], "10m0s");
@@ -291,7 +298,7 @@ mod tests {
         let r = Interaction::from_annotations(&a).unwrap().unwrap();
         assert_eq!(r.evict_at(WEEK), ts("2026-12-01T01:10:00Z"));
         assert_eq!(
-            r.to_annotations(WEEK)["sessionguard.io/evict-at"],
+            published(&r)["sessionguard.io/evict-at"],
             "2026-12-01T01:10:00Z"
         );
         let why = r.extension_issue(WEEK).unwrap();
@@ -328,9 +335,9 @@ mod tests {
         // An agent's session start has sub-second precision.
         let at = ts("2026-11-24T01:00:00.7Z");
         let r = Interaction::record(None, at, "uid:0", Duration::from_secs(600));
-        let a = r.to_annotations(WEEK);
-        let published: Timestamp = a["sessionguard.io/evict-at"].parse().unwrap();
-        assert!(r.evict_at(WEEK) >= published);
+        let a = published(&r);
+        let at_published: Timestamp = a["sessionguard.io/evict-at"].parse().unwrap();
+        assert!(r.evict_at(WEEK) >= at_published);
         // ... and the record read back (a restarted controller) agrees exactly.
         let back = Interaction::from_annotations(&a).unwrap().unwrap();
         assert_eq!(back.evict_at(WEEK), r.evict_at(WEEK));
@@ -339,7 +346,7 @@ mod tests {
         assert_eq!(again, back);
         // A sub-second TTL: published is truncated, eviction is later.
         let r = Interaction::record(None, at, "uid:0", Duration::from_millis(1500));
-        let a = r.to_annotations(WEEK);
+        let a = published(&r);
         assert_eq!(a["sessionguard.io/ttl"], "1.5s");
         assert_eq!(a["sessionguard.io/evict-at"], "2026-11-24T01:00:01Z");
         assert!(r.evict_at(WEEK) >= a["sessionguard.io/evict-at"].parse().unwrap());

@@ -22,7 +22,12 @@ pub const INTERACTOR: &str = "sessionguard.io/interactor";
 /// Who interacted most recently (any path: login, exec, attach, debug).
 pub const LAST_INTERACTOR: &str = "sessionguard.io/last-interactor";
 pub const TTL: &str = "sessionguard.io/ttl";
+/// Written only where drift eviction applies (see [`EVICTION`]).
 pub const EVICT_AT: &str = "sessionguard.io/evict-at";
+/// On an interacted pod where drift eviction does not apply, instead of
+/// `evict-at`: `off: <why>` (the flag, the namespace allowlist, or the
+/// namespace's exempt label). Written by the controller only.
+pub const EVICTION: &str = "sessionguard.io/eviction";
 pub const EXTENSION: &str = "sessionguard.io/extension";
 pub const EXTENDED_BY: &str = "sessionguard.io/extended-by";
 /// Previous autoscaler annotation values, restored after the last logout.

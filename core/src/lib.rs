@@ -15,6 +15,7 @@ pub mod keys;
 pub mod pod_plan;
 pub mod printable;
 pub mod protection;
+pub mod readback;
 pub mod report;
 pub mod rollout;
 pub mod session;

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 
 use crate::interaction::{Interaction, login_user, plus, rfc3339, until};
 use crate::protection::{Map, OptIn, protect_annotations, restore_annotations};
+use crate::readback::{Bounds, Eviction, eviction_annotations, read_back};
 use crate::{Session, keys};
 
 /// The controller's settings a plan depends on (from its flags).
@@ -23,7 +24,8 @@ pub struct Settings {
     pub max_protection: Option<Duration>,
     /// Record interactions (label + annotations) for logins.
     pub record_interactions: bool,
-    /// Time from first interaction to eviction.
+    /// Time from first interaction to eviction; also the cap on the TTL
+    /// read back from a pod.
     pub ttl: Duration,
     /// Cap on a user's extension of the eviction time.
     pub max_extension: Duration,
@@ -35,6 +37,8 @@ pub struct PodFacts<'a> {
     pub uid: &'a str,
     pub labels: &'a Map,
     pub annotations: &'a Map,
+    /// creationTimestamp: the earliest a record on this pod can start.
+    pub created: Option<Timestamp>,
 }
 
 /// Everything a decision depends on.
@@ -51,6 +55,9 @@ pub struct Inputs<'a> {
     pub last_login: Option<Timestamp>,
     pub now: Timestamp,
     pub settings: &'a Settings,
+    /// Whether drift eviction applies to this pod: only then does the
+    /// record carry an `evict-at`; otherwise it says why not.
+    pub eviction: Eviction<'a>,
 }
 
 /// Why protection ends.
@@ -157,38 +164,33 @@ fn protection(i: &Inputs, p: &mut Plan, wake: &mut Vec<Timestamp>) {
     }
 }
 
-/// The interaction record after this reconcile (logins folded in, extension
-/// applied), and what of it changed.
+/// The interaction record after this reconcile (read back and bounded,
+/// logins folded in, extension applied), and what of it changed.
 fn interaction_record(i: &Inputs, p: &mut Plan) {
     let current = i.pod.annotations;
-    let existing = match Interaction::from_annotations(current) {
-        Ok(r) => r,
-        Err(e) => {
-            p.interaction_error = Some(e.to_string());
-            None
-        }
+    let bounds = Bounds {
+        created: i.pod.created,
+        now: i.now,
+        max_ttl: i.settings.ttl,
     };
+    let back = read_back(current, &bounds);
+    let mut issues = back.issues;
+    let existing = back.record;
     let mut record = existing.clone();
-    if i.settings.record_interactions && !i.logins.is_empty() && p.interaction_error.is_none() {
-        let first = i
-            .logins
-            .iter()
-            .min_by_key(|s| s.started_at)
-            .expect("non-empty");
-        let last = i
-            .logins
-            .iter()
-            .max_by_key(|s| s.started_at)
-            .expect("non-empty");
+    if i.settings.record_interactions && !i.logins.is_empty() {
+        // started_at is the node's clock: bounded before it can move a timer.
+        let at = |s: &Session| bounds.clamp(s.started_at);
+        let first = i.logins.iter().min_by_key(|s| at(s)).expect("non-empty");
+        let last = i.logins.iter().max_by_key(|s| at(s)).expect("non-empty");
         let r = Interaction::record(
             existing.as_ref(),
-            first.started_at,
+            at(first),
             &login_user(first.uid),
             i.settings.ttl,
         );
         record = Some(Interaction::record(
             Some(&r),
-            last.started_at,
+            at(last),
             &login_user(last.uid),
             i.settings.ttl,
         ));
@@ -198,27 +200,34 @@ fn interaction_record(i: &Inputs, p: &mut Plan) {
         }
     }
     if let Some(r) = &record {
-        for (k, v) in r.to_annotations(i.settings.max_extension) {
-            if current.get(&k) != Some(&v) {
-                p.annotations.insert(k, Some(v));
+        let max_ext = i.settings.max_extension;
+        let desired = r
+            .to_annotations()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Some(v)))
+            .chain(
+                eviction_annotations(r, i.eviction, max_ext)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v)),
+            );
+        for (k, v) in desired {
+            if current.get(&k) != v.as_ref() {
+                p.annotations.insert(k, v);
             }
         }
         // Someone changed the extension (kubectl sessions extend): evict-at moves.
         let stored_evict_at = current.get(keys::EVICT_AT);
         if existing.is_some()
             && r.extension.is_some()
-            && stored_evict_at.is_some_and(|s| *s != rfc3339(r.evict_at(i.settings.max_extension)))
+            && stored_evict_at.is_some_and(|s| *s != rfc3339(r.evict_at(max_ext)))
         {
             p.extended = Some(r.clone());
         }
+        // A bad or oversized extension does not freeze the record (evict-at
+        // ignores or caps it); it is reported through the same path.
+        issues.extend(r.extension_issue(max_ext));
     }
-    // A bad or oversized extension does not freeze the record (evict-at
-    // ignores or caps it); it is reported through the same path.
-    if p.interaction_error.is_none() {
-        p.interaction_error = record
-            .as_ref()
-            .and_then(|r| r.extension_issue(i.settings.max_extension));
-    }
+    p.interaction_error = (!issues.is_empty()).then(|| issues.join("; "));
     p.interaction = record;
 }
 
@@ -228,6 +237,16 @@ mod tests {
     use crate::fixtures::{PodFixture, pod, session, settings, ts};
 
     fn run(pod: &PodFixture, logins: &[Session], has_pdb: bool, cfg: &Settings) -> Plan {
+        run_with(pod, logins, has_pdb, cfg, Eviction::On)
+    }
+
+    fn run_with(
+        pod: &PodFixture,
+        logins: &[Session],
+        has_pdb: bool,
+        cfg: &Settings,
+        eviction: Eviction,
+    ) -> Plan {
         plan(&Inputs {
             pod: pod.facts(),
             logins,
@@ -238,6 +257,7 @@ mod tests {
             last_login: Some(ts("2026-11-24T01:00:00Z")),
             now: ts("2026-11-24T01:00:00Z"),
             settings: cfg,
+            eviction,
         })
     }
 
@@ -382,17 +402,117 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_record_is_reported_not_overwritten() {
+    fn an_unreadable_record_is_restored_and_reported() {
         let cfg = settings();
         let p = pod("web-0")
+            .created("2026-11-24T00:30:00Z")
             .annotated(keys::FIRST_INTERACTION, "soon")
+            .annotated(keys::TTL, "10m0s")
             .build();
         let plan = run(&p, &[session().build()], false, &cfg);
-        assert!(
-            plan.interaction_error
-                .unwrap()
-                .contains("first-interaction")
+        let err = plan.interaction_error.unwrap();
+        assert!(err.contains(r#"first-interaction="soon""#), "{err}");
+        // Evicted at creation + TTL, not never.
+        assert_eq!(
+            plan.annotations[keys::FIRST_INTERACTION].as_deref(),
+            Some("2026-11-24T00:30:00Z")
         );
-        assert!(!plan.annotations.contains_key(keys::FIRST_INTERACTION));
+        assert_eq!(
+            plan.annotations[keys::EVICT_AT].as_deref(),
+            Some("2026-11-24T00:40:00Z")
+        );
+        assert_eq!(
+            plan.annotations[keys::LAST_INTERACTION].as_deref(),
+            Some("2026-11-24T00:59:30Z"),
+            "the login is folded into the restored record"
+        );
+    }
+
+    #[test]
+    fn a_hand_edited_record_is_bounded_and_evict_at_recomputed() {
+        let cfg = settings(); // --ttl 10m
+        let p = pod("web-0")
+            .created("2026-11-24T00:30:00Z")
+            .annotated(keys::FIRST_INTERACTION, "2099-01-01T00:00:00Z")
+            .annotated(keys::LAST_INTERACTION, "2099-01-01T00:00:00Z")
+            .annotated(keys::INTERACTOR, "alice")
+            .annotated(keys::TTL, "876000h")
+            .annotated(keys::EVICT_AT, "2199-01-01T00:00:00Z")
+            .build();
+        let plan = run(&p, &[], false, &cfg);
+        let a = |k: &str| plan.annotations[k].clone();
+        assert_eq!(
+            a(keys::FIRST_INTERACTION).as_deref(),
+            Some("2026-11-24T01:00:00Z")
+        );
+        assert_eq!(a(keys::TTL).as_deref(), Some("10m0s"));
+        assert_eq!(a(keys::EVICT_AT).as_deref(), Some("2026-11-24T01:10:00Z"));
+        assert!(plan.interaction_error.unwrap().contains("exceeds --ttl"));
+        // Only evict-at edited: put back.
+        let p = pod("web-0")
+            .annotated(keys::FIRST_INTERACTION, "2026-11-24T00:50:00Z")
+            .annotated(keys::TTL, "10m0s")
+            .annotated(keys::EVICT_AT, "2199-01-01T00:00:00Z")
+            .build();
+        let plan = run(&p, &[], false, &cfg);
+        assert_eq!(
+            plan.annotations[keys::EVICT_AT].as_deref(),
+            Some("2026-11-24T01:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_login_dated_by_a_wrong_node_clock_is_bounded() {
+        let cfg = settings();
+        let p = pod("web-0").created("2026-11-24T00:55:00Z").build();
+        // The node's clock runs an hour behind: the login seems older than the pod.
+        let behind = session().at("2026-11-23T23:59:30Z").build();
+        let plan = run(&p, &[behind], false, &cfg);
+        assert_eq!(
+            plan.annotations[keys::EVICT_AT].as_deref(),
+            Some("2026-11-24T01:05:00Z"),
+            "no earlier than pod creation + TTL"
+        );
+        // ... an hour ahead: the login seems to be in the future.
+        let ahead = session().at("2026-11-24T01:59:30Z").build();
+        let plan = run(&p, &[ahead], false, &cfg);
+        assert_eq!(
+            plan.annotations[keys::FIRST_INTERACTION].as_deref(),
+            Some("2026-11-24T01:00:00Z")
+        );
+    }
+
+    #[test]
+    fn with_eviction_off_there_is_no_evict_at_but_the_reason() {
+        let cfg = settings();
+        let p = pod("web-0").build();
+        let off = Eviction::Off("--evict-interacted is false");
+        let plan = run_with(&p, &[session().build()], false, &cfg, off);
+        assert!(plan.annotations.contains_key(keys::FIRST_INTERACTION));
+        assert!(!plan.annotations.contains_key(keys::EVICT_AT));
+        assert_eq!(
+            plan.annotations[keys::EVICTION].as_deref(),
+            Some("off: --evict-interacted is false")
+        );
+        // A record from before (or from when eviction applied) loses its evict-at.
+        let p = pod("web-0")
+            .annotated(keys::FIRST_INTERACTION, "2026-11-24T00:50:00Z")
+            .annotated(keys::TTL, "10m0s")
+            .annotated(keys::EVICT_AT, "2026-11-24T01:00:00Z")
+            .build();
+        let plan = run_with(&p, &[], false, &cfg, off);
+        assert_eq!(plan.annotations[keys::EVICT_AT], None, "removed");
+        // Turned on again: evict-at back, the reason gone.
+        let p = pod("web-0")
+            .annotated(keys::FIRST_INTERACTION, "2026-11-24T00:50:00Z")
+            .annotated(keys::TTL, "10m0s")
+            .annotated(keys::EVICTION, "off: namespace allowlisted")
+            .build();
+        let plan = run(&p, &[], false, &cfg);
+        assert_eq!(plan.annotations[keys::EVICTION], None);
+        assert_eq!(
+            plan.annotations[keys::EVICT_AT].as_deref(),
+            Some("2026-11-24T01:00:00Z")
+        );
     }
 }

@@ -247,15 +247,24 @@ async fn allowlisted_namespace_is_untouched() -> Result<()> {
     let pods: Api<Pod> = env.api();
     let pod = await_::pod_ready(&pods, "box").await?;
     let session = env.session("box", "main", &["sh"]).await?;
+    // Allowlisted: no eviction time, and the reason instead.
     let marked = await_::object(&pods, "box", "marked as interacted", |p| {
-        annotation(p, "sessionguard.io/evict-at").is_some()
+        annotation(p, "sessionguard.io/first-interaction").is_some()
     })
     .await?;
     session.close()?;
-    let evict_at: jiff::Timestamp = annotation(&marked, "sessionguard.io/evict-at")
+    check(
+        annotation(&marked, "sessionguard.io/evict-at").is_none()
+            && annotation(&marked, "sessionguard.io/eviction").as_deref()
+                == Some("off: namespace allowlisted"),
+        format!("allowlisted: {:?}", marked.metadata.annotations),
+    )?;
+    // When it would have been due (first + 2s), were eviction on.
+    let evict_at: jiff::Timestamp = annotation(&marked, "sessionguard.io/first-interaction")
         .unwrap_or_default()
-        .parse()
-        .map_err(|e| Error::Invalid(format!("evict-at: {e}")))?;
+        .parse::<jiff::Timestamp>()
+        .map_err(|e| Error::Invalid(format!("first-interaction: {e}")))?
+        + jiff::SignedDuration::from_secs(2);
     // Proving a non-event needs time to pass: wait until well after evict-at,
     // with the controller reconciling the pod meanwhile (SessionEnded shows it did).
     wait::until("SessionEnded", await_::TIMEOUT, || async {

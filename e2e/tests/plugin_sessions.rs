@@ -54,6 +54,24 @@ async fn get_follows_live_sessions() -> Result<()> {
             && row["evictionTime"].as_str() == wh::annotation(&p, keys::EVICT_AT).as_deref(),
         format!("row matches the pod and the report: {row}"),
     )?;
+    // Drift eviction is off (the default): no eviction time, and why not.
+    check(
+        wh::annotation(&p, keys::EVICT_AT).is_none()
+            && wh::annotation(&p, keys::EVICTION).as_deref()
+                == Some("off: --evict-interacted is false")
+            && row["evictionOff"] == "--evict-interacted is false",
+        format!("eviction off: {row} {:?}", p.metadata.annotations),
+    )?;
+    let (code, out, _) = wh::plugin(&env, &["-n", env.ns(), "get", POD]).await?;
+    check(
+        code == 0
+            && out.lines().any(|l| {
+                l.starts_with(POD)
+                    && l.trim_end().ends_with("off (--evict-interacted is false)")
+                    && !l.contains("(in ")
+            }),
+        format!("EVICTION-TIME says off:\n{out}"),
+    )?;
 
     // All namespaces: a NAMESPACE column, and this pod listed as interacted.
     let (code, out, _) = wh::plugin(&env, &["get", "-A"]).await?;

@@ -25,8 +25,11 @@ async fn assert_recorded(
     container: &str,
     command: Option<&str>,
 ) -> Result<(Pod, jiff::Timestamp)> {
-    let p = await_::object(pods, name, "interaction recorded", |p| {
+    // The webhook writes the record; the controller's reconcile adds
+    // evict-at (drift eviction is on here).
+    let p = await_::object(pods, name, "interaction recorded and evict-at set", |p| {
         wh::annotation(p, keys::FIRST_INTERACTION).is_some()
+            && wh::annotation(p, keys::EVICT_AT).is_some()
     })
     .await?;
     check(
@@ -98,7 +101,15 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
     wh::pod(&env, ATTACH_POD).await?;
     wh::pod(&env, DEBUG_POD).await?;
     wh::pod(&env, "untouched").await?;
-    let mut ctl = wh::start(&env, &kubeconfig, "wh-ctl", port, true, &["--ttl", "10m"]).await?;
+    let mut ctl = wh::start(
+        &env,
+        &kubeconfig,
+        "wh-ctl",
+        port,
+        true,
+        &["--ttl", "10m", "--evict-interacted", "true"],
+    )
+    .await?;
     wh::await_guard(&env, POD).await?;
 
     // --- dry run first: admitted, seen by the webhook, recorded nowhere ---

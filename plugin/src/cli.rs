@@ -13,6 +13,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use sessionguard_api::SessionReport;
 use sessionguard_core::interaction::{Interaction, rfc3339};
+use sessionguard_core::readback::off_reason;
 use sessionguard_core::{Report, duration, keys};
 
 use crate::error::{Error, Result};
@@ -341,16 +342,29 @@ async fn extend_one(
                 pod: name.into(),
             }
         })?;
-        let at = record.evict_at(rows::UNCAPPED);
+        let when = match updated
+            .annotations()
+            .get(keys::EVICTION)
+            .and_then(|v| off_reason(v))
+        {
+            // Recorded all the same, for when eviction is turned on.
+            Some(why) => format!("eviction is off ({why})"),
+            None => {
+                let at = record.evict_at(rows::UNCAPPED);
+                format!(
+                    "new eviction time {} ({})",
+                    rfc3339(at),
+                    relative(Timestamp::now(), at)
+                )
+            }
+        };
         let by_whom = match updated.annotations().get(keys::EXTENDED_BY) {
             Some(u) => format!("requested by {u}"),
             None => "requester NOT recorded: is the sessionguard webhook running?".into(),
         };
         return Ok(format!(
-            "pod/{name} extended by {} (total extension {value}, {by_whom}); new eviction time {} ({})",
+            "pod/{name} extended by {} (total extension {value}, {by_whom}); {when}",
             duration::format(by),
-            rfc3339(at),
-            relative(Timestamp::now(), at)
         ));
     }
     Err(Error::Pod {

@@ -81,9 +81,10 @@ fn table(rows: &[Row], wide: bool, now: Timestamp, all_namespaces: bool) -> Stri
                 .map(rfc3339)
                 .unwrap_or_else(|| "-".into()),
             if r.protected { "yes" } else { "no" }.into(),
-            match &r.record_error {
-                Some(_) => "unreadable record".into(),
-                None => when(now, r.eviction_time),
+            match (&r.record_error, &r.eviction_off) {
+                (Some(_), _) => "unreadable record".into(),
+                (None, Some(why)) => format!("off ({why})"),
+                (None, None) => when(now, r.eviction_time),
             },
         ]);
         if wide {
@@ -148,6 +149,7 @@ mod tests {
             extension: None,
             extended_by: None,
             eviction_time: Some("2026-11-24T01:10:00Z".parse().unwrap()),
+            eviction_off: None,
             record_error: None,
         }
     }
@@ -188,5 +190,27 @@ mod tests {
         let j: serde_json::Value =
             serde_json::from_str(&render(&[row()], Format::Json, now, false).unwrap()).unwrap();
         assert_eq!(j["items"][0]["evictionTime"], "2026-11-24T01:10:00Z");
+    }
+
+    #[test]
+    fn eviction_off_says_so_and_why() {
+        let now = "2026-11-24T01:00:30Z".parse().unwrap();
+        let off = Row {
+            eviction_time: None,
+            eviction_off: Some("--evict-interacted is false".into()),
+            ..row()
+        };
+        let t = render(&[off], Format::Table, now, false).unwrap();
+        let line = t.lines().nth(1).unwrap();
+        assert!(
+            line.split_whitespace().rev().take(4).eq([
+                "false)",
+                "is",
+                "(--evict-interacted",
+                "off"
+            ]),
+            "{line}"
+        );
+        assert!(!line.contains("(in"), "{line}");
     }
 }

@@ -7,6 +7,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use sessionguard_core::interaction::{Interaction, login_user};
+use sessionguard_core::readback::off_reason;
 use sessionguard_core::{Report, keys};
 
 /// The plugin does not know the cluster's `--webhook-max-extension`; the
@@ -33,7 +34,11 @@ pub struct Row {
     pub ttl: Option<String>,
     pub extension: Option<String>,
     pub extended_by: Option<String>,
+    /// The controller's `evict-at`: set only where drift eviction applies.
     pub eviction_time: Option<Timestamp>,
+    /// Why drift eviction does not apply (flag, allowlist, namespace label),
+    /// from the controller's `sessionguard.io/eviction` annotation.
+    pub eviction_off: Option<String>,
     /// Set when the pod's record is unreadable (says which annotation).
     pub record_error: Option<String>,
 }
@@ -89,7 +94,13 @@ pub fn row(pod: &Pod, report: Option<&Report>) -> Row {
         ttl: ann.get(keys::TTL).cloned(),
         extension: ann.get(keys::EXTENSION).cloned(),
         extended_by: ann.get(keys::EXTENDED_BY).cloned(),
-        eviction_time: record.as_ref().map(|r| r.evict_at(UNCAPPED)),
+        // The controller's values, not a computation of ours: it alone knows
+        // whether eviction applies, the cap, and the bounds of the record.
+        eviction_time: ann.get(keys::EVICT_AT).and_then(|v| v.parse().ok()),
+        eviction_off: ann
+            .get(keys::EVICTION)
+            .and_then(|v| off_reason(v))
+            .map(str::to_string),
         record_error,
     }
 }
@@ -155,6 +166,7 @@ mod tests {
             "sessionguard.io/ttl": "10m0s",
             "sessionguard.io/extension": "30m0s",
             "sessionguard.io/extended-by": "bob",
+            "sessionguard.io/evict-at": "2026-11-24T01:40:00Z",
             "sessionguard.io/protected-since": "2026-11-24T01:00:00Z",
             "sessionguard.io/last-container": "sidecar",
         }));
@@ -168,6 +180,19 @@ mod tests {
         assert_eq!(r.sessions, Some(1));
         assert!(r.protected);
         assert_eq!(r.eviction_time, Some(ts("2026-11-24T01:40:00Z")));
+        assert_eq!(r.eviction_off, None);
+    }
+
+    #[test]
+    fn with_eviction_off_there_is_no_time_but_the_reason() {
+        let p = pod(json!({
+            "sessionguard.io/first-interaction": "2026-11-24T01:00:00Z",
+            "sessionguard.io/ttl": "10m0s",
+            "sessionguard.io/eviction": "off: namespace allowlisted",
+        }));
+        let r = row(&p, None);
+        assert_eq!(r.eviction_time, None);
+        assert_eq!(r.eviction_off.as_deref(), Some("namespace allowlisted"));
     }
 
     #[test]

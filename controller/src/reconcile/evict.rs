@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use sessionguard_core::backoff::Backoff;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::protection::OptIn;
+use sessionguard_core::readback::Eviction;
 use sessionguard_core::{Session, duration, keys};
 
 use super::{Context, evict_pod};
@@ -40,18 +41,36 @@ impl Settings {
         ns: &str,
         ns_labels: Option<&sessionguard_core::protection::Map>,
     ) -> bool {
+        self.eviction(ns, ns_labels) == Eviction::On
+    }
+
+    /// Whether drift eviction applies in `ns`, and if not, why: the reason
+    /// the pod's `sessionguard.io/eviction` annotation and the plugin show.
+    pub fn eviction(
+        &self,
+        ns: &str,
+        ns_labels: Option<&sessionguard_core::protection::Map>,
+    ) -> Eviction<'static> {
         let exempt = ns_labels
             .is_some_and(|l| keys::is_true(l.get(keys::EVICTION_EXEMPT).map(String::as_str)));
-        self.enabled && !self.namespace_allowlist.iter().any(|a| a.trim() == ns) && !exempt
+        if !self.enabled {
+            Eviction::Off("--evict-interacted is false")
+        } else if self.namespace_allowlist.iter().any(|a| a.trim() == ns) {
+            Eviction::Off("namespace allowlisted")
+        } else if exempt {
+            Eviction::Off("namespace label sessionguard.io/eviction-exempt")
+        } else {
+            Eviction::On
+        }
     }
 }
 
-/// Is drift eviction on for this pod's namespace?
-pub fn enabled_for(ctx: &Context, pod: &Pod) -> bool {
+/// Whether drift eviction applies to this pod (its namespace).
+pub fn eviction_for(ctx: &Context, pod: &Pod) -> Eviction<'static> {
     let ns = pod.namespace().unwrap_or_default();
     ctx.settings
         .evict
-        .applies(&ns, ctx.cache.namespace_labels(&ns).as_ref())
+        .eviction(&ns, ctx.cache.namespace_labels(&ns).as_ref())
 }
 
 /// Returns when to look again, if eviction is pending.
@@ -66,7 +85,7 @@ pub async fn step(
     let Some(record) = record else {
         return Ok(None);
     };
-    if !enabled_for(ctx, pod) {
+    if eviction_for(ctx, pod) != Eviction::On {
         return Ok(None);
     }
     let evict_at = record.evict_at(ctx.settings.plan.max_extension);
@@ -211,6 +230,19 @@ mod tests {
         assert!(
             !Settings::default().applies("default", None),
             "off unless enabled"
+        );
+        // Each says why, first the flag.
+        assert_eq!(
+            Settings::default().eviction("ops", Some(&exempt)),
+            Eviction::Off("--evict-interacted is false")
+        );
+        assert_eq!(
+            s.eviction("ops", Some(&exempt)),
+            Eviction::Off("namespace allowlisted")
+        );
+        assert_eq!(
+            s.eviction("default", Some(&exempt)),
+            Eviction::Off("namespace label sessionguard.io/eviction-exempt")
         );
     }
 }

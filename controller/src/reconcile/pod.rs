@@ -51,6 +51,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             uid: &uid,
             labels: pod.labels(),
             annotations: pod.annotations(),
+            created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
         },
         logins: &seen.logins,
         silent_since: seen.silent_since,
@@ -60,6 +61,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         last_login: seen.last_login,
         now,
         settings: &ctx.settings.plan,
+        eviction: evict::eviction_for(&ctx, &pod),
     });
     if let Some(err) = &p.interaction_error {
         ctx.metrics
@@ -68,7 +70,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
                 kind: "bad_interaction_record",
             })
             .inc();
-        tracing::warn!(pod = %events::pod_name(&pod), error = %err, "interaction record unreadable (not updated) or its extension ignored/capped");
+        tracing::warn!(pod = %events::pod_name(&pod), error = %err, "interaction record corrected (unreadable: restored; out of bounds: capped/clamped) or its extension ignored/capped");
     }
     write_protection(&ctx, &pod, &seen, &p).await?;
     if let Some(r) = &p.extended {

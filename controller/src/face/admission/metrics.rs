@@ -63,7 +63,7 @@ impl Metrics {
         );
         r.register(
             "records",
-            "Interaction records from the webhook by outcome (recorded, shed, closed, pod_gone, unreadable, failed)",
+            "Interaction records from the webhook by outcome (recorded, corrected: recorded after bounding or restoring the record read back, shed, closed, pod_gone, failed)",
             self.records.clone(),
         );
         r.register(

@@ -229,7 +229,6 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
     let writer = Arc::new(record::Writer {
         client: client.clone(),
         ttl,
-        max_extension: wh.max_extension,
         write_timeout,
         identity: identity.to_string(),
         metrics: metrics.clone(),

@@ -14,6 +14,14 @@
 //! other's update: the loser of a race gets 409, re-reads and folds again.
 //! The leader then sees the pod change through its watch and schedules the
 //! eviction from the annotations, exactly as for a login.
+//!
+//! The writer leaves `evict-at` and `eviction` to that reconcile: whether
+//! drift eviction applies depends on the namespace's labels, and a standby
+//! replica has no namespace cache (a GET per exec would put the API server on
+//! the exec path). The record it reads back is bounded exactly as the
+//! controller bounds it (`readback::read_back`: TTL by `--ttl`, times inside
+//! [pod creation, now], an unreadable record restored), so both fold into the
+//! same record.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +36,7 @@ use serde_json::json;
 use sessionguard_core::backoff::Backoff;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::keys;
+use sessionguard_core::readback::{Bounds, read_back};
 
 use super::interaction::Record;
 use super::metrics::Metrics;
@@ -43,8 +52,6 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_m
 pub struct Writer {
     pub client: Client,
     pub ttl: Duration,
-    /// The cap on extensions, applied to the evict-at this writes.
-    pub max_extension: Duration,
     pub write_timeout: Duration,
     pub identity: String,
     pub metrics: Metrics,
@@ -66,10 +73,8 @@ impl Sink for Writer {
 }
 
 enum Outcome {
-    Recorded(Box<Pod>, Interaction),
-    /// The record on the pod is unreadable: left alone (the controller
-    /// reports it), the event still says who got in.
-    Unreadable(Box<Pod>, String),
+    /// Written; the issues of the record read back (corrected by this write).
+    Recorded(Box<Pod>, Interaction, Vec<String>),
     Gone,
 }
 
@@ -137,14 +142,10 @@ pub fn shell_join(words: &[String]) -> String {
 /// The annotations one record writes: the core record, plus the details of
 /// this (the latest) API interaction. `None` removes a detail this
 /// interaction does not have (attach has no command), so the three always
-/// describe the same request.
-pub fn annotations(
-    rec: &Interaction,
-    r: &Record,
-    max_extension: Duration,
-) -> BTreeMap<String, Option<String>> {
+/// describe the same request. No `evict-at` (see the module docs).
+pub fn annotations(rec: &Interaction, r: &Record) -> BTreeMap<String, Option<String>> {
     let mut m: BTreeMap<String, Option<String>> = rec
-        .to_annotations(max_extension)
+        .to_annotations()
         .into_iter()
         .map(|(k, v)| (k, Some(v)))
         .collect();
@@ -184,16 +185,15 @@ impl Writer {
         let pod_name = format!("{}/{}", r.namespace, r.pod);
         for attempt in 0..ATTEMPTS {
             match self.try_write(&r).await {
-                Ok(Outcome::Recorded(pod, rec)) => {
-                    self.metrics.record("recorded");
+                Ok(Outcome::Recorded(pod, rec, issues)) => {
+                    if issues.is_empty() {
+                        self.metrics.record("recorded");
+                    } else {
+                        self.metrics.record("corrected");
+                        tracing::warn!(pod = %pod_name, error = %issues.join("; "), "interaction record read back corrected");
+                    }
                     tracing::info!(pod = %pod_name, user = %r.user, via = r.via.reason(), "interaction recorded");
                     self.event(&pod, &r, Some(&rec)).await;
-                    return;
-                }
-                Ok(Outcome::Unreadable(pod, why)) => {
-                    self.metrics.record("unreadable");
-                    tracing::warn!(pod = %pod_name, error = %why, "interaction record unreadable; not updating it");
-                    self.event(&pod, &r, None).await;
                     return;
                 }
                 Ok(Outcome::Gone) => {
@@ -220,12 +220,15 @@ impl Writer {
         let Some(pod) = self.timed("get_pod", api.get_opt(&r.pod)).await? else {
             return Ok(Outcome::Gone);
         };
-        let existing = match Interaction::from_annotations(pod.annotations()) {
-            Ok(e) => e,
-            Err(e) => return Ok(Outcome::Unreadable(Box::new(pod), e.to_string())),
+        let bounds = Bounds {
+            created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            now: Timestamp::now(),
+            max_ttl: self.ttl,
         };
-        let rec = Interaction::record(existing.as_ref(), r.at, &r.user, self.ttl);
-        let annotations = annotations(&rec, r, self.max_extension);
+        let back = read_back(pod.annotations(), &bounds);
+        let at = bounds.clamp(r.at);
+        let rec = Interaction::record(back.record.as_ref(), at, &r.user, self.ttl);
+        let annotations = annotations(&rec, r);
         let patch = json!({
             "metadata": {
                 // Optimistic concurrency: a concurrent writer makes this 409.
@@ -241,7 +244,7 @@ impl Writer {
             )
             .await
         {
-            Ok(pod) => Ok(Outcome::Recorded(Box::new(pod), rec)),
+            Ok(pod) => Ok(Outcome::Recorded(Box::new(pod), rec, back.issues)),
             Err(Failure::NotFound) => Ok(Outcome::Gone),
             Err(e) => Err(e),
         }
@@ -253,7 +256,7 @@ impl Writer {
             events::object_ref(pod),
             Kind::Normal,
             r.via.reason(),
-            note(r, rec, self.max_extension),
+            note(r, rec),
             &self.identity,
             Timestamp::now(),
         );
@@ -272,8 +275,10 @@ impl Writer {
     }
 }
 
-/// The event's text: who, how, where, what, and what happens next.
-pub fn note(r: &Record, rec: Option<&Interaction>, max_extension: Duration) -> String {
+/// The event's text: who, how, where, what, and since when. Not when the pod
+/// is evicted: that is the controller's to say (`EvictionScheduled`), only
+/// where eviction applies.
+pub fn note(r: &Record, rec: Option<&Interaction>) -> String {
     let groups = if r.groups.is_empty() {
         String::new()
     } else {
@@ -296,10 +301,9 @@ pub fn note(r: &Record, rec: Option<&Interaction>, max_extension: Duration) -> S
     );
     if let Some(rec) = rec {
         s.push_str(&format!(
-            "; interacted since {} (first by {}), eviction time {}",
+            "; interacted since {} (first by {})",
             rfc3339(rec.first),
-            rec.interactor,
-            rfc3339(rec.evict_at(max_extension))
+            rec.interactor
         ));
     }
     events::truncate(s, 1000)
@@ -325,23 +329,20 @@ mod tests {
         let rec = Interaction::record(None, r.at, &r.user, Duration::from_secs(600));
         // The command reads as the annotation has it: quoted as a shell would.
         assert_eq!(
-            note(&r, Some(&rec), WEEK),
+            note(&r, Some(&rec)),
             "user alice@example.com (groups devs) used kubectl exec in container app: sh -c 'id -u'; \
-             interacted since 2026-11-24T01:00:00Z (first by alice@example.com), eviction time 2026-11-24T01:10:00Z"
+             interacted since 2026-11-24T01:00:00Z (first by alice@example.com)"
         );
         assert!(
-            note(&r, Some(&rec), WEEK).contains(
-                &annotations(&rec, &r, WEEK)[keys::LAST_COMMAND]
-                    .clone()
-                    .unwrap()
-            )
+            note(&r, Some(&rec))
+                .contains(&annotations(&rec, &r)[keys::LAST_COMMAND].clone().unwrap())
         );
         // Bounded like every event note, never cut inside a character.
         let long = Record {
             command: vec!["é".repeat(2_000)],
             ..r.clone()
         };
-        let n = note(&long, None, WEEK);
+        let n = note(&long, None);
         assert!(n.len() <= 1000 && n.len() > 990, "{}", n.len());
         let attach = Record {
             via: Via::Attach,
@@ -350,12 +351,10 @@ mod tests {
             ..r
         };
         assert_eq!(
-            note(&attach, None, WEEK),
+            note(&attach, None),
             "user alice@example.com used kubectl attach in container app"
         );
     }
-
-    const WEEK: Duration = Duration::from_secs(7 * 86_400);
 
     fn exec(command: &[&str], groups: &[&str]) -> Record {
         Record {
@@ -377,8 +376,12 @@ mod tests {
             &["devs", "system:authenticated"],
         );
         let rec = Interaction::record(None, r.at, &r.user, Duration::from_secs(600));
-        let a = annotations(&rec, &r, WEEK);
+        let a = annotations(&rec, &r);
         let get = |k: &str| a.get(k).cloned().flatten();
+        assert!(
+            !a.contains_key(keys::EVICT_AT) && !a.contains_key(keys::EVICTION),
+            "whether eviction applies is the controller's reconcile to write"
+        );
         assert_eq!(
             get(keys::LAST_INTERACTOR).as_deref(),
             Some("oidc:https://idp#alice")
@@ -406,7 +409,7 @@ mod tests {
             container: None,
             ..r
         };
-        let a = annotations(&rec, &attach, WEEK);
+        let a = annotations(&rec, &attach);
         for k in [keys::LAST_COMMAND, keys::LAST_GROUPS, keys::LAST_CONTAINER] {
             assert_eq!(a.get(k), Some(&None), "{k} must be removed");
         }
@@ -418,7 +421,7 @@ mod tests {
         let groups = "g".repeat(5_000);
         let r = exec(&["sh", "-c", &huge], &[&groups]);
         let rec = Interaction::record(None, r.at, &r.user, Duration::from_secs(600));
-        let a = annotations(&rec, &r, WEEK);
+        let a = annotations(&rec, &r);
         for k in [keys::LAST_COMMAND, keys::LAST_GROUPS] {
             let v = a[k].clone().unwrap();
             assert!(

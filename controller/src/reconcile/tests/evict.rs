@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use sessionguard_core::keys;
 
+use super::POD;
 use crate::fixtures::world::world;
 use crate::fixtures::{our_pdb, pod, session};
 use crate::reconcile::pod;
@@ -91,4 +93,57 @@ async fn a_live_login_on_a_protected_pod_postpones_the_eviction() {
 
     assert_eq!(action, Action::requeue(Duration::from_secs(10)));
     assert_eq!(api.finish(ctx).await, ["EvictionPostponed"]);
+}
+
+#[tokio::test]
+async fn with_eviction_off_a_login_writes_no_evict_at_but_the_reason() {
+    // The default: --evict-interacted false.
+    let web = pod("web-0").build();
+    let (ctx, mut api) = world()
+        .pod(&web)
+        .agent("node-a", vec![session(&web).at(LOGIN).build()])
+        .start();
+    let run = tokio::spawn(pod::reconcile(Arc::new(web.clone()), ctx.clone()));
+
+    let patch = api.next().await.is("PATCH", POD);
+    let annotations = &patch.body["metadata"]["annotations"];
+    assert_eq!(annotations[keys::FIRST_INTERACTION], LOGIN);
+    assert!(
+        annotations.get(keys::EVICT_AT).is_none(),
+        "no eviction time where eviction does not apply: {annotations}"
+    );
+    assert_eq!(
+        annotations[keys::EVICTION],
+        "off: --evict-interacted is false"
+    );
+    patch.ok(&web);
+
+    run.await.unwrap().expect("recorded");
+    assert_eq!(api.finish(ctx).await, ["SessionStarted"]);
+}
+
+#[tokio::test]
+async fn a_hand_edited_evict_at_is_recomputed_not_obeyed() {
+    let web = pod("web-0")
+        .interacted(LOGIN, 1000, TTL)
+        .annotated(keys::EVICT_AT, "2099-01-01T00:00:00Z")
+        .build();
+    let (ctx, mut api) = world()
+        .pod(&web)
+        .agent("node-a", vec![])
+        .evicting_interacted_pods()
+        .start();
+    let run = tokio::spawn(pod::reconcile(Arc::new(web.clone()), ctx.clone()));
+
+    let patch = api.next().await.is("PATCH", POD);
+    assert_eq!(
+        patch.body["metadata"]["annotations"][keys::EVICT_AT],
+        "2026-11-24T01:09:30Z",
+        "first + ttl, whatever the annotation said"
+    );
+    patch.ok(&web);
+    api.next().await.is("POST", EVICTION).success();
+
+    run.await.unwrap().expect("evicted");
+    assert_eq!(api.finish(ctx).await, ["Evicted"]);
 }
