@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
-use sessionguard_core::fixtures::{SessionBuilder, session as core_session};
+use sessionguard_core::fixtures::{SessionBuilder, protect_pass, session as core_session};
 use sessionguard_core::interaction::{Interaction, login_user, rfc3339};
 use sessionguard_core::keys;
 
@@ -79,16 +79,12 @@ impl PodBuilder {
         self.labelled(keys::PROTECT, "true")
     }
     /// As left by an earlier protect pass.
-    pub fn was_protected(self) -> Self {
-        let uid = self.0.metadata.uid.clone().unwrap();
-        self.labelled(keys::POD_UID_LABEL, &uid)
-            .annotated(keys::CA_SAFE_TO_EVICT, "false")
-            .annotated(keys::KARPENTER_DO_NOT_DISRUPT, "true")
-            .annotated(
-                keys::SAVED_ANNOTATIONS,
-                r#"{"cluster-autoscaler.kubernetes.io/safe-to-evict":null,"karpenter.sh/do-not-disrupt":null}"#,
-            )
-            .annotated(keys::PROTECTED_SINCE, "2026-11-24T00:58:00Z")
+    pub fn was_protected(mut self) -> Self {
+        let (labels, annotations) = protect_pass(self.0.metadata.uid.as_deref().unwrap());
+        let meta = &mut self.0.metadata;
+        meta.labels.get_or_insert_default().extend(labels);
+        meta.annotations.get_or_insert_default().extend(annotations);
+        self
     }
     pub fn on_node(mut self, node: &str) -> Self {
         self.0.spec.get_or_insert_default().node_name = Some(node.into());

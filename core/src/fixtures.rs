@@ -8,6 +8,31 @@ use crate::pod_plan::{PodFacts, Settings};
 use crate::protection::Map;
 use crate::{Session, keys};
 
+/// A label or annotation map from literal pairs.
+pub fn map(pairs: &[(&str, &str)]) -> Map {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The labels and annotations an earlier protect pass left on the pod with
+/// this UID (protected since 00:58, nothing of the user's saved).
+pub fn protect_pass(uid: &str) -> (Map, Map) {
+    (
+        map(&[(keys::POD_UID_LABEL, uid)]),
+        map(&[
+            (keys::CA_SAFE_TO_EVICT, "false"),
+            (keys::KARPENTER_DO_NOT_DISRUPT, "true"),
+            (
+                keys::SAVED_ANNOTATIONS,
+                r#"{"cluster-autoscaler.kubernetes.io/safe-to-evict":null,"karpenter.sh/do-not-disrupt":null}"#,
+            ),
+            (keys::PROTECTED_SINCE, "2026-11-24T00:58:00Z"),
+        ]),
+    )
+}
+
 pub fn ts(s: &str) -> Timestamp {
     s.parse().expect("RFC3339 literal")
 }
@@ -57,16 +82,11 @@ impl PodFixture {
         self.annotated(keys::LP_NO_PDB, "true")
     }
     /// As left by an earlier protect pass.
-    pub fn was_protected(self) -> Self {
-        let uid = self.uid.clone();
-        self.labelled(keys::POD_UID_LABEL, &uid)
-            .annotated(keys::CA_SAFE_TO_EVICT, "false")
-            .annotated(keys::KARPENTER_DO_NOT_DISRUPT, "true")
-            .annotated(
-                keys::SAVED_ANNOTATIONS,
-                r#"{"cluster-autoscaler.kubernetes.io/safe-to-evict":null,"karpenter.sh/do-not-disrupt":null}"#,
-            )
-            .annotated(keys::PROTECTED_SINCE, "2026-11-24T00:58:00Z")
+    pub fn was_protected(mut self) -> Self {
+        let (labels, annotations) = protect_pass(&self.uid);
+        self.labels.extend(labels);
+        self.annotations.extend(annotations);
+        self
     }
     /// The pod's creationTimestamp.
     pub fn created(mut self, t: &str) -> Self {

@@ -211,6 +211,7 @@ pub fn until(now: Timestamp, t: Timestamp) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::map;
 
     const WEEK: Duration = Duration::from_secs(7 * 86_400);
 
@@ -223,13 +224,6 @@ mod tests {
         let mut a = r.to_annotations();
         a.insert(keys::EVICT_AT.into(), rfc3339(r.evict_at(WEEK)));
         a
-    }
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

@@ -206,6 +206,7 @@ pub fn eviction_annotations(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::map;
     use crate::fixtures::ts;
 
     const TEN_MIN: Duration = Duration::from_secs(600);
@@ -216,13 +217,6 @@ mod tests {
             now: ts("2026-11-24T01:00:00Z"),
             max_ttl: TEN_MIN,
         }
-    }
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

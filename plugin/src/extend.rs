@@ -45,12 +45,7 @@ pub fn new_extension(
 mod tests {
     use super::*;
 
-    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use sessionguard_core::fixtures::map as ann;
 
     #[test]
     fn extensions_add_up() {
