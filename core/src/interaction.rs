@@ -176,7 +176,7 @@ impl Interaction {
 
     /// The annotations that represent this record. Not `evict-at`: whether
     /// there is an eviction time depends on whether drift eviction applies
-    /// ([`crate::readback::eviction_annotations`]). The extension is the
+    /// (`readback::eviction_annotations`, which builds on this). The extension is the
     /// user's and is not among them.
     pub fn to_annotations(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
