@@ -89,6 +89,18 @@ pub fn populate_node(fake: &FakeProc, processes: u32) -> io::Result<()> {
 }
 
 impl FakeProc {
+    /// A scanner of this tree that resyncs only when a test asks for it.
+    pub fn scanner(&self) -> crate::scan::Scanner {
+        crate::scan::Scanner::new(
+            crate::scan::ProcFs::open(self.root()).expect("fake tree opens"),
+            crate::scan::ScannerConfig {
+                resync_every: 1000,
+                ..crate::scan::ScannerConfig::default()
+            },
+        )
+        .expect("scanner over a fake tree")
+    }
+
     /// A proc root with `stat` (holding `btime`), `uptime`, and pid 1 (an
     /// init outside any pod): every pid namespace has one, and the scanner
     /// takes a proc without it as filtered.

@@ -4,7 +4,7 @@
 
 use sessionguard_agent::Error;
 use sessionguard_agent::proc::Reason;
-use sessionguard_agent::scan::{ProcFs, Scanner, ScannerConfig};
+use sessionguard_agent::scan::Scanner;
 use sessionguard_agent::testing::FakeProc;
 
 const BTIME: u64 = 1_764_000_000;
@@ -16,17 +16,6 @@ fn tree(pids: u32) -> (tempfile::TempDir, FakeProc) {
         fake.process(pid).write().unwrap();
     }
     (dir, fake)
-}
-
-fn scanner(fake: &FakeProc) -> Scanner {
-    Scanner::new(
-        ProcFs::open(fake.root()).unwrap(),
-        ScannerConfig {
-            resync_every: 1000,
-            ..ScannerConfig::default()
-        },
-    )
-    .unwrap()
 }
 
 fn reason(scanner: &mut Scanner) -> (Reason, String) {
@@ -41,7 +30,7 @@ fn reason(scanner: &mut Scanner) -> (Reason, String) {
 fn no_pid_1_is_filtered_until_it_is_back_and_the_next_scan_is_still_full() {
     let (_d, fake) = tree(20);
     fake.kill(1).unwrap();
-    let mut scanner = scanner(&fake);
+    let mut scanner = fake.scanner();
     let (r, text) = reason(&mut scanner);
     assert_eq!(r, Reason::NoPid1);
     assert!(text.contains("visible processes: 19"), "{text}");
@@ -62,7 +51,7 @@ fn far_fewer_processes_than_threads_is_filtered() {
     // 64 threads per process is still believable; 65 is not.
     fake.write_top("loadavg", "0.50 0.40 0.30 2/640 4242\n")
         .unwrap();
-    let mut scanner = scanner(&fake);
+    let mut scanner = fake.scanner();
     scanner.tick().unwrap();
     fake.write_top("loadavg", "0.50 0.40 0.30 2/641 4242\n")
         .unwrap();
@@ -88,7 +77,7 @@ fn the_proc_mounts_hidepid_is_named_as_the_cause() {
         ),
     )
     .unwrap();
-    let mut scanner = scanner(&fake);
+    let mut scanner = fake.scanner();
     scanner.tick().unwrap();
     fake.kill(1).unwrap();
     let (r, text) = reason(&mut scanner);

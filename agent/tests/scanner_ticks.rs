@@ -1,7 +1,7 @@
 //! The incremental scanner across ticks, on fake proc trees rewritten between
 //! ticks: what a steady-state tick re-reads, and what it must never miss.
 
-use sessionguard_agent::scan::{ProcFs, ScanStats, Scanner, ScannerConfig};
+use sessionguard_agent::scan::{ScanStats, Scanner, ScannerConfig};
 use sessionguard_agent::testing::{FakeProc, kernel_stat, pts};
 use sessionguard_core::Session;
 
@@ -20,18 +20,6 @@ fn hz() -> u64 {
         .unwrap() as u64
 }
 
-/// A scanner of `fake` that resyncs only when a test asks for it.
-fn scanner(fake: &FakeProc) -> Scanner {
-    Scanner::new(
-        ProcFs::open(fake.root()).unwrap(),
-        ScannerConfig {
-            resync_every: 1000,
-            ..ScannerConfig::default()
-        },
-    )
-    .unwrap()
-}
-
 /// A tree with some background processes (old, no terminal) and a scanner
 /// that has done its first, full scan of it.
 fn setup() -> (tempfile::TempDir, FakeProc, Scanner) {
@@ -40,7 +28,7 @@ fn setup() -> (tempfile::TempDir, FakeProc, Scanner) {
     for pid in 1..=20 {
         fake.process(pid).write().unwrap();
     }
-    let mut scanner = scanner(&fake);
+    let mut scanner = fake.scanner();
     let (sessions, stats) = scanner.tick().unwrap();
     assert!(stats.full && sessions.is_empty());
     assert_eq!(stats.stat_reads, 20);
@@ -108,7 +96,7 @@ fn a_process_young_by_its_start_time_is_reread_after_the_first_scan() {
     // Old, and also without a terminal at the first scan.
     let old = || fake.process(911).comm("sh").in_container(POD, &cid('e'));
     old().write().unwrap();
-    let mut scanner = scanner(&fake);
+    let mut scanner = fake.scanner();
     assert!(scanner.tick().unwrap().0.is_empty());
 
     young().tty(pts(1)).leads_session().write().unwrap();
