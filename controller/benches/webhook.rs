@@ -134,6 +134,7 @@ fn ctx(
             max_extension: Duration::from_secs(7 * 86_400),
             queue,
             metrics: metrics.clone(),
+            evictions: None,
         },
         metrics,
         rx,

@@ -1,15 +1,17 @@
 //! Wiring: the named parts of a controller process, started in order.
 //!
-//! Every replica serves metrics, health and admission. The Lease holder also
-//! runs the watches and the two controllers (pods: protection, interactions,
-//! eviction; StatefulSets: rollouts), and stops writing the moment its Lease
-//! cannot be trusted.
+//! Every replica runs the watches (a standby's cache is warm when it takes
+//! over) and serves metrics, health and admission. The Lease holder also runs
+//! the two controllers (pods: protection, interactions, eviction;
+//! StatefulSets: rollouts), and stops writing the moment its Lease cannot be
+//! trusted.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Future, StreamExt};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::runtime::controller::{self, Controller};
@@ -28,8 +30,9 @@ use crate::io::cache::Cache;
 use crate::io::events::Recorder;
 use crate::io::lease::Elector;
 use crate::io::metrics::Metrics;
+use crate::io::report_index::PathPart;
 use crate::io::reports::ReportWatch;
-use crate::io::watches::{self, PodWaker, StoreWriters};
+use crate::io::watches::{self, Gate, PodWaker, Wakes};
 use crate::io::writer::{WriteGate, Writer};
 use crate::reconcile::{self, Context, memory::Memory};
 
@@ -50,6 +53,35 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let (stores, store_writers) = watches::stores();
     let cache = Arc::new(Cache::new(stores, config.agent_grace));
+    let memory = Arc::new(Memory::default());
+    let events = Recorder::new(writer.clone(), identity.clone());
+    let (pod_tx, pod_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
+    let (sts_tx, sts_rx) = mpsc::unbounded_channel::<ObjectRef<StatefulSet>>();
+    let wake_gate = Gate::default();
+    let waker = PodWaker::new(cache.clone(), Wakes::new(wake_gate.clone(), pod_tx));
+    {
+        let memory = memory.clone();
+        watches::start(
+            &client,
+            store_writers,
+            cache.clone(),
+            waker.clone(),
+            Wakes::new(wake_gate.clone(), sts_tx.clone()),
+            metrics.clone(),
+            move |uid: &str| memory.forget_pod(uid),
+        );
+    }
+    tokio::spawn(
+        ReportWatch {
+            client: client.clone(),
+            cache: cache.clone(),
+            waker: waker.clone(),
+            events: events.clone(),
+            metrics: metrics.clone(),
+        }
+        .run(),
+    );
+    tokio::spawn(log_when_synced(cache.clone()));
 
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -65,6 +97,7 @@ pub async fn run(config: Config) -> Result<()> {
         ttl: config.ttl,
         write_timeout: config.write_timeout,
         write_metrics: metrics.clone(),
+        cache: cache.clone(),
     };
     admission::start(&config.webhook, shared).await?;
     serve_health(&config, registry, cache.clone(), writer.clone()).await?;
@@ -81,7 +114,7 @@ pub async fn run(config: Config) -> Result<()> {
     // Writes stop at the renew deadline after the last good renewal, well before
     // a standby may take an unrenewed Lease over (after the full duration).
     let renew_deadline = config.lease_duration * 2 / 3;
-    let Some(acquired) = acquire(&mut elector, &gate, &mut shutdown).await else {
+    let Some(acquired) = acquire(&mut elector, &gate, &cache, &mut shutdown).await else {
         return Ok(());
     };
     gate.open_until(acquired + renew_deadline);
@@ -89,18 +122,27 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(%identity, lease = %config.lease_name, "became leader");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let parts = Parts {
-        client,
-        cache,
-        store_writers,
+    let lease_cache = cache.clone();
+    let ctx = Arc::new(Context {
+        cache: cache.clone(),
         writer,
+        events,
         metrics,
-        identity,
-    };
-    let mut controllers = start_controllers(&config, parts, stop_rx);
+        settings: config.reconcile_settings(),
+        memory,
+        statefulsets: sts_tx,
+    });
+    // Wake-ups of the standby time were dropped: look at everything once.
+    wake_gate.open();
+    waker.wake_all();
+    for sts in cache.stores.statefulsets.state() {
+        let _ = ctx.statefulsets.send(ObjectRef::from_obj(&*sts));
+    }
+    let mut controllers = start_controllers(&config, ctx, pod_rx, sts_rx, stop_rx);
     let outcome = hold_lease(
         &mut elector,
         &gate,
+        &lease_cache,
         renew_deadline,
         &mut shutdown,
         &mut controllers,
@@ -170,11 +212,14 @@ async fn shutdown_signal() {
 async fn acquire(
     elector: &mut Elector,
     gate: &WriteGate,
+    cache: &Cache,
     shutdown: &mut Shutdown,
 ) -> Option<Instant> {
     loop {
         let attempt = Instant::now();
-        match elector.try_acquire_or_renew().await {
+        let answer = elector.try_acquire_or_renew().await;
+        cache.path(PathPart::ApiServer, answer.is_ok());
+        match answer {
             // The caller opens the gate before saying the role is known, so
             // readiness never shows a winner as a standby in between.
             Ok(true) => return Some(attempt),
@@ -192,6 +237,7 @@ async fn acquire(
 async fn hold_lease(
     elector: &mut Elector,
     gate: &WriteGate,
+    cache: &Cache,
     renew_deadline: Duration,
     shutdown: &mut Shutdown,
     controllers: &mut Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -200,7 +246,11 @@ async fn hold_lease(
         tokio::select! {
             _ = tokio::time::sleep(elector.renew_period()) => {
                 let attempt = Instant::now();
-                match elector.try_acquire_or_renew().await {
+                let answer = elector.try_acquire_or_renew().await;
+                // The Lease calls double as the probe of the API server that
+                // agents write through (see `io/report_index.rs`).
+                cache.path(PathPart::ApiServer, answer.is_ok());
+                match answer {
                     Ok(true) => gate.open_until(attempt + renew_deadline),
                     Ok(false) => return Err(Error::Leader("another replica holds the Lease".into())),
                     Err(e) => {
@@ -218,66 +268,24 @@ async fn hold_lease(
     }
 }
 
-/// What the leader's controllers are built from.
-struct Parts {
-    client: Client,
-    cache: Arc<Cache>,
-    store_writers: StoreWriters,
-    writer: Writer,
-    metrics: Metrics,
-    identity: String,
-}
-
-/// Starts the watches, the report watch and the two controllers; the
-/// returned future ends when both controllers have stopped.
+/// Starts the two controllers on the wake-ups the watches send; the
+/// returned future ends when both have stopped.
 fn start_controllers(
     config: &Config,
-    parts: Parts,
+    ctx: Arc<Context>,
+    pods: mpsc::UnboundedReceiver<ObjectRef<Pod>>,
+    statefulsets: mpsc::UnboundedReceiver<ObjectRef<StatefulSet>>,
     stop: watch::Receiver<bool>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    let cache = parts.cache;
-    let (sts_tx, sts_rx) = mpsc::unbounded_channel();
-    let (pod_tx, pod_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
-    let events = Recorder::new(parts.writer.clone(), parts.identity);
-    let ctx = Arc::new(Context {
-        cache: cache.clone(),
-        writer: parts.writer,
-        events: events.clone(),
-        metrics: parts.metrics.clone(),
-        settings: config.reconcile_settings(),
-        memory: Memory::default(),
-        statefulsets: sts_tx,
-    });
-    let waker = PodWaker::new(cache.clone(), pod_tx);
-    let forget = {
-        let ctx = ctx.clone();
-        move |uid: &str| ctx.memory.forget_pod(uid)
-    };
-    let streams = watches::start(
-        &parts.client,
-        parts.store_writers,
-        cache.clone(),
-        waker.clone(),
-        parts.metrics.clone(),
-        forget,
-    );
-    let reports = ReportWatch {
-        client: parts.client,
-        cache: cache.clone(),
-        waker,
-        events,
-        metrics: parts.metrics,
-    };
-    tokio::spawn(reports.run());
-    tokio::spawn(log_when_synced(cache.clone()));
-
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    // The watches run on their own (every replica); the controllers only
+    // schedule what they are woken for, looked up in the warm stores.
     let ctl_cfg = controller::Config::default().concurrency(config.concurrency);
-    let pods = Controller::for_stream(streams.pods, cache.stores.pods.clone())
+    let pod_ctl = Controller::for_stream(no_stream::<Pod>(), ctx.cache.stores.pods.clone())
         .with_config(ctl_cfg.clone())
-        .reconcile_on(UnboundedReceiverStream::new(pod_rx))
+        .reconcile_on(UnboundedReceiverStream::new(pods))
         .graceful_shutdown_on(until_stopped(stop.clone()))
         .run(
             reconcile::pod::reconcile,
@@ -285,20 +293,27 @@ fn start_controllers(
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-    let statefulsets =
-        Controller::for_stream(streams.statefulsets, cache.stores.statefulsets.clone())
-            .with_config(ctl_cfg)
-            .reconcile_on(UnboundedReceiverStream::new(sts_rx))
-            .graceful_shutdown_on(until_stopped(stop))
-            .run(
-                reconcile::rollout::reconcile,
-                reconcile::rollout::error_policy,
-                ctx,
-            )
-            .for_each(|_| futures::future::ready(()));
+    let sts_ctl = Controller::for_stream(
+        no_stream::<StatefulSet>(),
+        ctx.cache.stores.statefulsets.clone(),
+    )
+    .with_config(ctl_cfg)
+    .reconcile_on(UnboundedReceiverStream::new(statefulsets))
+    .graceful_shutdown_on(until_stopped(stop))
+    .run(
+        reconcile::rollout::reconcile,
+        reconcile::rollout::error_policy,
+        ctx,
+    )
+    .for_each(|_| futures::future::ready(()));
     Box::pin(async move {
-        futures::future::join(pods, statefulsets).await;
+        futures::future::join(pod_ctl, sts_ctl).await;
     })
+}
+
+fn no_stream<K>() -> futures::stream::Pending<std::result::Result<K, kube::runtime::watcher::Error>>
+{
+    futures::stream::pending()
 }
 
 async fn log_when_synced(cache: Arc<Cache>) {

@@ -135,6 +135,19 @@ impl SessionBuilder {
         self.0.started_at = ts(t);
         self
     }
+    pub fn tty(mut self, tty: &str) -> Self {
+        self.0.tty = tty.into();
+        self
+    }
+    pub fn command(mut self, command: &str) -> Self {
+        self.0.command = command.into();
+        self
+    }
+    /// The container's own console, not a login.
+    pub fn console(mut self) -> Self {
+        self.0.console = true;
+        self
+    }
     pub fn build(self) -> Session {
         self.0
     }

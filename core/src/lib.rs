@@ -9,6 +9,7 @@ pub mod bounds;
 pub mod certs;
 pub mod duration;
 pub mod error;
+pub mod eviction;
 pub mod guard;
 pub mod interaction;
 pub mod keys;

@@ -67,6 +67,14 @@ impl Collector for PodGauges {
                     .collect(),
             ),
         ];
+        // Not per pod, but computed the same way: from the cache, at scrape.
+        let heard = ConstGauge::new(self.0.path_is_up() as u8 as f64);
+        heard.encode(encoder.encode_descriptor(
+            "agents_hearable",
+            "1 while agents can be heard (the report watch streams and the API server answers); 0 means no node turns silent",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?)?;
         for (name, help, series) in families {
             let mut m = encoder.encode_descriptor(
                 name,

@@ -33,8 +33,8 @@ impl Handler for Health {
 }
 
 impl Health {
-    /// A standby is ready (it can take over); the leader once its caches
-    /// have listed, so a rolling update waits for a working replacement.
+    /// Ready once every cache has listed, leader or standby, so a rolling
+    /// update waits for a replacement that can take over at once.
     /// Before the first Lease attempt has answered the role is unknown, and a
     /// 200 "standby" would flip to 503 a moment later when the replica wins.
     fn readiness(&self) -> Response<Body> {
@@ -44,17 +44,21 @@ impl Health {
                 "starting: the Lease has not been tried yet\n",
             );
         }
-        if !self.writer.is_leader() {
-            return text(StatusCode::OK, "standby\n");
-        }
+        // Standbys watch too (warm caches; their webhooks answer from them),
+        // so either role is ready only once every cache has listed.
+        let role = if self.writer.is_leader() {
+            "leader"
+        } else {
+            "standby"
+        };
         let waiting = self.cache.waiting_for();
         if waiting.is_empty() {
-            text(StatusCode::OK, "leader\n")
+            text(StatusCode::OK, format!("{role}\n"))
         } else {
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "leader, caches not yet synced: waiting for {}\n",
+                    "{role}, caches not yet synced: waiting for {}\n",
                     waiting.join(", ")
                 ),
             )
@@ -83,7 +87,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readiness_waits_for_the_role_then_for_the_leaders_caches() {
+    async fn readiness_waits_for_the_role_then_for_the_caches() {
         let (service, _api) = api::pair();
         let gate = Arc::new(WriteGate::default());
         let writer = Writer::new(
@@ -103,10 +107,11 @@ mod tests {
             (503, "starting: the Lease has not been tried yet\n".into())
         );
         gate.role_known();
-        assert_eq!(
-            answer(&health).await,
-            (200, "standby\n".into()),
-            "a standby can take over"
+        let (code, body) = answer(&health).await;
+        assert_eq!(code, 503, "a cold standby cannot take over at once");
+        assert!(
+            body.starts_with("standby, caches not yet synced: waiting for pods"),
+            "{body}"
         );
         gate.open_until(Instant::now() + Duration::from_secs(60));
         let (code, body) = answer(&health).await;

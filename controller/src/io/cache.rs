@@ -18,7 +18,7 @@ use sessionguard_core::protection::{Map, OptIn, pdb_name};
 use sessionguard_core::{PodUid, Session, keys};
 use tokio::sync::watch;
 
-use crate::io::report_index::{Liveness, ReportIndex};
+use crate::io::report_index::{Liveness, PathPart, ReportIndex};
 
 #[derive(Clone)]
 pub struct Stores {
@@ -52,6 +52,30 @@ impl Cache {
 
     pub fn agent_grace(&self) -> Duration {
         self.agent_grace
+    }
+
+    /// One half of the path from agents to us went up or down (see
+    /// `report_index`): silence is measured only while both are up.
+    pub fn path(&self, part: PathPart, up: bool) {
+        let mut index = self.index.write().expect("index lock");
+        let was = index.path_up_since().is_some();
+        if index.set_path(part, up, Timestamp::now()) {
+            tracing::info!(?part, grace = ?self.agent_grace, "agents can be heard again: every node's grace restarts now");
+        } else if was && index.path_up_since().is_none() {
+            tracing::warn!(
+                ?part,
+                "agents cannot be heard: no node turns silent until this is back"
+            );
+        }
+    }
+
+    /// Whether agents can be heard now (both halves of the path are up).
+    pub fn path_is_up(&self) -> bool {
+        self.index
+            .read()
+            .expect("index lock")
+            .path_up_since()
+            .is_some()
     }
 
     // --- readiness ---

@@ -100,6 +100,10 @@ impl Recorder {
             Timestamp::now(),
         );
         tracing::info!(reason, note = ev.note.as_deref().unwrap_or(""), "event");
+        // Standbys watch what the leader watches; the leader tells the story.
+        if !self.writer.is_leader() {
+            return;
+        }
         let writer = self.writer.clone();
         tokio::spawn(async move {
             let ns = ev.metadata.namespace.clone().unwrap_or_default();

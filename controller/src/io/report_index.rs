@@ -9,6 +9,15 @@
 //! past, so a restart does not revive a long-silent agent's sessions for
 //! another full grace period.
 //!
+//! Silence counts only while the path from the agents to us works: the report
+//! watch streams and the API server answers this replica's Lease calls. While
+//! either is down nothing turns silent (the last snapshots keep counting), and
+//! when both are up again every node's grace restarts from that moment. An API
+//! server or etcd outage, or a controller (re)start during one, therefore
+//! never releases a login the agents could not report: they get one full grace
+//! after the path is back to be heard again. The cost is that a node that died
+//! during an outage keeps its pods protected for one grace longer.
+//!
 //! A deleted report is treated like a silent agent: its last snapshot keeps
 //! counting until the grace period runs out, then the pods are released with
 //! the agent-silent event. Deleting the object is not a way to drop protection
@@ -54,11 +63,29 @@ pub enum Seen {
     Listed { written_at: Option<Timestamp> },
 }
 
+/// One half of the path from agents to this replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathPart {
+    /// Our watch of SessionReports: listed and streaming.
+    ReportWatch,
+    /// The API server answering this replica's own calls (the Lease).
+    ApiServer,
+}
+
+/// Whether agents can be heard, and since when (see the module comment).
+#[derive(Debug, Default)]
+struct Path {
+    watch_up: bool,
+    api_up: bool,
+    up_since: Option<Timestamp>,
+}
+
 #[derive(Debug, Default)]
 pub struct ReportIndex {
     nodes: HashMap<String, NodeReport>,
     /// During a (re)list, the nodes whose report objects it named so far.
     relisting: Option<HashSet<String>>,
+    path: Path,
 }
 
 impl ReportIndex {
@@ -100,9 +127,10 @@ impl ReportIndex {
     /// grace is over are forgotten here, so the index does not grow with node
     /// churn. Returns the pods to look at again.
     pub fn mark_deleted(&mut self, node: &str, now: Timestamp, grace: Duration) -> Vec<PodUid> {
-        let grace = SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX);
+        let up_since = self.path.up_since;
         self.nodes.retain(|_, n| {
-            n.deleted_at.is_none() || n.heard_at.checked_add(grace).is_ok_and(|end| end > now)
+            n.deleted_at.is_none()
+                || up_since.is_none_or(|up| stale_at(n.heard_at.max(up), grace) > now)
         });
         let Some(n) = self.nodes.get_mut(node) else {
             return Vec::new();
@@ -150,15 +178,39 @@ impl ReportIndex {
         self.nodes.values()
     }
 
+    /// One half of the path from agents to us went up or down. Returns true
+    /// when the whole path just came up: every node's grace restarts now.
+    pub fn set_path(&mut self, part: PathPart, up: bool, now: Timestamp) -> bool {
+        let p = &mut self.path;
+        match part {
+            PathPart::ReportWatch => p.watch_up = up,
+            PathPart::ApiServer => p.api_up = up,
+        }
+        let was_up = p.up_since.is_some();
+        if p.watch_up && p.api_up {
+            p.up_since.get_or_insert(now);
+        } else {
+            p.up_since = None;
+        }
+        !was_up && p.up_since.is_some()
+    }
+
+    /// Since when agents could be heard, if they can now.
+    pub fn path_up_since(&self) -> Option<Timestamp> {
+        self.path.up_since
+    }
+
     /// The sessions of `pod` on `node`, if that node's agent is still heard.
+    /// While the path is down nobody is silent: the last snapshot counts, and
+    /// the answer is to be asked again a grace from now.
     pub fn liveness(&self, node: &str, pod: &PodUid, now: Timestamp, grace: Duration) -> Liveness {
         let Some(n) = self.nodes.get(node) else {
             return Liveness::NoReport;
         };
-        let stale_at = n
-            .heard_at
-            .checked_add(SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX))
-            .unwrap_or(Timestamp::MAX);
+        let stale_at = match self.path.up_since {
+            Some(up) => stale_at(n.heard_at.max(up), grace),
+            None => stale_at(now, grace),
+        };
         if now >= stale_at {
             return Liveness::Silent {
                 heard_at: n.heard_at,
@@ -169,6 +221,12 @@ impl ReportIndex {
             stale_at,
         }
     }
+}
+
+fn stale_at(heard: Timestamp, grace: Duration) -> Timestamp {
+    heard
+        .checked_add(SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
 }
 
 impl NodeReport {
@@ -196,6 +254,15 @@ mod tests {
         .unwrap()
     }
 
+    /// An index whose agents could be heard all along (since midnight).
+    fn heard_since_midnight() -> ReportIndex {
+        let mut idx = ReportIndex::default();
+        let midnight = ts("2026-11-24T00:00:00Z");
+        assert!(!idx.set_path(PathPart::ReportWatch, true, midnight));
+        assert!(idx.set_path(PathPart::ApiServer, true, midnight), "path up");
+        idx
+    }
+
     fn report(node: &str, at: &str, sessions: Vec<Session>) -> Report {
         Report {
             node: node.into(),
@@ -207,7 +274,7 @@ mod tests {
 
     #[test]
     fn a_relist_that_misses_a_node_treats_its_report_as_deleted() {
-        let mut idx = ReportIndex::default();
+        let mut idx = heard_since_midnight();
         let t0 = ts("2026-11-24T01:00:00Z");
         let grace = Duration::from_secs(120);
         for node in ["n1", "n2", "n3"] {
@@ -234,7 +301,7 @@ mod tests {
 
     #[test]
     fn fresh_then_silent_after_grace() {
-        let mut idx = ReportIndex::default();
+        let mut idx = heard_since_midnight();
         let a = PodUid::parse(UID_A).unwrap();
         idx.apply(
             report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
@@ -265,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_heartbeat_moves_freshness_to_our_clock() {
-        let mut idx = ReportIndex::default();
+        let mut idx = heard_since_midnight();
         // An agent whose clock runs an hour ahead cannot stretch freshness.
         idx.apply(
             report("n1", "2026-11-24T02:00:00Z", vec![]),
@@ -283,7 +350,7 @@ mod tests {
 
     #[test]
     fn touched_pods_include_those_that_left() {
-        let mut idx = ReportIndex::default();
+        let mut idx = heard_since_midnight();
         let now = ts("2026-11-24T01:00:00Z");
         idx.apply(
             report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
@@ -304,7 +371,7 @@ mod tests {
 
     #[test]
     fn first_sight_trusts_the_api_servers_write_time_over_a_slow_agent_clock() {
-        let mut idx = ReportIndex::default();
+        let mut idx = heard_since_midnight();
         let a = PodUid::parse(UID_A).unwrap();
         let grace = Duration::from_secs(120);
         // The agent's clock is 10 minutes behind; the API server wrote the
@@ -324,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_deleted_report_counts_until_the_grace_runs_out_then_is_forgotten() {
-        let mut idx = ReportIndex::default();
+        let mut idx = heard_since_midnight();
         let a = PodUid::parse(UID_A).unwrap();
         let grace = Duration::from_secs(120);
         let t0 = ts("2026-11-24T01:00:00Z");
@@ -361,5 +428,96 @@ mod tests {
         idx.mark_deleted("n3", ts("2026-11-24T01:10:00Z"), grace);
         assert!(idx.get("n2").is_none(), "deleted and past its grace");
         assert!(idx.get("n1").is_some());
+    }
+
+    #[test]
+    fn nothing_turns_silent_while_the_api_server_is_away_and_the_grace_restarts_when_it_is_back() {
+        let mut idx = heard_since_midnight();
+        let a = PodUid::parse(UID_A).unwrap();
+        let grace = Duration::from_secs(120);
+        idx.apply(
+            report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
+            Seen::Live,
+            ts("2026-11-24T01:00:00Z"),
+        );
+        // The API server stops answering 30 s later, for ten minutes.
+        assert!(!idx.set_path(PathPart::ApiServer, false, ts("2026-11-24T01:00:30Z")));
+        assert_eq!(idx.path_up_since(), None);
+        match idx.liveness("n1", &a, ts("2026-11-24T01:10:00Z"), grace) {
+            Liveness::Fresh { sessions, stale_at } => {
+                assert_eq!(sessions.len(), 1, "the last snapshot still counts");
+                assert_eq!(
+                    stale_at,
+                    ts("2026-11-24T01:12:00Z"),
+                    "asked again a grace later"
+                );
+            }
+            other => panic!("an outage released a login: {other:?}"),
+        }
+        // Back: a full grace from now, not from the last report.
+        assert!(idx.set_path(PathPart::ApiServer, true, ts("2026-11-24T01:10:30Z")));
+        assert!(matches!(
+            idx.liveness("n1", &a, ts("2026-11-24T01:12:29Z"), grace),
+            Liveness::Fresh { stale_at, .. } if stale_at == ts("2026-11-24T01:12:30Z")
+        ));
+        // An agent that stays silent after that is silent.
+        assert!(matches!(
+            idx.liveness("n1", &a, ts("2026-11-24T01:12:30Z"), grace),
+            Liveness::Silent { heard_at } if heard_at == ts("2026-11-24T01:00:00Z")
+        ));
+    }
+
+    #[test]
+    fn a_controller_started_after_a_long_outage_gives_every_node_a_fresh_grace() {
+        let mut idx = ReportIndex::default();
+        let a = PodUid::parse(UID_A).unwrap();
+        let grace = Duration::from_secs(120);
+        let start = ts("2026-11-24T01:10:00Z");
+        // Listed once the API server is back: last written ten minutes ago,
+        // when the outage began.
+        idx.apply(
+            report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
+            Seen::Listed {
+                written_at: Some(ts("2026-11-24T01:00:00Z")),
+            },
+            start,
+        );
+        assert!(
+            matches!(idx.liveness("n1", &a, start, grace), Liveness::Fresh { .. }),
+            "before the path is known to work, nobody is silent"
+        );
+        assert!(!idx.set_path(PathPart::ApiServer, true, start));
+        assert!(idx.set_path(PathPart::ReportWatch, true, ts("2026-11-24T01:10:01Z")));
+        assert!(matches!(
+            idx.liveness("n1", &a, ts("2026-11-24T01:12:00Z"), grace),
+            Liveness::Fresh { sessions, stale_at } if sessions.len() == 1 && stale_at == ts("2026-11-24T01:12:01Z")
+        ));
+        // A broken watch is as much an outage as a silent API server.
+        assert!(!idx.set_path(PathPart::ReportWatch, false, ts("2026-11-24T01:11:00Z")));
+        assert!(matches!(
+            idx.liveness("n1", &a, ts("2026-11-24T01:20:00Z"), grace),
+            Liveness::Fresh { .. }
+        ));
+    }
+
+    #[test]
+    fn a_deleted_report_is_not_forgotten_while_the_path_is_down() {
+        let mut idx = heard_since_midnight();
+        let grace = Duration::from_secs(120);
+        idx.apply(
+            report("n1", "2026-11-24T01:00:00Z", vec![session(UID_A, "pts/0")]),
+            Seen::Live,
+            ts("2026-11-24T01:00:00Z"),
+        );
+        idx.mark_deleted("n1", ts("2026-11-24T01:00:10Z"), grace);
+        idx.set_path(PathPart::ApiServer, false, ts("2026-11-24T01:00:20Z"));
+        idx.mark_deleted("n2", ts("2026-11-24T01:30:00Z"), grace);
+        assert!(idx.get("n1").is_some(), "kept while agents cannot be heard");
+        idx.set_path(PathPart::ApiServer, true, ts("2026-11-24T01:30:00Z"));
+        idx.mark_deleted("n2", ts("2026-11-24T01:32:00Z"), grace);
+        assert!(
+            idx.get("n1").is_none(),
+            "forgotten a grace after the path is back"
+        );
     }
 }

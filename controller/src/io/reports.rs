@@ -14,7 +14,7 @@ use crate::io::cache::Cache;
 use crate::io::crd::{self, ReportObject, StoredReport};
 use crate::io::events::{self, Kind, Recorder};
 use crate::io::metrics::{KindLabels, Metrics};
-use crate::io::report_index::Seen;
+use crate::io::report_index::{PathPart, Seen};
 use crate::io::watches::{PodWaker, counter};
 
 pub struct ReportWatch {
@@ -36,6 +36,15 @@ impl ReportWatch {
         let mut warned: HashSet<(String, String)> = HashSet::new();
         let grace = self.cache.agent_grace();
         while let Some(ev) = stream.next().await {
+            // A live event after an error means the watch resumed without a
+            // relist; an error or a relist means agents may be unheard.
+            match &ev {
+                Ok(
+                    watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
+                ) => self.cache.path(PathPart::ReportWatch, true),
+                Err(_) => self.cache.path(PathPart::ReportWatch, false),
+                Ok(_) => {}
+            }
             match ev {
                 Ok(watcher::Event::Apply(obj)) => self.apply(&obj, true, &mut warned),
                 // Listed reports are old news: their age is not a latency.

@@ -1,9 +1,15 @@
 //! The watches that feed the cache, and the wake-ups they send: a change to a
 //! pod's PDB, owner or namespace wakes the pods it may concern.
+//!
+//! Every replica runs every watch from start, so a standby's cache is warm
+//! when it takes over (and its admission webhooks answer from the same view
+//! as the leader's). Wake-ups pass a [`Gate`] that only the leader opens: a
+//! standby queues nothing for reconciles it does not run.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -58,21 +64,64 @@ pub fn stores() -> (Stores, StoreWriters) {
 
 // === impl PodWaker ===
 
+// === impl Gate ===
+
+/// Whether wake-ups reach the reconciles: open while this replica leads.
+#[derive(Clone, Debug, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    pub fn open(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A wake-up channel behind a [`Gate`].
+#[derive(Clone)]
+pub struct Wakes<T> {
+    gate: Gate,
+    tx: UnboundedSender<T>,
+}
+
+impl<T> Wakes<T> {
+    pub fn new(gate: Gate, tx: UnboundedSender<T>) -> Self {
+        Self { gate, tx }
+    }
+
+    pub fn send(&self, item: T) {
+        if self.gate.is_open() {
+            // The receiver only goes away at shutdown.
+            let _ = self.tx.send(item);
+        }
+    }
+}
+
 /// Asks the pod reconcile to look at pods again.
 #[derive(Clone)]
 pub struct PodWaker {
     cache: Arc<Cache>,
-    tx: UnboundedSender<ObjectRef<Pod>>,
+    wakes: Wakes<ObjectRef<Pod>>,
 }
 
 impl PodWaker {
-    pub fn new(cache: Arc<Cache>, tx: UnboundedSender<ObjectRef<Pod>>) -> Self {
-        Self { cache, tx }
+    pub fn new(cache: Arc<Cache>, wakes: Wakes<ObjectRef<Pod>>) -> Self {
+        Self { cache, wakes }
     }
 
     pub fn wake(&self, pod: ObjectRef<Pod>) {
-        // The receiver only goes away at shutdown.
-        let _ = self.tx.send(pod);
+        self.wakes.send(pod);
+    }
+
+    /// Wakes every pod in the cache: what a new leader does first, since
+    /// the wake-ups of its standby time were dropped.
+    pub fn wake_all(&self) {
+        for pod in self.cache.stores.pods.state() {
+            self.wake(ObjectRef::from_obj(&*pod));
+        }
     }
 
     pub fn wake_uids<'a>(&self, uids: impl Iterator<Item = &'a str>) {
@@ -97,26 +146,18 @@ impl PodWaker {
     }
 }
 
-/// The streams the two controllers run on; everything else is spawned.
-pub struct Streams<P, S> {
-    pub pods: P,
-    pub statefulsets: S,
-}
-
-/// Starts the watches of PDBs, namespaces, ReplicaSets and Deployments, and
-/// returns the pod and StatefulSet streams for the controllers to drive.
+/// Starts every watch of the cache. A touched pod wakes the pod reconcile, a
+/// touched StatefulSet wakes `statefulsets` and its pods (both gated).
 /// `forget` is told the UID of every deleted pod.
 pub fn start(
     client: &Client,
     writers: StoreWriters,
     cache: Arc<Cache>,
     waker: PodWaker,
+    statefulsets: Wakes<ObjectRef<StatefulSet>>,
     metrics: Metrics,
     forget: impl Fn(&str) + Send + 'static,
-) -> Streams<
-    impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
-    impl Stream<Item = Result<StatefulSet, watcher::Error>> + Send + 'static,
-> {
+) {
     spawn_pdbs(client, writers.pdbs, waker.clone(), metrics.clone());
     spawn_meta::<Namespace>(
         client,
@@ -141,6 +182,7 @@ pub fn start(
     );
 
     let on_err = counter(metrics.clone(), "pods");
+    let pod_waker = waker.clone();
     let pods = reflector::reflector(
         writers.pods,
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
@@ -170,10 +212,17 @@ pub fn start(
         Err(e) => on_err(e),
         _ => {}
     })
-    .touched_objects();
+    .touched_objects()
+    .for_each(move |r| {
+        if let Ok(pod) = r {
+            pod_waker.wake(ObjectRef::from_obj(&pod));
+        }
+        futures::future::ready(())
+    });
+    tokio::spawn(pods);
 
     let on_err = counter(metrics, "statefulsets");
-    let statefulsets = reflector::reflector(
+    let sts = reflector::reflector(
         writers.statefulsets,
         watcher(
             Api::<StatefulSet>::all(client.clone()),
@@ -182,12 +231,18 @@ pub fn start(
     )
     .default_backoff()
     .touched_objects()
-    .inspect(move |r| match r {
-        // Opt-in or no-pdb may have changed on the set: look at its pods.
-        Ok(sts) => waker.wake_namespace(sts.namespace().as_deref()),
-        Err(e) => on_err(e),
+    .for_each(move |r| {
+        match r {
+            // Opt-in or no-pdb may have changed on the set: look at its pods.
+            Ok(sts) => {
+                waker.wake_namespace(sts.namespace().as_deref());
+                statefulsets.send(ObjectRef::from_obj(&sts));
+            }
+            Err(e) => on_err(&e),
+        }
+        futures::future::ready(())
     });
-    Streams { pods, statefulsets }
+    tokio::spawn(sts);
 }
 
 /// Counts and logs a watch error; the watch retries with backoff.

@@ -48,7 +48,7 @@ pub struct Context {
     pub events: Recorder,
     pub metrics: Metrics,
     pub settings: Settings,
-    pub memory: Memory,
+    pub memory: Arc<Memory>,
     /// Wakes a StatefulSet's rollout when one of its pods changed.
     pub statefulsets: UnboundedSender<ObjectRef<StatefulSet>>,
 }

@@ -13,6 +13,7 @@ pub mod await_;
 pub mod cluster;
 pub mod dump;
 pub mod env;
+pub mod freeze;
 pub mod http;
 pub mod identity;
 pub mod procfs;

@@ -104,8 +104,22 @@ pub struct Controller {
 }
 
 pub async fn start_controller(env: &TestEnv, name: &str, args: &[&str]) -> Result<Controller> {
-    let bin = workspace_bin("sessionguard-controller", "sessionguard-controller")?;
     let id = identity::chart_controller(env, false).await?;
+    let c = spawn_controller(env, &id, name, args)?;
+    c.until_leader().await?;
+    Ok(c)
+}
+
+/// Starts the controller without waiting for it (as kubelet restarts one,
+/// whether or not the API server answers).
+/// Makes no API call itself: `id` is made beforehand.
+pub fn spawn_controller(
+    env: &TestEnv,
+    id: &identity::ControllerIdentity,
+    name: &str,
+    args: &[&str],
+) -> Result<Controller> {
+    let bin = workspace_bin("sessionguard-controller", "sessionguard-controller")?;
     let addr = free_addr()?;
     let addr_s = addr.to_string();
     let mut all: Vec<&str> = vec![
@@ -137,28 +151,35 @@ pub async fn start_controller(env: &TestEnv, name: &str, args: &[&str]) -> Resul
         child.pid(),
         log.display()
     );
-    let c = Controller {
+    Ok(Controller {
         child: Some(child),
         addr,
         log,
-    };
-    wait::until(
-        "controller to become leader with synced caches",
-        await_::TIMEOUT,
-        || async {
-            let ready = http_get(addr, "/readyz").await.ok();
-            let leader = metric(addr, "sessionguard_leader", &[])
-                .await
-                .ok()
-                .flatten();
-            Ok((leader == Some(1.0) && ready.is_some_and(|r| r.contains("leader"))).then_some(()))
-        },
-    )
-    .await?;
-    Ok(c)
+    })
 }
 
 impl Controller {
+    /// Waits until this replica leads with synced caches.
+    pub async fn until_leader(&self) -> Result<()> {
+        let addr = self.addr;
+        wait::until(
+            "controller to become leader with synced caches",
+            await_::TIMEOUT,
+            || async {
+                let ready = http_get(addr, "/readyz").await.ok();
+                let leader = metric(addr, "sessionguard_leader", &[])
+                    .await
+                    .ok()
+                    .flatten();
+                Ok(
+                    (leader == Some(1.0) && ready.is_some_and(|r| r.contains("leader")))
+                        .then_some(()),
+                )
+            },
+        )
+        .await
+    }
+
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<Option<f64>> {
         metric(self.addr, name, labels).await
     }
@@ -257,6 +278,17 @@ pub async fn start_agent(env: &TestEnv, interval: &str) -> Result<Agent> {
 
 /// [`start_agent`] serving `/metrics` on `listen`, for tests that scrape it.
 pub async fn start_agent_at(env: &TestEnv, interval: &str, listen: SocketAddr) -> Result<Agent> {
+    start_agent_full(env, interval, listen, "30s").await
+}
+
+/// [`start_agent_at`] with a heartbeat (`--report-interval`) of the test's
+/// choosing, for tests that shorten the controller's agent grace.
+pub async fn start_agent_full(
+    env: &TestEnv,
+    interval: &str,
+    listen: SocketAddr,
+    heartbeat: &str,
+) -> Result<Agent> {
     let listen = listen.to_string();
     let node = env.node_name().to_string();
     let (_pod, kubeconfig) = agent_kubeconfig(env, "sessionguard-agent", &node).await?;
@@ -274,7 +306,7 @@ pub async fn start_agent_at(env: &TestEnv, interval: &str, listen: SocketAddr) -
             "--listen-addr",
             &listen,
             "--report-interval",
-            "30s",
+            heartbeat,
             "--interval",
             interval,
         ],

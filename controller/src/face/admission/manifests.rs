@@ -4,6 +4,9 @@
 //! - Validating `interactions.sessionguard.io`: CONNECT pods/exec and
 //!   pods/attach, UPDATE pods/ephemeralcontainers (kubectl debug).
 //!   sideEffects NoneOnDryRun: the server records nothing for dry runs.
+//! - Validating `evictions.sessionguard.io`: CREATE pods/eviction (the
+//!   refusal of a protected pod's eviction, with 429 and who is logged in).
+//!   sideEffects NoneOnDryRun: dry runs are answered, not recorded.
 //! - Validating `annotations.sessionguard.io` (CREATE pods, UPDATE pods and
 //!   pods/status) and mutating `extended-by.sessionguard.io` (UPDATE pods and
 //!   pods/status), called only when a request carries or changes a
@@ -23,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use sessionguard_core::keys;
 
+use super::eviction::EVICTION_PATH;
 use super::review::{CONNECT_PATH, GUARD_PATH, MUTATE_PATH};
 
 pub enum Target {
@@ -177,6 +181,19 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
                 }]),
                 ..Default::default()
             },
+            ValidatingWebhook {
+                name: "evictions.sessionguard.io".into(),
+                admission_review_versions: vec!["v1".into()],
+                client_config: o.client(EVICTION_PATH),
+                rules: Some(vec![rule("CREATE", &["pods/eviction"])]),
+                // Refusals are recorded as events, never for dry runs.
+                side_effects: "NoneOnDryRun".into(),
+                failure_policy: Some(o.failure_policy.clone()),
+                match_policy: Some("Equivalent".into()),
+                namespace_selector: Some(o.namespace_selector.clone()),
+                timeout_seconds: Some(o.timeout_seconds),
+                ..Default::default()
+            },
         ]),
     }
 }
@@ -298,6 +315,19 @@ mod tests {
             })
         };
         assert!(status(hooks[1].rules.as_ref().unwrap()), "guard");
+        // Evictions: CREATE of the subresource, dry runs answered unrecorded.
+        let ev = &hooks[2];
+        let r = &ev.rules.as_ref().unwrap()[0];
+        assert_eq!(
+            r.resources.as_deref(),
+            Some(&["pods/eviction".to_string()][..])
+        );
+        assert_eq!(r.operations.as_deref(), Some(&["CREATE".to_string()][..]));
+        assert_eq!(ev.side_effects, "NoneOnDryRun");
+        assert_eq!(
+            ev.client_config.service.as_ref().unwrap().path.as_deref(),
+            Some(EVICTION_PATH)
+        );
         let m = mutating(&chart_options()).webhooks.unwrap();
         assert!(status(m[0].rules.as_ref().unwrap()), "mutating");
         let u = Options::excluding("x", Target::Url("https://127.0.0.1:9443/".into()), &[]);

@@ -4,6 +4,9 @@
 //!   pods/ephemeralcontainers): always admits (unless an opt-in policy denies
 //!   a namespace) and queues an interaction record ([`queue`] → [`record`]);
 //!   the request path never waits on the API server.
+//! - `/validate/eviction` (CREATE pods/eviction): refuses the eviction of a
+//!   protected pod with 429 naming the logins, and records who asked
+//!   ([`eviction`]).
 //! - `/mutate/pods` and `/validate/pods` (UPDATE pods): the guard on our
 //!   annotations. The mutating half writes `extended-by` from the
 //!   authenticated user whenever the extension changes; the validating half
@@ -15,6 +18,7 @@
 //! files (cert-manager); [`tls`] swaps them in without a restart.
 
 pub mod certs;
+pub mod eviction;
 pub mod interaction;
 pub mod manifests;
 pub mod metrics;
@@ -38,6 +42,7 @@ use prometheus_client::registry::Registry;
 use sessionguard_core::duration::flag;
 
 use crate::error::{Error, Result};
+use crate::io::cache::Cache;
 use crate::io::metrics::Metrics as WriteMetrics;
 
 /// Flags of the admission webhooks (all off unless `--webhook true`).
@@ -201,6 +206,8 @@ pub struct Shared<'a> {
     pub write_timeout: Duration,
     /// Counts the record writer's API calls with every other write.
     pub write_metrics: WriteMetrics,
+    /// This replica's warm cache: the eviction webhook answers from it.
+    pub cache: Arc<Cache>,
 }
 
 pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
@@ -212,6 +219,7 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
         ttl,
         write_timeout,
         write_metrics,
+        cache,
     } = shared;
     if !wh.enabled {
         return Ok(());
@@ -232,9 +240,17 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
         write_timeout,
         identity: identity.to_string(),
         metrics: metrics.clone(),
-        write_metrics,
+        write_metrics: write_metrics.clone(),
     });
     record::spawn_workers(writer, rx, wh.record_workers.max(1), metrics.clone());
+    let (evictions, blocked) = eviction::Evictions::new(cache);
+    eviction::spawn_events(
+        client.clone(),
+        blocked,
+        identity.to_string(),
+        write_timeout,
+        write_metrics,
+    );
 
     let resolver = Arc::new(tls::Resolver::default());
     let source = match &wh.cert_dir {
@@ -262,6 +278,7 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
         max_extension: wh.max_extension,
         queue,
         metrics,
+        evictions: Some(evictions),
     });
     let listener = sessionguard_http::bind(wh.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving admission webhooks over TLS");

@@ -1,6 +1,7 @@
 //! Admission decisions over `AdmissionReview` bodies. No I/O: the connect
-//! webhook hands its record to the [`Queue`] (which never waits), so a
-//! decision costs a JSON parse and a few map lookups.
+//! webhook hands its record to the [`Queue`] and the eviction webhook its
+//! event to a bounded channel (neither waits), so a decision costs a JSON
+//! parse and a few map lookups.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use serde_json::json;
 use sessionguard_core::guard::{self, Update, Verdict};
 use sessionguard_core::keys;
 
+use super::eviction::{self, EVICTION_PATH, Evictions};
 use super::interaction::{record_for, user, via};
 use super::metrics::{Metrics, WebhookLabels};
 use super::queue::Queue;
@@ -26,6 +28,8 @@ pub struct Context {
     pub max_extension: Duration,
     pub queue: Queue,
     pub metrics: Metrics,
+    /// The eviction webhook's view (None: every eviction is admitted).
+    pub evictions: Option<Evictions>,
 }
 
 /// A request we could not read: the API server gets a 400 and, with
@@ -40,6 +44,7 @@ pub fn handle(ctx: &Context, path: &str, body: &[u8]) -> Result<Vec<u8>, BadRequ
         CONNECT_PATH => "connect",
         GUARD_PATH => "guard",
         MUTATE_PATH => "mutate",
+        EVICTION_PATH => "eviction",
         _ => return Err(BadRequest(format!("no webhook at {path}"))),
     };
     let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
@@ -53,6 +58,10 @@ pub fn handle(ctx: &Context, path: &str, body: &[u8]) -> Result<Vec<u8>, BadRequ
     let (resp, outcome) = match webhook {
         "connect" => connect(ctx, &req, Timestamp::now()),
         "guard" => guard_update(ctx, &req),
+        "eviction" => match &ctx.evictions {
+            Some(ev) => eviction::review(ev, &req, Timestamp::now()),
+            None => (AdmissionResponse::from(&req), "allowed"),
+        },
         _ => mutate(&req),
     };
     ctx.metrics.request(webhook, outcome);
@@ -214,6 +223,7 @@ mod tests {
                 max_extension: Duration::from_secs(86_400),
                 queue,
                 metrics,
+                evictions: None,
             },
             rx,
         )
