@@ -275,38 +275,11 @@ async fn controller_kill9_loses_no_protection() -> Result<()> {
     first.kill9();
     let second = sg::start_controller(&env, "ctl-restart-b", &[]).await?;
     // The new leader listed the report and the PDB: it must keep the PDB.
-    wait::until(
-        "new leader reports the pod protected",
-        await_::TIMEOUT,
-        || async {
-            let v = second
-                .metric(
-                    "sessionguard_pod_protecting",
-                    &[("namespace", env.ns()), ("pod", "bastion")],
-                )
-                .await?;
-            Ok((v == Some(1.0)).then_some(()))
-        },
-    )
-    .await?;
+    second.until_protecting(env.ns(), "bastion").await?;
     step("new leader sees protection");
     // ... and has reconciled every pod of the namespace once (the bastion and the
     // agent's identity pod): a wrong release would have been decided by now.
-    wait::until(
-        "new leader reconciled the pods",
-        await_::TIMEOUT,
-        || async {
-            let n = second
-                .metric(
-                    "sessionguard_reconcile_duration_seconds_count",
-                    &[("controller", "pod")],
-                )
-                .await?
-                .unwrap_or(0.0);
-            Ok((n >= 2.0).then_some(()))
-        },
-    )
-    .await?;
+    second.until_reconciled(2).await?;
     let after = env
         .api::<PodDisruptionBudget>()
         .get("sessionguard-bastion")

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use controller_support as sg;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use sessionguard_e2e::harness::freeze::{freeze, freeze_child};
 use sessionguard_e2e::harness::{TestEnv, await_, identity};
 use sessionguard_e2e::{Error, Result, wait};
@@ -35,26 +34,6 @@ spec:
 /// Short enough for CI; the outage below is longer than this.
 const GRACE: &str = "10s";
 const OUTAGE: Duration = Duration::from_secs(16);
-
-fn check(cond: bool, what: impl Into<String>) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Invalid(what.into()))
-    }
-}
-
-async fn reasons(env: &TestEnv, pod: &str) -> Result<Vec<String>> {
-    let events: Api<Event> = env.api();
-    let lp = ListParams::default().fields(&format!("regarding.name={pod}"));
-    Ok(events
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect())
-}
 
 /// Logs in, freezes `component` past the grace, restarts the controller while
 /// it is frozen, thaws it, and checks that the login's protection never
@@ -127,42 +106,15 @@ async fn outage_keeps_protection(test: &str, component: &str) -> Result<()> {
     step("new leader ready");
     // Every pod reconciled once (the bastion and the agent's identity pod):
     // a release for the agent's silence would have been decided by now.
-    wait::until(
-        "the new leader to reconcile the pods",
-        await_::TIMEOUT,
-        || async {
-            let n = second
-                .metric(
-                    "sessionguard_reconcile_duration_seconds_count",
-                    &[("controller", "pod")],
-                )
-                .await?
-                .unwrap_or(0.0);
-            Ok((n >= 2.0).then_some(()))
-        },
-    )
-    .await?;
-    let seen = reasons(&env, "bastion").await?;
-    check(
+    second.until_reconciled(2).await?;
+    let seen = sg::event_reasons(&env, "bastion").await?;
+    sg::check(
         !seen.iter().any(|r| r == "Released"),
         format!("released while the agent could not yet report; events: {seen:?}"),
     )?;
     held_agent.thaw();
     step("agent let go (its backoff over)");
-    wait::until(
-        "the new leader to report the pod protected",
-        await_::TIMEOUT,
-        || async {
-            let v = second
-                .metric(
-                    "sessionguard_pod_protecting",
-                    &[("namespace", env.ns()), ("pod", "bastion")],
-                )
-                .await?;
-            Ok((v == Some(1.0)).then_some(()))
-        },
-    )
-    .await?;
+    second.until_protecting(env.ns(), "bastion").await?;
     // A wrong release would come at the latest when the (restarted) grace of
     // the agent's last report ran out. That something does not happen can
     // only be seen over a window: wait past that point, then look.
@@ -171,15 +123,15 @@ async fn outage_keeps_protection(test: &str, component: &str) -> Result<()> {
         .api::<PodDisruptionBudget>()
         .get("sessionguard-bastion")
         .await?;
-    check(
+    sg::check(
         after.metadata.uid == before.metadata.uid,
         format!(
             "the PDB must be the same object after the outage: {:?} → {:?}",
             before.metadata.uid, after.metadata.uid
         ),
     )?;
-    let seen = reasons(&env, "bastion").await?;
-    check(
+    let seen = sg::event_reasons(&env, "bastion").await?;
+    sg::check(
         !seen.iter().any(|r| r == "Released"),
         format!("no release during or after the outage; events: {seen:?}"),
     )?;
@@ -253,11 +205,11 @@ async fn a_login_during_failover_is_protected_by_the_warm_standby() -> Result<()
         .await?;
     let took = seen.duration_since(killed);
     eprintln!("kill -9 → PDB by the new leader: {took:?}");
-    check(
+    sg::check(
         took <= Duration::from_secs(3 + 2),
         format!("PDB {took:?} after the leader died; want ≤ lease 3 s + 2 s"),
     )?;
-    check(
+    sg::check(
         standby.metric("sessionguard_leader", &[]).await? == Some(1.0),
         "the standby leads",
     )?;

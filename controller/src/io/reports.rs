@@ -35,15 +35,21 @@ impl ReportWatch {
         // (pod UID, node) pairs already announced as refused: one event each.
         let mut warned: HashSet<(String, String)> = HashSet::new();
         let grace = self.cache.agent_grace();
+        // Whether the watch streams, told to the cache only when it changes
+        // (not on every heartbeat): a live event after an error means the
+        // watch resumed without a relist; an error means agents may be unheard.
+        let mut streaming = false;
         while let Some(ev) = stream.next().await {
-            // A live event after an error means the watch resumed without a
-            // relist; an error or a relist means agents may be unheard.
-            match &ev {
+            let now_streaming = match &ev {
                 Ok(
                     watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
-                ) => self.cache.path(PathPart::ReportWatch, true),
-                Err(_) => self.cache.path(PathPart::ReportWatch, false),
-                Ok(_) => {}
+                ) => true,
+                Err(_) => false,
+                Ok(_) => streaming,
+            };
+            if now_streaming != streaming {
+                streaming = now_streaming;
+                self.cache.path(PathPart::ReportWatch, streaming);
             }
             match ev {
                 Ok(watcher::Event::Apply(obj)) => self.apply(&obj, true, &mut warned),

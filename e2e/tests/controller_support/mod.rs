@@ -46,6 +46,24 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
 }
 
+/// `Ok` if `cond`, else an error saying `what` should have held.
+pub fn check(cond: bool, what: impl Into<String>) -> Result<()> {
+    if cond { Ok(()) } else { Err(invalid(what)) }
+}
+
+/// The reasons of every event about `pod` in the test's namespace.
+pub async fn event_reasons(env: &TestEnv, pod: &str) -> Result<Vec<String>> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = env.api();
+    let lp = kube::api::ListParams::default().fields(&format!("regarding.name={pod}"));
+    Ok(events
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
 async fn create_or_replace<K>(api: &Api<K>, obj: K) -> Result<()>
 where
     K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
@@ -159,6 +177,44 @@ pub fn spawn_controller(
 }
 
 impl Controller {
+    /// Waits until this replica's gauge says it protects `pod` in `ns`.
+    pub async fn until_protecting(&self, ns: &str, pod: &str) -> Result<()> {
+        wait::until(
+            &format!("the controller to report {pod} protected"),
+            await_::TIMEOUT,
+            || async {
+                let v = self
+                    .metric(
+                        "sessionguard_pod_protecting",
+                        &[("namespace", ns), ("pod", pod)],
+                    )
+                    .await?;
+                Ok((v == Some(1.0)).then_some(()))
+            },
+        )
+        .await
+    }
+
+    /// Waits until this replica has run at least `n` pod reconciles: after a
+    /// (re)start, a wrong release would have been decided by then.
+    pub async fn until_reconciled(&self, n: u32) -> Result<()> {
+        wait::until(
+            &format!("the controller to reconcile {n} pods"),
+            await_::TIMEOUT,
+            || async {
+                let done = self
+                    .metric(
+                        "sessionguard_reconcile_duration_seconds_count",
+                        &[("controller", "pod")],
+                    )
+                    .await?
+                    .unwrap_or(0.0);
+                Ok((done >= f64::from(n)).then_some(()))
+            },
+        )
+        .await
+    }
+
     /// Waits until this replica leads with synced caches.
     pub async fn until_leader(&self) -> Result<()> {
         let addr = self.addr;
