@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use sessionguard_core::duration::flag as duration;
-use sessionguard_core::pod_plan;
+use sessionguard_core::{cap, pod_plan};
 
 use crate::face::admission::WebhookConfig;
 use crate::reconcile::{self, evict};
@@ -47,6 +47,11 @@ pub struct Config {
     /// Off unless set.
     #[arg(long, env = "SESSIONGUARD_MAX_PROTECTION", value_parser = duration)]
     pub max_protection: Option<Duration>,
+
+    /// Warning event when protection has lasted this fraction of its cap
+    /// (--max-protection or a namespace's lower one): `80%` or `0.8`; `0` off.
+    #[arg(long, env = "SESSIONGUARD_MAX_PROTECTION_WARN_AT", value_parser = cap::warn_at_flag, default_value = "80%")]
+    pub max_protection_warn_at: u8,
 
     /// Record interactions (label + annotations) for terminal logins the agents see.
     #[arg(long, env = "SESSIONGUARD_RECORD_INTERACTIONS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -116,6 +121,7 @@ impl Config {
             plan: pod_plan::Settings {
                 release_grace: self.release_grace,
                 max_protection: self.max_protection,
+                max_protection_warn: self.max_protection_warn_at,
                 record_interactions: self.record_interactions,
                 ttl: self.ttl,
                 max_extension: self.webhook.max_extension,
@@ -155,6 +161,13 @@ mod tests {
         assert!(s.evict.applies("default", None));
         assert_eq!(s.plan.max_protection, Some(Duration::from_secs(172_800)));
         assert_eq!(s.plan.max_extension, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.plan.max_protection_warn, 80);
+        let c = Config::try_parse_from(["c", "--max-protection-warn-at", "0.5"]).unwrap();
+        assert_eq!(c.max_protection_warn_at, 50);
+        let e = Config::try_parse_from(["c", "--max-protection-warn-at", "120%"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("below 100%"), "{e}");
         let e = Config::try_parse_from(["c", "--ttl", "3x"])
             .unwrap_err()
             .to_string();

@@ -24,6 +24,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::face::admission;
+use crate::face::blocked::{BlockedDrains, BlockedGauge};
 use crate::face::gauges::PodGauges;
 use crate::face::http::Health;
 use crate::io::cache::Cache;
@@ -57,6 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
     let events = Recorder::new(writer.clone(), identity.clone());
     let (pod_tx, pod_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
     let (sts_tx, sts_rx) = mpsc::unbounded_channel::<ObjectRef<StatefulSet>>();
+    let (node_tx, node_rx) = mpsc::unbounded_channel::<String>();
     let wake_gate = Gate::default();
     let waker = PodWaker::new(cache.clone(), Wakes::new(wake_gate.clone(), pod_tx));
     {
@@ -67,6 +69,7 @@ pub async fn run(config: Config) -> Result<()> {
             cache.clone(),
             waker.clone(),
             Wakes::new(wake_gate.clone(), sts_tx.clone()),
+            Wakes::new(wake_gate.clone(), node_tx.clone()),
             metrics.clone(),
             move |uid: &str| memory.forget_pod(uid),
         );
@@ -85,9 +88,13 @@ pub async fn run(config: Config) -> Result<()> {
 
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    registry
-        .sub_registry_with_prefix("sessionguard")
-        .register_collector(Box::new(PodGauges(cache.clone())));
+    let blocked = Arc::new(BlockedDrains::default());
+    let prefixed = registry.sub_registry_with_prefix("sessionguard");
+    prefixed.register_collector(Box::new(PodGauges(cache.clone())));
+    prefixed.register_collector(Box::new(BlockedGauge {
+        blocked: blocked.clone(),
+        cache: cache.clone(),
+    }));
     // Every replica serves admission, leader or not.
     let shared = admission::Shared {
         client: client.clone(),
@@ -98,6 +105,7 @@ pub async fn run(config: Config) -> Result<()> {
         write_timeout: config.write_timeout,
         write_metrics: metrics.clone(),
         cache: cache.clone(),
+        blocked,
     };
     admission::start(&config.webhook, shared).await?;
     serve_health(&config, registry, cache.clone(), writer.clone()).await?;
@@ -131,7 +139,9 @@ pub async fn run(config: Config) -> Result<()> {
         settings: config.reconcile_settings(),
         memory,
         statefulsets: sts_tx,
+        nodes: node_tx,
     });
+    tokio::spawn(reconcile::node::run(ctx.clone(), node_rx));
     // Wake-ups of the standby time were dropped: look at everything once.
     wake_gate.open();
     waker.wake_all();

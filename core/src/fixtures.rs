@@ -42,6 +42,7 @@ pub fn settings() -> Settings {
     Settings {
         release_grace: Duration::ZERO,
         max_protection: None,
+        max_protection_warn: 80,
         record_interactions: true,
         ttl: Duration::from_secs(600),
         max_extension: Duration::from_secs(7 * 86_400),

@@ -34,6 +34,10 @@ pub const EXTENDED_BY: &str = "sessionguard.io/extended-by";
 pub const SAVED_ANNOTATIONS: &str = "sessionguard.io/saved-annotations";
 pub const PROTECTED_SINCE: &str = "sessionguard.io/protected-since";
 
+/// Namespace annotation: a lower `--max-protection` for the namespace's pods
+/// (a duration; it never raises the flag's cap).
+pub const MAX_PROTECTION: &str = "sessionguard.io/max-protection";
+
 /// Namespace label that exempts a namespace from drift eviction.
 pub const EVICTION_EXEMPT: &str = "sessionguard.io/eviction-exempt";
 

@@ -6,7 +6,9 @@
 
 pub mod backoff;
 pub mod bounds;
+pub mod cap;
 pub mod certs;
+pub mod drain;
 pub mod duration;
 pub mod error;
 pub mod eviction;

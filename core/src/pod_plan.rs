@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::cap::{self, Cap, Stage};
 use crate::interaction::{Interaction, login_user, plus, rfc3339, until};
 use crate::protection::{Map, OptIn, protect_annotations, restore_annotations};
 use crate::readback::{Bounds, Eviction, eviction_annotations, read_back};
@@ -22,6 +23,8 @@ pub struct Settings {
     pub release_grace: Duration,
     /// Release protection after this long even while sessions continue.
     pub max_protection: Option<Duration>,
+    /// Warn at this percentage of the cap (0: no warning).
+    pub max_protection_warn: u8,
     /// Record interactions (label + annotations) for logins.
     pub record_interactions: bool,
     /// Time from first interaction to eviction; also the cap on the TTL
@@ -58,6 +61,9 @@ pub struct Inputs<'a> {
     /// Whether drift eviction applies to this pod: only then does the
     /// record carry an `evict-at`; otherwise it says why not.
     pub eviction: Eviction<'a>,
+    /// The namespace's `sessionguard.io/max-protection` annotation, if any:
+    /// it may lower the cap (see [`cap::effective`]).
+    pub namespace_cap: Option<&'a str>,
 }
 
 /// Why protection ends.
@@ -65,7 +71,7 @@ pub struct Inputs<'a> {
 pub enum Release {
     SessionsEnded,
     AgentSilent(Timestamp),
-    Capped(Duration),
+    Capped(Cap),
     NoPdb,
     OptedOut,
 }
@@ -83,6 +89,17 @@ pub struct Plan {
     pub interaction: Option<Interaction>,
     pub interaction_error: Option<String>,
     pub requeue: Option<Duration>,
+    /// Set while protection is past the warning fraction of its cap.
+    pub expiring: Option<Expiring>,
+    /// An unreadable namespace cap, ignored.
+    pub cap_issue: Option<String>,
+}
+
+/// Protection ends at `end` because of `cap`, while logins continue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expiring {
+    pub end: Timestamp,
+    pub cap: Cap,
 }
 
 pub fn plan(i: &Inputs) -> Plan {
@@ -108,19 +125,29 @@ fn protection(i: &Inputs, p: &mut Plan, wake: &mut Vec<Timestamp>) {
     let since = current
         .get(keys::PROTECTED_SINCE)
         .and_then(|v| v.parse::<Timestamp>().ok());
-    let capped = match (i.settings.max_protection, since) {
+    let (cap, cap_issue) = cap::effective(i.settings.max_protection, i.namespace_cap);
+    p.cap_issue = cap_issue;
+    let capped = match (cap, since) {
         (Some(cap), Some(since)) if !i.logins.is_empty() => {
-            let end = plus(since, cap);
-            if i.now >= end {
-                Some(cap)
-            } else {
-                wake.push(end);
-                None
+            match cap::stage(since, cap.limit, i.settings.max_protection_warn, i.now) {
+                Stage::Expired => Some(cap),
+                Stage::Warning { end } => {
+                    p.expiring = Some(Expiring { end, cap });
+                    wake.push(end);
+                    None
+                }
+                Stage::Before { next } => {
+                    wake.push(next);
+                    None
+                }
             }
         }
         _ => None,
     };
     p.protect = i.opt.wants_protection() && capped.is_none() && (!i.logins.is_empty() || in_grace);
+    if !p.protect {
+        p.expiring = None;
+    }
     if in_grace && p.protect {
         wake.push(plus(
             i.last_login.unwrap_or(i.now),
@@ -258,6 +285,7 @@ mod tests {
             now: ts("2026-11-24T01:00:00Z"),
             settings: cfg,
             eviction,
+            namespace_cap: None,
         })
     }
 
@@ -342,11 +370,77 @@ mod tests {
         cfg.max_protection = Some(Duration::from_secs(60));
         let p = pod("web-0").protected().was_protected().build(); // since 00:58
         let plan = run(&p, &[session().build()], true, &cfg);
-        assert_eq!(plan.release, Some(Release::Capped(Duration::from_secs(60))));
+        assert_eq!(
+            plan.release,
+            Some(Release::Capped(Cap {
+                limit: Duration::from_secs(60),
+                from: crate::cap::CapFrom::Flag
+            }))
+        );
         assert!(
             !plan.annotations.contains_key(keys::PROTECTED_SINCE),
             "cap stays armed while logged in"
         );
+    }
+
+    #[test]
+    fn a_warning_before_the_cap_and_a_namespace_may_lower_it() {
+        // protected since 00:58, now 01:00.
+        let p = pod("web-0").protected().was_protected().build();
+        let mut cfg = settings();
+        cfg.max_protection = Some(Duration::from_secs(150)); // ends 01:00:30, warns at 01:00:00
+        let plan = run(&p, &[session().build()], true, &cfg);
+        assert!(plan.protect && plan.release.is_none());
+        let e = plan.expiring.expect("past 80% of the cap");
+        assert_eq!(e.end, ts("2026-11-24T01:00:30Z"));
+        assert_eq!(
+            plan.requeue,
+            Some(Duration::from_millis(30_050)),
+            "wake at the cap"
+        );
+
+        cfg.max_protection = Some(Duration::from_secs(3600));
+        let plan = run(&p, &[session().build()], true, &cfg);
+        assert_eq!(plan.expiring, None, "2 minutes into an hour");
+        let logins = [session().build()];
+        let lowered = plan_for(&p, &logins, &cfg, Some("1m"));
+        assert_eq!(
+            lowered.release,
+            Some(Release::Capped(Cap {
+                limit: Duration::from_secs(60),
+                from: crate::cap::CapFrom::Namespace
+            })),
+            "the namespace's 1m cap has passed"
+        );
+        let higher = plan_for(&p, &logins, &cfg, Some("48h"));
+        assert!(
+            higher.protect && higher.cap_issue.is_none(),
+            "never raised, never an error"
+        );
+        let bad = plan_for(&p, &logins, &cfg, Some("soon"));
+        assert!(bad.protect, "the flag's cap still applies");
+        assert!(bad.cap_issue.unwrap().contains("\"soon\""));
+    }
+
+    fn plan_for(
+        fixture: &PodFixture,
+        logins: &[Session],
+        cfg: &Settings,
+        namespace_cap: Option<&str>,
+    ) -> Plan {
+        plan(&Inputs {
+            pod: fixture.facts(),
+            logins,
+            silent_since: None,
+            stale_at: Some(ts("2026-11-24T01:02:00Z")),
+            opt: OptIn::from_objects([(&fixture.labels, &fixture.annotations)]),
+            has_pdb: true,
+            last_login: Some(ts("2026-11-24T01:00:00Z")),
+            now: ts("2026-11-24T01:00:00Z"),
+            settings: cfg,
+            eviction: Eviction::On,
+            namespace_cap,
+        })
     }
 
     #[test]

@@ -223,6 +223,20 @@ fn default_rendering_is_least_privilege() -> Result<()> {
             ]),
         format!("agent ClusterRole: {}", agent_role["rules"]),
     )?;
+    // Nodes: only what the cordon check reads (no get, no writes).
+    let ctl_role = find(&d, "ClusterRole", Some("sg-sessionguard-controller"))?;
+    let node_rules: Vec<&Value> = ctl_role["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["resources"].to_string().contains("nodes"))
+        .collect();
+    check(
+        node_rules.len() == 1
+            && node_rules[0]["resources"] == serde_json::json!(["nodes"])
+            && node_rules[0]["verbs"] == serde_json::json!(["list", "watch"]),
+        format!("controller nodes rule is list, watch only: {node_rules:?}"),
+    )?;
     let lease_rule = find(&d, "Role", Some("sg-sessionguard-controller"))?["rules"][1].clone();
     check(
         lease_rule["resourceNames"] == serde_json::json!(["sg-sessionguard-controller"]),

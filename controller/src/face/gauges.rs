@@ -75,6 +75,16 @@ impl Collector for PodGauges {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?)?;
+        let mut m = encoder.encode_descriptor(
+            "cordoned_node_protected_pods",
+            "Protected pods on each cordoned node: a drain of that node waits for their logins",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (node, pods) in cordoned_view(&self.0) {
+            let g = ConstGauge::new(pods as f64);
+            g.encode(m.encode_family(&NodeLabels { node })?)?;
+        }
         for (name, help, series) in families {
             let mut m = encoder.encode_descriptor(
                 name,
@@ -89,6 +99,25 @@ impl Collector for PodGauges {
         }
         Ok(())
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+/// Cordoned nodes holding protected pods, with how many.
+pub fn cordoned_view(cache: &Cache) -> Vec<(String, usize)> {
+    let mut per_node: std::collections::BTreeMap<String, usize> = Default::default();
+    for pod in cache.stores.pods.state() {
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            continue;
+        };
+        if cache.our_pdb(&pod).is_some() && cache.cordoned(node) {
+            *per_node.entry(node.to_string()).or_default() += 1;
+        }
+    }
+    per_node.into_iter().collect()
 }
 
 /// One pod's numbers for the per-pod gauges.

@@ -3,5 +3,6 @@
 //! decisions; nothing below them imports a face.
 
 pub mod admission;
+pub mod blocked;
 pub mod gauges;
 pub mod http;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
@@ -28,6 +28,8 @@ pub struct Stores {
     pub statefulsets: Store<StatefulSet>,
     pub replicasets: Store<PartialObjectMeta<ReplicaSet>>,
     pub deployments: Store<PartialObjectMeta<Deployment>>,
+    /// Nodes trimmed to name, UID and `spec.unschedulable` (see `watches`).
+    pub nodes: Store<Node>,
 }
 
 pub struct Cache {
@@ -96,6 +98,7 @@ impl Cache {
             (listed(&s.statefulsets), "statefulsets"),
             (listed(&s.replicasets), "replicasets"),
             (listed(&s.deployments), "deployments"),
+            (listed(&s.nodes), "nodes"),
             (*self.reports_synced.borrow(), "sessionreports"),
         ]
         .into_iter()
@@ -215,6 +218,36 @@ impl Cache {
             .namespaces
             .get(&ObjectRef::new(ns))
             .map(|n| n.labels().clone())
+    }
+
+    /// Whether the node is cordoned (`spec.unschedulable`), per the cache.
+    pub fn cordoned(&self, node: &str) -> bool {
+        self.stores
+            .nodes
+            .get(&ObjectRef::new(node))
+            .is_some_and(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+    }
+
+    /// The pods on `node` that sessionguard protects now (our PDB exists).
+    pub fn protected_on(&self, node: &str) -> Vec<Arc<Pod>> {
+        let mut pods: Vec<Arc<Pod>> = self
+            .stores
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+            .filter(|p| self.our_pdb(p).is_some())
+            .collect();
+        pods.sort_by_key(|p| (p.namespace(), p.name_any()));
+        pods
+    }
+
+    /// One annotation of a namespace, if the cache has the namespace.
+    pub fn namespace_annotation(&self, ns: &str, key: &str) -> Option<String> {
+        self.stores
+            .namespaces
+            .get(&ObjectRef::new(ns))
+            .and_then(|n| n.annotations().get(key).cloned())
     }
 
     /// Our PDB for this pod, if the store has one (never a foreign PDB).

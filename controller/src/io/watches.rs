@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeSpec, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, store::Writer};
@@ -32,6 +33,7 @@ pub struct StoreWriters {
     statefulsets: Writer<StatefulSet>,
     replicasets: Writer<PartialObjectMeta<ReplicaSet>>,
     deployments: Writer<PartialObjectMeta<Deployment>>,
+    nodes: Writer<Node>,
 }
 
 /// Empty stores and the writers that fill them.
@@ -42,6 +44,7 @@ pub fn stores() -> (Stores, StoreWriters) {
     let (statefulsets, sts_w) = reflector::store();
     let (replicasets, rs_w) = reflector::store();
     let (deployments, deploy_w) = reflector::store();
+    let (nodes, nodes_w) = reflector::store();
     (
         Stores {
             pods,
@@ -50,6 +53,7 @@ pub fn stores() -> (Stores, StoreWriters) {
             statefulsets,
             replicasets,
             deployments,
+            nodes,
         },
         StoreWriters {
             pods: pods_w,
@@ -58,6 +62,7 @@ pub fn stores() -> (Stores, StoreWriters) {
             statefulsets: sts_w,
             replicasets: rs_w,
             deployments: deploy_w,
+            nodes: nodes_w,
         },
     )
 }
@@ -147,18 +152,22 @@ impl PodWaker {
 }
 
 /// Starts every watch of the cache. A touched pod wakes the pod reconcile, a
-/// touched StatefulSet wakes `statefulsets` and its pods (both gated).
+/// touched StatefulSet wakes `statefulsets` and its pods, a node cordoned or
+/// uncordoned wakes `nodes` (all gated).
 /// `forget` is told the UID of every deleted pod.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     client: &Client,
     writers: StoreWriters,
     cache: Arc<Cache>,
     waker: PodWaker,
     statefulsets: Wakes<ObjectRef<StatefulSet>>,
+    nodes: Wakes<String>,
     metrics: Metrics,
     forget: impl Fn(&str) + Send + 'static,
 ) {
     spawn_pdbs(client, writers.pdbs, waker.clone(), metrics.clone());
+    spawn_nodes(client, writers.nodes, nodes, metrics.clone());
     spawn_meta::<Namespace>(
         client,
         writers.namespaces,
@@ -283,6 +292,58 @@ fn spawn_pdbs(
                 futures::future::ready(())
             }),
     );
+}
+
+/// Nodes, kept as name, UID and `spec.unschedulable` only (a Node's status
+/// is most of its size and changes all the time). A change of the cordon,
+/// and a node's first sighting cordoned, wakes `wakes` with its name.
+fn spawn_nodes(client: &Client, writer: Writer<Node>, wakes: Wakes<String>, metrics: Metrics) {
+    let api: Api<Node> = Api::all(client.clone());
+    let on_err = counter(metrics, "nodes");
+    let mut cordoned: std::collections::HashMap<String, bool> = Default::default();
+    tokio::spawn(
+        reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default()).modify(trim_node),
+        )
+        .default_backoff()
+        .for_each(move |ev| {
+            match ev {
+                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+                    let now = n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+                    let name = n.name_any();
+                    if cordoned.insert(name.clone(), now).unwrap_or(false) != now {
+                        wakes.send(name);
+                    }
+                }
+                Ok(watcher::Event::Delete(n)) => {
+                    cordoned.remove(&n.name_any());
+                    wakes.send(n.name_any());
+                }
+                Err(e) => on_err(&e),
+                _ => {}
+            }
+            futures::future::ready(())
+        }),
+    );
+}
+
+/// What the cache keeps of a Node.
+pub fn trim_node(n: &mut Node) {
+    let unschedulable = n.spec.as_ref().and_then(|s| s.unschedulable);
+    *n = Node {
+        metadata: ObjectMeta {
+            name: n.metadata.name.take(),
+            uid: n.metadata.uid.take(),
+            resource_version: n.metadata.resource_version.take(),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            unschedulable,
+            ..Default::default()
+        }),
+        status: None,
+    };
 }
 
 /// Metadata-only watches of the objects opt-in is read from.

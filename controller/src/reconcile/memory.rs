@@ -19,6 +19,8 @@ pub struct PodMemory {
     pub eviction_attempts: u32,
     pub postponed_at: Option<Timestamp>,
     pub scheduled_event_sent: bool,
+    /// The end of protection the ProtectionExpiring warning was sent for.
+    pub expiry_warned: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]

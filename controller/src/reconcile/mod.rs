@@ -5,6 +5,7 @@
 
 pub mod evict;
 pub mod memory;
+pub mod node;
 pub mod pdb;
 pub mod pod;
 pub mod rollout;
@@ -51,6 +52,8 @@ pub struct Context {
     pub memory: Arc<Memory>,
     /// Wakes a StatefulSet's rollout when one of its pods changed.
     pub statefulsets: UnboundedSender<ObjectRef<StatefulSet>>,
+    /// Asks the node check ([`node`]) to look at a pod's node again.
+    pub nodes: UnboundedSender<String>,
 }
 
 impl Context {

@@ -16,7 +16,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use sessionguard_core::interaction::{Interaction, login_user, rfc3339};
-use sessionguard_core::pod_plan::{self, Inputs, Plan, PodFacts, Release};
+use sessionguard_core::pod_plan::{self, Expiring, Inputs, Plan, PodFacts, Release};
 use sessionguard_core::protection::OptIn;
 use sessionguard_core::{Session, SessionKey, duration, keys};
 
@@ -46,6 +46,9 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     }
     seen.remember_login(&ctx, &pod, now);
     let uid = pod.uid().unwrap_or_default();
+    let namespace_cap = ctx
+        .cache
+        .namespace_annotation(&pod.namespace().unwrap_or_default(), keys::MAX_PROTECTION);
     let p = pod_plan::plan(&Inputs {
         pod: PodFacts {
             uid: &uid,
@@ -62,7 +65,17 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         now,
         settings: &ctx.settings.plan,
         eviction: evict::eviction_for(&ctx, &pod),
+        namespace_cap: namespace_cap.as_deref(),
     });
+    if let Some(issue) = &p.cap_issue {
+        ctx.metrics
+            .report_errors
+            .get_or_create(&KindLabels {
+                kind: "bad_namespace_cap",
+            })
+            .inc();
+        tracing::warn!(pod = %events::pod_name(&pod), "{issue}");
+    }
     if let Some(err) = &p.interaction_error {
         ctx.metrics
             .report_errors
@@ -73,6 +86,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         tracing::warn!(pod = %events::pod_name(&pod), error = %err, "interaction record corrected (unreadable: restored; out of bounds: capped/clamped) or its extension ignored/capped");
     }
     write_protection(&ctx, &pod, &seen, &p).await?;
+    expiring_event(&ctx, &pod, &seen.logins, p.expiring.as_ref());
     if let Some(r) = &p.extended {
         extended_event(&ctx, &pod, r);
     }
@@ -86,6 +100,10 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     )
     .await?;
 
+    // A cordoned node's count of protected pods may have changed.
+    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+        let _ = ctx.nodes.send(node);
+    }
     if let Some(sts) = ctx.cache.owner_statefulset(&pod) {
         let _ = ctx.statefulsets.send(ObjectRef::from_obj(&*sts));
     }
@@ -172,6 +190,35 @@ async fn write_protection(ctx: &Context, pod: &Pod, seen: &Seen, p: &Plan) -> Re
         release_event(ctx, pod, r);
     }
     patch_pod(ctx, pod, &p.labels, &p.annotations).await
+}
+
+/// One Warning per protection that nears its cap (remembered per pod: a
+/// restart may repeat it once).
+fn expiring_event(ctx: &Context, pod: &Pod, logins: &[Session], e: Option<&Expiring>) {
+    let Some(e) = e else {
+        return;
+    };
+    let first = ctx.memory.with_pod(&pod.uid().unwrap_or_default(), |m| {
+        let first = m.expiry_warned != Some(e.end);
+        m.expiry_warned = Some(e.end);
+        first
+    });
+    if !first {
+        return;
+    }
+    let who: Vec<String> = logins.iter().take(3).map(describe).collect();
+    ctx.events.on_pod(
+        pod,
+        Kind::Warning,
+        "ProtectionExpiring",
+        format!(
+            "protection ends at {} ({}) while {} login session(s) continue ({}); after that the pod can be evicted and drains proceed",
+            rfc3339(e.end),
+            e.cap,
+            logins.len(),
+            who.join("; ")
+        ),
+    );
 }
 
 fn extended_event(ctx: &Context, pod: &Pod, r: &Interaction) {
@@ -292,10 +339,7 @@ fn release_event(ctx: &Context, pod: &Pod, r: &Release) {
         Release::Capped(cap) => (
             Kind::Warning,
             "ProtectionExpired",
-            format!(
-                "protection reached --max-protection {} while sessions continue",
-                duration::format(*cap)
-            ),
+            format!("protection reached its cap ({cap}) while sessions continue"),
         ),
         Release::NoPdb => (
             Kind::Normal,

@@ -2,7 +2,8 @@
 //! pod, its eviction is refused with 429 and a message naming the logins
 //! (`core::eviction`), whether or not the workload has a PDB of its own; and
 //! each refusal is recorded as an `EvictionBlocked` event on the pod naming
-//! who asked. After logout the webhook admits and the workload's own PDB (if
+//! who asked, and remembered for the `sessionguard_drain_blocked` gauge
+//! ([`crate::face::blocked`]). After logout the webhook admits and the workload's own PDB (if
 //! any) decides, as if we were never there.
 //!
 //! Answered from this replica's warm cache (every replica watches), without
@@ -23,9 +24,12 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
+use sessionguard_core::drain::{Refusal, blocked_note, holder};
 use sessionguard_core::eviction::refusal;
+use sessionguard_core::keys;
 use tokio::sync::mpsc;
 
+use crate::face::blocked::BlockedDrains;
 use crate::io::cache::Cache;
 use crate::io::events::{self, Kind};
 use crate::io::metrics::Metrics as WriteMetrics;
@@ -43,6 +47,8 @@ const QUEUE: usize = 256;
 /// What the eviction webhook reads and where its events go.
 pub struct Evictions {
     pub cache: Arc<Cache>,
+    /// Refusals for the drain-blocked gauge.
+    pub refusals: Arc<BlockedDrains>,
     blocked: mpsc::Sender<Blocked>,
 }
 
@@ -56,9 +62,16 @@ pub struct Blocked {
 }
 
 impl Evictions {
-    pub fn new(cache: Arc<Cache>) -> (Self, mpsc::Receiver<Blocked>) {
+    pub fn new(cache: Arc<Cache>, refusals: Arc<BlockedDrains>) -> (Self, mpsc::Receiver<Blocked>) {
         let (blocked, rx) = mpsc::channel(QUEUE);
-        (Self { cache, blocked }, rx)
+        (
+            Self {
+                cache,
+                refusals,
+                blocked,
+            },
+            rx,
+        )
     }
 }
 
@@ -95,6 +108,26 @@ pub fn review(
         return (resp, "dry_run");
     }
     let by = req.user_info.username.clone().unwrap_or_default();
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
+    let user = holder(
+        pod.annotations()
+            .get(keys::LAST_INTERACTOR)
+            .map(String::as_str),
+        &sessions,
+    );
+    let held = Refusal {
+        uid: pod.uid().unwrap_or_default(),
+        node,
+        user,
+        requested_by: by.clone(),
+        first: now,
+        last: now,
+    };
+    ev.refusals.record(ns, &req.name, held, now);
     if ev.blocked.try_send(Blocked { pod, by, message }).is_err() {
         tracing::warn!("eviction refused; its event was dropped (queue full)");
     }
@@ -149,15 +182,7 @@ pub fn spawn_events(
                 .as_ref()
                 .and_then(|s| s.node_name.clone())
                 .unwrap_or_default();
-            let note = format!(
-                "eviction requested by {} (node {node}) refused: {}",
-                if b.by.is_empty() {
-                    "an unknown user"
-                } else {
-                    &b.by
-                },
-                b.message
-            );
+            let note = blocked_note(&b.by, &node, &b.message);
             let ev = events::build(
                 events::object_ref(&*b.pod),
                 Kind::Warning,

@@ -42,6 +42,7 @@ use prometheus_client::registry::Registry;
 use sessionguard_core::duration::flag;
 
 use crate::error::{Error, Result};
+use crate::face::blocked::BlockedDrains;
 use crate::io::cache::Cache;
 use crate::io::metrics::Metrics as WriteMetrics;
 
@@ -208,6 +209,8 @@ pub struct Shared<'a> {
     pub write_metrics: WriteMetrics,
     /// This replica's warm cache: the eviction webhook answers from it.
     pub cache: Arc<Cache>,
+    /// Where the eviction webhook remembers refusals (the drain-blocked gauge).
+    pub blocked: Arc<BlockedDrains>,
 }
 
 pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
@@ -220,6 +223,7 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
         write_timeout,
         write_metrics,
         cache,
+        blocked: refusals,
     } = shared;
     if !wh.enabled {
         return Ok(());
@@ -243,7 +247,7 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
         write_metrics: write_metrics.clone(),
     });
     record::spawn_workers(writer, rx, wh.record_workers.max(1), metrics.clone());
-    let (evictions, blocked) = eviction::Evictions::new(cache);
+    let (evictions, blocked) = eviction::Evictions::new(cache, refusals);
     eviction::spawn_events(
         client.clone(),
         blocked,
