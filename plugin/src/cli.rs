@@ -17,9 +17,9 @@ use sessionguard_core::readback::off_reason;
 use sessionguard_core::{Report, duration, keys};
 
 use crate::error::{Error, Result};
-use crate::extend;
 use crate::output::{self, Format};
 use crate::rows::{self, Row, relative};
+use crate::{drains, extend};
 
 /// Who is in which pod, since when, and when it will be evicted (sessionguard).
 #[derive(Debug, Parser)]
@@ -72,6 +72,24 @@ pub enum Command {
             env = "SESSIONGUARD_OUTPUT"
         )]
         output: Format,
+        /// Watch: print the table again whenever it changes.
+        #[arg(short = 'w', long, env = "SESSIONGUARD_WATCH")]
+        watch: bool,
+    },
+    /// Per node: protected pods, who is logged in, idle time, and whether a drain would block now.
+    Nodes {
+        /// Output format (`wide` is `table`).
+        #[arg(
+            short = 'o',
+            long,
+            value_enum,
+            default_value = "table",
+            env = "SESSIONGUARD_OUTPUT"
+        )]
+        output: Format,
+        /// Watch: print the table again whenever it changes.
+        #[arg(short = 'w', long, env = "SESSIONGUARD_WATCH")]
+        watch: bool,
     },
     /// Push back the eviction time of interacted pods by DURATION.
     Extend {
@@ -214,28 +232,61 @@ pub async fn get(
     all_namespaces: bool,
     all: bool,
     format: Format,
+    watch_changes: bool,
     out: &mut impl Write,
 ) -> Result<()> {
     let (client, ns) = client(flags).await?;
+    let render = || render_get(&client, &ns, pods, all_namespaces, all, format);
+    if !watch_changes {
+        let text = render().await?;
+        out.write_all(text.as_bytes()).ok();
+        return Ok(());
+    }
+    let watched = crate::watch::Watched {
+        namespace: (!all_namespaces).then(|| ns.clone()),
+        pod_label: None,
+        nodes: false,
+    };
+    crate::watch::run(&client, &watched, out, render).await
+}
+
+async fn render_get(
+    client: &Client,
+    ns: &str,
+    pods: &[String],
+    all_namespaces: bool,
+    all: bool,
+    format: Format,
+) -> Result<String> {
     let api: Api<Pod> = if all_namespaces {
         Api::all(client.clone())
     } else {
-        Api::namespaced(client.clone(), &ns)
+        Api::namespaced(client.clone(), ns)
     };
     let selected = if all_namespaces && !pods.is_empty() {
         named_anywhere(&api, pods).await?
     } else {
-        select(&api, &ns, pods, false, all).await?
+        select(&api, ns, pods, false, all).await?
     };
     let mut cache = BTreeMap::new();
     let mut rows: Vec<Row> = vec![];
+    let now = Timestamp::now();
+    let events = drains::blocked_events(client, (!all_namespaces).then_some(ns)).await;
+    let waits = drains::waits_on(&events, &selected, now);
     for p in &selected {
         let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
         let rep = match &node {
-            Some(n) => report(&client, n, &mut cache).await,
+            Some(n) => report(client, n, &mut cache).await,
             None => None,
         };
-        rows.push(rows::row(p, rep.as_ref()));
+        let mut row = rows::row(p, rep.as_ref());
+        // A refusal counts only while the pod is still protected.
+        if row.protected {
+            row.blocking = waits
+                .get(&(row.namespace.clone(), row.pod.clone()))
+                .cloned();
+        }
+        rows.push(row);
     }
     rows.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
     if rows.is_empty() && matches!(format, Format::Table | Format::Wide) {
@@ -244,12 +295,9 @@ pub async fn get(
         } else {
             format!("namespace {ns}")
         };
-        writeln!(out, "No interacted pods found in {where_}.").ok();
-        return Ok(());
+        return Ok(format!("No interacted pods found in {where_}.\n"));
     }
-    let text = output::render(&rows, format, Timestamp::now(), all_namespaces)?;
-    out.write_all(text.as_bytes()).ok();
-    Ok(())
+    output::render(&rows, format, now, all_namespaces)
 }
 
 /// Extends each pod; reports every failure and returns the first.

@@ -1,5 +1,6 @@
 use clap::Parser;
 use sessionguard_plugin::cli::{self, Cli, Command};
+use sessionguard_plugin::drains;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -12,7 +13,22 @@ async fn main() {
             all_namespaces,
             all,
             output,
-        } => cli::get(&args.kube, pods, *all_namespaces, *all, *output, &mut out).await,
+            watch,
+        } => {
+            cli::get(
+                &args.kube,
+                pods,
+                *all_namespaces,
+                *all,
+                *output,
+                *watch,
+                &mut out,
+            )
+            .await
+        }
+        Command::Nodes { output, watch } => {
+            drains::nodes_command(&args.kube, *output, *watch, &mut out).await
+        }
         Command::Extend {
             pods,
             duration,

@@ -55,6 +55,7 @@ fn table(rows: &[Row], wide: bool, now: Timestamp, all_namespaces: bool) -> Stri
         "SESSIONS",
         "FIRST-INTERACTION",
         "PROTECTED",
+        "BLOCKING",
         "EVICTION-TIME",
     ]);
     if wide {
@@ -81,6 +82,9 @@ fn table(rows: &[Row], wide: bool, now: Timestamp, all_namespaces: bool) -> Stri
                 .map(rfc3339)
                 .unwrap_or_else(|| "-".into()),
             if r.protected { "yes" } else { "no" }.into(),
+            r.blocking
+                .as_ref()
+                .map_or("-".into(), |b| crate::blocking::describe(b, now)),
             match (&r.record_error, &r.eviction_off) {
                 (Some(_), _) => "unreadable record".into(),
                 (None, Some(why)) => format!("off ({why})"),
@@ -101,7 +105,13 @@ fn table(rows: &[Row], wide: bool, now: Timestamp, all_namespaces: bool) -> Stri
         // Users, containers and annotation values are other people's text.
         lines.push(l.iter().map(|cell| printable(cell, 253)).collect());
     }
-    let cols = lines[0].len();
+    align(&lines)
+}
+
+/// Lines of cells as kubectl prints them: columns padded to their widest
+/// cell, three spaces apart, the last one unpadded.
+pub fn align(lines: &[Vec<String>]) -> String {
+    let cols = lines.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {
             lines
@@ -112,7 +122,7 @@ fn table(rows: &[Row], wide: bool, now: Timestamp, all_namespaces: bool) -> Stri
         })
         .collect();
     let mut out = String::new();
-    for l in &lines {
+    for l in lines {
         let cells: Vec<String> = l
             .iter()
             .enumerate()
@@ -151,6 +161,7 @@ mod tests {
             eviction_time: Some("2026-11-24T01:10:00Z".parse().unwrap()),
             eviction_off: None,
             record_error: None,
+            blocking: None,
         }
     }
 
@@ -168,6 +179,7 @@ mod tests {
                 "SESSIONS",
                 "FIRST-INTERACTION",
                 "PROTECTED",
+                "BLOCKING",
                 "EVICTION-TIME"
             ]
         );
@@ -180,6 +192,7 @@ mod tests {
                 "1",
                 "2026-11-24T01:00:00Z",
                 "yes",
+                "-",
                 "2026-11-24T01:10:00Z",
                 "(in",
                 "9m30s)"
@@ -190,6 +203,24 @@ mod tests {
         let j: serde_json::Value =
             serde_json::from_str(&render(&[row()], Format::Json, now, false).unwrap()).unwrap();
         assert_eq!(j["items"][0]["evictionTime"], "2026-11-24T01:10:00Z");
+        assert_eq!(j["items"][0]["blocking"], serde_json::Value::Null);
+        let waited = Row {
+            blocking: Some(crate::blocking::Blocking {
+                node: "node-3".into(),
+                since: "2026-11-24T00:48:00Z".parse().unwrap(),
+                last: "2026-11-24T01:00:25Z".parse().unwrap(),
+                requested_by: Some("admin".into()),
+            }),
+            ..row()
+        };
+        let t = render(&[waited], Format::Table, now, false).unwrap();
+        let line = t.lines().nth(1).unwrap();
+        let cells: Vec<&str> = line
+            .split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(cells[5..7], ["yes", "drain of node-3, 12m"], "{t}");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct Row {
     pub eviction_off: Option<String>,
     /// Set when the pod's record is unreadable (says which annotation).
     pub record_error: Option<String>,
+    /// A drain (or other eviction) waiting on this pod now; filled in from
+    /// its events by the caller ([`crate::blocking`]).
+    pub blocking: Option<crate::blocking::Blocking>,
 }
 
 pub fn row(pod: &Pod, report: Option<&Report>) -> Row {
@@ -102,6 +105,7 @@ pub fn row(pod: &Pod, report: Option<&Report>) -> Row {
             .and_then(|v| off_reason(v))
             .map(str::to_string),
         record_error,
+        blocking: None,
     }
 }
 
