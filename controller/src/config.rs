@@ -48,6 +48,11 @@ pub struct Config {
     #[arg(long, env = "SESSIONGUARD_MAX_PROTECTION", value_parser = duration)]
     pub max_protection: Option<Duration>,
 
+    /// A login idle this long stops counting for protection (Warning event when
+    /// that releases a pod); activity brings protection back. Off unless set.
+    #[arg(long, env = "SESSIONGUARD_IDLE_RELEASE", value_parser = sessionguard_core::duration::positive_flag)]
+    pub idle_release: Option<Duration>,
+
     /// Record interactions (label + annotations) for terminal logins the agents see.
     #[arg(long, env = "SESSIONGUARD_RECORD_INTERACTIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub record_interactions: bool,
@@ -116,6 +121,7 @@ impl Config {
             plan: pod_plan::Settings {
                 release_grace: self.release_grace,
                 max_protection: self.max_protection,
+                idle_release: self.idle_release,
                 record_interactions: self.record_interactions,
                 ttl: self.ttl,
                 max_extension: self.webhook.max_extension,
@@ -145,6 +151,8 @@ mod tests {
             "kube-system,ops",
             "--evict-interacted",
             "true",
+            "--idle-release",
+            "30m",
         ])
         .unwrap();
         assert_eq!(c.ttl, Duration::from_secs(5400));
@@ -154,6 +162,9 @@ mod tests {
         assert!(!s.evict.applies("ops", None));
         assert!(s.evict.applies("default", None));
         assert_eq!(s.plan.max_protection, Some(Duration::from_secs(172_800)));
+        assert_eq!(s.plan.idle_release, Some(Duration::from_secs(1800)));
+        let off = Config::try_parse_from(["c"]).unwrap().reconcile_settings();
+        assert_eq!(off.plan.idle_release, None, "off by default");
         assert_eq!(s.plan.max_extension, Duration::from_secs(7 * 86_400));
         let e = Config::try_parse_from(["c", "--ttl", "3x"])
             .unwrap_err()
