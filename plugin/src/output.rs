@@ -2,6 +2,7 @@
 
 use clap::ValueEnum;
 use jiff::Timestamp;
+use sessionguard_core::duration;
 use sessionguard_core::interaction::rfc3339;
 use sessionguard_core::printable::printable;
 
@@ -53,6 +54,7 @@ fn table(rows: &[Row], wide: bool, now: Timestamp, all_namespaces: bool) -> Stri
         "CONTAINER",
         "USER",
         "SESSIONS",
+        "IDLE",
         "FIRST-INTERACTION",
         "PROTECTED",
         "EVICTION-TIME",
@@ -77,6 +79,9 @@ fn table(rows: &[Row], wide: bool, now: Timestamp, all_namespaces: bool) -> Stri
             or_dash(Some(r.containers.join(","))),
             or_dash(r.user.clone()),
             r.sessions.map_or("-".into(), |n| n.to_string()),
+            r.idle_seconds.map_or("-".into(), |s| {
+                duration::format(std::time::Duration::from_secs(u64::from(s)))
+            }),
             r.first_interaction
                 .map(rfc3339)
                 .unwrap_or_else(|| "-".into()),
@@ -142,6 +147,7 @@ mod tests {
             containers: vec!["app".into()],
             user: Some("alice".into()),
             sessions: Some(1),
+            idle_seconds: Some(300),
             first_interaction: Some("2026-11-24T01:00:00Z".parse().unwrap()),
             last_interaction: None,
             protected: true,
@@ -166,6 +172,7 @@ mod tests {
                 "CONTAINER",
                 "USER",
                 "SESSIONS",
+                "IDLE",
                 "FIRST-INTERACTION",
                 "PROTECTED",
                 "EVICTION-TIME"
@@ -178,6 +185,7 @@ mod tests {
                 "app",
                 "alice",
                 "1",
+                "5m0s",
                 "2026-11-24T01:00:00Z",
                 "yes",
                 "2026-11-24T01:10:00Z",
@@ -190,6 +198,7 @@ mod tests {
         let j: serde_json::Value =
             serde_json::from_str(&render(&[row()], Format::Json, now, false).unwrap()).unwrap();
         assert_eq!(j["items"][0]["evictionTime"], "2026-11-24T01:10:00Z");
+        assert_eq!(j["items"][0]["idleSeconds"], 300);
     }
 
     #[test]
