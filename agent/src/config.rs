@@ -55,6 +55,11 @@ pub struct ProcArgs {
     /// Where the host's proc filesystem is mounted (`/host/proc` in a pod).
     #[arg(long, env = "SESSIONGUARD_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// Take idle time from the terminal's access time (as `w` does) where the
+    /// agent may read it (same uid or CAP_SYS_PTRACE); else, or when false,
+    /// from the session's processes' CPU time and context switches.
+    #[arg(long, env = "SESSIONGUARD_TERMINAL_IDLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub terminal_idle: bool,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +99,10 @@ pub struct RunArgs {
     /// Longest time between two report writes when nothing changes (the heartbeat).
     #[arg(long, env = "SESSIONGUARD_REPORT_INTERVAL", default_value = "30s", value_parser = duration)]
     pub report_interval: Duration,
+    /// Smallest idle time the SessionReport tells apart from 0; above it, idle
+    /// is reported rounded down to this times a power of two.
+    #[arg(long, env = "SESSIONGUARD_IDLE_RESOLUTION", default_value = "1m", value_parser = duration)]
+    pub idle_resolution: Duration,
 }
 
 pub use sessionguard_core::duration::positive_flag as duration;

@@ -21,6 +21,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         fs,
         ScannerConfig {
             resync_every: args.resync_every,
+            terminal_idle: args.proc.terminal_idle,
             ..ScannerConfig::default()
         },
     )?;
@@ -45,7 +46,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         // report the node as logged out, so nothing is reported before it syncs.
         tracing::info!("waiting for this node's pods to sync");
         pods.ready().await?;
-        tokio::spawn(ReportWriter::new(client, args.report_interval, metrics.clone()).run(rx));
+        let writer = ReportWriter::new(
+            client,
+            args.report_interval,
+            args.idle_resolution,
+            metrics.clone(),
+        );
+        tokio::spawn(writer.run(rx));
         Some(pods)
     } else {
         None

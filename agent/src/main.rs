@@ -28,7 +28,10 @@ fn main() -> ExitCode {
 fn scan(args: sessionguard_agent::config::ScanArgs) -> anyhow::Result<()> {
     let mut scanner = Scanner::new(
         ProcFs::open(&args.proc.proc_root)?,
-        ScannerConfig::default(),
+        ScannerConfig {
+            terminal_idle: args.proc.terminal_idle,
+            ..ScannerConfig::default()
+        },
     )?;
     let (sessions, stats) = scanner.scan(true)?;
     for (kind, n) in &stats.errors {

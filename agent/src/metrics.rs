@@ -43,6 +43,7 @@ pub struct Metrics {
     pub processes: Gauge,
     pub stat_reads: Counter,
     pub terminal_processes: Gauge,
+    pub idle_from_terminal: Gauge,
     pub vanished: Counter,
     pub reports: Family<OutcomeLabel, Counter>,
     pub report_cuts: Family<KindLabel, Counter>,
@@ -62,6 +63,7 @@ impl Metrics {
             processes: Gauge::default(),
             stat_reads: Counter::default(),
             terminal_processes: Gauge::default(),
+            idle_from_terminal: Gauge::default(),
             vanished: Counter::default(),
             reports: Family::default(),
             report_cuts: Family::default(),
@@ -94,6 +96,11 @@ impl Metrics {
             "terminal_processes",
             "Processes with a controlling terminal in the last scan",
             m.terminal_processes.clone(),
+        );
+        r.register(
+            "idle_from_terminal_sessions",
+            "Sessions in the last scan whose idle time came from their terminal's access time (the rest: from their processes' activity)",
+            m.idle_from_terminal.clone(),
         );
         r.register(
             "vanished_pids",
@@ -141,6 +148,7 @@ impl Metrics {
         self.processes.set(stats.pids as i64);
         self.stat_reads.inc_by(stats.stat_reads as u64);
         self.terminal_processes.set(stats.terminal_processes as i64);
+        self.idle_from_terminal.set(stats.idle_from_terminal as i64);
         self.vanished.inc_by(stats.vanished as u64);
     }
 }
@@ -186,6 +194,7 @@ impl Collector for SessionCollector {
         let per_container: Family<ContainerLabels, Gauge> = Family::default();
         let started: Family<SessionLabels, Gauge<f64, std::sync::atomic::AtomicU64>> =
             Family::default();
+        let idle: Family<SessionLabels, Gauge> = Family::default();
         for s in &snap.sessions {
             let ns = s.namespace.clone().unwrap_or_default();
             let pod = s.pod_name.clone().unwrap_or_default();
@@ -201,18 +210,20 @@ impl Collector for SessionCollector {
                     })
                     .inc();
             }
+            let labels = SessionLabels {
+                namespace: ns,
+                pod,
+                container,
+                pod_uid: s.pod_uid.to_string(),
+                container_id: s.container_id.to_string(),
+                tty: s.tty.clone(),
+                pid: s.pid.to_string(),
+                uid: s.uid.to_string(),
+                console: s.console.to_string(),
+            };
+            idle.get_or_create(&labels).set(i64::from(s.idle_seconds));
             started
-                .get_or_create(&SessionLabels {
-                    namespace: ns,
-                    pod,
-                    container,
-                    pod_uid: s.pod_uid.to_string(),
-                    container_id: s.container_id.to_string(),
-                    tty: s.tty.clone(),
-                    pid: s.pid.to_string(),
-                    uid: s.uid.to_string(),
-                    console: s.console.to_string(),
-                })
+                .get_or_create(&labels)
                 .set(s.started_at.as_millisecond() as f64 / 1000.0);
         }
         let e = encoder.encode_descriptor(
@@ -229,6 +240,13 @@ impl Collector for SessionCollector {
             MetricType::Gauge,
         )?;
         started.encode(e)?;
+        let e = encoder.encode_descriptor(
+            "session_idle_seconds",
+            "Seconds since each terminal session's last activity (exact, not the report's steps)",
+            None,
+            MetricType::Gauge,
+        )?;
+        idle.encode(e)?;
         // One series per reason, all present, so an alert needs no absent().
         let filtered: Family<ReasonLabel, Gauge> = Family::default();
         for reason in Reason::ALL {
@@ -274,7 +292,13 @@ mod tests {
         let mut registry = Registry::default();
         Metrics::register(&mut registry, rx);
         tx.send_replace(Arc::new(Snapshot {
-            sessions: vec![session('a', 10), session('b', 20)],
+            sessions: vec![
+                session('a', 10),
+                Session {
+                    idle_seconds: 75,
+                    ..session('b', 20)
+                },
+            ],
             ready: true,
             ..Snapshot::default()
         }));
@@ -296,5 +320,15 @@ mod tests {
                 "{text}"
             );
         }
+        let idle: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sessionguard_agent_session_idle_seconds{"))
+            .collect();
+        assert_eq!(idle.len(), 2, "{text}");
+        assert!(
+            idle.iter()
+                .any(|l| l.contains("pid=\"20\"") && l.ends_with(" 75")),
+            "{text}"
+        );
     }
 }

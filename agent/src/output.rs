@@ -16,7 +16,7 @@ pub fn json(sessions: &[Session]) -> String {
 }
 
 pub fn table(sessions: &[Session]) -> String {
-    let rows: Vec<[String; 9]> = sessions
+    let rows: Vec<[String; 10]> = sessions
         .iter()
         .map(|s| {
             [
@@ -32,6 +32,9 @@ pub fn table(sessions: &[Session]) -> String {
                 s.uid.to_string(),
                 s.processes.to_string(),
                 s.started_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                sessionguard_core::duration::format(std::time::Duration::from_secs(u64::from(
+                    s.idle_seconds,
+                ))),
                 if s.console { "console" } else { "login" }.to_string(),
                 printable(&command_line(s), 60),
             ]
@@ -47,6 +50,7 @@ pub fn table(sessions: &[Session]) -> String {
         "UID",
         "PROCS",
         "STARTED",
+        "IDLE",
         "KIND",
         "COMMAND",
     ];

@@ -1,5 +1,6 @@
 //! The node's current sessions: what `/sessions` serves, what metrics are
-//! computed from, and exactly what is reported to the controller.
+//! computed from, and what is reported to the controller (with idle times
+//! rounded to their steps by the report writer).
 
 use std::sync::Arc;
 

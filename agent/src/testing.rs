@@ -40,6 +40,7 @@ pub fn session() -> Session {
         started_at: jiff::Timestamp::from_second(1_764_000_000).unwrap(),
         processes: 1,
         console: false,
+        idle_seconds: 0,
         namespace: None,
         pod_name: None,
         container_name: None,
@@ -142,6 +143,8 @@ impl FakeProc {
             ns_pid: vec![pid],
             cgroup: "0::/system.slice/some.service\n".into(),
             argv: Vec::new(),
+            cpu: (1, 1),
+            switches: (150, 3),
         }
     }
 
@@ -172,6 +175,10 @@ pub struct FakeProcess<'a> {
     ns_pid: Vec<u32>,
     cgroup: String,
     argv: Vec<String>,
+    /// utime, stime (clock ticks).
+    cpu: (u64, u64),
+    /// Voluntary, nonvoluntary context switches.
+    switches: (u64, u64),
 }
 
 impl FakeProcess<'_> {
@@ -225,6 +232,16 @@ impl FakeProcess<'_> {
         self.cgroup = text.into();
         self
     }
+    /// CPU time so far: user and system clock ticks.
+    pub fn cpu(mut self, utime: u64, stime: u64) -> Self {
+        self.cpu = (utime, stime);
+        self
+    }
+    /// Context switches so far: voluntary and nonvoluntary.
+    pub fn switches(mut self, voluntary: u64, nonvoluntary: u64) -> Self {
+        self.switches = (voluntary, nonvoluntary);
+        self
+    }
 
     /// Writes the files into `<root>/<pid>`, over any that are there (the
     /// directory, and so its inode, stays).
@@ -272,8 +289,8 @@ impl FakeProcess<'_> {
              Seccomp_filters:\t0\nSpeculation_Store_Bypass:\tthread vulnerable\n\
              SpeculationIndirectBranch:\tconditional enabled\nCpus_allowed:\t3\nCpus_allowed_list:\t0-1\n\
              Mems_allowed:\t00000000,00000001\nMems_allowed_list:\t0\n\
-             voluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t3\n",
-            self.comm
+             voluntary_ctxt_switches:\t{}\nnonvoluntary_ctxt_switches:\t{}\n",
+            self.comm, self.switches.0, self.switches.1
         )
     }
 
@@ -283,8 +300,15 @@ impl FakeProcess<'_> {
         fs::write(
             dir.join("stat"),
             format!(
-                "{p} ({}) {} {} {p} {} {} -1 4194560 100 0 0 0 1 1 0 0 20 0 1 0 {} 8900608 1200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
-                self.comm, self.state, self.ppid, self.session, self.tty_nr as i32, self.starttime
+                "{p} ({}) {} {} {p} {} {} -1 4194560 100 0 0 0 {} {} 0 0 20 0 1 0 {} 8900608 1200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
+                self.comm,
+                self.state,
+                self.ppid,
+                self.session,
+                self.tty_nr as i32,
+                self.cpu.0,
+                self.cpu.1,
+                self.starttime
             ),
         )?;
         fs::write(dir.join("status"), self.status())?;

@@ -117,6 +117,11 @@ impl Drop for Login {
 
 /// `sh -c 'sleep 600 & wait'` as a session leader on a fresh pty, moved into `scope`.
 fn spawn_login(scope: &Path) -> (Child, String, nix::pty::OpenptyResult) {
+    spawn_on_pty(scope, &["-c", "sleep 600 & wait"])
+}
+
+/// `sh args...` as a session leader on a fresh pty (its stdio), moved into `scope`.
+fn spawn_on_pty(scope: &Path, args: &[&str]) -> (Child, String, nix::pty::OpenptyResult) {
     let pty = nix::pty::openpty(None, None).expect("openpty");
     let tty = nix::unistd::ttyname(&pty.slave).expect("ttyname");
     let slave = pty.slave.as_raw_fd();
@@ -128,7 +133,7 @@ fn spawn_login(scope: &Path) -> (Child, String, nix::pty::OpenptyResult) {
     )
     .unwrap();
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "sleep 600 & wait"]);
+    cmd.args(args);
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -186,16 +191,22 @@ fn await_some<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
-#[test]
-fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
+/// The cgroup2 root, or `None` after printing (or, under CI, failing) why
+/// this test cannot run here.
+fn runnable() -> Option<PathBuf> {
     if !nix::unistd::Uid::effective().is_root() {
-        return skip_or_fail("needs root to create cgroup directories and move processes");
+        skip_or_fail("needs root to create cgroup directories and move processes");
+        return None;
     }
-    let Some(root) = cgroup2_root() else {
-        return skip_or_fail(
-            "no cgroup2 hierarchy mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified",
-        );
-    };
+    let root = cgroup2_root();
+    if root.is_none() {
+        skip_or_fail("no cgroup2 hierarchy mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+    }
+    root
+}
+
+/// A pod UID and container ID no other test run uses.
+fn fresh_ids(salt: u16) -> (String, String) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -203,10 +214,16 @@ fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
     let pod_uid = format!(
         "{:08x}-{:04x}-4000-8000-{:012x}",
         std::process::id(),
-        nanos as u16,
+        salt,
         nanos as u64 & 0xffff_ffff_ffff
     );
-    let container_id = format!("{:064x}", nanos);
+    (pod_uid, format!("{:064x}", nanos ^ u128::from(salt)))
+}
+
+#[test]
+fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
+    let Some(root) = runnable() else { return };
+    let (pod_uid, container_id) = fresh_ids(1);
     let cg = PodCgroup::create(&root, &pod_uid, &container_id);
     let (shell, tty, _pty) = spawn_login(&cg.scope);
     let mut login = Login {
@@ -249,4 +266,115 @@ fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
             .is_empty()
             .then_some(())
     });
+}
+
+/// Types into the pty's master side and waits until the shell has run it:
+/// `echo MARK$((n+1))` prints `MARKn+1` only once executed (the terminal's
+/// own echo of the input shows the unexpanded text).
+fn type_and_await(master: &std::fs::File, seen: &mut Vec<u8>, n: u32) {
+    use std::io::Read;
+    let mut w = master;
+    writeln!(w, "echo MARK$(({n}+1))").expect("type into the pty");
+    let want = format!("MARK{}", n + 1);
+    await_some(
+        &format!("the shell to print {want}"),
+        Duration::from_secs(10),
+        || {
+            let mut buf = [0u8; 4096];
+            let mut r = master;
+            match r.read(&mut buf) {
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("reading the pty: {e}"),
+            }
+            String::from_utf8_lossy(seen).contains(&want).then_some(())
+        },
+    );
+}
+
+#[test]
+fn idle_time_of_a_real_shell_resets_when_someone_types() {
+    use sessionguard_agent::scan::{ProcFs, Scanner, ScannerConfig};
+    let Some(root) = runnable() else { return };
+    let (pod_uid, container_id) = fresh_ids(2);
+    let cg = PodCgroup::create(&root, &pod_uid, &container_id);
+    // An interactive shell: stdin is the terminal, so it waits in read().
+    let (shell, tty, pty) = spawn_on_pty(&cg.scope, &[]);
+    let _login = Login {
+        shell,
+        ended: false,
+    };
+    let master = std::fs::File::from(pty.master);
+    nix::fcntl::fcntl(
+        &master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    type_and_await(&master, &mut out, 0);
+
+    // Without privilege: from the shell's CPU time and context switches.
+    let config = |terminal_idle| ScannerConfig {
+        terminal_idle,
+        ..ScannerConfig::default()
+    };
+    let mut scanner =
+        Scanner::new(ProcFs::open(Path::new("/proc")).unwrap(), config(false)).unwrap();
+    let (t0, w0) = (Instant::now(), jiff::Timestamp::now());
+    let idle_at = |scanner: &mut Scanner, secs: u64| {
+        let (now, wall) = (
+            t0 + Duration::from_secs(secs),
+            w0 + jiff::SignedDuration::from_secs(secs as i64),
+        );
+        let (s, stats) = scanner.scan_at(secs == 0, now, wall).unwrap();
+        let s: Vec<_> = s
+            .into_iter()
+            .filter(|s| s.pod_uid.as_str() == pod_uid)
+            .collect();
+        assert_eq!(s.len(), 1, "{s:#?}");
+        assert_eq!(s[0].tty, tty);
+        (s[0].idle_seconds, stats.idle_from_terminal)
+    };
+    assert_eq!(idle_at(&mut scanner, 0), (0, 0), "first sight is activity");
+    // A shell blocked in read() does nothing: 100 s later it is 100 s more
+    // idle (retried, in case the shell was still finishing the last line).
+    let mut t = 0;
+    await_some("the shell to sit idle", Duration::from_secs(10), || {
+        t += 100;
+        let before = idle_at(&mut scanner, t).0;
+        t += 100;
+        (idle_at(&mut scanner, t).0 == before + 100).then_some(())
+    });
+    type_and_await(&master, &mut out, 1);
+    assert_eq!(idle_at(&mut scanner, t + 10).0, 0, "typing is activity");
+    assert_eq!(idle_at(&mut scanner, t + 25).0, 15);
+
+    // As root: from the terminal's access time, as `w` shows it. Dated an
+    // hour back, then moved by the kernel when the shell reads a keystroke.
+    let mut scanner =
+        Scanner::new(ProcFs::open(Path::new("/proc")).unwrap(), config(true)).unwrap();
+    let hour_ago = nix::sys::time::TimeSpec::new(jiff::Timestamp::now().as_second() - 3600, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        Path::new("/dev").join(&tty).as_path(),
+        &hour_ago,
+        &hour_ago,
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    )
+    .unwrap();
+    let scan_now = |scanner: &mut Scanner| {
+        let (s, stats) = scanner.scan(true).unwrap();
+        let s: Vec<_> = s
+            .into_iter()
+            .filter(|s| s.pod_uid.as_str() == pod_uid)
+            .collect();
+        // (Other tests' sessions on this host may count too.)
+        assert!(stats.idle_from_terminal >= 1, "{s:#?}");
+        s[0].idle_seconds
+    };
+    let idle = scan_now(&mut scanner);
+    assert!((3599..3610).contains(&idle), "{idle}");
+    type_and_await(&master, &mut out, 2);
+    let idle = scan_now(&mut scanner);
+    assert!(idle < 10, "the shell read input: {idle}");
 }

@@ -367,3 +367,53 @@ fn a_huge_cmdline_is_read_only_up_to_the_cap() {
     assert_eq!(argv[..3], ["bash", "-c", arg.as_str()]);
     assert!(argv.last().unwrap().ends_with('…'), "{:?}", argv.last());
 }
+
+#[test]
+fn idle_time_grows_while_the_terminal_processes_do_nothing_and_resets_on_any_change() {
+    let (_d, fake, mut scanner) = setup();
+    let shell = || {
+        fake.process(980)
+            .comm("bash")
+            .tty(pts(6))
+            .leads_session()
+            .in_container(POD, &cid('d'))
+    };
+    shell().write().unwrap();
+    let t0 = std::time::Instant::now();
+    let wall = jiff::Timestamp::now();
+    let at = |secs: u64| {
+        let (now, wall) = (
+            t0 + std::time::Duration::from_secs(secs),
+            wall + jiff::SignedDuration::from_secs(secs as i64),
+        );
+        move |scanner: &mut Scanner| {
+            let (s, stats) = scanner.scan_at(false, now, wall).unwrap();
+            assert_eq!(s.len(), 1, "{s:#?}");
+            assert_eq!(stats.idle_from_terminal, 0, "a fake tree has no fds");
+            assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+            s[0].idle_seconds
+        }
+    };
+    assert_eq!(at(0)(&mut scanner), 0, "a new session is active");
+    assert_eq!(at(90)(&mut scanner), 90);
+    // A keystroke: the shell woke once.
+    shell().switches(151, 3).write().unwrap();
+    assert_eq!(at(100)(&mut scanner), 0);
+    assert_eq!(at(130)(&mut scanner), 30);
+    // CPU time moved.
+    shell().switches(151, 3).cpu(1, 2).write().unwrap();
+    assert_eq!(at(131)(&mut scanner), 0);
+    // A command started on the terminal, then did nothing.
+    fake.process(981)
+        .comm("sleep")
+        .tty(pts(6))
+        .session(980)
+        .in_container(POD, &cid('d'))
+        .write()
+        .unwrap();
+    assert_eq!(at(140)(&mut scanner), 0);
+    assert_eq!(at(150)(&mut scanner), 10);
+    // ...and ended.
+    fake.kill(981).unwrap();
+    assert_eq!(at(160)(&mut scanner), 0);
+}

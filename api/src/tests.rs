@@ -151,7 +151,7 @@ fn the_wire_form_is_the_agents_report() {
             "pod_uid": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "container_id": "ab".repeat(32),
             "tty": "pts/3", "pid": 42, "command": "bash", "argv": ["bash", "-l"], "uid": 1000,
             "started_at": "2026-11-24T00:59:00Z", "processes": 2, "console": false,
-            "namespace": "ops", "pod_name": "web-0", "container_name": "app"
+            "idle_seconds": 120, "namespace": "ops", "pod_name": "web-0", "container_name": "app"
         }]
     });
     let report: Report = serde_json::from_value(spec.clone()).unwrap();
@@ -162,4 +162,12 @@ fn the_wire_form_is_the_agents_report() {
     assert_eq!(obj["spec"], spec);
     let back: SessionReport = serde_json::from_value(obj).unwrap();
     assert_eq!(back.into_report(), report);
+    // An agent from before idle times: its sessions read as active (0).
+    let mut old = spec;
+    old["sessions"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("idle_seconds");
+    let report: Report = serde_json::from_value(old).unwrap();
+    assert_eq!(report.sessions[0].idle_seconds, 0);
 }

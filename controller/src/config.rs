@@ -52,6 +52,10 @@ pub struct Config {
     /// (--max-protection or a namespace's lower one): `80%` or `0.8`; `0` off.
     #[arg(long, env = "SESSIONGUARD_MAX_PROTECTION_WARN_AT", value_parser = cap::warn_at_flag, default_value = "80%")]
     pub max_protection_warn_at: u8,
+    /// A login idle this long stops counting for protection (Warning event when
+    /// that releases a pod); activity brings protection back. Off unless set.
+    #[arg(long, env = "SESSIONGUARD_IDLE_RELEASE", value_parser = sessionguard_core::duration::positive_flag)]
+    pub idle_release: Option<Duration>,
 
     /// Record interactions (label + annotations) for terminal logins the agents see.
     #[arg(long, env = "SESSIONGUARD_RECORD_INTERACTIONS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -122,6 +126,7 @@ impl Config {
                 release_grace: self.release_grace,
                 max_protection: self.max_protection,
                 max_protection_warn: self.max_protection_warn_at,
+                idle_release: self.idle_release,
                 record_interactions: self.record_interactions,
                 ttl: self.ttl,
                 max_extension: self.webhook.max_extension,
@@ -151,6 +156,8 @@ mod tests {
             "kube-system,ops",
             "--evict-interacted",
             "true",
+            "--idle-release",
+            "30m",
         ])
         .unwrap();
         assert_eq!(c.ttl, Duration::from_secs(5400));
@@ -160,6 +167,9 @@ mod tests {
         assert!(!s.evict.applies("ops", None));
         assert!(s.evict.applies("default", None));
         assert_eq!(s.plan.max_protection, Some(Duration::from_secs(172_800)));
+        assert_eq!(s.plan.idle_release, Some(Duration::from_secs(1800)));
+        let off = Config::try_parse_from(["c"]).unwrap().reconcile_settings();
+        assert_eq!(off.plan.idle_release, None, "off by default");
         assert_eq!(s.plan.max_extension, Duration::from_secs(7 * 86_400));
         assert_eq!(s.plan.max_protection_warn, 80);
         let c = Config::try_parse_from(["c", "--max-protection-warn-at", "0.5"]).unwrap();

@@ -43,6 +43,7 @@ pub fn settings() -> Settings {
         release_grace: Duration::ZERO,
         max_protection: None,
         max_protection_warn: 80,
+        idle_release: None,
         record_interactions: true,
         ttl: Duration::from_secs(600),
         max_extension: Duration::from_secs(7 * 86_400),
@@ -142,6 +143,11 @@ impl SessionBuilder {
     }
     pub fn command(mut self, command: &str) -> Self {
         self.0.command = command.into();
+        self
+    }
+    /// Idle this long (as the controller estimates it at the plan's `now`).
+    pub fn idle(mut self, seconds: u32) -> Self {
+        self.0.idle_seconds = seconds;
         self
     }
     /// The container's own console, not a login.

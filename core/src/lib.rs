@@ -13,6 +13,7 @@ pub mod duration;
 pub mod error;
 pub mod eviction;
 pub mod guard;
+pub mod idle;
 pub mod interaction;
 pub mod keys;
 pub mod pod_plan;

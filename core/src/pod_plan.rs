@@ -11,6 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::cap::{self, Cap, Stage};
+use crate::idle::{counts_for_protection, until_release};
 use crate::interaction::{Interaction, login_user, plus, rfc3339, until};
 use crate::protection::{Map, OptIn, protect_annotations, restore_annotations};
 use crate::readback::{Bounds, Eviction, eviction_annotations, read_back};
@@ -25,6 +26,9 @@ pub struct Settings {
     pub max_protection: Option<Duration>,
     /// Warn at this percentage of the cap (0: no warning).
     pub max_protection_warn: u8,
+    /// A login idle this long or longer stops counting for protection
+    /// (`--idle-release`); activity makes it count again.
+    pub idle_release: Option<Duration>,
     /// Record interactions (label + annotations) for logins.
     pub record_interactions: bool,
     /// Time from first interaction to eviction; also the cap on the TTL
@@ -47,7 +51,9 @@ pub struct PodFacts<'a> {
 /// Everything a decision depends on.
 pub struct Inputs<'a> {
     pub pod: PodFacts<'a>,
-    /// Live logins from a fresh report (consoles already removed).
+    /// Live logins from a fresh report (consoles already removed), with
+    /// their idle time as of `now`; idle ones are still logins for the
+    /// interaction record, but may not count for protection.
     pub logins: &'a [Session],
     /// Set when the node's agent has gone silent past the grace period.
     pub silent_since: Option<Timestamp>,
@@ -72,6 +78,8 @@ pub enum Release {
     SessionsEnded,
     AgentSilent(Timestamp),
     Capped(Cap),
+    /// Every login left has been idle for `--idle-release` or longer: these.
+    Idle(Vec<Session>),
     NoPdb,
     OptedOut,
 }
@@ -118,7 +126,21 @@ pub fn plan(i: &Inputs) -> Plan {
 /// protection ends, and when a timer (grace, cap, staleness) runs out.
 fn protection(i: &Inputs, p: &mut Plan, wake: &mut Vec<Timestamp>) {
     let current = i.pod.annotations;
-    let in_grace = i.logins.is_empty()
+    let release = i.settings.idle_release;
+    let (counting, idle): (Vec<&Session>, Vec<&Session>) = i
+        .logins
+        .iter()
+        .partition(|s| counts_for_protection(s, release));
+    // A login that counts stops counting when its idle time reaches the
+    // release; its idle time grows between reports, so look again then.
+    wake.extend(
+        counting
+            .iter()
+            .filter_map(|s| until_release(s, release))
+            .map(|d| plus(i.now, d)),
+    );
+    let active = !counting.is_empty();
+    let in_grace = !active
         && i.has_pdb
         && i.last_login
             .is_some_and(|t| i.now < plus(t, i.settings.release_grace));
@@ -128,7 +150,7 @@ fn protection(i: &Inputs, p: &mut Plan, wake: &mut Vec<Timestamp>) {
     let (cap, cap_issue) = cap::effective(i.settings.max_protection, i.namespace_cap);
     p.cap_issue = cap_issue;
     let capped = match (cap, since) {
-        (Some(cap), Some(since)) if !i.logins.is_empty() => {
+        (Some(cap), Some(since)) if active => {
             match cap::stage(since, cap.limit, i.settings.max_protection_warn, i.now) {
                 Stage::Expired => Some(cap),
                 Stage::Warning { end } => {
@@ -144,7 +166,7 @@ fn protection(i: &Inputs, p: &mut Plan, wake: &mut Vec<Timestamp>) {
         }
         _ => None,
     };
-    p.protect = i.opt.wants_protection() && capped.is_none() && (!i.logins.is_empty() || in_grace);
+    p.protect = i.opt.wants_protection() && capped.is_none() && (active || in_grace);
     if !p.protect {
         p.expiring = None;
     }
@@ -171,7 +193,8 @@ fn protection(i: &Inputs, p: &mut Plan, wake: &mut Vec<Timestamp>) {
     } else {
         p.annotations.extend(restore_annotations(current));
         // protected-since survives a cap while sessions continue, so the cap
-        // is not re-armed by the next reconcile; it goes with the last session.
+        // is not re-armed by the next reconcile; it goes with the last session
+        // (an idle one included: going idle does not restart the cap).
         if i.logins.is_empty() && since.is_some() {
             p.annotations.insert(keys::PROTECTED_SINCE.into(), None);
         }
@@ -184,6 +207,8 @@ fn protection(i: &Inputs, p: &mut Plan, wake: &mut Vec<Timestamp>) {
                 Release::NoPdb
             } else if let Some(t) = i.silent_since {
                 Release::AgentSilent(t)
+            } else if !idle.is_empty() {
+                Release::Idle(idle.into_iter().cloned().collect())
             } else {
                 Release::SessionsEnded
             });
@@ -441,6 +466,70 @@ mod tests {
             eviction: Eviction::On,
             namespace_cap,
         })
+    }
+
+    #[test]
+    fn a_login_idle_past_the_release_stops_protecting_and_activity_brings_it_back() {
+        let mut cfg = settings();
+        cfg.idle_release = Some(Duration::from_secs(180));
+        let p = pod("web-0").protected().was_protected().build();
+        let idle = session().uid(1000).tty("pts/3").idle(200).build();
+        let plan = run(&p, std::slice::from_ref(&idle), true, &cfg);
+        assert!(!plan.protect);
+        assert_eq!(plan.release, Some(Release::Idle(vec![idle.clone()])));
+        assert_eq!(plan.annotations[keys::CA_SAFE_TO_EVICT], None, "restored");
+        assert!(
+            !plan.annotations.contains_key(keys::PROTECTED_SINCE),
+            "going idle does not restart --max-protection"
+        );
+        assert_eq!(
+            plan.annotations[keys::LAST_INTERACTION].as_deref(),
+            Some("2026-11-24T00:59:30Z"),
+            "an idle login is still a login for the record"
+        );
+        // Typing: the next report says 0 and the pod is protected again.
+        let p = pod("web-0").protected().build();
+        let active = Session {
+            idle_seconds: 0,
+            ..idle.clone()
+        };
+        let plan = run(&p, &[active], false, &cfg);
+        assert!(plan.protect && plan.release.is_none());
+        // Off by default: the same idle login protects.
+        let plan = run(&p, std::slice::from_ref(&idle), false, &settings());
+        assert!(plan.protect);
+    }
+
+    #[test]
+    fn an_idle_login_counts_until_the_release_and_the_plan_looks_again_then() {
+        let mut cfg = settings();
+        cfg.idle_release = Some(Duration::from_secs(60));
+        let p = pod("web-0").protected().build();
+        let plan = run(&p, &[session().idle(45).build()], false, &cfg);
+        assert!(plan.protect);
+        assert_eq!(plan.requeue, Some(Duration::from_millis(15_050)));
+        // One active login keeps the pod protected beside an idle one.
+        let plan = run(
+            &p,
+            &[session().idle(600).build(), session().tty("pts/1").build()],
+            false,
+            &cfg,
+        );
+        assert!(plan.protect && plan.release.is_none());
+    }
+
+    #[test]
+    fn release_grace_also_follows_the_last_login_that_counted() {
+        let mut cfg = settings();
+        cfg.idle_release = Some(Duration::from_secs(60));
+        cfg.release_grace = Duration::from_secs(5);
+        let p = pod("web-0").protected().was_protected().build();
+        let plan = run(&p, &[session().idle(61).build()], true, &cfg);
+        assert!(
+            plan.protect,
+            "within the grace after the last counting login"
+        );
+        assert_eq!(plan.requeue, Some(Duration::from_millis(5_050)));
     }
 
     #[test]

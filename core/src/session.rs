@@ -82,6 +82,13 @@ pub struct Session {
     /// reported for visibility, never a login.
     #[serde(default)]
     pub console: bool,
+    /// Seconds since the session's last activity. Exact in the agent's scan
+    /// output and /sessions; in a SessionReport rounded down to a step: 0
+    /// below the agent's --idle-resolution, then that times a power of two.
+    /// 0 from an agent that does not measure it.
+    #[serde(default)]
+    #[schemars(range(max = u32::MAX), extend("format" = "int64"))]
+    pub idle_seconds: u32,
     /// Filled by the agent from its node's pod watch when it knows them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String", length(max = NAMESPACE_MAX))]

@@ -244,21 +244,23 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
                     "CONTAINER",
                     "USER",
                     "SESSIONS",
+                    "IDLE",
                     "FIRST-INTERACTION",
                     "PROTECTED",
                     "EVICTION-TIME",
                 ]
-            && row[..7]
+            && row[..8]
                 == [
                     POD,
                     "app",
                     ADMIN,
                     "-",
+                    "-",
                     first.as_str(),
                     "no",
                     evict_at.as_str(),
                 ]
-            && row[7].starts_with("(in"),
+            && row[8].starts_with("(in"),
         format!("table:\n{table}"),
     )?;
 

@@ -2,6 +2,7 @@
 
 use clap::ValueEnum;
 use jiff::Timestamp;
+use sessionguard_core::duration;
 use sessionguard_core::interaction::rfc3339;
 use sessionguard_core::printable::printable;
 
@@ -53,6 +54,7 @@ fn table(rows: &[Row], wide: bool, now: Timestamp, all_namespaces: bool) -> Stri
         "CONTAINER",
         "USER",
         "SESSIONS",
+        "IDLE",
         "FIRST-INTERACTION",
         "PROTECTED",
         "BLOCKING",
@@ -78,6 +80,9 @@ fn table(rows: &[Row], wide: bool, now: Timestamp, all_namespaces: bool) -> Stri
             or_dash(Some(r.containers.join(","))),
             or_dash(r.user.clone()),
             r.sessions.map_or("-".into(), |n| n.to_string()),
+            r.idle_seconds.map_or("-".into(), |s| {
+                duration::format(std::time::Duration::from_secs(u64::from(s)))
+            }),
             r.first_interaction
                 .map(rfc3339)
                 .unwrap_or_else(|| "-".into()),
@@ -152,6 +157,7 @@ mod tests {
             containers: vec!["app".into()],
             user: Some("alice".into()),
             sessions: Some(1),
+            idle_seconds: Some(300),
             first_interaction: Some("2026-11-24T01:00:00Z".parse().unwrap()),
             last_interaction: None,
             protected: true,
@@ -177,6 +183,7 @@ mod tests {
                 "CONTAINER",
                 "USER",
                 "SESSIONS",
+                "IDLE",
                 "FIRST-INTERACTION",
                 "PROTECTED",
                 "BLOCKING",
@@ -190,6 +197,7 @@ mod tests {
                 "app",
                 "alice",
                 "1",
+                "5m0s",
                 "2026-11-24T01:00:00Z",
                 "yes",
                 "-",
@@ -220,7 +228,8 @@ mod tests {
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .collect();
-        assert_eq!(cells[5..7], ["yes", "drain of node-3, 12m"], "{t}");
+        assert_eq!(cells[6..8], ["yes", "drain of node-3, 12m"], "{t}");
+        assert_eq!(j["items"][0]["idleSeconds"], 300);
     }
 
     #[test]

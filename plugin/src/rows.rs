@@ -28,6 +28,10 @@ pub struct Row {
     pub user: Option<String>,
     /// Live login sessions; `None` when the node has no readable report.
     pub sessions: Option<usize>,
+    /// Idle time of the most recently active live login, as its node's
+    /// report states it (rounded down to the agent's steps, so: at least
+    /// this long; see `sessionguard_core::idle`).
+    pub idle_seconds: Option<u32>,
     pub first_interaction: Option<Timestamp>,
     pub last_interaction: Option<Timestamp>,
     pub protected: bool,
@@ -91,6 +95,7 @@ pub fn row(pod: &Pod, report: Option<&Report>) -> Row {
         containers,
         user,
         sessions: report.map(|_| live.len()),
+        idle_seconds: live.iter().map(|s| s.idle_seconds).min(),
         first_interaction: record.as_ref().map(|r| r.first),
         last_interaction: record.as_ref().map(|r| r.last),
         protected: ann.contains_key(keys::PROTECTED_SINCE),
@@ -155,7 +160,8 @@ mod tests {
             "sessions": [{
                 "pod_uid": UID, "container_id": "a".repeat(64), "tty": "pts/0", "pid": 42,
                 "command": "bash", "uid": 1000, "started_at": "2026-11-24T00:59:00Z",
-                "processes": 1, "console": console, "container_name": "app"
+                "processes": 1, "console": console, "container_name": "app",
+                "idle_seconds": 240
             }]
         }))
         .unwrap()
@@ -182,6 +188,7 @@ mod tests {
         );
         assert_eq!(r.user.as_deref(), Some("alice@example.com"));
         assert_eq!(r.sessions, Some(1));
+        assert_eq!(r.idle_seconds, Some(240));
         assert!(r.protected);
         assert_eq!(r.eviction_time, Some(ts("2026-11-24T01:40:00Z")));
         assert_eq!(r.eviction_off, None);
@@ -204,6 +211,10 @@ mod tests {
         let p = pod(json!({"sessionguard.io/last-container": "app"}));
         let r = row(&p, Some(&report(true)));
         assert_eq!((r.sessions, r.user.clone()), (Some(0), None));
+        assert_eq!(
+            r.idle_seconds, None,
+            "a console's idle time is not a login's"
+        );
         assert_eq!(r.containers, ["app"]);
         assert_eq!(row(&p, None).sessions, None);
         let bad = row(

@@ -29,6 +29,8 @@ pub fn stat(bytes: &[u8]) -> Result<Stat<'_>, ParseError> {
         ppid: num(s.ppid, "ppid")?,
         session: u32::try_from(s.session).unwrap_or(0),
         tty_nr: s.tty_nr as u32,
+        utime: s.utime,
+        stime: s.stime,
         starttime: s.starttime,
     })
 }

@@ -18,7 +18,7 @@ pub use cgroup::{PodContainer, parse_cgroup};
 pub use cmdline::parse_cmdline;
 pub use error::ParseError;
 pub use stat::{Stat, parse_stat};
-pub use status::{Status, parse_status};
+pub use status::{Status, parse_status, parse_switches};
 pub use tty::tty_name;
 pub use visibility::{Filtered, Pid1, ProcMount, Reason, View};
 
@@ -29,6 +29,8 @@ pub use visibility::{Filtered, Pid1, ProcMount, Reason, View};
 pub struct Parsers {
     pub stat: for<'a> fn(&'a [u8]) -> Result<Stat<'a>, ParseError>,
     pub status: fn(&[u8]) -> Result<Status, ParseError>,
+    /// `status` → context switches, for idle time.
+    pub switches: fn(&[u8]) -> Result<u64, ParseError>,
     pub cgroup: fn(&[u8]) -> Result<Option<PodContainer>, ParseError>,
     pub cmdline: fn(&[u8]) -> Result<Vec<String>, ParseError>,
     /// `/proc/stat` → boot time in seconds.
@@ -42,6 +44,7 @@ impl Default for Parsers {
         Self {
             stat: parse_stat,
             status: parse_status,
+            switches: parse_switches,
             cgroup: parse_cgroup,
             cmdline: parse_cmdline,
             btime: parse_btime,

@@ -23,6 +23,10 @@ pub struct Stat<'a> {
     /// Controlling terminal in the kernel's `new_encode_dev` form (see
     /// [`crate::proc::tty`]); 0 when none.
     pub tty_nr: u32,
+    /// CPU time in user and kernel mode, clock ticks: with the context
+    /// switches in `status`, what tells an active session from an idle one.
+    pub utime: u64,
+    pub stime: u64,
     /// Clock ticks after boot.
     pub starttime: u64,
 }
@@ -30,6 +34,8 @@ pub struct Stat<'a> {
 // Field positions counted from `state` (field 3 in proc(5)).
 const SESSION: usize = 3;
 const TTY_NR: usize = 4;
+const UTIME: usize = 11;
+const STIME: usize = 12;
 const STARTTIME: usize = 19;
 
 /// Parses one stat line; `comm` borrows from it, so the scanner can reuse
@@ -66,6 +72,8 @@ pub fn parse_stat(line: &[u8]) -> Result<Stat<'_>, ParseError> {
     // The kernel prints the 32-bit encoding with `%d`: a minor of 2^19 or
     // more sets bit 31 and shows as negative, and that is still a terminal.
     let tty_nr = num::<i32>(take(TTY_NR, &mut seen, "tty_nr")?, "tty_nr")? as u32;
+    let utime = num::<u64>(take(UTIME, &mut seen, "utime")?, "utime")?;
+    let stime = num::<u64>(take(STIME, &mut seen, "stime")?, "stime")?;
     let starttime = num::<u64>(take(STARTTIME, &mut seen, "starttime")?, "starttime")?;
     if state.len() != 1 {
         return Err(ParseError::new("stat", "state is not one character"));
@@ -77,6 +85,8 @@ pub fn parse_stat(line: &[u8]) -> Result<Stat<'_>, ParseError> {
         ppid,
         session: u32::try_from(session).unwrap_or(0),
         tty_nr,
+        utime,
+        stime,
         starttime,
     })
 }
@@ -134,6 +144,7 @@ mod tests {
             (4242, &b"bash"[..], b'S', 4241)
         );
         assert_eq!((s.session, s.tty_nr, s.starttime), (4242, 34816, 987654));
+        assert_eq!((s.utime, s.stime), (3, 1));
         assert!(!s.is_gone());
     }
 
@@ -194,7 +205,15 @@ mod tests {
             ("x (sh) S 1 2 3 4", "pid is not a number"),
             ("12 (sh) S 1 2 3", "truncated before tty_nr"),
             ("12 (sh) S 1 2 3 abc 5", "tty_nr is not a number"),
-            ("12 (sh) S 1 2 3 4 5 6 7 8", "truncated before starttime"),
+            ("12 (sh) S 1 2 3 4 5 6 7 8", "truncated before utime"),
+            (
+                "12 (sh) S 1 2 3 4 5 6 7 8 9 10 11 12",
+                "truncated before starttime",
+            ),
+            (
+                "12 (sh) S 1 2 3 4 5 6 7 8 9 10 -1 12 13",
+                "utime is not a number",
+            ),
             (
                 "12 (sh) SS 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19",
                 "one character",

@@ -1,7 +1,11 @@
-//! `/proc/<pid>/status`: only `Uid:` (real uid) and `NSpid:` (pid in each
-//! nested pid namespace, innermost last) are used. Parsed by procfs-core,
+//! `/proc/<pid>/status`: `Uid:` (real uid) and `NSpid:` (pid in each nested
+//! pid namespace, innermost last) of session leaders, parsed by procfs-core,
 //! which wants every line a kernel since 2.6 writes; it runs only for session
 //! leaders, so its cost does not show in a scan (see `agent/README.md`).
+//!
+//! And the context switch counters of every process on a session's terminal,
+//! on every tick ([`parse_switches`]): hand-written, since it only needs the
+//! file's last two lines and runs far more often.
 
 use procfs_core::FromRead;
 
@@ -31,6 +35,39 @@ pub fn parse_status(bytes: &[u8]) -> Result<Status, ParseError> {
         uid: status.ruid,
         ns_pid,
     })
+}
+
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches`. A process
+/// blocked in `read` on its terminal wakes (one voluntary switch) for each
+/// keystroke, while its CPU time, counted in 10 ms ticks, may not move.
+pub fn parse_switches(bytes: &[u8]) -> Result<u64, ParseError> {
+    let mut voluntary = None;
+    let mut nonvoluntary = None;
+    // The counters are the last lines the kernel writes.
+    for line in bytes.split(|&b| b == b'\n').rev() {
+        let (slot, name, value) = if let Some(v) = line.strip_prefix(b"voluntary_ctxt_switches:") {
+            (&mut voluntary, "voluntary_ctxt_switches", v)
+        } else if let Some(v) = line.strip_prefix(b"nonvoluntary_ctxt_switches:") {
+            (&mut nonvoluntary, "nonvoluntary_ctxt_switches", v)
+        } else {
+            continue;
+        };
+        let text = std::str::from_utf8(value).unwrap_or_default().trim();
+        *slot =
+            Some(text.parse::<u64>().map_err(|_| {
+                ParseError::new("status", format!("{name} is not a number: {text:?}"))
+            })?);
+        if voluntary.is_some() && nonvoluntary.is_some() {
+            break;
+        }
+    }
+    match (voluntary, nonvoluntary) {
+        (Some(v), Some(n)) => Ok(v.saturating_add(n)),
+        _ => Err(ParseError::new(
+            "status",
+            "no voluntary_ctxt_switches / nonvoluntary_ctxt_switches lines",
+        )),
+    }
 }
 
 impl Status {
@@ -128,10 +165,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn context_switches() {
+        assert_eq!(parse_switches(SHELL.as_bytes()).unwrap(), 153);
+        // Names the kernel might put after them one day are ignored.
+        let more = format!("{SHELL}x_ctxt_switches:\t9\n");
+        assert_eq!(parse_switches(more.as_bytes()).unwrap(), 153);
+        for (text, want) in [
+            (String::new(), "no voluntary_ctxt_switches"),
+            (
+                SHELL.replace("nonvoluntary_ctxt_switches:\t3\n", ""),
+                "no voluntary_ctxt_switches",
+            ),
+            (
+                SHELL.replace(
+                    "voluntary_ctxt_switches:\t150",
+                    "voluntary_ctxt_switches:\t-1",
+                ),
+                "voluntary_ctxt_switches is not a number: \"-1\"",
+            ),
+        ] {
+            let e = parse_switches(text.as_bytes()).unwrap_err();
+            assert_eq!(e.kind(), "status");
+            assert!(e.to_string().contains(want), "{text:?}: {e}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
             let _ = parse_status(&bytes);
+            let _ = parse_switches(&bytes);
         }
 
         #[test]

@@ -17,6 +17,7 @@ use kube::{Api, Client};
 use sessionguard_api::SessionReport;
 use sessionguard_core::backoff::Backoff;
 use sessionguard_core::bounds::{self, Cuts};
+use sessionguard_core::idle;
 use sessionguard_core::{Report, ReportLimits, Session};
 use tokio::time::Instant;
 
@@ -38,16 +39,25 @@ const STRIPPED_COMMAND_MAX: usize = 15;
 pub struct ReportWriter {
     api: Api<SessionReport>,
     heartbeat: Duration,
+    /// Idle times are reported in steps of this and its doublings
+    /// (`sessionguard_core::idle`), so they change the report rarely.
+    idle_resolution: Duration,
     metrics: Metrics,
     /// The cuts last logged, so a session that stays long is logged once.
     logged_cuts: Cuts,
 }
 
 impl ReportWriter {
-    pub fn new(client: Client, heartbeat: Duration, metrics: Metrics) -> Self {
+    pub fn new(
+        client: Client,
+        heartbeat: Duration,
+        idle_resolution: Duration,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             api: Api::all(client),
             heartbeat,
+            idle_resolution,
             metrics,
             logged_cuts: Cuts::default(),
         }
@@ -69,7 +79,11 @@ impl ReportWriter {
                 }
                 continue;
             }
-            let keys: Vec<Key> = snap.sessions.iter().map(Key::of).collect();
+            let keys: Vec<Key> = snap
+                .sessions
+                .iter()
+                .map(|s| Key::of(s, self.idle_resolution))
+                .collect();
             if last.as_ref() != Some(&keys) || Instant::now() >= next_heartbeat {
                 match self.write_snapshot(&snap).await {
                     Ok(()) => {
@@ -95,7 +109,7 @@ impl ReportWriter {
 
     /// The snapshot, bounded; stripped if the API server refuses that.
     async fn write_snapshot(&mut self, snap: &Snapshot) -> Result<(), Error> {
-        let (report, cuts) = snap.report().bounded(ReportLimits::default());
+        let (report, cuts) = self.coarse(snap.report()).bounded(ReportLimits::default());
         self.count_cuts(&cuts);
         match self.write(report).await {
             Err(Error::Refused { code, reason }) => {
@@ -104,7 +118,7 @@ impl ReportWriter {
                     sessions = snap.sessions.len(),
                     "writing this scan again stripped to the fields that protect a pod"
                 );
-                let (report, _) = stripped(snap.report());
+                let (report, _) = stripped(self.coarse(snap.report()));
                 let res = self.write(report).await;
                 if let Err(Error::Refused { code, reason }) = &res {
                     self.refused(*code, reason);
@@ -113,6 +127,11 @@ impl ReportWriter {
             }
             res => res,
         }
+    }
+
+    fn coarse(&self, mut report: Report) -> Report {
+        idle::coarsen(&mut report.sessions, self.idle_resolution);
+        report
     }
 
     fn count_cuts(&mut self, cuts: &Cuts) {
@@ -208,7 +227,8 @@ fn stripped(mut report: Report) -> (Report, Cuts) {
 }
 
 /// What makes a report worth writing early. The process count changes with
-/// every command a user runs, so it only travels with the heartbeat.
+/// every command a user runs, so it only travels with the heartbeat; idle
+/// time counts in its coarse steps only.
 #[derive(PartialEq, Eq)]
 struct Key {
     pod_uid: String,
@@ -219,10 +239,11 @@ struct Key {
     console: bool,
     command: String,
     container_name: Option<String>,
+    idle_step: u32,
 }
 
 impl Key {
-    fn of(s: &Session) -> Self {
+    fn of(s: &Session, idle_resolution: Duration) -> Self {
         Self {
             pod_uid: s.pod_uid.to_string(),
             container_id: s.container_id.to_string(),
@@ -232,6 +253,7 @@ impl Key {
             console: s.console,
             command: s.command.clone(),
             container_name: s.container_name.clone(),
+            idle_step: idle::coarse(s.idle_seconds, idle_resolution),
         }
     }
 }
@@ -268,6 +290,22 @@ mod tests {
             );
         }
         r.validate(ReportLimits::default()).unwrap();
+    }
+
+    #[test]
+    fn idle_time_makes_a_report_worth_writing_only_when_its_step_changes() {
+        let key = |idle| {
+            let s = Session {
+                idle_seconds: idle,
+                ..crate::testing::session()
+            };
+            Key::of(&s, Duration::from_secs(60))
+        };
+        assert!(key(0) == key(59), "typing with short pauses writes nothing");
+        assert!(key(60) == key(119));
+        assert!(key(59) != key(60));
+        assert!(key(119) != key(120));
+        assert!(key(500) != key(0), "activity after an idle episode");
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub struct Candidate {
     pub session: u32,
     pub tty_nr: u32,
     pub starttime: u64,
+    /// utime + stime, clock ticks.
+    pub cpu: u64,
     pub comm: String,
     pub at: PodContainer,
 }
@@ -23,6 +25,8 @@ pub struct Group {
     pub tty_nr: u32,
     pub leader: Candidate,
     pub processes: u32,
+    /// Every process on the terminal: (pid, start time, CPU ticks).
+    pub members: Vec<(u32, u64, u64)>,
 }
 
 /// The leader is the process whose pid is its session id (the one that
@@ -42,6 +46,10 @@ pub fn group_by_terminal(candidates: Vec<Candidate>) -> Vec<Group> {
         .into_values()
         .map(|members| {
             let processes = members.len() as u32;
+            let ids = members
+                .iter()
+                .map(|c| (c.pid, c.starttime, c.cpu))
+                .collect();
             let leader = members
                 .iter()
                 .find(|c| c.pid == c.session)
@@ -53,6 +61,7 @@ pub fn group_by_terminal(candidates: Vec<Candidate>) -> Vec<Group> {
                 tty_nr: leader.tty_nr,
                 leader,
                 processes,
+                members: ids,
             }
         })
         .collect()
@@ -80,6 +89,7 @@ mod tests {
             session,
             tty_nr: tty,
             starttime: start,
+            cpu: 0,
             comm: format!("p{pid}"),
             at,
         }

@@ -2,9 +2,10 @@
 //! `--proc-root`) and turns it into sessions with the pure parsers.
 
 mod group;
+pub mod idle;
 mod procfs;
 mod scanner;
 
 pub use group::{Candidate, Group, group_by_terminal};
-pub use procfs::ProcFs;
+pub use procfs::{ProcFs, Terminal};
 pub use scanner::{ScanStats, Scanner, ScannerConfig};

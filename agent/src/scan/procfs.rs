@@ -132,6 +132,39 @@ impl ProcFs {
         }
     }
 
+    /// The access time of `pid`'s controlling terminal (`tty_nr`), through
+    /// its fd 0, 1 or 2, whichever is that terminal. Following those links
+    /// needs ptrace read access to the process (see `scan/idle.rs`).
+    pub fn terminal_atime(&mut self, pid: u32, tty_nr: u32) -> Terminal {
+        use std::fmt::Write;
+        let want = crate::proc::tty::major_minor(tty_nr);
+        for fd in 0..3 {
+            self.path.clear();
+            let _ = write!(self.path, "{pid}/fd/{fd}");
+            match nix::sys::stat::fstatat(
+                self.dir.as_fd(),
+                self.path.as_str(),
+                nix::fcntl::AtFlags::empty(),
+            ) {
+                Ok(st) => {
+                    use nix::sys::stat::SFlag;
+                    let is_char = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFCHR.bits();
+                    let dev = (
+                        nix::sys::stat::major(st.st_rdev) as u32,
+                        nix::sys::stat::minor(st.st_rdev) as u32,
+                    );
+                    if is_char && dev == want {
+                        return Terminal::Atime(st.st_atime);
+                    }
+                }
+                Err(Errno::EACCES | Errno::EPERM) => return Terminal::Denied,
+                // Closed, redirected or gone: the next fd, or the processes.
+                Err(_) => {}
+            }
+        }
+        Terminal::Unknown
+    }
+
     /// Reads a top-level file such as `stat` or `uptime` into `buf`.
     pub fn read_top(&self, file: &str, buf: &mut Vec<u8>) -> Result<(), Error> {
         let path = self.root.join(file);
@@ -198,6 +231,17 @@ impl ProcFs {
             source,
         }
     }
+}
+
+/// What [`ProcFs::terminal_atime`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Terminal {
+    /// Seconds since the epoch.
+    Atime(i64),
+    /// The agent may not look at the process's files.
+    Denied,
+    /// No fd 0-2 is the terminal (or the process is gone).
+    Unknown,
 }
 
 /// ENOENT when the pid left before open, ESRCH when it left before read.

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use sessionguard_core::{CUT_MARKER, Session};
 
-use super::group::{Candidate, group_by_terminal};
-use super::procfs::ProcFs;
+use super::group::{Candidate, Group, group_by_terminal};
+use super::idle::{self, IdleTracker, SessionId};
+use super::procfs::{ProcFs, Terminal as TerminalTime};
 use crate::Error;
 use crate::proc::cmdline::CMDLINE_READ_MAX;
 use crate::proc::{Parsers, SystemInfo, start_time, tty_name};
@@ -44,6 +45,9 @@ pub struct ScannerConfig {
     /// `CLK_TCK`, the unit of start times in `stat`. Passed in rather than
     /// read by the scanner, so a fake tree can be dated on any clock.
     pub ticks_per_second: u64,
+    /// Take idle time from the terminal's access time where the agent may
+    /// read it (see `scan/idle.rs`); else only from the processes.
+    pub terminal_idle: bool,
     pub parsers: Parsers,
 }
 
@@ -57,6 +61,7 @@ impl Default for ScannerConfig {
                 .ok()
                 .flatten()
                 .map_or(100, |hz| hz.max(1) as u64),
+            terminal_idle: true,
             parsers: Parsers::default(),
         }
     }
@@ -74,6 +79,9 @@ pub struct ScanStats {
     pub terminal_processes: usize,
     /// Pids that vanished while being read: churn, not errors.
     pub vanished: usize,
+    /// Sessions whose idle time came from their terminal's access time
+    /// (the others': from their processes).
+    pub idle_from_terminal: usize,
     pub errors: BTreeMap<&'static str, u64>,
     pub duration: Duration,
 }
@@ -84,6 +92,7 @@ pub struct Scanner {
     clock: Clock,
     known: HashMap<u32, Known>,
     leaders: HashMap<(u32, u64), Leader>,
+    idle: IdleTracker,
     generation: u64,
     pids: Vec<(u32, u64)>,
     buf: Vec<u8>,
@@ -118,8 +127,8 @@ struct Clock {
 }
 
 /// A process with a controlling terminal: (pid, session id, tty_nr, start
-/// time in ticks, comm).
-type Terminal = (u32, u32, u32, u64, String);
+/// time in ticks, CPU ticks, comm).
+type Terminal = (u32, u32, u32, u64, u64, String);
 
 // === impl Scanner ===
 
@@ -133,6 +142,7 @@ impl Scanner {
             clock,
             known: HashMap::new(),
             leaders: HashMap::new(),
+            idle: IdleTracker::default(),
             generation: 0,
             pids: Vec::new(),
             buf,
@@ -154,6 +164,17 @@ impl Scanner {
     /// Fails with [`Error::Filtered`] when the proc root hides processes:
     /// the sessions of a partial view must never be reported.
     pub fn scan(&mut self, full: bool) -> Result<(Vec<Session>, ScanStats), Error> {
+        self.scan_at(full, Instant::now(), jiff::Timestamp::now())
+    }
+
+    /// [`Scanner::scan`] as if at `now` (monotonic) and `wall`: the clocks
+    /// idle time is measured on, so a test can let time pass without waiting.
+    pub fn scan_at(
+        &mut self,
+        full: bool,
+        now: Instant,
+        wall: jiff::Timestamp,
+    ) -> Result<(Vec<Session>, ScanStats), Error> {
         let started = Instant::now();
         // Before any state changes, so a filtered scan leaves the scanner as
         // it was (the next good scan is still the first, or still full).
@@ -177,7 +198,7 @@ impl Scanner {
         let candidates = self.terminal_processes(full, first, &mut stats);
         stats.terminal_processes = candidates.len();
         let in_pods = self.in_pods(candidates, &mut stats);
-        let sessions = self.sessions(in_pods, full, &mut stats);
+        let sessions = self.sessions(in_pods, full, (now, wall.as_second()), &mut stats);
         stats.duration = started.elapsed();
         Ok((sessions, stats))
     }
@@ -256,7 +277,14 @@ impl Scanner {
                 },
             );
             if tty_nr != 0 {
-                candidates.push((pid, stat.session, tty_nr, stat.starttime, stat.comm_lossy()));
+                candidates.push((
+                    pid,
+                    stat.session,
+                    tty_nr,
+                    stat.starttime,
+                    stat.utime.saturating_add(stat.stime),
+                    stat.comm_lossy(),
+                ));
             }
         }
         self.pids = pids;
@@ -268,7 +296,7 @@ impl Scanner {
     fn in_pods(&mut self, candidates: Vec<Terminal>, stats: &mut ScanStats) -> Vec<Candidate> {
         let parsers = self.config.parsers;
         let mut in_pods = Vec::new();
-        for (pid, session, tty_nr, starttime, comm) in candidates {
+        for (pid, session, tty_nr, starttime, cpu, comm) in candidates {
             if !fetch(&mut self.fs, pid, "cgroup", &mut self.buf, stats).is_read() {
                 continue;
             }
@@ -278,6 +306,7 @@ impl Scanner {
                     session,
                     tty_nr,
                     starttime,
+                    cpu,
                     comm,
                     at,
                 }),
@@ -298,6 +327,7 @@ impl Scanner {
         &mut self,
         in_pods: Vec<Candidate>,
         full: bool,
+        (now, wall): (Instant, i64),
         stats: &mut ScanStats,
     ) -> Vec<Session> {
         let generation = self.generation;
@@ -325,6 +355,7 @@ impl Scanner {
                     None => continue,
                 }
             }
+            let idle_seconds = self.idle_seconds(&group, full, now, wall, stats);
             let leader = self.leaders.get_mut(&key).expect("inserted above");
             leader.generation = generation;
             sessions.push(Session {
@@ -338,13 +369,66 @@ impl Scanner {
                 started_at,
                 processes: group.processes,
                 console: leader.namespace_init,
+                idle_seconds,
                 namespace: None,
                 pod_name: None,
                 container_name: None,
             });
         }
         self.leaders.retain(|_, l| l.generation == generation);
+        self.idle.retain(generation);
         sessions
+    }
+
+    /// The session's idle time (see `scan/idle.rs`): its terminal's access
+    /// time if readable, else from what its processes did since the last
+    /// scan, which costs one `status` read per process on the terminal.
+    fn idle_seconds(
+        &mut self,
+        group: &Group,
+        full: bool,
+        now: Instant,
+        wall: i64,
+        stats: &mut ScanStats,
+    ) -> u32 {
+        let l = &group.leader;
+        let id = SessionId {
+            pod_uid: group.at.pod_uid.clone(),
+            container_id: group.at.container_id.clone(),
+            tty_nr: group.tty_nr,
+            leader: (l.pid, l.starttime),
+        };
+        let parsers = self.config.parsers;
+        let mut members = Vec::with_capacity(group.members.len());
+        for &(pid, start, cpu) in &group.members {
+            // Without the counters (a process gone, a status we cannot read)
+            // only CPU time tells; that costs accuracy, not the session, and
+            // is not counted as an error, which it would be on every tick.
+            let switches = match self.fs.read(pid, "status", &mut self.buf) {
+                Ok(true) => (parsers.switches)(&self.buf).unwrap_or(0),
+                _ => 0,
+            };
+            members.push((pid, start, cpu, switches));
+        }
+        let (mut atime, mut denied) = (None, None);
+        if self.config.terminal_idle && self.idle.try_terminal(&id, full) {
+            let t = self.fs.terminal_atime(l.pid, group.tty_nr);
+            denied = Some(t == TerminalTime::Denied);
+            if let TerminalTime::Atime(t) = t {
+                atime = Some(t);
+            }
+        }
+        let seen = idle::Seen {
+            fingerprint: idle::fingerprint(members),
+            terminal_atime: atime,
+        };
+        let (idle, source) = self
+            .idle
+            .observe(id, seen, denied, now, wall, self.generation);
+        if source == idle::Source::Terminal {
+            stats.idle_from_terminal += 1;
+        }
+        idle
     }
 
     /// `None` only when the leader is gone. An unreadable or malformed

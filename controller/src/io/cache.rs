@@ -14,8 +14,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use sessionguard_core::idle::counts_for_protection;
 use sessionguard_core::protection::{Map, OptIn, pdb_name};
-use sessionguard_core::{PodUid, Session, keys};
+use sessionguard_core::{PodUid, keys};
 use tokio::sync::watch;
 
 use crate::io::report_index::{Liveness, PathPart, ReportIndex};
@@ -288,10 +289,13 @@ impl Cache {
             .collect()
     }
 
-    /// Is anyone logged in to the pod, or is its protection still held?
-    pub fn logged_in(&self, pod: &Pod, now: Timestamp) -> bool {
+    /// Is anyone logged in to the pod (not idle past `idle_release`), or is
+    /// its protection still held?
+    pub fn logged_in(&self, pod: &Pod, now: Timestamp, idle_release: Option<Duration>) -> bool {
         let live = match self.liveness(pod, now) {
-            Liveness::Fresh { sessions, .. } => sessions.iter().any(Session::is_login),
+            Liveness::Fresh { sessions, .. } => sessions
+                .iter()
+                .any(|s| s.is_login() && counts_for_protection(s, idle_release)),
             _ => false,
         };
         live || self.our_pdb(pod).is_some()

@@ -18,6 +18,12 @@
 //! after the path is back to be heard again. The cost is that a node that died
 //! during an outage keeps its pods protected for one grace longer.
 //!
+//! Idle times arrive in steps (`sessionguard_core::idle`): the index keeps,
+//! per session, when it first saw the current step, and hands out sessions
+//! whose `idle_seconds` is the estimate at the time asked. A restarted
+//! controller sees every step for the first time: idle is then counted from
+//! the step alone, which errs towards protecting.
+//!
 //! A deleted report is treated like a silent agent: its last snapshot keeps
 //! counting until the grace period runs out, then the pods are released with
 //! the agent-silent event. Deleting the object is not a way to drop protection
@@ -27,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use sessionguard_core::{PodUid, Report, Session};
+use sessionguard_core::{PodUid, Report, Session, SessionKey, idle};
 
 #[derive(Clone, Debug)]
 pub struct NodeReport {
@@ -36,6 +42,8 @@ pub struct NodeReport {
     /// When the report object was deleted, if it was.
     pub deleted_at: Option<Timestamp>,
     by_pod: HashMap<PodUid, Vec<Session>>,
+    /// Per session: its reported idle step and when we first saw that step.
+    idle_seen: HashMap<SessionKey, (u32, Timestamp)>,
 }
 
 /// A pod's sessions as far as its node's agent is concerned.
@@ -97,6 +105,18 @@ impl ReportIndex {
             by_pod.entry(s.pod_uid.clone()).or_default().push(s.clone());
         }
         let previous = self.nodes.get(&report.node);
+        let idle_seen = report
+            .sessions
+            .iter()
+            .map(|s| {
+                let key = s.key();
+                let since = match previous.and_then(|p| p.idle_seen.get(&key)) {
+                    Some(&(step, at)) if step == s.idle_seconds => at,
+                    _ => now,
+                };
+                (key, (s.idle_seconds, since))
+            })
+            .collect();
         let heard_at = match (previous, seen) {
             (Some(p), _) if p.report == report && p.deleted_at.is_none() => p.heard_at,
             (Some(_), _) | (None, Seen::Live) => now,
@@ -117,6 +137,7 @@ impl ReportIndex {
                 heard_at,
                 deleted_at: None,
                 by_pod,
+                idle_seen,
             },
         );
         touched
@@ -200,7 +221,8 @@ impl ReportIndex {
         self.path.up_since
     }
 
-    /// The sessions of `pod` on `node`, if that node's agent is still heard.
+    /// The sessions of `pod` on `node`, if that node's agent is still heard,
+    /// with their idle time as estimated at `now`.
     /// While the path is down nobody is silent: the last snapshot counts, and
     /// the answer is to be asked again a grace from now.
     pub fn liveness(&self, node: &str, pod: &PodUid, now: Timestamp, grace: Duration) -> Liveness {
@@ -216,10 +238,14 @@ impl ReportIndex {
                 heard_at: n.heard_at,
             };
         }
-        Liveness::Fresh {
-            sessions: n.by_pod.get(pod).cloned().unwrap_or_default(),
-            stale_at,
+        let mut sessions = n.by_pod.get(pod).cloned().unwrap_or_default();
+        for s in &mut sessions {
+            if let Some(&(step, since)) = n.idle_seen.get(&s.key()) {
+                let elapsed = Duration::try_from(now.duration_since(since)).unwrap_or_default();
+                s.idle_seconds = idle::estimate(step, elapsed);
+            }
         }
+        Liveness::Fresh { sessions, stale_at }
     }
 }
 
@@ -297,6 +323,53 @@ mod tests {
             idx.finish_relist(t0, grace).is_empty(),
             "outside a relist nothing is swept"
         );
+    }
+
+    #[test]
+    fn idle_steps_grow_on_our_clock_from_when_we_first_saw_them() {
+        let mut idx = heard_since_midnight();
+        let a = PodUid::parse(UID_A).unwrap();
+        let grace = Duration::from_secs(3600);
+        let idle = |step: u32, at: &str| {
+            let mut s = session(UID_A, "pts/0");
+            s.idle_seconds = step;
+            report("n1", at, vec![s])
+        };
+        let idle_at = |idx: &ReportIndex, t: &str| match idx.liveness("n1", &a, ts(t), grace) {
+            Liveness::Fresh { sessions, .. } => sessions[0].idle_seconds,
+            other => panic!("{other:?}"),
+        };
+        idx.apply(
+            idle(60, "2026-11-24T01:00:00Z"),
+            Seen::Live,
+            ts("2026-11-24T01:00:00Z"),
+        );
+        assert_eq!(idle_at(&idx, "2026-11-24T01:00:20Z"), 80);
+        // A heartbeat with the same step does not restart it.
+        idx.apply(
+            idle(60, "2026-11-24T01:00:30Z"),
+            Seen::Live,
+            ts("2026-11-24T01:00:30Z"),
+        );
+        assert_eq!(idle_at(&idx, "2026-11-24T01:00:45Z"), 105);
+        assert_eq!(
+            idle_at(&idx, "2026-11-24T01:30:00Z"),
+            120,
+            "never past the next step the agent would have sent"
+        );
+        idx.apply(
+            idle(120, "2026-11-24T01:01:00Z"),
+            Seen::Live,
+            ts("2026-11-24T01:01:00Z"),
+        );
+        assert_eq!(idle_at(&idx, "2026-11-24T01:01:10Z"), 130);
+        // Activity: the step goes back to 0 and stays there.
+        idx.apply(
+            idle(0, "2026-11-24T01:01:20Z"),
+            Seen::Live,
+            ts("2026-11-24T01:01:20Z"),
+        );
+        assert_eq!(idle_at(&idx, "2026-11-24T01:05:00Z"), 0);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
+use sessionguard_core::idle::counts_for_protection;
 use sessionguard_core::interaction::{Interaction, login_user, rfc3339};
 use sessionguard_core::pod_plan::{self, Expiring, Inputs, Plan, PodFacts, Release};
 use sessionguard_core::protection::OptIn;
@@ -148,11 +149,17 @@ impl Seen {
         }
     }
 
-    /// The last time a login was seen, which drives the release grace.
+    /// The last time a login that counts for protection was seen (one idle
+    /// past `--idle-release` does not), which drives the release grace.
     fn remember_login(&mut self, ctx: &Context, pod: &Pod, now: Timestamp) {
-        let (logins, pdb) = (&self.logins, &self.pdb);
+        let pdb = &self.pdb;
+        let release = ctx.settings.plan.idle_release;
+        let counting = self
+            .logins
+            .iter()
+            .any(|s| counts_for_protection(s, release));
         self.last_login = ctx.memory.with_pod(&pod.uid().unwrap_or_default(), |m| {
-            if !logins.is_empty() || (m.last_login.is_none() && pdb.is_some()) {
+            if counting || (m.last_login.is_none() && pdb.is_some()) {
                 // After a restart an existing PDB starts its grace from now.
                 m.last_login = Some(now);
             }
@@ -340,6 +347,25 @@ fn release_event(ctx: &Context, pod: &Pod, r: &Release) {
             Kind::Warning,
             "ProtectionExpired",
             format!("protection reached its cap ({cap}) while sessions continue"),
+        ),
+        Release::Idle(idle) => (
+            Kind::Warning,
+            "IdleReleased",
+            format!(
+                "every login has been idle for --idle-release {} or longer ({}); activity in a session protects the pod again",
+                duration::format(ctx.settings.plan.idle_release.unwrap_or_default()),
+                idle.iter()
+                    .take(3)
+                    .map(|s| format!(
+                        "user {} on {} in container {}, idle {}",
+                        login_user(s.uid),
+                        s.tty,
+                        container(s),
+                        duration::format(Duration::from_secs(u64::from(s.idle_seconds)))
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
         ),
         Release::NoPdb => (
             Kind::Normal,

@@ -102,7 +102,8 @@ impl Rollout {
                     ready: ready(p),
                     terminating: p.metadata.deletion_timestamp.is_some()
                         || (in_flight.is_some() && p.uid() == in_flight),
-                    logged_in: ctx.cache.logged_in(p, now) && !ctx.cache.opt_in(p).no_pdb,
+                    logged_in: ctx.cache.logged_in(p, now, ctx.settings.plan.idle_release)
+                        && !ctx.cache.opt_in(p).no_pdb,
                 })
             })
             .collect();

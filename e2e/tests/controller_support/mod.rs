@@ -345,27 +345,40 @@ pub async fn start_agent_full(
     listen: SocketAddr,
     heartbeat: &str,
 ) -> Result<Agent> {
+    start_agent_with(env, interval, listen, heartbeat, &[]).await
+}
+
+/// [`start_agent_full`] with more `run` flags.
+pub async fn start_agent_with(
+    env: &TestEnv,
+    interval: &str,
+    listen: SocketAddr,
+    heartbeat: &str,
+    extra: &[&str],
+) -> Result<Agent> {
     let listen = listen.to_string();
     let node = env.node_name().to_string();
     let (_pod, kubeconfig) = agent_kubeconfig(env, "sessionguard-agent", &node).await?;
     let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
     let log = env.scratch_dir().join("agent.log");
     let kc = kubeconfig.display().to_string();
+    let mut args = vec![
+        "run",
+        "--node-name",
+        &node,
+        "--proc-root",
+        "/proc",
+        "--listen-addr",
+        &listen,
+        "--report-interval",
+        heartbeat,
+        "--interval",
+        interval,
+    ];
+    args.extend_from_slice(extra);
     let child = Child::spawn(
         &bin,
-        &[
-            "run",
-            "--node-name",
-            &node,
-            "--proc-root",
-            "/proc",
-            "--listen-addr",
-            &listen,
-            "--report-interval",
-            heartbeat,
-            "--interval",
-            interval,
-        ],
+        &args,
         &[("KUBECONFIG", &kc), ("RUST_LOG", "info")],
         &log,
     )?;
