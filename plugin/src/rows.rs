@@ -98,7 +98,11 @@ pub fn row(pod: &Pod, report: Option<&Report>) -> Row {
         idle_seconds: live.iter().map(|s| s.idle_seconds).min(),
         first_interaction: record.as_ref().map(|r| r.first),
         last_interaction: record.as_ref().map(|r| r.last),
-        protected: ann.contains_key(keys::PROTECTED_SINCE),
+        // protected-since outlives a release by --max-protection or
+        // --idle-release while the login lasts (it keeps the cap armed); the
+        // saved autoscaler annotations exist only while protection holds.
+        protected: ann.contains_key(keys::PROTECTED_SINCE)
+            && ann.contains_key(keys::SAVED_ANNOTATIONS),
         ttl: ann.get(keys::TTL).cloned(),
         extension: ann.get(keys::EXTENSION).cloned(),
         extended_by: ann.get(keys::EXTENDED_BY).cloned(),
@@ -178,6 +182,7 @@ mod tests {
             "sessionguard.io/extended-by": "bob",
             "sessionguard.io/evict-at": "2026-11-24T01:40:00Z",
             "sessionguard.io/protected-since": "2026-11-24T01:00:00Z",
+            "sessionguard.io/saved-annotations": "{}",
             "sessionguard.io/last-container": "sidecar",
         }));
         let r = row(&p, Some(&report(false)));
@@ -192,6 +197,16 @@ mod tests {
         assert!(r.protected);
         assert_eq!(r.eviction_time, Some(ts("2026-11-24T01:40:00Z")));
         assert_eq!(r.eviction_off, None);
+    }
+
+    #[test]
+    fn a_login_released_as_idle_or_capped_is_not_shown_protected() {
+        // What the controller leaves while the login lasts: protected-since
+        // stays (the cap stays armed), the saved annotations are restored.
+        let p = pod(json!({"sessionguard.io/protected-since": "2026-11-24T01:00:00Z"}));
+        let r = row(&p, Some(&report(false)));
+        assert!(!r.protected);
+        assert_eq!(r.idle_seconds, Some(240));
     }
 
     #[test]
