@@ -40,6 +40,7 @@ pub fn session() -> Session {
         started_at: jiff::Timestamp::from_second(1_764_000_000).unwrap(),
         processes: 1,
         console: false,
+        init: false,
         namespace: None,
         pod_name: None,
         container_name: None,

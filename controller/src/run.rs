@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::face::admission;
 use crate::face::gauges::PodGauges;
 use crate::face::http::Health;
+use crate::face::rollout_gauges::RolloutGauges;
 use crate::io::cache::Cache;
 use crate::io::events::Recorder;
 use crate::io::lease::Elector;
@@ -88,6 +89,13 @@ pub async fn run(config: Config) -> Result<()> {
     registry
         .sub_registry_with_prefix("sessionguard")
         .register_collector(Box::new(PodGauges(cache.clone())));
+    registry
+        .sub_registry_with_prefix("sessionguard")
+        .register_collector(Box::new(RolloutGauges {
+            cache: cache.clone(),
+            memory: memory.clone(),
+            after: config.rollout_stuck_after,
+        }));
     // Every replica serves admission, leader or not.
     let shared = admission::Shared {
         client: client.clone(),

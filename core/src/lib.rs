@@ -7,18 +7,21 @@
 pub mod backoff;
 pub mod bounds;
 pub mod certs;
+pub mod console;
 pub mod duration;
 pub mod error;
 pub mod eviction;
 pub mod guard;
 pub mod interaction;
 pub mod keys;
+pub mod node_clock;
 pub mod pod_plan;
 pub mod printable;
 pub mod protection;
 pub mod readback;
 pub mod report;
 pub mod rollout;
+pub mod rollout_stall;
 pub mod session;
 pub mod session_key;
 

@@ -217,6 +217,7 @@ struct Key {
     pid: u32,
     uid: u32,
     console: bool,
+    init: bool,
     command: String,
     container_name: Option<String>,
 }
@@ -230,6 +231,7 @@ impl Key {
             pid: s.pid,
             uid: s.uid,
             console: s.console,
+            init: s.init,
             command: s.command.clone(),
             container_name: s.container_name.clone(),
         }

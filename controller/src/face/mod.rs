@@ -5,3 +5,4 @@
 pub mod admission;
 pub mod gauges;
 pub mod http;
+pub mod rollout_gauges;
