@@ -511,7 +511,14 @@ mod tests {
         // clock) reached us at 00:59:51.
         let login = session().at("2026-11-24T00:39:30Z").build();
         let offset = node_clock::offset(ts("2026-11-24T00:59:51Z"), ts("2026-11-24T00:39:50Z"));
-        let plan = run_skewed(&p, std::slice::from_ref(&login), false, &cfg, Eviction::On, offset);
+        let plan = run_skewed(
+            &p,
+            std::slice::from_ref(&login),
+            false,
+            &cfg,
+            Eviction::On,
+            offset,
+        );
         assert_eq!(
             plan.annotations[keys::FIRST_INTERACTION].as_deref(),
             Some("2026-11-24T00:59:31Z"),
