@@ -41,6 +41,7 @@ pub fn session() -> Session {
         processes: 1,
         console: false,
         idle_seconds: 0,
+        init: false,
         namespace: None,
         pod_name: None,
         container_name: None,

@@ -115,6 +115,50 @@ impl Drop for Login {
     }
 }
 
+/// The container's own process, started before any login as a runtime starts
+/// it: without a terminal, in `scope`. Killed and reaped on drop.
+struct Init(Child);
+
+impl Init {
+    fn start(scope: &Path) -> Self {
+        let procs = scope.join("cgroup.procs");
+        let child = Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("spawn init");
+        std::fs::write(&procs, child.id().to_string()).expect("move init into the scope");
+        // Start times count in clock ticks (10 ms): a login in the same tick
+        // would not be younger. Await the next ticks on the kernel's clock.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let start: u64 = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        await_some(
+            "the init's start tick to pass",
+            Duration::from_secs(5),
+            || {
+                let up = std::fs::read_to_string("/proc/uptime").unwrap();
+                let secs: f64 = up.split_whitespace().next().unwrap().parse().unwrap();
+                ((secs * 100.0) as u64 > start + 1).then_some(())
+            },
+        );
+        Self(child)
+    }
+}
+
+impl Drop for Init {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `sh -c 'sleep 600 & wait'` as a session leader on a fresh pty, moved into `scope`.
 fn spawn_login(scope: &Path) -> (Child, String, nix::pty::OpenptyResult) {
     spawn_on_pty(scope, &["-c", "sleep 600 & wait"])
@@ -225,6 +269,7 @@ fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
     let Some(root) = runnable() else { return };
     let (pod_uid, container_id) = fresh_ids(1);
     let cg = PodCgroup::create(&root, &pod_uid, &container_id);
+    let init = Init::start(&cg.scope);
     let (shell, tty, _pty) = spawn_login(&cg.scope);
     let mut login = Login {
         shell,
@@ -246,7 +291,8 @@ fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
     assert_eq!(s["tty"], tty.as_str());
     assert_eq!(s["command"], "sh");
     assert_eq!(s["uid"], 0);
-    assert_eq!(s["console"], false);
+    // The container's init is older: the login is not its first process.
+    assert_eq!((&s["init"], &s["console"]), (&false.into(), &false.into()));
     let started: jiff::Timestamp = s["started_at"].as_str().unwrap().parse().unwrap();
     let age = jiff::Timestamp::now().duration_since(started);
     assert!(
@@ -259,6 +305,7 @@ fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
     await_some("the session to end", Duration::from_secs(10), || {
         scan_for(&pod_uid).is_empty().then_some(())
     });
+    drop(init);
     await_some("the cgroup to empty", Duration::from_secs(10), || {
         std::fs::read_to_string(cg.scope.join("cgroup.procs"))
             .unwrap()

@@ -102,8 +102,15 @@ fn serves_sessions_and_metrics_and_follows_changes() {
     assert_eq!(get(&agent.addr, "/healthz").0, 200);
     assert!(sessions(&agent.addr).is_empty());
 
-    // A login appears: a new pid the incremental scan has never seen.
+    // A login appears: a new pid the incremental scan has never seen, in a
+    // container whose own (older) process is its init, so it is no console.
     let c = "c".repeat(64);
+    fake.process(60)
+        .comm("sleep")
+        .container_init()
+        .in_container(POD, &c)
+        .write()
+        .unwrap();
     fake.process(900)
         .comm("bash")
         .argv(&["bash"])
@@ -134,7 +141,7 @@ fn serves_sessions_and_metrics_and_follows_changes() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("sessionguard_agent_processes_scanned 50"),
+        metrics.contains("sessionguard_agent_processes_scanned 51"), // 49 + the init + the login
         "{metrics}"
     );
 

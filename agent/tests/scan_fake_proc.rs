@@ -63,6 +63,14 @@ fn tree() -> (tempfile::TempDir, FakeProc) {
 fn a_shell_and_its_children_are_one_session() {
     let (_d, fake) = tree();
     let a = cid('a');
+    // The container's own first process: the login below is not its init.
+    fake.process(90)
+        .comm("app")
+        .container_init()
+        .started_at_tick(100)
+        .in_container(POD, &a)
+        .write()
+        .unwrap();
     fake.process(100)
         .comm("bash")
         .argv(&["/bin/bash", "-l"])
@@ -139,7 +147,110 @@ fn consoles_are_reported_but_not_logins() {
         .unwrap();
     let s = sessions(&fake);
     assert_eq!(s.len(), 1);
-    assert_eq!(s[0]["console"], true);
+    assert_eq!(
+        (&s[0]["console"], &s[0]["init"]),
+        (&true.into(), &true.into())
+    );
+}
+
+/// `init` is "first process of its container", not "PID 1 of a namespace":
+/// with shareProcessNamespace the pause process is PID 1 and a console's init
+/// is not, and an exec'd shell beside it is never first.
+#[test]
+fn init_is_the_first_process_of_the_container_under_a_shared_pid_namespace() {
+    let (_d, fake) = tree();
+    let shim = 100;
+    fake.process(shim).comm("containerd-shim").write().unwrap();
+    // pause: PID 1 of the pod's namespace, in its own (sandbox) container.
+    fake.process(101)
+        .comm("pause")
+        .parent(shim)
+        .container_init()
+        .in_container(POD, &cid('0'))
+        .write()
+        .unwrap();
+    // The tty: true container's init: pid 2 of the pod's namespace.
+    fake.process(102)
+        .comm("sh")
+        .parent(shim)
+        .tty(pts(0))
+        .leads_session()
+        .in_container(POD, &cid('c'))
+        .write()
+        .unwrap();
+    // `kubectl exec -it` into the same container, later, also a child of the shim.
+    fake.process(150)
+        .comm("bash")
+        .parent(shim)
+        .tty(pts(1))
+        .leads_session()
+        .in_container(POD, &cid('c'))
+        .write()
+        .unwrap();
+    // A shell that sshd (in the container) started: its parent is older and inside.
+    fake.process(160)
+        .comm("sshd")
+        .parent(102)
+        .in_container(POD, &cid('c'))
+        .write()
+        .unwrap();
+    fake.process(161)
+        .comm("bash")
+        .parent(160)
+        .tty(pts(2))
+        .leads_session()
+        .in_container(POD, &cid('c'))
+        .write()
+        .unwrap();
+    // `kubectl debug -it`: a shell that is PID 1 of its own ephemeral container.
+    fake.process(170)
+        .comm("sh")
+        .parent(shim)
+        .tty(pts(3))
+        .leads_session()
+        .container_init()
+        .in_container(POD, &cid('d'))
+        .write()
+        .unwrap();
+    let s = sessions(&fake);
+    let init: Vec<(u64, bool)> = s
+        .iter()
+        .map(|s| (s["pid"].as_u64().unwrap(), s["init"].as_bool().unwrap()))
+        .collect();
+    let mut init = init;
+    init.sort();
+    // 170 is first in its container too: the controller, which knows it is
+    // ephemeral, counts it as a login.
+    assert_eq!(init, [(102, true), (150, false), (161, false), (170, true)]);
+}
+
+/// An older process of the container whose cgroup cannot be read is passed
+/// over; one that can be read still decides.
+#[test]
+fn an_unreadable_older_process_does_not_decide() {
+    let (_d, fake) = tree();
+    fake.process(300)
+        .comm("worker")
+        .in_container(POD, &cid('e'))
+        .write()
+        .unwrap();
+    fake.write_raw(300, "cgroup", b"garbage").unwrap();
+    fake.process(301)
+        .comm("sh")
+        .tty(pts(4))
+        .leads_session()
+        .in_container(POD, &cid('e'))
+        .write()
+        .unwrap();
+    let s = sessions(&fake);
+    assert_eq!(s[0]["init"], true);
+    fake.process(300)
+        .comm("worker")
+        .in_container(POD, &cid('e'))
+        .write()
+        .unwrap();
+    let s = sessions(&fake);
+    assert_eq!(s[0]["init"], false);
 }
 
 #[test]
@@ -194,6 +305,15 @@ fn two_containers_and_two_pods_with_the_same_pts_number() {
 fn bad_entries_are_skipped_and_the_rest_is_found() {
     let (_d, fake) = tree();
     let g = cid('9');
+    // Each container's init, older than the terminals below (logins, not consoles).
+    for (pid, pod) in [(90, POD), (91, POD2)] {
+        fake.process(pid)
+            .comm("app")
+            .container_init()
+            .in_container(pod, &g)
+            .write()
+            .unwrap();
+    }
     fake.process(500)
         .comm("bash (login) \t)x")
         .tty(pts(7))
@@ -293,6 +413,12 @@ fn cgroup_layouts_through_the_binary() {
 #[test]
 fn table_output_for_people() {
     let (_d, fake) = tree();
+    fake.process(90)
+        .comm("app")
+        .container_init()
+        .in_container(POD, &cid('a'))
+        .write()
+        .unwrap();
     fake.process(700)
         .comm("bash")
         .argv(&["bash"])

@@ -309,9 +309,9 @@ fn an_unreadable_leader_status_keeps_the_session() {
     assert_eq!(s.len(), 1, "{s:#?}");
     assert_eq!(stats.errors.get("status"), Some(&1), "{:?}", stats.errors);
     // The uid falls back to the owner of /proc/<pid> (here: whoever wrote the
-    // tree), and without NSpid the session is taken for a login.
+    // tree); whether it is its container's first process does not need status.
     assert_eq!(s[0].uid, nix::unistd::Uid::effective().as_raw());
-    assert!(!s[0].console);
+    assert!(s[0].init);
     assert_eq!(s[0].command, "bash");
 
     // The fallback is cached like any leader, not re-read (and counted) on

@@ -11,6 +11,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sessionguard_core::Report;
 
+mod console;
+pub use console::{container_of, logins};
+
 /// The path of the generated CRD in the chart, from the repository root.
 pub const CHART_CRD_PATH: &str = "charts/sessionguard/crds/sessionreports.yaml";
 

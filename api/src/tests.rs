@@ -150,7 +150,7 @@ fn the_wire_form_is_the_agents_report() {
         "sessions": [{
             "pod_uid": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "container_id": "ab".repeat(32),
             "tty": "pts/3", "pid": 42, "command": "bash", "argv": ["bash", "-l"], "uid": 1000,
-            "started_at": "2026-11-24T00:59:00Z", "processes": 2, "console": false,
+            "started_at": "2026-11-24T00:59:00Z", "processes": 2, "console": false, "init": false,
             "idle_seconds": 120, "namespace": "ops", "pod_name": "web-0", "container_name": "app"
         }]
     });

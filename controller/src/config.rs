@@ -77,6 +77,11 @@ pub struct Config {
     #[arg(long, env = "SESSIONGUARD_ROLLOUT", default_value_t = true, action = clap::ArgAction::Set)]
     pub rollout: bool,
 
+    /// A rollout blocked on the same pod (terminating, never Ready, eviction
+    /// refused by a PDB not ours) this long is stuck: Warning event, gauge.
+    #[arg(long, env = "SESSIONGUARD_ROLLOUT_STUCK_AFTER", value_parser = duration, default_value = "15m")]
+    pub rollout_stuck_after: Duration,
+
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "sessionguard-system")]
     pub lease_namespace: String,
@@ -136,6 +141,7 @@ impl Config {
                 namespace_allowlist: self.namespace_allowlist.clone(),
             },
             rollout: self.rollout,
+            rollout_stuck_after: self.rollout_stuck_after,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::face::admission;
 use crate::face::blocked::{BlockedDrains, BlockedGauge};
 use crate::face::gauges::PodGauges;
 use crate::face::http::Health;
+use crate::face::rollout_gauges::RolloutGauges;
 use crate::io::cache::Cache;
 use crate::io::events::Recorder;
 use crate::io::lease::Elector;
@@ -94,6 +95,11 @@ pub async fn run(config: Config) -> Result<()> {
     prefixed.register_collector(Box::new(BlockedGauge {
         blocked: blocked.clone(),
         cache: cache.clone(),
+    }));
+    prefixed.register_collector(Box::new(RolloutGauges {
+        cache: cache.clone(),
+        memory: memory.clone(),
+        after: config.rollout_stuck_after,
     }));
     // Every replica serves admission, leader or not.
     let shared = admission::Shared {

@@ -155,6 +155,11 @@ impl SessionBuilder {
         self.0.console = true;
         self
     }
+    /// The leader is its container's first process, as the agent saw it.
+    pub fn init(mut self) -> Self {
+        self.0.init = true;
+        self
+    }
     pub fn build(self) -> Session {
         self.0
     }

@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::cap::{self, Cap, Stage};
 use crate::idle::{counts_for_protection, until_release};
 use crate::interaction::{Interaction, login_user, plus, rfc3339, until};
 use crate::protection::{Map, OptIn, protect_annotations, restore_annotations};
 use crate::readback::{Bounds, Eviction, eviction_annotations, read_back};
-use crate::{Session, keys};
+use crate::{Session, keys, node_clock};
 
 /// The controller's settings a plan depends on (from its flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +55,9 @@ pub struct Inputs<'a> {
     /// their idle time as of `now`; idle ones are still logins for the
     /// interaction record, but may not count for protection.
     pub logins: &'a [Session],
+    /// Their report's node-clock offset ([`crate::node_clock::offset`]):
+    /// `started_at` is moved onto the controller's clock before it dates a record.
+    pub node_offset: SignedDuration,
     /// Set when the node's agent has gone silent past the grace period.
     pub silent_since: Option<Timestamp>,
     /// When the report stops being fresh.
@@ -230,8 +233,11 @@ fn interaction_record(i: &Inputs, p: &mut Plan) {
     let existing = back.record;
     let mut record = existing.clone();
     if i.settings.record_interactions && !i.logins.is_empty() {
-        // started_at is the node's clock: bounded before it can move a timer.
-        let at = |s: &Session| bounds.clamp(s.started_at);
+        // started_at is the node's clock: moved onto ours, then bounded, before
+        // it can move a timer.
+        let at = |s: &Session| {
+            bounds.clamp(node_clock::on_controller_clock(s.started_at, i.node_offset))
+        };
         let first = i.logins.iter().min_by_key(|s| at(s)).expect("non-empty");
         let last = i.logins.iter().max_by_key(|s| at(s)).expect("non-empty");
         let r = Interaction::record(
@@ -299,9 +305,21 @@ mod tests {
         cfg: &Settings,
         eviction: Eviction,
     ) -> Plan {
+        run_skewed(pod, logins, has_pdb, cfg, eviction, SignedDuration::ZERO)
+    }
+
+    fn run_skewed(
+        pod: &PodFixture,
+        logins: &[Session],
+        has_pdb: bool,
+        cfg: &Settings,
+        eviction: Eviction,
+        node_offset: SignedDuration,
+    ) -> Plan {
         plan(&Inputs {
             pod: pod.facts(),
             logins,
+            node_offset,
             silent_since: None,
             stale_at: Some(ts("2026-11-24T01:02:00Z")),
             opt: OptIn::from_objects([(&pod.labels, &pod.annotations)]),
@@ -465,6 +483,7 @@ mod tests {
             settings: cfg,
             eviction: Eviction::On,
             namespace_cap,
+            node_offset: SignedDuration::ZERO,
         })
     }
 
@@ -662,6 +681,42 @@ mod tests {
         assert_eq!(
             plan.annotations[keys::FIRST_INTERACTION].as_deref(),
             Some("2026-11-24T01:00:00Z")
+        );
+    }
+
+    /// The pod is hours old, so the [creation, now] bounds cannot hide the
+    /// skew: only the report's offset keeps a lagging node from evicting early.
+    #[test]
+    fn a_node_clock_behind_an_old_pod_does_not_move_evict_at_earlier() {
+        let cfg = settings();
+        let p = pod("web-0").created("2026-11-23T20:00:00Z").build();
+        // The login began at 00:59:30 on our clock; the node, 20 minutes
+        // behind, dates it 00:39:30, and its report (generated 00:39:50 on its
+        // clock) reached us at 00:59:51.
+        let login = session().at("2026-11-24T00:39:30Z").build();
+        let offset = node_clock::offset(ts("2026-11-24T00:59:51Z"), ts("2026-11-24T00:39:50Z"));
+        let plan = run_skewed(
+            &p,
+            std::slice::from_ref(&login),
+            false,
+            &cfg,
+            Eviction::On,
+            offset,
+        );
+        assert_eq!(
+            plan.annotations[keys::FIRST_INTERACTION].as_deref(),
+            Some("2026-11-24T00:59:31Z"),
+            "the login's start on our clock, one second of latency late"
+        );
+        assert_eq!(
+            plan.annotations[keys::EVICT_AT].as_deref(),
+            Some("2026-11-24T01:09:31Z")
+        );
+        // Without the offset it would have been 20 minutes early.
+        let naive = run(&p, &[login], false, &cfg);
+        assert_eq!(
+            naive.annotations[keys::EVICT_AT].as_deref(),
+            Some("2026-11-24T00:49:30Z")
         );
     }
 

@@ -78,8 +78,10 @@ pub struct Session {
     pub started_at: jiff::Timestamp,
     #[schemars(range(max = u32::MAX), extend("format" = "int64"))]
     pub processes: u32,
-    /// The container's own console (`tty: true`, leader is the container's PID 1):
-    /// reported for visibility, never a login.
+    /// The container's own console, reported for visibility, never a login.
+    /// The agent sets it to `init` (it cannot see the pod spec); the
+    /// controller decides it again from `init` and the spec
+    /// ([`crate::console::is_console`]).
     #[serde(default)]
     pub console: bool,
     /// Seconds since the session's last activity. Exact in the agent's scan
@@ -89,6 +91,11 @@ pub struct Session {
     #[serde(default)]
     #[schemars(range(max = u32::MAX), extend("format" = "int64"))]
     pub idle_seconds: u32,
+    /// The leader is its container's first process (no process of the
+    /// container is older): the init, when the container is not ephemeral.
+    /// Absent from older agents' reports, read as false (a login).
+    #[serde(default)]
+    pub init: bool,
     /// Filled by the agent from its node's pod watch when it knows them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String", length(max = NAMESPACE_MAX))]

@@ -294,3 +294,93 @@ async fn allowlisted_namespace_is_untouched() -> Result<()> {
     )?;
     env.finish().await
 }
+
+/// A node whose clock runs behind dates its logins early; the pod is older
+/// than the skew, so the [creation, now] bounds alone would not catch it and
+/// the pod would be evicted before its TTL. The report is written as that
+/// node's agent (its real identity), with every node time shifted back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_clock_behind_does_not_evict_early() -> Result<()> {
+    use kube::api::{Patch, PatchParams};
+    let _serial = sg::serial().await;
+    let Some(env) = TestEnv::start("ctl-skew").await? else {
+        return Ok(());
+    };
+    sg::install(env.client()).await?;
+    let ttl = 20;
+    let ttl_arg = format!("{ttl}s");
+    let args = ["--evict-interacted", "true", "--ttl", ttl_arg.as_str()];
+    let _ctl = sg::start_controller(&env, "ctl-skew", &args).await?;
+    env.create_yaml::<Pod>(&pod_yaml("box", false)).await?;
+    let pods: Api<Pod> = env.api();
+    let pod = await_::pod_ready(&pods, "box").await?;
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let created = pod.metadata.creation_timestamp.as_ref().unwrap().0;
+    let node = env.node_name().to_string();
+    let (_agent_pod, kubeconfig) = sg::agent_kubeconfig(&env, "skewed-agent", &node).await?;
+    let as_agent =
+        sg::report_api(&sessionguard_e2e::controlplane::kubeconfig::client(&kubeconfig).await?);
+    let cid = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .unwrap()[0]
+        .container_id
+        .clone()
+        .unwrap();
+    let cid = cid.rsplit("://").next().unwrap().to_string();
+
+    // The pod must be older than half the TTL when the login starts, so that
+    // the old bound (pod creation) would have evicted it at creation + TTL,
+    // well before login + TTL.
+    let skew = jiff::SignedDuration::from_secs(15 * 60);
+    wait::until(
+        "the pod to be 12 s old",
+        Duration::from_secs(30),
+        || async {
+            Ok((jiff::Timestamp::now().duration_since(created).as_secs() >= 12).then_some(()))
+        },
+    )
+    .await?;
+    let login = jiff::Timestamp::now();
+    let on_node = |t: jiff::Timestamp| (t - skew).to_string();
+    let report: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "sessionguard.io/v1alpha1",
+        "kind": "SessionReport",
+        "metadata": {"name": node},
+        "spec": {"node": node, "generated_at": on_node(login), "sequence": 1, "sessions": [{
+            "pod_uid": uid, "container_id": cid, "tty": "pts/7", "pid": 4242, "command": "bash",
+            "uid": 1000, "started_at": on_node(login), "processes": 1
+        }]}
+    }))?;
+    let pp = PatchParams::apply("sessionguard-agent").force();
+    as_agent.patch(&node, &pp, &Patch::Apply(&report)).await?;
+
+    let marked = await_::object(&pods, "box", "evict-at recorded", |p| {
+        annotation(p, "sessionguard.io/evict-at").is_some()
+    })
+    .await?;
+    let evict_at: jiff::Timestamp = annotation(&marked, "sessionguard.io/evict-at")
+        .unwrap()
+        .parse()
+        .map_err(|e| Error::Invalid(format!("evict-at: {e}")))?;
+    let earliest =
+        login + jiff::SignedDuration::from_secs(ttl) - jiff::SignedDuration::from_secs(1);
+    eprintln!(
+        "pod created {created}, login {login} (node says {}), evict-at {evict_at}",
+        on_node(login)
+    );
+    check(
+        evict_at >= earliest,
+        format!(
+            "evict-at {evict_at} is before login + TTL ({earliest}); creation + TTL would be {}",
+            created + jiff::SignedDuration::from_secs(ttl)
+        ),
+    )?;
+    let seen = await_evicted(&pods, "box", &uid, Duration::from_secs(90)).await?;
+    check(
+        seen >= earliest,
+        format!("evicted at {seen}, before login + TTL ({earliest})"),
+    )?;
+    env.finish().await
+}

@@ -53,17 +53,12 @@ pub struct Row {
 pub fn row(pod: &Pod, report: Option<&Report>) -> Row {
     let empty = BTreeMap::new();
     let ann = pod.metadata.annotations.as_ref().unwrap_or(&empty);
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
     let (record, record_error) = match Interaction::from_annotations(ann) {
         Ok(r) => (r, None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let live: Vec<_> = report
-        .map(|r| {
-            r.logins()
-                .filter(|s| s.pod_uid.as_str() == uid)
-                .collect::<Vec<_>>()
-        })
+    let live = report
+        .map(|r| sessionguard_api::logins(pod, r))
         .unwrap_or_default();
     let mut containers: Vec<String> = live
         .iter()
@@ -153,18 +148,22 @@ mod tests {
     fn pod(annotations: serde_json::Value) -> Pod {
         serde_json::from_value(json!({
             "metadata": {"name": "web-0", "namespace": "ops", "uid": UID, "annotations": annotations},
-            "spec": {"nodeName": "node-a", "containers": [{"name": "app"}]}
+            "spec": {"nodeName": "node-a", "containers": [{"name": "app", "tty": true}]},
+            "status": {"containerStatuses": [{"name": "app", "image": "x", "imageID": "",
+                "ready": true, "restartCount": 0,
+                "containerID": format!("containerd://{}", "a".repeat(64))}]}
         }))
         .unwrap()
     }
 
-    fn report(console: bool) -> Report {
+    /// `init`: the session leader is the `tty: true` container's first process.
+    fn report(init: bool) -> Report {
         serde_json::from_value(json!({
             "node": "node-a", "generated_at": "2026-11-24T01:00:00Z", "sequence": 1,
             "sessions": [{
                 "pod_uid": UID, "container_id": "a".repeat(64), "tty": "pts/0", "pid": 42,
                 "command": "bash", "uid": 1000, "started_at": "2026-11-24T00:59:00Z",
-                "processes": 1, "console": console, "container_name": "app",
+                "processes": 1, "init": init, "container_name": "app",
                 "idle_seconds": 240
             }]
         }))
@@ -230,6 +229,10 @@ mod tests {
             r.idle_seconds, None,
             "a console's idle time is not a login's"
         );
+        // The agent's own guess is not trusted: the spec decides.
+        let mut guessed = report(false);
+        guessed.sessions[0].console = true;
+        assert_eq!(row(&p, Some(&guessed)).sessions, Some(1));
         assert_eq!(r.containers, ["app"]);
         assert_eq!(row(&p, None).sessions, None);
         let bad = row(

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use sessionguard_core::{CUT_MARKER, Session};
 
+use super::first::{Seen, older_in_order};
 use super::group::{Candidate, Group, group_by_terminal};
 use super::idle::{self, IdleTracker, SessionId};
 use super::procfs::{ProcFs, Terminal as TerminalTime};
@@ -93,6 +94,10 @@ pub struct Scanner {
     known: HashMap<u32, Known>,
     leaders: HashMap<(u32, u64), Leader>,
     idle: IdleTracker,
+    /// Whether each leader is its container's first process (see
+    /// [`super::first`]), by (pid, start time), with the generation it was
+    /// last seen in: asked once per leader, kept across resyncs.
+    firsts: HashMap<(u32, u64), (bool, u64)>,
     generation: u64,
     pids: Vec<(u32, u64)>,
     buf: Vec<u8>,
@@ -100,6 +105,7 @@ pub struct Scanner {
 
 struct Known {
     ino: u64,
+    ppid: u32,
     starttime: u64,
     tty_nr: u32,
     generation: u64,
@@ -113,7 +119,6 @@ struct Known {
 /// it would cost `status`, an fstat, `cmdline` and a counted error per tick.
 struct Leader {
     uid: u32,
-    namespace_init: bool,
     argv: Vec<String>,
     generation: u64,
 }
@@ -143,6 +148,7 @@ impl Scanner {
             known: HashMap::new(),
             leaders: HashMap::new(),
             idle: IdleTracker::default(),
+            firsts: HashMap::new(),
             generation: 0,
             pids: Vec::new(),
             buf,
@@ -270,6 +276,7 @@ impl Scanner {
                 pid,
                 Known {
                     ino,
+                    ppid: stat.ppid,
                     starttime: stat.starttime,
                     tty_nr,
                     generation,
@@ -356,6 +363,7 @@ impl Scanner {
                 }
             }
             let idle_seconds = self.idle_seconds(&group, full, now, wall, stats);
+            let init = self.first_in_container(l, stats);
             let leader = self.leaders.get_mut(&key).expect("inserted above");
             leader.generation = generation;
             sessions.push(Session {
@@ -368,7 +376,10 @@ impl Scanner {
                 uid: leader.uid,
                 started_at,
                 processes: group.processes,
-                console: leader.namespace_init,
+                // The agent's view without the pod spec; the controller decides
+                // with it (`tty: true`, not ephemeral) from `init`.
+                console: init,
+                init,
                 idle_seconds,
                 namespace: None,
                 pod_name: None,
@@ -377,6 +388,7 @@ impl Scanner {
         }
         self.leaders.retain(|_, l| l.generation == generation);
         self.idle.retain(generation);
+        self.firsts.retain(|_, (_, g)| *g == generation);
         sessions
     }
 
@@ -431,11 +443,46 @@ impl Scanner {
         idle
     }
 
+    /// Is no process of the leader's container older than it? An older
+    /// process whose `cgroup` cannot be read is passed over: calling a login
+    /// the init would only matter on a `tty: true` container, and taking the
+    /// init for a login keeps a pod protected, never exposes it.
+    fn first_in_container(&mut self, leader: &Candidate, stats: &mut ScanStats) -> bool {
+        let key = (leader.pid, leader.starttime);
+        let generation = self.generation;
+        if let Some((first, seen)) = self.firsts.get_mut(&key) {
+            *seen = generation;
+            return *first;
+        }
+        let ppid = self.known.get(&leader.pid).map_or(0, |k| k.ppid);
+        let me = Seen {
+            pid: leader.pid,
+            ppid,
+            starttime: leader.starttime,
+        };
+        let known = self.known.iter().map(|(&pid, k)| Seen {
+            pid,
+            ppid: k.ppid,
+            starttime: k.starttime,
+        });
+        let parse = self.config.parsers.cgroup;
+        let mut first = true;
+        for pid in older_in_order(me, known) {
+            if !fetch(&mut self.fs, pid, "cgroup", &mut self.buf, stats).is_read() {
+                continue;
+            }
+            if matches!(parse(&self.buf), Ok(Some(at)) if at == leader.at) {
+                first = false;
+                break;
+            }
+        }
+        self.firsts.insert(key, (first, generation));
+        first
+    }
+
     /// `None` only when the leader is gone. An unreadable or malformed
     /// `status` is counted and costs accuracy, not the session: the uid falls
-    /// back to the owner of the pid's directory (its effective uid), and the
-    /// session counts as a login, since calling a real login a console would
-    /// leave its pod unprotected.
+    /// back to the owner of the pid's directory (its effective uid).
     fn read_leader(&mut self, pid: u32, stats: &mut ScanStats) -> Option<Leader> {
         let parsers = self.config.parsers;
         let status = match fetch(&mut self.fs, pid, "status", &mut self.buf, stats) {
@@ -450,17 +497,17 @@ impl Scanner {
             Fetched::Gone => return None,
             Fetched::Failed => None,
         };
-        let (uid, namespace_init) = match status {
-            Some(s) => (s.uid, s.is_namespace_init()),
+        let uid = match status {
+            Some(s) => s.uid,
             None => match self.fs.owner(pid) {
-                Ok(Some(uid)) => (uid, false),
+                Ok(Some(uid)) => uid,
                 Ok(None) => {
                     stats.vanished += 1;
                     return None;
                 }
                 Err(e) => {
                     *stats.errors.entry(e.kind()).or_default() += 1;
-                    (UNKNOWN_UID, false)
+                    UNKNOWN_UID
                 }
             },
         };
@@ -481,7 +528,6 @@ impl Scanner {
         };
         Some(Leader {
             uid,
-            namespace_init,
             argv,
             generation: 0,
         })

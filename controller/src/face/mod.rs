@@ -6,3 +6,4 @@ pub mod admission;
 pub mod blocked;
 pub mod gauges;
 pub mod http;
+pub mod rollout_gauges;

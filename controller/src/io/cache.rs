@@ -16,7 +16,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use sessionguard_core::idle::counts_for_protection;
 use sessionguard_core::protection::{Map, OptIn, pdb_name};
-use sessionguard_core::{PodUid, keys};
+use sessionguard_core::{PodUid, Session, console, keys};
 use tokio::sync::watch;
 
 use crate::io::report_index::{Liveness, PathPart, ReportIndex};
@@ -149,10 +149,15 @@ impl Cache {
         let Ok(uid) = PodUid::parse(&uid) else {
             return Liveness::NoReport;
         };
-        self.index
-            .read()
-            .expect("index lock")
-            .liveness(node, &uid, now, self.agent_grace)
+        let mut live =
+            self.index
+                .read()
+                .expect("index lock")
+                .liveness(node, &uid, now, self.agent_grace);
+        if let Liveness::Fresh { sessions, .. } = &mut live {
+            console::classify(sessions, |id| sessionguard_api::container_of(pod, id));
+        }
+        live
     }
 
     /// UIDs of every pod some node's report names.

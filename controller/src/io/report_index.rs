@@ -33,12 +33,17 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use sessionguard_core::{PodUid, Report, Session, SessionKey, idle};
+use sessionguard_core::{PodUid, Report, Session, SessionKey, idle, node_clock};
 
 #[derive(Clone, Debug)]
 pub struct NodeReport {
     pub report: Report,
     pub heard_at: Timestamp,
+    /// How far our clock is ahead of the node's, measured by this version of
+    /// the report (`sessionguard_core::node_clock`): when it was written
+    /// (heard live, or the API server's write time when listed) minus its
+    /// `generated_at`.
+    pub node_offset: SignedDuration,
     /// When the report object was deleted, if it was.
     pub deleted_at: Option<Timestamp>,
     by_pod: HashMap<PodUid, Vec<Session>>,
@@ -54,6 +59,8 @@ pub enum Liveness {
     /// The agent reported recently; these are the pod's sessions.
     Fresh {
         sessions: Vec<Session>,
+        /// Moves their `started_at` onto the controller's clock.
+        node_offset: SignedDuration,
         /// When this stops being fresh unless the agent reports again.
         stale_at: Timestamp,
     },
@@ -124,6 +131,18 @@ impl ReportIndex {
                 written_at.unwrap_or(report.generated_at).min(now)
             }
         };
+        // When this version was written, on a clock other than the node's: a
+        // listed report's API server write time, else the moment we heard it
+        // (later than the write: the offset errs towards later, never earlier).
+        let written = match (previous, seen) {
+            (Some(p), _) if p.report == report => None,
+            (_, Seen::Live) => Some(now),
+            (_, Seen::Listed { written_at }) => Some(written_at.unwrap_or(now).min(now)),
+        };
+        let node_offset = match written {
+            Some(at) => node_clock::offset(at, report.generated_at),
+            None => previous.map_or(SignedDuration::ZERO, |p| p.node_offset),
+        };
         let mut touched: Vec<PodUid> = by_pod.keys().cloned().collect();
         if let Some(p) = previous {
             touched.extend(p.by_pod.keys().cloned());
@@ -135,6 +154,7 @@ impl ReportIndex {
             NodeReport {
                 report,
                 heard_at,
+                node_offset,
                 deleted_at: None,
                 by_pod,
                 idle_seen,
@@ -245,7 +265,11 @@ impl ReportIndex {
                 s.idle_seconds = idle::estimate(step, elapsed);
             }
         }
-        Liveness::Fresh { sessions, stale_at }
+        Liveness::Fresh {
+            sessions,
+            node_offset: n.node_offset,
+            stale_at,
+        }
     }
 }
 
@@ -373,6 +397,58 @@ mod tests {
     }
 
     #[test]
+    fn the_node_clock_offset_is_measured_on_each_new_version() {
+        let mut idx = heard_since_midnight();
+        let a = PodUid::parse(UID_A).unwrap();
+        let grace = Duration::from_secs(120);
+        let offset = |idx: &ReportIndex, now| match idx.liveness("n1", &a, ts(now), grace) {
+            Liveness::Fresh { node_offset, .. } => node_offset,
+            other => panic!("{other:?}"),
+        };
+        // Listed after a controller restart: the API server's write time, not
+        // our later receipt, against the node's (30 minutes behind) clock.
+        idx.apply(
+            report("n1", "2026-11-24T00:30:00Z", vec![session(UID_A, "pts/0")]),
+            Seen::Listed {
+                written_at: Some(ts("2026-11-24T01:00:01Z")),
+            },
+            ts("2026-11-24T01:00:20Z"),
+        );
+        let thirty = SignedDuration::from_secs(30 * 60);
+        assert_eq!(
+            offset(&idx, "2026-11-24T01:00:20Z"),
+            thirty + SignedDuration::from_secs(1)
+        );
+        // The same version again (a relist) keeps it; a new one heard live
+        // measures again, by our clock.
+        idx.apply(
+            report("n1", "2026-11-24T00:30:00Z", vec![session(UID_A, "pts/0")]),
+            Seen::Live,
+            ts("2026-11-24T01:00:30Z"),
+        );
+        assert_eq!(
+            offset(&idx, "2026-11-24T01:00:30Z"),
+            thirty + SignedDuration::from_secs(1)
+        );
+        idx.apply(
+            report("n1", "2026-11-24T00:31:00Z", vec![session(UID_A, "pts/0")]),
+            Seen::Live,
+            ts("2026-11-24T01:01:00Z"),
+        );
+        assert_eq!(offset(&idx, "2026-11-24T01:01:00Z"), thirty);
+        // A write time in our future (the API server's clock ahead of ours) is
+        // taken as now: never an offset we have not lived through.
+        idx.apply(
+            report("n1", "2026-11-24T00:32:00Z", vec![session(UID_A, "pts/0")]),
+            Seen::Listed {
+                written_at: Some(ts("2026-11-24T02:00:00Z")),
+            },
+            ts("2026-11-24T01:02:00Z"),
+        );
+        assert_eq!(offset(&idx, "2026-11-24T01:02:00Z"), thirty);
+    }
+
+    #[test]
     fn fresh_then_silent_after_grace() {
         let mut idx = heard_since_midnight();
         let a = PodUid::parse(UID_A).unwrap();
@@ -383,7 +459,9 @@ mod tests {
         );
         let grace = Duration::from_secs(120);
         match idx.liveness("n1", &a, ts("2026-11-24T01:01:00Z"), grace) {
-            Liveness::Fresh { sessions, stale_at } => {
+            Liveness::Fresh {
+                sessions, stale_at, ..
+            } => {
                 assert_eq!(sessions.len(), 1);
                 assert_eq!(
                     stale_at,
@@ -517,7 +595,9 @@ mod tests {
         assert!(!idx.set_path(PathPart::ApiServer, false, ts("2026-11-24T01:00:30Z")));
         assert_eq!(idx.path_up_since(), None);
         match idx.liveness("n1", &a, ts("2026-11-24T01:10:00Z"), grace) {
-            Liveness::Fresh { sessions, stale_at } => {
+            Liveness::Fresh {
+                sessions, stale_at, ..
+            } => {
                 assert_eq!(sessions.len(), 1, "the last snapshot still counts");
                 assert_eq!(
                     stale_at,
@@ -563,7 +643,7 @@ mod tests {
         assert!(idx.set_path(PathPart::ReportWatch, true, ts("2026-11-24T01:10:01Z")));
         assert!(matches!(
             idx.liveness("n1", &a, ts("2026-11-24T01:12:00Z"), grace),
-            Liveness::Fresh { sessions, stale_at } if sessions.len() == 1 && stale_at == ts("2026-11-24T01:12:01Z")
+            Liveness::Fresh { sessions, stale_at, .. } if sessions.len() == 1 && stale_at == ts("2026-11-24T01:12:01Z")
         ));
         // A broken watch is as much an outage as a silent API server.
         assert!(!idx.set_path(PathPart::ReportWatch, false, ts("2026-11-24T01:11:00Z")));

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
+use sessionguard_core::rollout_stall::Stall;
 use sessionguard_core::{Session, SessionKey};
 
 #[derive(Debug, Default)]
@@ -31,6 +32,10 @@ pub struct Memory {
     /// the pod cache shows that pod terminating or gone, a lagging cache must
     /// not make the next reconcile evict (and announce) it a second time.
     rollout_evicted: Mutex<HashMap<String, String>>,
+    /// Per StatefulSet UID, what its rollout has been blocked on and since
+    /// when. Lost on restart, the stall starts afresh: a stuck rollout is
+    /// announced one threshold later, never missed.
+    rollout_stalls: Mutex<HashMap<String, Stall>>,
 }
 
 impl Memory {
@@ -55,6 +60,29 @@ impl Memory {
             evicted.remove(sts_uid);
         }
         evicted.get(sts_uid).cloned()
+    }
+
+    /// Replaces a set's stall with what `f` makes of it.
+    pub fn rollout_stall<R>(
+        &self,
+        sts_uid: &str,
+        f: impl FnOnce(Option<Stall>) -> (Option<Stall>, R),
+    ) -> R {
+        let mut stalls = self.rollout_stalls.lock().expect("stall lock");
+        let (next, r) = f(stalls.remove(sts_uid));
+        if let Some(s) = next {
+            stalls.insert(sts_uid.to_string(), s);
+        }
+        r
+    }
+
+    /// A set's current stall, for the gauges.
+    pub fn stall_of(&self, sts_uid: &str) -> Option<Stall> {
+        self.rollout_stalls
+            .lock()
+            .expect("stall lock")
+            .get(sts_uid)
+            .cloned()
     }
 
     pub fn rollout_evicted(&self, sts_uid: &str, pod_uid: String) {

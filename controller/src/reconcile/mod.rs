@@ -40,6 +40,8 @@ pub struct Settings {
     pub evict: evict::Settings,
     /// Replace outdated pods of protected OnDelete StatefulSets.
     pub rollout: bool,
+    /// A rollout blocked on the same pod this long is stuck (event, gauge, alert).
+    pub rollout_stuck_after: Duration,
 }
 
 /// What every reconcile is handed.

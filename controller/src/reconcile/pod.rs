@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
@@ -58,6 +58,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
         },
         logins: &seen.logins,
+        node_offset: seen.node_offset,
         silent_since: seen.silent_since,
         stale_at: seen.stale_at,
         opt: seen.opt,
@@ -120,6 +121,8 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
 struct Seen {
     /// Live logins from a fresh report (consoles removed).
     logins: Vec<Session>,
+    /// Their report's node-clock offset.
+    node_offset: SignedDuration,
     silent_since: Option<Timestamp>,
     stale_at: Option<Timestamp>,
     pdb: Option<Arc<PodDisruptionBudget>>,
@@ -130,17 +133,24 @@ struct Seen {
 
 impl Seen {
     fn gather(ctx: &Context, pod: &Pod, now: Timestamp) -> Self {
-        let (logins, silent_since, stale_at) = match ctx.cache.liveness(pod, now) {
-            Liveness::Fresh { sessions, stale_at } => (
+        let zero = SignedDuration::ZERO;
+        let (logins, node_offset, silent_since, stale_at) = match ctx.cache.liveness(pod, now) {
+            Liveness::Fresh {
+                sessions,
+                node_offset,
+                stale_at,
+            } => (
                 sessions.into_iter().filter(Session::is_login).collect(),
+                node_offset,
                 None,
                 Some(stale_at),
             ),
-            Liveness::Silent { heard_at } => (vec![], Some(heard_at), None),
-            Liveness::NoReport => (vec![], None, None),
+            Liveness::Silent { heard_at } => (vec![], zero, Some(heard_at), None),
+            Liveness::NoReport => (vec![], zero, None, None),
         };
         Self {
             logins,
+            node_offset,
             silent_since,
             stale_at,
             pdb: ctx.cache.our_pdb(pod),

@@ -17,6 +17,7 @@ use kube::runtime::controller::Action;
 use sessionguard_core::keys;
 use sessionguard_core::protection::OptIn;
 use sessionguard_core::rollout::{self as decide, Member, Step, next_step, ordinal};
+use sessionguard_core::rollout_stall::{self as stall, Blocked, Say};
 
 use super::{Context, evict_pod};
 use crate::error::{Error, Result};
@@ -36,6 +37,8 @@ pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Actio
     let _timer = ctx.metrics.timer("statefulset");
     ctx.cache.ready().await;
     if !ctx.settings.rollout || !manages(&sts, &ctx.cache.set_opt_in(&sts)) {
+        ctx.memory
+            .rollout_stall(&sts.uid().unwrap_or_default(), |_| (None, ()));
         return Ok(Action::await_change());
     }
     let Some(rollout) = Rollout::gather(&ctx, &sts) else {
@@ -47,7 +50,42 @@ pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Actio
         &rollout.current,
         &rollout.update,
     );
-    act(&ctx, &sts, &rollout, step).await
+    let (action, blocked) = act(&ctx, &sts, &rollout, step).await?;
+    keep_stall(&ctx, &sts, &rollout.update, blocked);
+    Ok(action)
+}
+
+/// Keeps the set's stall and says when it becomes stuck or moves again
+/// (decision: `sessionguard_core::rollout_stall`; the gauge is read at scrape).
+fn keep_stall(ctx: &Context, sts: &StatefulSet, update: &str, blocked: Option<Blocked>) {
+    let now = Timestamp::now();
+    let after = ctx.settings.rollout_stuck_after;
+    let say = ctx
+        .memory
+        .rollout_stall(&sts.uid().unwrap_or_default(), |prev| {
+            stall::track(prev, blocked, now, after)
+        });
+    match say {
+        Say::Nothing => {}
+        Say::Stuck(text) => {
+            tracing::warn!(statefulset = %sts.name_any(), %text, "rollout stuck");
+            ctx.events.emit(
+                events::object_ref(sts),
+                Kind::Warning,
+                "RolloutStuck",
+                format!("{text} (revision {update})"),
+            );
+        }
+        Say::Resumed(text) => {
+            tracing::info!(statefulset = %sts.name_any(), %text, "rollout resumed");
+            ctx.events.emit(
+                events::object_ref(sts),
+                Kind::Normal,
+                "RolloutResumed",
+                text,
+            );
+        }
+    }
 }
 
 pub fn error_policy(sts: Arc<StatefulSet>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -125,17 +163,28 @@ fn ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-async fn act(ctx: &Context, sts: &StatefulSet, r: &Rollout, step: Step) -> Result<Action> {
+/// The step done, and what the rollout is blocked on, if anything (waiting
+/// for logouts is not being blocked).
+async fn act(
+    ctx: &Context,
+    sts: &StatefulSet,
+    r: &Rollout,
+    step: Step,
+) -> Result<(Action, Option<Blocked>)> {
     let name = sts.name_any();
     match step {
-        Step::Idle => Ok(Action::requeue(Duration::from_secs(60))),
+        Step::Idle => Ok((Action::requeue(Duration::from_secs(60)), None)),
         Step::Wait(why) => {
             tracing::debug!(statefulset = %name, %why, "rollout waiting");
-            Ok(Action::requeue(Duration::from_secs(2)))
+            let blocked = Blocked {
+                on: why.clone(),
+                why,
+            };
+            Ok((Action::requeue(Duration::from_secs(2)), Some(blocked)))
         }
         Step::Held(pods) => {
             tracing::debug!(statefulset = %name, ?pods, "rollout held by logged-in pods");
-            Ok(Action::requeue(Duration::from_secs(10)))
+            Ok((Action::requeue(Duration::from_secs(10)), None))
         }
         Step::Replace(pod_name) => {
             let pod = r
@@ -145,12 +194,19 @@ async fn act(ctx: &Context, sts: &StatefulSet, r: &Rollout, step: Step) -> Resul
                 .expect("the step names a member");
             replace(ctx, sts, pod, &r.update).await
         }
-        Step::MarkCurrent => mark_current(ctx, sts, r).await,
+        Step::MarkCurrent => Ok((mark_current(ctx, sts, r).await?, None)),
     }
 }
 
 /// Evicts one outdated pod; its controller recreates it at the new revision.
-async fn replace(ctx: &Context, sts: &StatefulSet, pod: &Pod, update: &str) -> Result<Action> {
+/// A 429 means a PDB that is not ours (ours exist only for logged-in pods,
+/// which are never chosen) refuses it: the rollout is blocked on that pod.
+async fn replace(
+    ctx: &Context,
+    sts: &StatefulSet,
+    pod: &Pod,
+    update: &str,
+) -> Result<(Action, Option<Blocked>)> {
     match evict_pod(ctx, pod).await {
         Ok(()) => {
             if let Some(uid) = pod.uid() {
@@ -167,14 +223,18 @@ async fn replace(ctx: &Context, sts: &StatefulSet, pod: &Pod, update: &str) -> R
                     sts.name_any()
                 ),
             );
-            Ok(Action::requeue(Duration::from_secs(1)))
+            Ok((Action::requeue(Duration::from_secs(1)), None))
         }
         Err(e) if e.status() == Some(429) => {
             ctx.metrics.eviction("rollout", "blocked");
-            Ok(Action::requeue(Duration::from_secs(5)))
+            let blocked = Blocked {
+                on: format!("the eviction of {}", pod.name_any()),
+                why: format!("refused with 429: {e}"),
+            };
+            Ok((Action::requeue(Duration::from_secs(5)), Some(blocked)))
         }
         Err(e) if matches!(e.status(), Some(404 | 409)) => {
-            Ok(Action::requeue(Duration::from_secs(1)))
+            Ok((Action::requeue(Duration::from_secs(1)), None))
         }
         Err(e) => {
             ctx.metrics.eviction("rollout", "failed");

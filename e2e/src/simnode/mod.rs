@@ -10,6 +10,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod node;
+pub mod pidns;
 mod pods;
 pub mod pty;
 

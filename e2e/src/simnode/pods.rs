@@ -18,7 +18,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use super::cgroup::{self, Qos};
-use super::container::Container;
+use super::container::{Container, Options};
+use super::pidns::Ns;
 use crate::Result;
 
 /// Pods this node runs, by UID.
@@ -33,7 +34,12 @@ pub(crate) struct RunningPod {
     slice: PathBuf,
     /// Directories created for this pod (outermost first): removed when it goes.
     made: Vec<PathBuf>,
+    /// The pause process holding the pod's PID namespace (`shareProcessNamespace`),
+    /// stopped after the containers: when it goes, the kernel kills the namespace.
+    sandbox: Option<Container>,
     containers: Vec<Container>,
+    /// `kubectl debug` containers, started when they appear in the spec.
+    ephemeral: Vec<Container>,
     ip: String,
     /// Set while the pod terminates: when its grace period ends. A second delete
     /// with a shorter grace (`kubectl delete --grace-period=0`) moves it earlier.
@@ -142,7 +148,9 @@ async fn sync(client: &kube::Client, ctx: &Ctx, pod: Pod) -> Result<()> {
                     None => {
                         let (tx, rx) = tokio::sync::watch::channel(deadline);
                         p.terminating = Some(tx);
-                        Some((std::mem::take(&mut p.containers), rx))
+                        let mut all = std::mem::take(&mut p.containers);
+                        all.append(&mut p.ephemeral);
+                        Some((all, p.sandbox.take(), rx))
                     }
                 },
                 None => None,
@@ -151,8 +159,8 @@ async fn sync(client: &kube::Client, ctx: &Ctx, pod: Pod) -> Result<()> {
         let ctx = ctx.clone();
         // Terminations run concurrently: one pod's grace period must not hold up others.
         tokio::spawn(async move {
-            if let Some((containers, ends)) = containers {
-                let stopped = stop_all(containers, ends).await;
+            if let Some((containers, sandbox, ends)) = containers {
+                let stopped = stop_all(containers, sandbox, ends).await;
                 let p = ctx.pods.lock().expect("pods lock").by_uid.remove(&uid);
                 let removed = p.map_or(Ok(()), |p| remove_made(&p.slice, &p.made));
                 if let Err(e) = stopped.and(removed) {
@@ -188,11 +196,12 @@ async fn sync(client: &kube::Client, ctx: &Ctx, pod: Pod) -> Result<()> {
     if !known {
         start(ctx, &pod, &uid)?;
     }
+    let debugged = start_ephemeral(ctx, &pod, &uid)?;
     let reported = pod
         .status
         .as_ref()
         .is_some_and(|s| s.phase.as_deref() == Some("Running") && s.container_statuses.is_some());
-    if !known || !reported {
+    if !known || !reported || debugged {
         report_running(&api, ctx, &pod, &uid).await?;
     }
     Ok(())
@@ -215,7 +224,9 @@ fn start(ctx: &Ctx, pod: &Pod, uid: &str) -> Result<()> {
     let mut running = RunningPod {
         slice,
         made,
+        sandbox: None,
         containers: Vec::new(),
+        ephemeral: Vec::new(),
         ip,
         terminating: None,
     };
@@ -225,33 +236,98 @@ fn start(ctx: &Ctx, pod: &Pod, uid: &str) -> Result<()> {
         .as_ref()
         .and_then(|a| a.get(IGNORE_SIGTERM_ANNOTATION))
         .is_some_and(|v| v == "true");
-    for c in pod.spec.iter().flat_map(|s| &s.containers) {
-        match Container::start(&c.name, &running.slice, ignore_term) {
-            Ok(c) => running.containers.push(c),
-            Err(e) => {
-                let _ = kill_now(running);
-                return Err(e);
-            }
+    let shared = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.share_process_namespace)
+        .unwrap_or(false);
+    let started = (|| -> Result<()> {
+        if shared {
+            let opts = Options {
+                ns: Ns::New,
+                tty: false,
+                ignore_term: false,
+            };
+            running.sandbox = Some(Container::start("pause", &running.slice, opts)?);
         }
+        for c in pod.spec.iter().flat_map(|s| &s.containers) {
+            let ns = match &running.sandbox {
+                Some(pause) => pause.ns()?,
+                None => Ns::New,
+            };
+            let opts = Options {
+                ns,
+                tty: c.tty == Some(true),
+                ignore_term,
+            };
+            running
+                .containers
+                .push(Container::start(&c.name, &running.slice, opts)?);
+        }
+        Ok(())
+    })();
+    if let Err(e) = started {
+        let _ = kill_now(running);
+        return Err(e);
     }
     let mut pods = ctx.pods.lock().expect("pods lock");
     pods.by_uid.insert(uid.to_string(), running);
     Ok(())
 }
 
+/// Starts the ephemeral containers the spec has and we do not run yet, in the PID
+/// namespace the kubelet gives them: the target container's (`kubectl debug
+/// --target`), else the pod's shared one, else their own. True if it started any.
+fn start_ephemeral(ctx: &Ctx, pod: &Pod, uid: &str) -> Result<bool> {
+    let mut pods = ctx.pods.lock().expect("pods lock");
+    let Some(running) = pods.by_uid.get_mut(uid) else {
+        return Ok(false);
+    };
+    if running.terminating.is_some() {
+        return Ok(false);
+    }
+    let mut started = false;
+    for ec in pod
+        .spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+    {
+        if running.ephemeral.iter().any(|c| c.name == ec.name) {
+            continue;
+        }
+        let target = ec
+            .target_container_name
+            .as_deref()
+            .and_then(|t| running.containers.iter().find(|c| c.name == t));
+        let ns = match (target, &running.sandbox) {
+            (Some(t), _) => t.ns()?,
+            (None, Some(pause)) => pause.ns()?,
+            (None, None) => Ns::New,
+        };
+        let opts = Options {
+            ns,
+            tty: ec.tty == Some(true),
+            ignore_term: false,
+        };
+        let c = Container::start(&ec.name, &running.slice, opts)?;
+        tracing::info!(pod = %uid, container = %ec.name, "ephemeral container started");
+        running.ephemeral.push(c);
+        started = true;
+    }
+    Ok(started)
+}
+
 async fn report_running(api: &Api<Pod>, ctx: &Ctx, pod: &Pod, uid: &str) -> Result<()> {
     let now = Timestamp::now().to_string();
-    let (ids, ip) = {
+    let (ids, debug_ids, ip) = {
         let pods = ctx.pods.lock().expect("pods lock");
         let Some(p) = pods.by_uid.get(uid) else {
             return Ok(());
         };
-        let ids: HashMap<String, String> = p
-            .containers
-            .iter()
-            .map(|c| (c.name.clone(), c.id.clone()))
-            .collect();
-        (ids, p.ip.clone())
+        let by_name = |cs: &[Container]| -> HashMap<String, String> {
+            cs.iter().map(|c| (c.name.clone(), c.id.clone())).collect()
+        };
+        (by_name(&p.containers), by_name(&p.ephemeral), p.ip.clone())
     };
     // Keep the IP and start time once reported, as the kubelet does.
     let status = pod.status.clone().unwrap_or_default();
@@ -261,22 +337,30 @@ async fn report_running(api: &Api<Pod>, ctx: &Ctx, pod: &Pod, uid: &str) -> Resu
         .as_ref()
         .map(|t| t.0.to_string())
         .unwrap_or_else(|| now.clone());
+    let status_of = |name: &str, image: &Option<String>, ids: &HashMap<String, String>| {
+        json!({
+            "name": name,
+            "image": image,
+            "imageID": "",
+            "containerID": ids.get(name).map(|id| format!("containerd://{id}")),
+            "ready": true,
+            "started": true,
+            "restartCount": 0,
+            "state": { "running": { "startedAt": now } },
+        })
+    };
     let statuses: Vec<_> = pod
         .spec
         .iter()
         .flat_map(|s| &s.containers)
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "image": c.image,
-                "imageID": "",
-                "containerID": ids.get(&c.name).map(|id| format!("containerd://{id}")),
-                "ready": true,
-                "started": true,
-                "restartCount": 0,
-                "state": { "running": { "startedAt": now } },
-            })
-        })
+        .map(|c| status_of(&c.name, &c.image, &ids))
+        .collect();
+    let debug_statuses: Vec<_> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .filter(|c| debug_ids.contains_key(&c.name))
+        .map(|c| status_of(&c.name, &c.image, &debug_ids))
         .collect();
     let cond = |t: &str| json!({ "type": t, "status": "True", "lastTransitionTime": now });
     let patch = json!({ "status": {
@@ -294,6 +378,7 @@ async fn report_running(api: &Api<Pod>, ctx: &Ctx, pod: &Pod, uid: &str) -> Resu
             cond("PodScheduled"),
         ],
         "containerStatuses": statuses,
+        "ephemeralContainerStatuses": debug_statuses,
     }});
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -303,19 +388,27 @@ async fn report_running(api: &Api<Pod>, ctx: &Ctx, pod: &Pod, uid: &str) -> Resu
 }
 
 /// Stops a pod's containers: SIGTERM, then SIGKILL when the grace period in `ends`
-/// is over (it may move earlier while waiting). Removes their scopes.
+/// is over (it may move earlier while waiting); then the sandbox. Removes their scopes.
 async fn stop_all(
     containers: Vec<Container>,
+    sandbox: Option<Container>,
     ends: tokio::sync::watch::Receiver<Instant>,
 ) -> Result<()> {
     let stops = containers.into_iter().map(|c| c.stop(ends.clone()));
-    futures::future::join_all(stops).await.into_iter().collect()
+    let stopped: Result<()> = futures::future::join_all(stops).await.into_iter().collect();
+    let paused = match sandbox {
+        Some(pause) => pause.stop(ends).await,
+        None => Ok(()),
+    };
+    stopped.and(paused)
 }
 
 /// Stops a pod's containers at once and removes its cgroups (pod gone or unlisted).
 async fn teardown(p: RunningPod, grace: Duration) -> Result<()> {
     let (_tx, rx) = tokio::sync::watch::channel(Instant::now() + grace);
-    let stopped = stop_all(p.containers, rx).await;
+    let mut all = p.containers;
+    all.extend(p.ephemeral);
+    let stopped = stop_all(all, p.sandbox, rx).await;
     remove_made(&p.slice, &p.made)?;
     stopped
 }
@@ -323,7 +416,7 @@ async fn teardown(p: RunningPod, grace: Duration) -> Result<()> {
 /// Synchronous teardown for Drop: SIGKILL everything and remove the cgroups.
 pub(crate) fn kill_now(p: RunningPod) -> Result<()> {
     let mut first_err = None;
-    for c in p.containers {
+    for c in p.containers.into_iter().chain(p.ephemeral).chain(p.sandbox) {
         if let Err(e) = c.kill_now() {
             first_err.get_or_insert(e);
         }

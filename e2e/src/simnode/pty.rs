@@ -1,6 +1,7 @@
 //! Interactive sessions in a container: our `kubectl exec -it`. A real process on a real
 //! pty, session leader with the pty as its controlling terminal, placed in the
-//! container's cgroup before exec, exactly what the agent must find in /proc.
+//! container's cgroup and PID namespace before exec (its keeper, outside, plays the
+//! runtime's shim: see [`super::pidns`]), exactly what the agent must find in /proc.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -16,12 +17,15 @@ use nix::unistd::Pid;
 use super::cgroup::{self, CgroupRoot, Qos};
 use super::container::parse_container_id;
 use super::node::CGROUP_PARENT_ANNOTATION;
+use super::pidns::{Ns, Plan};
 use crate::error::Context;
 use crate::{Error, Result};
 
 /// An open interactive session; closed (hung up) by [`Session::close`] or on Drop.
 #[derive(Debug)]
 pub struct Session {
+    /// The session leader on the host (`child` is its keeper).
+    pid: u32,
     child: Option<Child>,
     master: Option<OwnedFd>,
     tty: PathBuf,
@@ -31,7 +35,8 @@ pub struct Session {
 // === impl Session ===
 
 impl Session {
-    /// Starts `argv` on a new pty inside the cgroup directory `cgroup_dir`.
+    /// Starts `argv` on a new pty inside the cgroup directory `cgroup_dir`, in the PID
+    /// namespace of the processes already there (a new one if there are none).
     pub fn open(cgroup_dir: &Path, argv: &[&str]) -> Result<Self> {
         let (program, args) = argv
             .split_first()
@@ -42,13 +47,22 @@ impl Session {
                 cgroup_dir.display()
             )));
         }
+        let ns = match cgroup::procs(cgroup_dir).first() {
+            Some(&pid) => Ns::of(pid as u32)?,
+            None => Ns::New,
+        };
         let pty = nix::pty::openpty(None, None).ctx(|| "opening a pty".into())?;
         // The child must not inherit the master, or closing ours would not hang it up.
         fcntl(&pty.master, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
             .ctx(|| "marking the pty master close-on-exec".into())?;
         let tty = std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd()))
             .ctx(|| "resolving the pty's name".into())?;
-        let procs = cgroup::procs_file(cgroup_dir)?;
+        let plan = Plan {
+            ns,
+            procs: cgroup::procs_file(cgroup_dir)?,
+            controlling_tty: true,
+            ignore_term: false,
+        };
         let stdio = |fd: &OwnedFd| -> Result<Stdio> {
             Ok(Stdio::from(
                 fd.try_clone().ctx(|| "duplicating the pty".into())?,
@@ -60,25 +74,20 @@ impl Session {
             .stdin(stdio(&pty.slave)?)
             .stdout(stdio(&pty.slave)?)
             .stderr(stdio(&pty.slave)?);
-        // SAFETY: setsid, ioctl and open/write/close only, between fork and exec. std has
+        let (pre_exec, pid_pipe) = plan.pre_exec()?;
+        // SAFETY: the closure makes async-signal-safe calls only (see `pidns`); std has
         // already dup2'd the pty slave onto fds 0-2.
         unsafe {
             use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                cgroup::enter_from_child(&procs)
-            });
+            cmd.pre_exec(pre_exec);
         }
         let child = cmd
             .spawn()
             .ctx(|| format!("starting {program} in {}", cgroup_dir.display()))?;
         drop(pty.slave);
+        let pid = pid_pipe.pid()?;
         Ok(Self {
+            pid,
             child: Some(child),
             master: Some(pty.master),
             tty,
@@ -99,8 +108,9 @@ impl Session {
         Self::open(&dir, argv)
     }
 
+    /// The session leader's pid on the host.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        if self.child.is_some() { self.pid } else { 0 }
     }
 
     /// The terminal's path, e.g. `/dev/pts/3`.
@@ -128,6 +138,7 @@ impl Session {
         let Some(mut child) = self.child.take() else {
             return Err(Error::Invalid("session already closed".into()));
         };
+        // To the keeper, which passes it on.
         let pid = Pid::from_raw(child.id() as i32);
         let _ = kill(pid, Signal::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(2);
