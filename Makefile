@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export SESSIONGUARD_BIN_DIR := $(CURDIR)/.dev/bin
 
-.PHONY: all build deps tools fmt fmt-check clippy unit e2e test bench demo dev-up dev-down clean static manifests
+.PHONY: all build deps tools fmt fmt-check clippy unit e2e test bench scale demo dev-up dev-down clean static manifests
 
 all: build
 
@@ -63,6 +63,14 @@ test: deps fmt-check clippy tools static
 bench:
 	$(CARGO) bench -p sessionguard-agent
 	$(CARGO) bench -p sessionguard-controller --bench webhook
+
+## sessionguard at cluster size (kwok nodes, played agents, the real controller), measured:
+## progress, a table, then one JSON line. SCALE_NODES, SCALE_PODS, SCALE_MINUTES and
+## SCALE_LOGIN_RATE override 1000 / 30000 / 10 / 1. Release build: the figures are the
+## product's. Not part of make test (its small smoke, e2e/tests/scale_smoke.rs, is).
+scale: tools
+	$(CARGO) build --release -p sessionguard-controller --bin sessionguard-controller
+	$(CARGO) run --release -p sessionguard-e2e --bin sg-scale
 
 dev-up: tools
 	bash e2e/dev.sh up

@@ -3,6 +3,10 @@
 #   kube: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (e2e/tools)
 #   etcd: etcd (e2e/etcd)
 #   helm: helm (go install at a version)
+#   crds: controller-gen (e2e/crds) and the Prometheus Operator CRDs it generates from the
+#         Operator's own API module (.dev/crds), for the chart's install test
+#   kwok: kwok (e2e/kwok) and its stages (kwok-stages.yaml, from the same module), which
+#         simulate the nodes of `make scale`
 #
 # Built binaries are also kept in a per-user cache keyed by each group's pins, so a
 # fresh clone on the same machine (CI) copies them instead of compiling Kubernetes
@@ -11,6 +15,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.dev/bin"
+crds="$root/.dev/crds"
 k8s_version=v1.34.4
 helm_version=v3.19.5
 # The commit that tag names: Helm's Makefile stamps it from git, and `go install` has no git.
@@ -22,16 +27,26 @@ declare -A tools=(
   [kube]="kube-apiserver kube-controller-manager kube-scheduler kubectl"
   [etcd]="etcd"
   [helm]="helm"
+  [kwok]="kwok kwok-stages.yaml"
+  [crds]="controller-gen monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_podmonitors.yaml monitoring.coreos.com_prometheusrules.yaml"
 )
+# Where a group's file lives under .dev: binaries in bin/, generated manifests in crds/.
+dest_of() {
+  case $1 in kwok-stages.yaml) echo "$bin/$1" ;; *.yaml) echo "$crds/$1" ;; *) echo "$bin/$1" ;; esac
+}
 key_of() {
   case $1 in
     kube) { cat "$root"/e2e/tools/go.mod "$root"/e2e/tools/go.sum; echo "$k8s_version $gover"; } ;;
     etcd) { cat "$root"/e2e/etcd/go.mod "$root"/e2e/etcd/go.sum; echo "$gover"; } ;;
     # The recipe is part of the key: a cached helm built with other flags is not reused.
     helm) { echo "$helm_version $helm_commit $gover"; declare -f build_helm; } ;;
+    kwok) { cat "$root"/e2e/kwok/go.mod "$root"/e2e/kwok/go.sum; echo "$gover"; declare -f build_kwok; } ;;
+    crds) { cat "$root"/e2e/crds/go.mod "$root"/e2e/crds/go.sum; echo "$gover"; declare -f build_crds; } ;;
   esac | sha256sum | cut -c1-16
 }
-have_all() { local d=$1 t; for t in ${tools[$2]}; do [ -x "$d/$t" ] || return 1; done; }
+# have_all DIR GROUP: every file of GROUP in DIR (flat, as in the cache); have_dev GROUP: in .dev.
+have_all() { local d=$1 t; for t in ${tools[$2]}; do [ -s "$d/$t" ] || return 1; done; }
+have_dev() { local t; for t in ${tools[$1]}; do [ -s "$(dest_of "$t")" ] || return 1; done; }
 
 build_kube() {
   local pkg=k8s.io/component-base/version cpkg=k8s.io/client-go/pkg/version p
@@ -82,17 +97,46 @@ build_helm() {
   fi
   echo "build-tools: helm $("$bin/helm" version --short) (default Kubernetes $want)"
 }
+build_kwok() {
+  # The stages kwokctl itself configures: nodes become Ready and renew their Lease, pods
+  # become Running at once and go when deleted.
+  local dir
+  (cd "$root/e2e/kwok" && go build -trimpath -ldflags "-s -w" -o "$bin/kwok" sigs.k8s.io/kwok/cmd/kwok)
+  dir=$(cd "$root/e2e/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  local f out="$bin/kwok-stages.yaml"
+  : >"$out"
+  for f in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+    pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+    { echo "---"; cat "$dir/kustomize/stage/$f.yaml"; } >>"$out"
+  done
+}
+build_crds() {
+  # The Operator's own types, through the same generator its Makefile runs: a field or
+  # value the Operator refuses is refused by these CRDs too. Only the three kinds the
+  # chart renders are kept.
+  local api=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1 out t
+  (cd "$root/e2e/crds" && go build -trimpath -ldflags "-s -w" -o "$bin/controller-gen" \
+    sigs.k8s.io/controller-tools/cmd/controller-gen)
+  out=$(mktemp -d)
+  (cd "$root/e2e/crds" && "$bin/controller-gen" crd:crdVersions=v1 "paths=$api" "output:crd:dir=$out")
+  mkdir -p "$crds"
+  for t in ${tools[crds]}; do
+    case $t in *.yaml) cp -f "$out/$t" "$crds/$t" ;; esac
+  done
+  rm -rf "$out"
+}
 
 mkdir -p "$bin"
 gotmp=
-for group in kube etcd helm; do
+for group in kube etcd helm kwok crds; do
   key=$(key_of "$group")
-  if [ "$(cat "$bin/.pins-$group" 2>/dev/null)" = "$key" ] && have_all "$bin" "$group"; then
+  if [ "$(cat "$bin/.pins-$group" 2>/dev/null)" = "$key" ] && have_dev "$group"; then
     continue
   fi
   cache="$cache_root/$group-$key"
   if have_all "$cache" "$group"; then
-    for t in ${tools[$group]}; do cp -f "$cache/$t" "$bin/$t"; done
+    mkdir -p "$crds"
+    for t in ${tools[$group]}; do cp -f "$cache/$t" "$(dest_of "$t")"; done
     echo "$key" > "$bin/.pins-$group"
     echo "build-tools: $group: reused cached build $key"
     continue
@@ -110,7 +154,7 @@ for group in kube etcd helm; do
   echo "build-tools: $group: building ${tools[$group]}$note"
   "build_$group"
   mkdir -p "$cache"
-  for t in ${tools[$group]}; do cp -f "$bin/$t" "$cache/$t"; done
+  for t in ${tools[$group]}; do cp -f "$(dest_of "$t")" "$cache/$t"; done
   echo "$key" > "$bin/.pins-$group"
   echo "build-tools: $group: built in $(( $(date +%s) - start ))s"
 done

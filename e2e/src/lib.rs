@@ -7,12 +7,15 @@
 //!   systemd-driver kubelet with containerd would create, and opens real pty sessions.
 //! - [`harness`]: what every e2e test uses: a shared control plane, a fresh labelled
 //!   namespace with its own simulated node, awaits with timeouts, tokens and binaries.
+//! - [`scale`]: `make scale`: kwok nodes, workloads, one played agent per node, the real
+//!   controller, and the figures of the scale issue.
 
 pub mod controlplane;
 pub mod devcluster;
 pub mod error;
 pub mod harness;
 pub mod paths;
+pub mod scale;
 pub mod simnode;
 pub mod wait;
 

@@ -19,37 +19,34 @@ use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sessionguard_e2e::harness::{TestEnv, await_};
-use sessionguard_e2e::{Result, wait};
+use sessionguard_e2e::{Result, paths, wait};
 
-/// The Prometheus Operator's kinds, as stand-ins: their real CRDs cannot be fetched
-/// here (no registry, no internet). These accept any spec, so installing the all-on
-/// rendering proves the objects are well-formed Kubernetes objects that Helm can
-/// manage, not that the Operator accepts their specs (promtool checks the rules).
-async fn standin_monitoring_crds(client: &kube::Client) -> Result<()> {
+/// The Prometheus Operator's CRDs, generated from its own API module by controller-gen
+/// (`make tools`, pinned in e2e/crds): a ServiceMonitor, PodMonitor or PrometheusRule
+/// field or value the Operator refuses is refused here too. Server-side applied, so a
+/// reused cluster that has them already (or older ones) ends up with these.
+async fn operator_crds(client: &kube::Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (kind, plural) in [
-        ("ServiceMonitor", "servicemonitors"),
-        ("PodMonitor", "podmonitors"),
-        ("PrometheusRule", "prometheusrules"),
-    ] {
+    for plural in ["servicemonitors", "podmonitors", "prometheusrules"] {
         let name = format!("{plural}.monitoring.coreos.com");
-        let crd: CustomResourceDefinition = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {"sessionguard.io/e2e": "stand-in"}},
-            "spec": {
-                "group": "monitoring.coreos.com",
-                "scope": "Namespaced",
-                "names": {"kind": kind, "plural": plural, "listKind": format!("{kind}List"),
-                          "singular": kind.to_ascii_lowercase()},
-                "versions": [{"name": "v1", "served": true, "storage": true,
-                    "schema": {"openAPIV3Schema": {"type": "object",
-                        "x-kubernetes-preserve-unknown-fields": true}}}]
-            }
-        }))?;
-        match crds.create(&PostParams::default(), &crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
+        let file = paths::generated_crd(&format!("monitoring.coreos.com_{plural}.yaml"))?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)?;
+        check(
+            crd.metadata.name.as_deref() == Some(name.as_str()),
+            format!(
+                "{} defines {:?}, not {name}",
+                file.display(),
+                crd.metadata.name
+            ),
+        )?;
+        crds.patch(
+            &name,
+            &PatchParams::apply("sessionguard-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
         await_::object(&crds, &name, "Established", |c| {
             c.status
                 .as_ref()
@@ -72,12 +69,87 @@ fn report_api(client: &kube::Client) -> Api<DynamicObject> {
     Api::all_with(client.clone(), &ar)
 }
 
+/// What the stand-ins let through and the Operator's CRDs refuse: a value outside an
+/// enum, a missing required field, an undeclared field (server-side apply answers that
+/// one with a 500, "field not declared in schema", as `kubectl apply --server-side`
+/// shows it). A well-formed ServiceMonitor beside them is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_crds_refuse_what_the_operator_refuses() -> Result<()> {
+    let Some(env) = TestEnv::start("chart-operator-crds").await? else {
+        return Ok(());
+    };
+    operator_crds(env.client()).await?;
+    let api = |kind: &str, plural: &str| -> Api<DynamicObject> {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind),
+            plural,
+        );
+        Api::namespaced_with(env.client().clone(), env.ns(), &ar)
+    };
+    let monitor = |name: &str, endpoint: serde_json::Value| {
+        json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": "x"}}, "endpoints": [endpoint]}
+        })
+    };
+    let strict = PatchParams::apply("sessionguard-e2e").validation_strict();
+    let cases = [
+        (
+            api("ServiceMonitor", "servicemonitors"),
+            monitor("bad-scheme", json!({"port": "metrics", "scheme": "ftp"})),
+            "scheme",
+        ),
+        (
+            api("ServiceMonitor", "servicemonitors"),
+            monitor(
+                "unknown-field",
+                json!({"port": "metrics", "intervall": "30s"}),
+            ),
+            "intervall",
+        ),
+        (
+            api("PrometheusRule", "prometheusrules"),
+            json!({
+                "apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+                "metadata": {"name": "no-expr"},
+                "spec": {"groups": [{"name": "g", "rules": [{"alert": "A", "for": "5m"}]}]}
+            }),
+            "expr",
+        ),
+    ];
+    for (api, obj, field) in cases {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match api.patch(&name, &strict, &Patch::Apply(&obj)).await {
+            Err(kube::Error::Api(s)) if s.code >= 400 && s.message.contains(field) => {
+                eprintln!("{name}: refused with {}: {}", s.code, s.message);
+            }
+            other => {
+                return Err(invalid(format!(
+                    "{name} (bad {field}) was not refused naming it: {other:?}"
+                )));
+            }
+        }
+    }
+    let good = monitor(
+        "good",
+        json!({"port": "metrics", "scheme": "https", "interval": "30s"}),
+    );
+    api("ServiceMonitor", "servicemonitors")
+        .patch("good", &strict, &Patch::Apply(&good))
+        .await?;
+    env.finish().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_dry_run_of_default_and_all_on() -> Result<()> {
     let Some(env) = TestEnv::start("chart-dry-run").await? else {
         return Ok(());
     };
-    standin_monitoring_crds(env.client()).await?;
+    operator_crds(env.client()).await?;
     let all_on = chart::all_on_values().display().to_string();
     for (release, extra) in [
         ("sgdry", vec!["--include-crds"]),
@@ -118,7 +190,7 @@ async fn helm_install_all_on_values() -> Result<()> {
     let Some(env) = TestEnv::start("chart-all-on").await? else {
         return Ok(());
     };
-    standin_monitoring_crds(env.client()).await?;
+    operator_crds(env.client()).await?;
     let all_on = chart::all_on_values().display().to_string();
     let release = Release::install(&env, "sgall", &["-f", &all_on])?;
     let agents = chart::await_component(&env, "sgall", "agent", 1).await?;

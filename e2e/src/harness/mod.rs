@@ -7,7 +7,8 @@
 //! - [`tokens`]: pod-bound ServiceAccount tokens and token kubeconfigs;
 //! - [`spawn`]: workspace binaries (agent, controller) as children killed on Drop;
 //! - [`http`]: GETs and metric lookups against those children;
-//! - [`identity`]: the controller's ServiceAccount and RBAC exactly as the chart grants them.
+//! - [`identity`]: the controller's ServiceAccount and RBAC exactly as the chart grants them;
+//! - [`install`]: the SessionReport CRD and admission policy, from the chart's files.
 
 pub mod await_;
 pub mod cluster;
@@ -16,6 +17,7 @@ pub mod env;
 pub mod freeze;
 pub mod http;
 pub mod identity;
+pub mod install;
 pub mod procfs;
 pub mod spawn;
 pub mod tokens;

@@ -1,8 +1,7 @@
 //! Shared by the controller e2e tests: install sessionguard's CRD and admission
-//! policy; run the real controller and the real agent as child processes, with
-//! the chart's ServiceAccounts and RBAC (the agent with a pod-bound token, as in a
-//! DaemonSet);
-//! scrape metrics; watch PDBs with timestamps.
+//! policy (the harness's `install`); run the real controller and the real agent as
+//! child processes, with the chart's ServiceAccounts and RBAC (the agent with a
+//! pod-bound token, as in a DaemonSet); scrape metrics; watch PDBs with timestamps.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -11,16 +10,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::ApiResource;
 use kube::runtime::watcher;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use sessionguard_e2e::harness::{Child, TestEnv, await_, identity, tokens, workspace_bin};
 // Each test binary uses a different subset.
@@ -28,9 +22,7 @@ use sessionguard_e2e::harness::{Child, TestEnv, await_, identity, tokens, worksp
 pub use sessionguard_e2e::harness::http::{find_metric, free_addr, http_get, metric};
 use sessionguard_e2e::{Error, Result, wait};
 
-pub const CRD: &str = include_str!("../../../charts/sessionguard/crds/sessionreports.yaml");
-pub const POLICY: &str =
-    include_str!("../../../charts/sessionguard/files/sessionreport-policy.yaml");
+pub use sessionguard_e2e::harness::install::install;
 
 /// Serialises the tests of one binary: the controller is cluster-wide, so two
 /// tests' controllers would act on each other's pods.
@@ -62,55 +54,6 @@ pub async fn event_reasons(env: &TestEnv, pod: &str) -> Result<Vec<String>> {
         .into_iter()
         .filter_map(|e| e.reason)
         .collect())
-}
-
-async fn create_or_replace<K>(api: &Api<K>, obj: K) -> Result<()>
-where
-    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let name = obj.meta().name.clone().unwrap_or_default();
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            let mut obj = obj;
-            let current = api.get(&name).await?;
-            obj.meta_mut().resource_version = current.meta().resource_version.clone();
-            api.replace(&name, &PostParams::default(), &obj).await?;
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// CRD (waits for Established) and the admission policy + binding, from the same
-/// files the Helm chart ships. RBAC comes per test from [`identity`].
-pub async fn install(client: &kube::Client) -> Result<()> {
-    let crd: CustomResourceDefinition = serde_yaml::from_str(CRD)?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    create_or_replace(&crds, crd).await?;
-    await_::object(
-        &crds,
-        "sessionreports.sessionguard.io",
-        "Established",
-        |c| {
-            c.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        },
-    )
-    .await?;
-    let mut docs = serde_yaml::Deserializer::from_str(POLICY);
-    let policy: ValidatingAdmissionPolicy =
-        serde::Deserialize::deserialize(docs.next().ok_or_else(|| invalid("policy doc"))?)?;
-    let binding: ValidatingAdmissionPolicyBinding =
-        serde::Deserialize::deserialize(docs.next().ok_or_else(|| invalid("binding doc"))?)?;
-    create_or_replace(&Api::all(client.clone()), policy).await?;
-    create_or_replace(&Api::all(client.clone()), binding).await?;
-    Ok(())
 }
 
 /// The real controller, as a child process with the chart's controller identity

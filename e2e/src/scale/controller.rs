@@ -1,0 +1,183 @@
+//! The real controller binary under the chart's identity (ServiceAccount and RBAC with
+//! the webhook's rules, rendered from the chart), with its webhooks on a loopback port.
+//! Stopped with kill -9 for the restart measurement and started again with the same
+//! identity, as a kubelet restarts a crashed container.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::progress;
+use crate::harness::http::{free_addr, http_get, metric};
+use crate::harness::identity::ControllerIdentity;
+use crate::harness::{Child, TestEnv, await_, identity, workspace_bin};
+use crate::{Result, wait};
+
+/// The holder identity every start uses: a restarted controller takes its own Lease
+/// over at once, as a restarted pod of the same name would.
+const IDENTITY: &str = "scale-controller";
+
+pub struct Controller {
+    child: Option<Child>,
+    id: ControllerIdentity,
+    bin: PathBuf,
+    pub addr: SocketAddr,
+    pub webhook: SocketAddr,
+    ns: String,
+    log: PathBuf,
+}
+
+// === impl Controller ===
+
+impl Controller {
+    pub async fn start(env: &TestEnv) -> Result<Self> {
+        let id = identity::chart_controller(env, true).await?;
+        let bin = workspace_bin("sessionguard-controller", "sessionguard-controller")?;
+        let mut c = Self {
+            child: None,
+            id,
+            bin,
+            addr: free_addr()?,
+            webhook: free_addr()?,
+            ns: env.ns().to_string(),
+            log: env.scratch_dir().join("controller.log"),
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    /// Starts the process (not waiting for it).
+    pub fn spawn(&mut self) -> Result<()> {
+        let (addr, webhook) = (self.addr.to_string(), self.webhook.to_string());
+        let secret = self.id.webhook_secret.clone();
+        let args: Vec<&str> = vec![
+            "--listen-addr",
+            &addr,
+            "--lease-namespace",
+            &self.ns,
+            "--lease-name",
+            &self.id.lease,
+            "--identity",
+            IDENTITY,
+            "--webhook",
+            "true",
+            "--webhook-addr",
+            &webhook,
+            "--webhook-extra-sans",
+            "127.0.0.1",
+            "--webhook-secret",
+            &secret,
+            "--webhook-validating-config",
+            &self.id.fullname,
+            "--webhook-mutating-config",
+            &self.id.fullname,
+        ];
+        let kubeconfig = self.id.kubeconfig.display().to_string();
+        let child = Child::spawn(
+            &self.bin,
+            &args,
+            &[("KUBECONFIG", &kubeconfig), ("RUST_LOG", "info,kube=warn")],
+            &self.log,
+        )?;
+        progress(format!(
+            "controller: pid {}, log {}",
+            child.pid(),
+            self.log.display()
+        ));
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::pid)
+    }
+
+    /// kill -9: nothing is released or finished.
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.pid() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            c.stop(Duration::from_millis(100));
+        }
+    }
+
+    /// Until it leads with every cache listed (`/readyz` names the leader).
+    pub async fn until_leader(&mut self, timeout: Duration) -> Result<()> {
+        let addr = self.addr;
+        wait::until("the controller to lead with synced caches", timeout, || {
+            let running = self.child.as_mut().map_or(Ok(()), Child::check_running);
+            async move {
+                running?;
+                let ready = http_get(addr, "/readyz").await.ok();
+                let leader = metric(addr, "sessionguard_leader", &[])
+                    .await
+                    .ok()
+                    .flatten();
+                Ok(
+                    (leader == Some(1.0) && ready.is_some_and(|r| r.contains("leader")))
+                        .then_some(()),
+                )
+            }
+        })
+        .await
+    }
+
+    /// Every API write the controller has made (`sessionguard_writes_total`, all labels).
+    pub async fn writes(&self) -> Result<f64> {
+        let text = http_get(self.addr, "/metrics").await?;
+        Ok(sum_of(&text, "sessionguard_writes_total"))
+    }
+
+    /// The webhook serving certificate's CA (the Secret the controller keeps).
+    pub async fn webhook_ca(&self, env: &TestEnv) -> Result<Vec<u8>> {
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = env.api();
+        let s = await_::object(&secrets, &self.id.webhook_secret, "with a CA", |s| {
+            s.data.as_ref().is_some_and(|d| d.contains_key("ca.crt"))
+        })
+        .await?;
+        Ok(s.data
+            .and_then(|mut d| d.remove("ca.crt"))
+            .map(|b| b.0)
+            .unwrap_or_default())
+    }
+
+    pub fn log(&self) -> &std::path::Path {
+        &self.log
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            c.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+/// The sum of every sample of `name` in a Prometheus text exposition.
+pub fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_every_labelled_sample_of_one_metric_only() {
+        let text = "# TYPE sessionguard_writes counter\n\
+            sessionguard_writes_total{op=\"pdb_create\",outcome=\"ok\"} 3\n\
+            sessionguard_writes_total{op=\"event\",outcome=\"ok\"} 4\n\
+            sessionguard_writes_totally 100\n\
+            sessionguard_writes_created 9\n";
+        assert_eq!(sum_of(text, "sessionguard_writes_total"), 7.0);
+    }
+}

@@ -1,0 +1,302 @@
+//! One run, phase by phase (see the module docs); returns its figures.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use rand::Rng;
+use serde_json::json;
+
+use super::agents::Agents;
+use super::controller::Controller;
+use super::figures::{Figures, Quantiles};
+use super::measure::{CpuWindow, PdbTimes, Peaks, quantile_ms};
+use super::workload::{SCALE_LABEL, Target, Workloads};
+use super::{Config, kwok, progress, webhook, workload};
+use crate::harness::{TestEnv, install};
+use crate::{Error, Result, wait};
+
+/// How long a login lasts: long enough for its PDB to appear first.
+const HOLD: std::ops::Range<f64> = 5.0..15.0;
+
+/// Builds the cluster in `env`'s control plane, measures, and cleans up what it made.
+pub async fn run(env: &TestEnv, cfg: &Config) -> Result<Figures> {
+    let started = Instant::now();
+    let client = env.client().clone();
+    // The agent pods live in the env's namespace, on kwok nodes: lift its pin to the
+    // env's simulated node.
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            env.ns(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "scheduler.alpha.kubernetes.io/node-selector": null}}})),
+        )
+        .await?;
+    install::install(&client).await?;
+    let suffix = env.ns().trim_start_matches("sg-");
+    let nodes = kwok::node_names(&format!("kwok-{suffix}"), cfg.nodes);
+    let _kwok = kwok::start(env)?;
+    let result = async {
+        kwok::create_nodes(&client, &nodes).await?;
+        let w = workload::create(&client, env.ns(), cfg.pods).await?;
+        measure(env, cfg, &nodes, &w, started).await
+    }
+    .await;
+    cleanup(&client, env.ns(), &nodes).await;
+    result
+}
+
+async fn measure(
+    env: &TestEnv,
+    cfg: &Config,
+    nodes: &[String],
+    w: &Workloads,
+    started: Instant,
+) -> Result<Figures> {
+    let client = env.client().clone();
+    let agents = Agents::start(env, nodes, cfg.heartbeat).await?;
+    let pdbs = PdbTimes::watch(&client);
+    let mut ctl = Controller::start(env).await?;
+    ctl.until_leader(Duration::from_secs(300)).await?;
+    let build_s = started.elapsed().as_secs_f64();
+    progress(format!(
+        "cluster built and controller leading after {build_s:.0}s"
+    ));
+
+    let ctl_pid = Arc::new(AtomicU32::new(ctl.pid().unwrap_or(0)));
+    let peaks = Peaks::default();
+    let p = ctl_pid.clone();
+    peaks.sample("controller", move || Some(p.load(Ordering::Relaxed)));
+    let apiserver = component_pid(env, "kube-apiserver");
+    peaks.sample("apiserver", move || apiserver);
+
+    // --- churn: logins at the rate, with one window of webhook load in the middle ---
+    let cpu = CpuWindow::start(ctl_pid.load(Ordering::Relaxed));
+    let ca = ctl.webhook_ca(env).await?;
+    let offset = cfg.churn.saturating_sub(cfg.webhook_for) / 2;
+    let (addr, rate, for_, others) = (
+        ctl.webhook,
+        cfg.webhook_rate,
+        cfg.webhook_for,
+        w.others.clone(),
+    );
+    let hook = tokio::spawn(async move {
+        tokio::time::sleep(offset).await;
+        progress(format!(
+            "webhook: {rate} CONNECT reviews/s for {}s",
+            for_.as_secs()
+        ));
+        let t = Instant::now();
+        let out = webhook::load(addr, &ca, rate, for_, &others).await;
+        (out, t.elapsed())
+    });
+    let used = churn(cfg, &agents, &pdbs, &w.protected).await?;
+    let controller_cpu = cpu.cores();
+    let (hook, hook_wall) = hook.await.map_err(|e| Error::Invalid(e.to_string()))?;
+    let hook = hook?;
+    wait::until(
+        "every release after the churn",
+        Duration::from_secs(120),
+        || async { Ok((pdbs.counts().1 == 0).then_some(())) },
+    )
+    .await?;
+
+    // --- quiet: heartbeats only; every controller write is counted ---
+    progress(format!("quiet: {}s without logins", cfg.quiet.as_secs()));
+    let w0 = ctl.writes().await?;
+    let quiet_cpu = CpuWindow::start(ctl_pid.load(Ordering::Relaxed));
+    let quiet_started = Instant::now();
+    // The window itself is the measurement: heartbeats arrive in it on their own schedule.
+    tokio::time::sleep(cfg.quiet).await;
+    let writes = ctl.writes().await? - w0;
+    let quiet_secs = quiet_started.elapsed().as_secs_f64();
+    let controller_quiet_cpu = quiet_cpu.cores();
+
+    // --- kill -9, then a login while it is down: until its PDB exists ---
+    let target = w
+        .protected
+        .iter()
+        .find(|t| !used.contains(&(t.namespace.clone(), t.name.clone())))
+        .or(w.protected.first())
+        .ok_or_else(|| Error::Invalid("no opted-in pod to log in to".into()))?
+        .clone();
+    progress(format!(
+        "restart: kill -9 of the controller, login on {}/{}",
+        target.namespace, target.name
+    ));
+    let killed = Instant::now();
+    ctl.kill9();
+    pdbs.login(&target.namespace, &target.name, Instant::now());
+    let pid = agents.login(&target)?;
+    ctl.spawn()?;
+    ctl_pid.store(ctl.pid().unwrap_or(0), Ordering::Relaxed);
+    ctl.until_leader(Duration::from_secs(120)).await?;
+    let restart_to_leader = killed.elapsed().as_secs_f64();
+    wait::until(
+        "the restarted controller to protect the new login",
+        Duration::from_secs(120),
+        || async { Ok(pdbs.present(&target.namespace, &target.name).then_some(())) },
+    )
+    .await?;
+    let restart_to_ready = killed.elapsed().as_secs_f64();
+    agents.logout(&target, pid);
+
+    let (login, logout) = pdbs.samples();
+    let q = |v: &[Duration]| Quantiles {
+        p50: quantile_ms(v, 0.5),
+        p99: quantile_ms(v, 0.99),
+    };
+    Ok(Figures {
+        nodes: cfg.nodes,
+        pods: cfg.pods,
+        controller_rss_mib: peaks.get("controller"),
+        controller_cpu_cores: controller_cpu,
+        controller_quiet_cpu_cores: controller_quiet_cpu,
+        login_to_pdb_ms: q(&login),
+        logins: login.len(),
+        logout_to_release_ms: q(&logout),
+        logouts: logout.len(),
+        steady_writes_per_min: writes / (quiet_secs / 60.0),
+        quiet_secs,
+        restart_to_ready_s: restart_to_ready,
+        restart_to_leader_s: restart_to_leader,
+        webhook_ms: q(&hook.latencies),
+        webhook_reviews: hook.latencies.len(),
+        webhook_failed: hook.failed,
+        webhook_rate: hook.latencies.len() as f64 / hook_wall.as_secs_f64().max(1e-3),
+        apiserver_rss_mib: peaks.get("apiserver"),
+        build_s,
+    })
+}
+
+/// Logins at `cfg.login_rate` per second on opted-in pods with no login (or PDB)
+/// yet, each held for a few seconds; returns the pods used.
+async fn churn(
+    cfg: &Config,
+    agents: &Agents,
+    pdbs: &PdbTimes,
+    targets: &[Target],
+) -> Result<HashSet<(String, String)>> {
+    if targets.is_empty() {
+        return Err(Error::Invalid("no opted-in pods".into()));
+    }
+    progress(format!(
+        "churn: {} login/s for {}s",
+        cfg.login_rate,
+        cfg.churn.as_secs()
+    ));
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.login_rate.max(0.01)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut active: Vec<(Target, u32, Instant)> = Vec::new();
+    let mut used = HashSet::new();
+    let mut late = 0;
+    let mut next_print = start + Duration::from_secs(30);
+    while start.elapsed() < cfg.churn {
+        tick.tick().await;
+        let now = Instant::now();
+        for (t, pid, _) in active.iter().filter(|(_, _, until)| *until <= now) {
+            if !pdbs.logout(&t.namespace, &t.name, Instant::now()) {
+                late += 1;
+            }
+            agents.logout(t, *pid);
+        }
+        active.retain(|(_, _, until)| *until > now);
+        let busy: HashSet<(&str, &str)> = active
+            .iter()
+            .map(|(t, _, _)| (t.namespace.as_str(), t.name.as_str()))
+            .collect();
+        let mut rng = rand::rng();
+        let pick = (0..32)
+            .map(|_| &targets[rng.random_range(0..targets.len())])
+            .find(|t| {
+                !busy.contains(&(t.namespace.as_str(), t.name.as_str()))
+                    && !pdbs.present(&t.namespace, &t.name)
+            });
+        if let Some(t) = pick {
+            pdbs.login(&t.namespace, &t.name, Instant::now());
+            let pid = agents.login(t)?;
+            let hold = Duration::from_secs_f64(rng.random_range(HOLD));
+            active.push((t.clone(), pid, Instant::now() + hold));
+            used.insert((t.namespace.clone(), t.name.clone()));
+        }
+        if now >= next_print {
+            next_print += Duration::from_secs(30);
+            let (login, _) = pdbs.samples();
+            let (present, _) = pdbs.counts();
+            progress(format!(
+                "churn: {:.0}s, {} logins protected (p50 {:.0} ms, p99 {:.0} ms), {present} PDBs now, {late} logouts before their PDB",
+                start.elapsed().as_secs_f64(),
+                login.len(),
+                quantile_ms(&login, 0.5),
+                quantile_ms(&login, 0.99),
+            ));
+        }
+    }
+    for (t, pid, _) in active.drain(..) {
+        if !pdbs.logout(&t.namespace, &t.name, Instant::now()) {
+            late += 1;
+        }
+        agents.logout(&t, pid);
+    }
+    if late > 0 {
+        progress(format!(
+            "churn: {late} logouts came before their PDB (not timed)"
+        ));
+    }
+    Ok(used)
+}
+
+/// The running pid of a control-plane component (its pidfile: `<pid> <start time>`).
+fn component_pid(env: &TestEnv, name: &str) -> Option<u32> {
+    let file = env
+        .cluster()
+        .info
+        .dir
+        .join("pids")
+        .join(format!("{name}.pid"));
+    std::fs::read_to_string(file)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Deletes the load's namespaces (kwok finishes their pods) and then its nodes. Best
+/// effort: a private control plane goes with the run anyway.
+async fn cleanup(client: &kube::Client, run: &str, nodes: &[String]) {
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let lp = ListParams::default().labels(&format!("{SCALE_LABEL}={run}"));
+    for ns in ns_api.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+        let name = ns.metadata.name.unwrap_or_default();
+        let _ = ns_api.delete(&name, &DeleteParams::default()).await;
+    }
+    let gone = wait::until(
+        "the load's namespaces to go",
+        Duration::from_secs(180),
+        || async { Ok(ns_api.list(&lp).await?.items.is_empty().then_some(())) },
+    )
+    .await;
+    if let Err(e) = gone {
+        progress(format!("cleanup: {e}"));
+    }
+    let node_api: Api<Node> = Api::all(client.clone());
+    let lp = ListParams::default().labels(&format!("{}=true", kwok::KWOK_LABEL));
+    for n in node_api
+        .list(&lp)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let name = n.metadata.name.unwrap_or_default();
+        if nodes.contains(&name) {
+            let _ = node_api.delete(&name, &DeleteParams::default()).await;
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The load's workloads: per namespace, StatefulSets opted in to protection,
+//! Deployments and bare pods, all with a realistic pod spec (three containers with
+//! env, resources, probes and mounts; configMap, secret, emptyDir and projected
+//! volumes), placed on the kwok nodes only.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::{Value, json};
+
+use super::kwok::{self, PARALLEL};
+use super::progress;
+use crate::harness::env::E2E_LABEL;
+use crate::{Error, Result, wait};
+
+/// Label on every namespace of the load (cleanup finds them by it).
+pub const SCALE_LABEL: &str = "sessionguard.io/scale";
+/// Replicas per StatefulSet or Deployment (the last of a namespace takes the rest).
+const SET_SIZE: usize = 10;
+
+/// A pod of the load that a login can land on: opted in (a StatefulSet's), on a node.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub node: String,
+}
+
+/// What was built.
+pub struct Workloads {
+    pub namespaces: Vec<String>,
+    /// Opted-in pods, by node.
+    pub protected: Vec<Target>,
+    /// Pods that are not opted in (Deployments' and bare ones): exec targets.
+    pub others: Vec<Target>,
+}
+
+/// Creates `pods` pods over up to 100 namespaces (about 40 % StatefulSets, opted in,
+/// 40 % Deployments, 20 % bare pods) and waits until every one runs on a kwok node.
+pub async fn create(client: &kube::Client, run: &str, pods: usize) -> Result<Workloads> {
+    let started = Instant::now();
+    let n_ns = (pods / 30).clamp(1, 100);
+    let namespaces: Vec<String> = (0..n_ns).map(|i| format!("{run}-{i:03}")).collect();
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    for ns in &namespaces {
+        let obj: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": ns, "labels": {E2E_LABEL: "true", SCALE_LABEL: run}}
+        }))?;
+        ns_api.create(&PostParams::default(), &obj).await?;
+    }
+    // Each namespace's share, split into sets and bare pods.
+    let mut creates: Vec<(String, Value)> = Vec::new();
+    for (i, ns) in namespaces.iter().enumerate() {
+        let share = pods / n_ns + usize::from(i < pods % n_ns);
+        let sts = share * 2 / 5;
+        let deploy = share * 2 / 5;
+        let bare = share - sts - deploy;
+        for (j, size) in split(sts).into_iter().enumerate() {
+            creates.push((ns.clone(), statefulset(&format!("db-{j}"), size, run)));
+        }
+        for (j, size) in split(deploy).into_iter().enumerate() {
+            creates.push((ns.clone(), deployment(&format!("web-{j}"), size, run)));
+        }
+        for j in 0..bare {
+            creates.push((ns.clone(), bare_pod(&format!("debug-{j}"), run)));
+        }
+    }
+    let objects = creates.len();
+    stream::iter(creates)
+        .map(|(ns, obj)| create_one(client.clone(), ns, obj))
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await?;
+    progress(format!(
+        "{objects} workload objects in {n_ns} namespaces created in {:.1}s; waiting for {pods} pods to run",
+        started.elapsed().as_secs_f64()
+    ));
+    let all: Api<Pod> = Api::all(client.clone());
+    let lp = ListParams::default().labels(&format!("{SCALE_LABEL}={run}"));
+    let mut last_print = Instant::now();
+    let timeout = Duration::from_secs(300 + pods as u64 / 10);
+    let listed = wait::until("every pod of the load to run", timeout, || {
+        let (all, lp) = (all.clone(), lp.clone());
+        let print = last_print.elapsed() >= Duration::from_secs(10);
+        if print {
+            last_print = Instant::now();
+        }
+        async move {
+            let items = all.list(&lp).await?.items;
+            let running = items.iter().filter(|p| is_running(p)).count();
+            if print {
+                progress(format!(
+                    "pods: {} created, {running} running of {pods}",
+                    items.len()
+                ));
+            }
+            Ok((running >= pods).then_some(items))
+        }
+    })
+    .await?;
+    progress(format!(
+        "{pods} pods running after {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    let (mut protected, mut others) = (Vec::new(), Vec::new());
+    for p in listed {
+        let target = Target {
+            namespace: p.metadata.namespace.clone().unwrap_or_default(),
+            name: p.metadata.name.clone().unwrap_or_default(),
+            uid: p.metadata.uid.clone().unwrap_or_default(),
+            node: p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
+        };
+        let sts = p
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "StatefulSet");
+        if sts {
+            protected.push(target)
+        } else {
+            others.push(target)
+        }
+    }
+    Ok(Workloads {
+        namespaces,
+        protected,
+        others,
+    })
+}
+
+fn is_running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// `n` split into sets of at most [`SET_SIZE`].
+fn split(n: usize) -> Vec<usize> {
+    let mut out = vec![SET_SIZE; n / SET_SIZE];
+    if !n.is_multiple_of(SET_SIZE) {
+        out.push(n % SET_SIZE);
+    }
+    out
+}
+
+async fn create_one(client: kube::Client, ns: String, obj: Value) -> Result<()> {
+    let pp = PostParams::default();
+    let res = match obj["kind"].as_str() {
+        Some("StatefulSet") => Api::<StatefulSet>::namespaced(client, &ns)
+            .create(&pp, &serde_json::from_value(obj)?)
+            .await
+            .map(|_| ()),
+        Some("Deployment") => Api::<Deployment>::namespaced(client, &ns)
+            .create(&pp, &serde_json::from_value(obj)?)
+            .await
+            .map(|_| ()),
+        _ => Api::<Pod>::namespaced(client, &ns)
+            .create(&pp, &serde_json::from_value(obj)?)
+            .await
+            .map(|_| ()),
+    };
+    match res {
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        other => other.map_err(Error::from),
+    }
+}
+
+fn labels(app: &str, run: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app".to_string(), app.to_string()),
+        ("team".to_string(), "platform".to_string()),
+        ("app.kubernetes.io/part-of".to_string(), "scale".to_string()),
+        (SCALE_LABEL.to_string(), run.to_string()),
+    ])
+}
+
+/// A pod template as a real service ships it.
+fn template(app: &str, run: &str) -> Value {
+    let env = |prefix: &str| -> Vec<Value> {
+        (0..10)
+            .map(|i| json!({"name": format!("{prefix}_SETTING_{i}"), "value": format!("value-{i}-{}", "x".repeat(24))}))
+            .chain([json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})])
+            .collect()
+    };
+    let container = |name: &str, image: &str, port: u16| {
+        json!({
+            "name": name, "image": image,
+            "command": ["/bin/app", "--config=/etc/app/config.yaml"],
+            "ports": [{"name": "http", "containerPort": port}],
+            "env": env(&name.to_ascii_uppercase().replace('-', "_")),
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                          "limits": {"cpu": "500m", "memory": "256Mi"}},
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": port}, "periodSeconds": 10},
+            "volumeMounts": [
+                {"name": "config", "mountPath": "/etc/app"},
+                {"name": "secrets", "mountPath": "/etc/secrets", "readOnly": true},
+                {"name": "cache", "mountPath": "/var/cache/app"},
+                {"name": "podinfo", "mountPath": "/etc/podinfo"},
+            ],
+        })
+    };
+    let mut spec = json!({
+        "containers": [
+            container("app", "registry.example.com/team/app:1.27.3", 8080),
+            container("log-shipper", "registry.example.com/infra/logs:3.1.0", 2020),
+            container("metrics", "registry.example.com/infra/exporter:0.9.1", 9100),
+        ],
+        "volumes": [
+            {"name": "config", "configMap": {"name": format!("{app}-config")}},
+            {"name": "secrets", "secret": {"secretName": format!("{app}-secrets"), "optional": true}},
+            {"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "podinfo", "downwardAPI": {"items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+        ],
+        "terminationGracePeriodSeconds": 5,
+    });
+    if let (Some(s), Value::Object(p)) = (spec.as_object_mut(), kwok::placement()) {
+        s.extend(p);
+    }
+    json!({
+        "metadata": {"labels": labels(app, run),
+                     "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9100"}},
+        "spec": spec,
+    })
+}
+
+fn statefulset(name: &str, replicas: usize, run: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": {"sessionguard.io/protect": "true"}},
+        "spec": {
+            "replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": name}},
+            "template": template(name, run),
+        }
+    })
+}
+
+fn deployment(name: &str, replicas: usize, run: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": template(name, run),
+        }
+    })
+}
+
+fn bare_pod(name: &str, run: &str) -> Value {
+    let mut t = template(name, run);
+    t["apiVersion"] = "v1".into();
+    t["kind"] = "Pod".into();
+    t["metadata"]["name"] = name.into();
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_split_into_tens_with_the_rest_last() {
+        assert_eq!(split(0), Vec::<usize>::new());
+        assert_eq!(split(25), vec![10, 10, 5]);
+        assert_eq!(split(10), vec![10]);
+    }
+
+    #[test]
+    fn every_pod_of_the_load_goes_to_kwok_nodes_only() {
+        for obj in [
+            statefulset("a", 1, "r")["spec"]["template"].clone(),
+            bare_pod("b", "r"),
+        ] {
+            assert_eq!(obj["spec"]["nodeSelector"][kwok::KWOK_LABEL], "true");
+            assert_eq!(obj["spec"]["containers"].as_array().map(Vec::len), Some(3));
+            assert_eq!(obj["metadata"]["labels"][SCALE_LABEL], "r");
+        }
+    }
+}
