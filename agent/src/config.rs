@@ -94,6 +94,11 @@ pub struct RunArgs {
     /// Longest time between two report writes when nothing changes (the heartbeat).
     #[arg(long, env = "SESSIONGUARD_REPORT_INTERVAL", default_value = "30s", value_parser = duration)]
     pub report_interval: Duration,
+    /// Show each session's argv on `GET /sessions` (off: the command name only;
+    /// argv can carry secrets typed on a command line, and the port is open to
+    /// whoever may scrape metrics). The SessionReport is not affected.
+    #[arg(long, env = "SESSIONGUARD_SESSIONS_ARGV", default_value_t = false, action = clap::ArgAction::Set)]
+    pub sessions_argv: bool,
 }
 
 pub use sessionguard_core::duration::positive_flag as duration;
