@@ -13,6 +13,8 @@ export SG_NODES="${SG_NODES:-sim-dev}"
 # Fixed defaults so the README's URLs work; two dev clusters on one machine need others.
 ctl_addr=${SG_DEV_CONTROLLER_ADDR:-127.0.0.1:18080}
 agent_addr=${SG_DEV_AGENT_ADDR:-127.0.0.1:19102}
+# Where the controller serves the admission webhooks (HTTPS); the API server calls it there.
+webhook_addr=${SG_DEV_WEBHOOK_ADDR:-127.0.0.1:18443}
 # How long each may take to be ready: a controller that finds another identity in the
 # Lease (a re-run after its pod was replaced) waits the Lease out (15 s) first.
 ready_timeout=${SG_DEV_READY_TIMEOUT:-60}
@@ -140,16 +142,37 @@ await_pod() {
   echo "$name"
 }
 
+# The chart's webhook configurations name its Service, whose pod here is a stand-in:
+# point them at the controller running on this host instead (url, same paths). The
+# controller then adds its caBundle and the secret path token, as in a cluster.
+point_webhooks_here() {
+  local kind i path patch
+  for kind in validatingwebhookconfiguration mutatingwebhookconfiguration; do
+    patch= i=0
+    for path in $(k get "$kind" sessionguard -o jsonpath='{range .webhooks[*]}{.clientConfig.service.path}{" "}{end}'); do
+      patch+="${patch:+,}{\"op\":\"replace\",\"path\":\"/webhooks/$i/clientConfig\",\"value\":{\"url\":\"https://$webhook_addr$path\"}}"
+      i=$((i + 1))
+    done
+    [ -n "$patch" ] && k patch "$kind" sessionguard --type json -p "[$patch]" >/dev/null
+  done
+  return 0
+}
+
 start_components() {
   command -v curl >/dev/null || { echo "dev-up: curl is needed for the readiness checks (apt-get install curl)" >&2; exit 1; }
   cargo build --quiet -p sessionguard-agent -p sessionguard-controller
   local bin="${CARGO_TARGET_DIR:-$root/target}/debug"
   # No `helm --wait`: it waits for the agent on every node, and a node an e2e test left
   # behind in this cluster (its process killed) never runs one. Only these two pods matter.
+  # The webhook is on (the chart's default); e2e test namespaces (label
+  # sessionguard.io/e2e, reusing this cluster) are left to the tests' own webhooks.
   if ! "$root/.dev/bin/helm" status sessionguard -n "$sgns" >/dev/null 2>&1; then
     "$root/.dev/bin/helm" install sessionguard "$root/charts/sessionguard" -n "$sgns" --create-namespace \
-      --set controller.replicas=1 >/dev/null
+      --set controller.replicas=1 \
+      --set-json 'webhook.namespaceSelector={"matchExpressions":[{"key":"sessionguard.io/e2e","operator":"DoesNotExist"}]}' \
+      >/dev/null
   fi
+  point_webhooks_here
   local node agent_pod ctl_pod
   node=${SG_NODES%%,*}
   agent_pod=$(await_pod agent "$node")
@@ -158,8 +181,12 @@ start_components() {
   pod_kubeconfig sessionguard-controller "$ctl_pod" "$SG_CLUSTER_DIR/controller.kubeconfig"
   alive "$SG_CLUSTER_DIR/pids/controller.pid" || ensure_free "$ctl_addr" controller
   alive "$SG_CLUSTER_DIR/pids/agent-$node.pid" || ensure_free "$agent_addr" agent
+  alive "$SG_CLUSTER_DIR/pids/controller.pid" || ensure_free "$webhook_addr" webhook
   KUBECONFIG="$SG_CLUSTER_DIR/controller.kubeconfig" start_bg controller "$bin/sessionguard-controller" \
-    --listen-addr "$ctl_addr" --lease-namespace "$sgns" --lease-name sessionguard-controller --identity "$ctl_pod"
+    --listen-addr "$ctl_addr" --lease-namespace "$sgns" --lease-name sessionguard-controller --identity "$ctl_pod" \
+    --webhook true --webhook-addr "$webhook_addr" --webhook-extra-sans "${webhook_addr%:*}" \
+    --webhook-service sessionguard-controller --webhook-secret sessionguard-webhook-tls \
+    --webhook-validating-config sessionguard --webhook-mutating-config sessionguard
   KUBECONFIG="$SG_CLUSTER_DIR/agent.kubeconfig" start_bg "agent-$node" "$bin/sessionguard-agent" run \
     --node-name "$node" --proc-root /proc --listen-addr "$agent_addr"
   # The agent is ready once its node's pods have listed and its first scan is done; the

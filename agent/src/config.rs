@@ -103,6 +103,11 @@ pub struct RunArgs {
     /// is reported rounded down to this times a power of two.
     #[arg(long, env = "SESSIONGUARD_IDLE_RESOLUTION", default_value = "1m", value_parser = duration)]
     pub idle_resolution: Duration,
+    /// Show each session's argv on `GET /sessions` (off: the command name only;
+    /// argv can carry secrets typed on a command line, and the port is open to
+    /// whoever may scrape metrics). The SessionReport is not affected.
+    #[arg(long, env = "SESSIONGUARD_SESSIONS_ARGV", default_value_t = false, action = clap::ArgAction::Set)]
+    pub sessions_argv: bool,
 }
 
 pub use sessionguard_core::duration::positive_flag as duration;

@@ -1,7 +1,9 @@
 //! The agent's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, and
-//! `GET /sessions` (the current snapshot as JSON, the same document the
-//! controller receives), on the shared HTTP stack: it only ever serves
-//! Prometheus, the kubelet's probes, and operators with curl.
+//! `GET /sessions` (the current snapshot as JSON, the document the
+//! controller receives, argv left out unless `--sessions-argv`), on the
+//! shared HTTP stack: it only ever serves Prometheus, the kubelet's probes,
+//! and operators with curl. `/sessions` shares the metrics port, and so its
+//! NetworkPolicy (only `networkPolicy.metricsFrom` may reach either).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,11 +20,17 @@ use crate::snapshot::SnapshotRx;
 pub struct Server {
     registry: Registry,
     snapshot: SnapshotRx,
+    /// Serve argv on `/sessions` (opt-in: command lines can hold secrets).
+    argv: bool,
 }
 
 impl Server {
-    pub fn new(registry: Registry, snapshot: SnapshotRx) -> Arc<Self> {
-        Arc::new(Self { registry, snapshot })
+    pub fn new(registry: Registry, snapshot: SnapshotRx, argv: bool) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            snapshot,
+            argv,
+        })
     }
 
     pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -57,7 +65,10 @@ impl Handler for Server {
                 }
             }
             "/sessions" => {
-                let report = self.snapshot.borrow().report();
+                let mut report = self.snapshot.borrow().report();
+                if !self.argv {
+                    report.sessions.iter_mut().for_each(|s| s.argv.clear());
+                }
                 json(serde_json::to_vec_pretty(&report).expect("reports always serialise"))
             }
             _ => text(

@@ -23,6 +23,10 @@ impl Drop for Agent {
 }
 
 fn start(fake: &FakeProc) -> Agent {
+    start_with(fake, &[])
+}
+
+fn start_with(fake: &FakeProc, extra: &[&str]) -> Agent {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sessionguard-agent"))
         .args([
             "--log-format",
@@ -42,6 +46,7 @@ fn start(fake: &FakeProc) -> Agent {
             "--proc-root",
         ])
         .arg(fake.root())
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -221,4 +226,41 @@ fn a_filtered_proc_makes_the_agent_unready_and_keeps_the_last_trusted_sessions()
     let s = sessions(&agent.addr);
     assert_eq!(s.len(), 1, "the partial view replaced the last trusted one");
     assert_eq!(s[0]["pid"].as_u64(), Some(900));
+}
+
+#[test]
+fn sessions_shows_argv_only_when_asked_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeProc::create(dir.path(), 1_764_000_000).unwrap();
+    for pid in 1..5 {
+        fake.process(pid).write().unwrap();
+    }
+    let c = "d".repeat(64);
+    fake.process(700)
+        .comm("mysql")
+        .argv(&["mysql", "-uroot", "-phunter2"])
+        .tty(pts(3))
+        .leads_session()
+        .in_container(POD, &c)
+        .write()
+        .unwrap();
+    for (extra, want) in [
+        (&[][..], serde_json::json!([])),
+        (
+            &["--sessions-argv", "true"][..],
+            serde_json::json!(["mysql", "-uroot", "-phunter2"]),
+        ),
+    ] {
+        let agent = start_with(&fake, extra);
+        await_until("the login", || sessions(&agent.addr).len() == 1);
+        let s = &sessions(&agent.addr)[0];
+        assert_eq!(s["command"], "mysql", "{extra:?}");
+        assert_eq!(s["argv"], want, "{extra:?}");
+        let (_, body) = get(&agent.addr, "/sessions");
+        assert_eq!(
+            body.contains("hunter2"),
+            !extra.is_empty(),
+            "{extra:?}: {body}"
+        );
+    }
 }

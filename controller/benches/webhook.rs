@@ -26,7 +26,7 @@ use sessionguard_controller::face::admission::metrics::{Metrics, OutcomeLabels};
 use sessionguard_controller::face::admission::queue::Queue;
 use sessionguard_controller::face::admission::record::{self, Sink};
 use sessionguard_controller::face::admission::review::{self, Context};
-use sessionguard_controller::face::admission::{certs, interaction, server, tls};
+use sessionguard_controller::face::admission::{certs, interaction, server, tls, token};
 
 /// Stands in for the API server: `delay` per record (`None`: never answers).
 struct FakeSink {
@@ -46,6 +46,15 @@ impl Sink for FakeSink {
 }
 
 const TARGET: Duration = Duration::from_millis(5);
+
+/// The path token the API server would send (the server checks it first).
+const TOKEN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+fn tokens() -> Arc<token::Tokens> {
+    let t = token::Tokens::default();
+    t.set(vec![TOKEN.into()]);
+    Arc::new(t)
+}
 
 fn exec_review(i: usize) -> Vec<u8> {
     serde_json::to_vec(&json!({
@@ -146,7 +155,7 @@ fn ctx(
 async fn round_trips(
     addr: std::net::SocketAddr,
     connector: tokio_rustls::TlsConnector,
-    path: &'static str,
+    path: String,
     bodies: Vec<Vec<u8>>,
     pace: Option<Duration>,
 ) -> Vec<Duration> {
@@ -171,7 +180,7 @@ async fn round_trips(
             t.tick().await;
         }
         let started = Instant::now();
-        let req = hyper::Request::post(path)
+        let req = hyper::Request::post(path.as_str())
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
@@ -266,7 +275,7 @@ fn main() {
                     "admission",
                     listener,
                     Some(acceptor),
-                    Arc::new(server::Admission(Arc::new(c))),
+                    Arc::new(server::Admission(Arc::new(c), tokens())),
                 ));
                 (addr, metrics, seen)
             }
@@ -279,7 +288,7 @@ fn main() {
         let d = round_trips(
             addr,
             connector.clone(),
-            review::CONNECT_PATH,
+            token::with_token(review::CONNECT_PATH, TOKEN),
             (0..one).map(exec_review).collect(),
             Some(Duration::from_millis(1)),
         )
@@ -291,7 +300,7 @@ fn main() {
             tasks.push(tokio::spawn(round_trips(
                 addr,
                 connector.clone(),
-                review::CONNECT_PATH,
+                token::with_token(review::CONNECT_PATH, TOKEN),
                 (0..each).map(|i| exec_review(w * 1_000 + i)).collect(),
                 Some(Duration::from_millis(conns as u64)),
             )));
@@ -315,7 +324,7 @@ fn main() {
         let d = round_trips(
             addr,
             connector.clone(),
-            review::GUARD_PATH,
+            token::with_token(review::GUARD_PATH, TOKEN),
             vec![extend_review(); n(2_000)],
             None,
         )
@@ -331,7 +340,7 @@ fn main() {
             tasks.push(tokio::spawn(round_trips(
                 addr,
                 connector.clone(),
-                review::CONNECT_PATH,
+                token::with_token(review::CONNECT_PATH, TOKEN),
                 (0..n(1_000)).map(|i| exec_review(w * 1_000 + i)).collect(),
                 None,
             )));

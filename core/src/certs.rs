@@ -22,7 +22,18 @@
 //!   one (restored from a backup) moves past it, so its bundle is published
 //!   again instead of being held back forever.
 //!
-//! Key generation and signing are the caller's ([`Pki`]); so is reading a
+//! The same Secret holds the **path tokens**: an unguessable secret that the
+//! webhook configurations carry in their path (`clientConfig.service.path`,
+//! readable by cluster admins only), so that only the API server, which reads
+//! them, can reach a webhook; a request without a token the replica knows gets
+//! 404 and records nothing. A new token comes with every new serving
+//! certificate, is accepted by every replica as soon as it reads the Secret,
+//! and is put into the configurations only after two check intervals (every
+//! replica has read it by then). The token published before it stays accepted
+//! until the next one is published, so the API server's calls keep landing
+//! while it picks the new path up.
+//!
+//! Key, token generation and signing are the caller's ([`Pki`]); so is reading a
 //! caBundle ([`Bundle`]). What is left is plain data and decisions.
 
 use std::time::Duration;
@@ -81,6 +92,14 @@ pub struct Leaf {
     pub issuer: String,
 }
 
+/// A secret path segment of the webhooks (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathToken {
+    pub value: String,
+    pub created_at: Timestamp,
+}
+
 /// Everything in the Secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -88,8 +107,15 @@ pub struct State {
     /// Oldest first; every one of them is in the bundle.
     pub cas: Vec<Ca>,
     pub leaf: Option<Leaf>,
-    /// Bumped whenever the bundle changes.
+    /// Bumped whenever the bundle or the published path token changes.
     pub generation: u64,
+    /// Oldest first: the one published before `path_token` (if any), the
+    /// published one, and a newer one not yet published. Replicas accept all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<PathToken>,
+    /// The token the webhook configurations carry (one of `tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_token: Option<String>,
 }
 
 impl State {
@@ -105,6 +131,11 @@ impl State {
     pub fn issuer(&self) -> Option<&Ca> {
         let leaf = self.leaf.as_ref()?;
         self.cas.iter().find(|c| c.name == leaf.issuer)
+    }
+
+    /// Every token a replica accepts in a request's path.
+    pub fn accepted_tokens(&self) -> Vec<String> {
+        self.tokens.iter().map(|t| t.value.clone()).collect()
     }
 
     /// A serving certificate that is still valid and whose CA is still in the bundle.
@@ -128,6 +159,8 @@ pub trait Pki {
         not_after: Timestamp,
         now: Timestamp,
     ) -> Result<Leaf, Self::Error>;
+    /// A new unguessable path token (URL-path safe).
+    fn new_token(&self) -> Result<String, Self::Error>;
 }
 
 /// One webhook's caBundle, as read from its configuration.
@@ -183,14 +216,48 @@ impl<P: Pki> Policy<P> {
             generation: published.generation,
             ..State::default()
         });
-        let bundle_before = s.bundle();
+        let before = (s.bundle(), s.path_token.clone());
         note_trust(&mut s, published, now);
         self.keep_a_fresh_ca(&mut s, now)?;
+        let mut renewed = false;
         if let Some(ca) = self.signer(&s, now) {
-            self.renew_leaf(&mut s, &ca, now)?;
+            renewed = self.renew_leaf(&mut s, &ca, now)?;
         }
-        move_generation(&mut s, &bundle_before, published.generation);
+        self.keep_tokens(&mut s, renewed, now)?;
+        let after = (s.bundle(), s.path_token.clone());
+        move_generation(&mut s, before != after, published.generation);
         Ok(s)
+    }
+
+    /// A new token with every new serving certificate (and the first one at
+    /// once); published once every replica has had two check intervals to
+    /// read it; the previously published one kept, older ones dropped.
+    fn keep_tokens(&self, s: &mut State, renewed: bool, now: Timestamp) -> Result<(), P::Error> {
+        if s.tokens.is_empty() || renewed {
+            s.tokens.push(PathToken {
+                value: self.pki.new_token()?,
+                created_at: now,
+            });
+        }
+        let index = |s: &State| {
+            let p = s.path_token.as_deref();
+            s.tokens.iter().position(|t| Some(t.value.as_str()) == p)
+        };
+        let wait = self.timing.propagation.saturating_mul(2);
+        let ready = s
+            .tokens
+            .iter()
+            .rposition(|t| plus(t.created_at, wait) <= now);
+        let published = match (index(s), ready) {
+            (Some(i), Some(r)) => i.max(r),
+            (Some(i), None) => i,
+            // Nothing published yet (or a token lost): nobody reaches us
+            // with a token yet, so there is nothing to lose by publishing now.
+            (None, r) => r.unwrap_or(s.tokens.len() - 1),
+        };
+        s.path_token = Some(s.tokens[published].value.clone());
+        s.tokens.drain(..published.saturating_sub(1));
+        Ok(())
     }
 
     /// Drops expired CAs (they can only vouch for expired certificates) and
@@ -219,7 +286,8 @@ impl<P: Pki> Policy<P> {
         s.cas.iter().rev().find(ready).or_else(fallback).cloned()
     }
 
-    fn renew_leaf(&self, s: &mut State, ca: &Ca, now: Timestamp) -> Result<(), P::Error> {
+    /// Signs a new serving certificate when needed; says whether it did.
+    fn renew_leaf(&self, s: &mut State, ca: &Ca, now: Timestamp) -> Result<bool, P::Error> {
         let not_after = plus(now, self.timing.leaf_validity).min(ca.not_after);
         let renew = match &s.leaf {
             None => true,
@@ -236,7 +304,7 @@ impl<P: Pki> Policy<P> {
         if renew {
             s.leaf = Some(self.pki.sign(ca, &self.sans, not_after, now)?);
         }
-        Ok(())
+        Ok(renew)
     }
 }
 
@@ -249,12 +317,12 @@ fn note_trust<B: Bundle>(s: &mut State, published: &Published<B>, now: Timestamp
     }
 }
 
-/// A changed bundle gets a new generation. A Secret behind what is published
-/// was rolled back (restored from a backup): moving past the published
-/// generation lets its bundle be published again (else every replica would
-/// find it stale forever).
-fn move_generation(s: &mut State, bundle_before: &str, published: u64) {
-    if s.bundle() != bundle_before || s.generation < published {
+/// A changed bundle or path token gets a new generation. A Secret behind what
+/// is published was rolled back (restored from a backup): moving past the
+/// published generation lets its bundle be published again (else every
+/// replica would find it stale forever).
+fn move_generation(s: &mut State, changed: bool, published: u64) {
+    if changed || s.generation < published {
         s.generation = s.generation.max(published) + 1;
     }
 }
@@ -306,6 +374,7 @@ pub fn describe(old: Option<&State>, new: &State) -> Vec<String> {
             old.generation, new.generation
         ));
     }
+    out.extend(describe_tokens(old, new));
     if out.is_empty() && old != new {
         out.push("noted that every webhook configuration trusts the new CA".into());
     }
@@ -326,6 +395,23 @@ fn describe_cas(old: &State, new: &State) -> Vec<String> {
         .filter(|n| !after.contains(n))
         .map(|n| format!("dropped expired CA {n} from the caBundle"));
     added.chain(dropped).collect()
+}
+
+/// Never the tokens themselves: the log is read by more people than the Secret.
+fn describe_tokens(old: &State, new: &State) -> Vec<String> {
+    let mut out = vec![];
+    if new.tokens.last() != old.tokens.last() {
+        out.push(
+            "made a new webhook path token; it goes into the webhook configurations once every replica has had time to read it".to_string(),
+        );
+    }
+    if new.path_token != old.path_token {
+        out.push(format!(
+            "published the new webhook path token (generation {}); the previous one is accepted until the next is published",
+            new.generation
+        ));
+    }
+    out
 }
 
 fn describe_leaf(old: Option<&Leaf>, new: Option<&Leaf>) -> Option<String> {

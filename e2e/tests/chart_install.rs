@@ -244,7 +244,17 @@ async fn helm_install_protects_a_login_with_the_charts_identities() -> Result<()
     let Some(env) = TestEnv::start("chart-install").await? else {
         return Ok(());
     };
-    let release = Release::install(&env, "sgi", &[])?;
+    // Default values (the webhook on), its configurations scoped to a namespace label
+    // nothing carries: they are cluster-wide objects, and the chart's Service has no
+    // real server behind it here, so other tests' evictions must not be sent to it.
+    let release = Release::install(
+        &env,
+        "sgi",
+        &[
+            "--set",
+            "webhook.namespaceSelector.matchLabels.sessionguard\\.io/e2e-webhook-slot=never-set",
+        ],
+    )?;
     let full = release.fullname();
 
     // --- the objects, scheduled: one agent on this node, two controllers, its PDB ---

@@ -56,18 +56,45 @@ fn kinds(d: &[Value]) -> Vec<String> {
 fn default_rendering_is_least_privilege() -> Result<()> {
     let d = docs(&chart::template("sg", "sessionguard-system", &[])?)?;
     let k = kinds(&d);
-    for absent in [
-        "ServiceMonitor",
-        "PodMonitor",
-        "PrometheusRule",
-        "NetworkPolicy",
-        "ValidatingWebhookConfiguration",
-        "Secret",
-    ] {
+    for absent in ["ServiceMonitor", "PodMonitor", "PrometheusRule", "Secret"] {
         check(
             !k.iter().any(|x| x == absent),
             format!("{absent} rendered by default: {k:?}"),
         )?;
+    }
+    // NetworkPolicies on by default, admitting only the ports that serve (the agent's
+    // metrics port carries /sessions) from anywhere: no scraper breaks.
+    for (np, ports) in [
+        ("sg-sessionguard-agent", vec!["metrics"]),
+        ("sg-sessionguard-controller", vec!["metrics", "webhook"]),
+    ] {
+        let p = find(&d, "NetworkPolicy", Some(np))?;
+        let rules = p["spec"]["ingress"].as_array().cloned().unwrap_or_default();
+        let open: Vec<String> = rules
+            .iter()
+            .flat_map(|r| r["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|port| port["port"].as_str().map(str::to_string))
+            .collect();
+        check(
+            open == ports && rules.iter().all(|r| r.get("from").is_none()),
+            format!("{np} ingress: {rules:?}"),
+        )?;
+    }
+    // The exec/attach/debug webhook is on by default, and can never block exec.
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        let w = find(&d, kind, Some("sg-sessionguard"))?;
+        for hook in w["webhooks"].as_array().into_iter().flatten() {
+            check(
+                hook["failurePolicy"] == "Ignore",
+                format!(
+                    "{kind} {}: failurePolicy {}",
+                    hook["name"], hook["failurePolicy"]
+                ),
+            )?;
+        }
     }
 
     // --- the agent: host /proc read-only, nothing else from the host ---
@@ -171,7 +198,7 @@ fn default_rendering_is_least_privilege() -> Result<()> {
         "controller PDB minAvailable 1",
     )?;
 
-    // --- RBAC: no wildcards, no secrets, exactly the agent's two rules ---
+    // --- RBAC: no wildcards, only the webhook's own Secret, exactly the agent's two rules ---
     for o in d
         .iter()
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
@@ -182,8 +209,15 @@ fn default_rendering_is_least_privilege() -> Result<()> {
                 !text.contains("\"*\""),
                 format!("wildcard in {}: {text}", o["metadata"]["name"]),
             )?;
+            // Secrets: the controller's Role only, create (the first replica makes it;
+            // create cannot name an object) or get/update of the webhook Secret by name.
             check(
-                !text.contains("secrets"),
+                !text.contains("secrets")
+                    || (o["kind"] == "Role"
+                        && o["metadata"]["name"] == "sg-sessionguard-controller"
+                        && (r["verbs"] == serde_json::json!(["create"])
+                            || r["resourceNames"]
+                                == serde_json::json!(["sg-sessionguard-webhook-tls"]))),
                 format!("secrets in {}: {text}", o["metadata"]["name"]),
             )?;
             let verbs: Vec<&str> = r["verbs"]
@@ -244,11 +278,18 @@ fn default_rendering_is_least_privilege() -> Result<()> {
     )?;
 
     // --- the node-binding policy, from files/, renamed after the release ---
-    let vap = find(&d, "ValidatingAdmissionPolicy", None)?;
-    let vapb = find(&d, "ValidatingAdmissionPolicyBinding", None)?;
+    let vap = find(
+        &d,
+        "ValidatingAdmissionPolicy",
+        Some("sg-sessionguard-sessionreports"),
+    )?;
+    let vapb = find(
+        &d,
+        "ValidatingAdmissionPolicyBinding",
+        Some("sg-sessionguard-sessionreports"),
+    )?;
     check(
-        vap["metadata"]["name"] == "sg-sessionguard-sessionreports"
-            && vapb["spec"]["policyName"] == "sg-sessionguard-sessionreports"
+        vapb["spec"]["policyName"] == "sg-sessionguard-sessionreports"
             && vapb["spec"]["validationActions"] == serde_json::json!(["Deny"]),
         "policy and binding renamed together",
     )?;
@@ -256,6 +297,131 @@ fn default_rendering_is_least_privilege() -> Result<()> {
         vap["spec"]["validations"].as_array().map(Vec::len) == Some(3),
         "policy validations come from files/sessionreport-policy.yaml unchanged",
     )?;
+    // --- the controller's policies, bound to its ServiceAccount by username ---
+    for name in [
+        "sg-sessionguard-controller-pods",
+        "sg-sessionguard-controller-pdbs",
+    ] {
+        let p = find(&d, "ValidatingAdmissionPolicy", Some(name))?;
+        let b = find(&d, "ValidatingAdmissionPolicyBinding", Some(name))?;
+        check(
+            p["spec"]["matchConditions"][0]["expression"]
+                == "request.userInfo.username == 'system:serviceaccount:sessionguard-system:sg-sessionguard-controller'"
+                && p["spec"]["failurePolicy"] == "Fail"
+                && b["spec"]["policyName"] == name
+                && b["spec"]["validationActions"] == serde_json::json!(["Deny"]),
+            format!("{name}: {p} / {b}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// The controller's rules for one rendering, as (resources, verbs) JSON text.
+fn controller_rules(extra: &[&str]) -> Result<String> {
+    let d = docs(&chart::template("sg", "sessionguard-system", extra)?)?;
+    Ok(find(&d, "ClusterRole", Some("sg-sessionguard-controller"))?["rules"].to_string())
+}
+
+#[test]
+fn eviction_and_statefulset_status_rights_only_with_their_features() -> Result<()> {
+    for (set, eviction, sts_status) in [
+        (
+            "controller.rollout=true,controller.evictInteracted=false",
+            true,
+            true,
+        ),
+        (
+            "controller.rollout=false,controller.evictInteracted=true",
+            true,
+            false,
+        ),
+        (
+            "controller.rollout=false,controller.evictInteracted=false",
+            false,
+            false,
+        ),
+    ] {
+        let rules = controller_rules(&["--set", set])?;
+        check(
+            rules.contains("pods/eviction") == eviction
+                && rules.contains("statefulsets/status") == sts_status,
+            format!("{set}: eviction {eviction}, statefulsets/status {sts_status}: {rules}"),
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn cert_manager_mode_renders_the_path_token_into_paths_and_a_secret() -> Result<()> {
+    let tok = "Abcdefghijklmnopqrstuvwxyz0123456789_-ABCDEFGHIJ";
+    let d = docs(&chart::template(
+        "sg",
+        "sessionguard-system",
+        &[
+            "--set",
+            "webhook.certManager.enabled=true",
+            "--set",
+            &format!("webhook.certManager.pathToken={tok}"),
+        ],
+    )?)?;
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        let w = find(&d, kind, Some("sg-sessionguard"))?;
+        for hook in w["webhooks"].as_array().into_iter().flatten() {
+            let path = hook["clientConfig"]["service"]["path"]
+                .as_str()
+                .unwrap_or("");
+            check(
+                path.starts_with(&format!("/s/{tok}/")),
+                format!("{kind} {}: path {path}", hook["name"]),
+            )?;
+        }
+    }
+    let secret = find(&d, "Secret", Some("sg-sessionguard-webhook-path"))?;
+    let b64 = secret["data"]["token"].as_str().unwrap_or("");
+    check(
+        b64 == "QWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXowMTIzNDU2Nzg5Xy1BQkNERUZHSElK",
+        format!("token Secret: {secret}"),
+    )?;
+    let env = find(&d, "Deployment", None)?["spec"]["template"]["spec"]["containers"][0]["env"]
+        .to_string();
+    check(
+        env.contains("SESSIONGUARD_WEBHOOK_PATH_TOKEN_FILE"),
+        format!("controller env: {env}"),
+    )?;
+    // Without a value: a random 48-character token, different on every render
+    // (an install keeps the one it finds: lookup).
+    let paths: Vec<String> = (0..2)
+        .map(|_| {
+            let d = docs(&chart::template(
+                "sg",
+                "sessionguard-system",
+                &["--set", "webhook.certManager.enabled=true"],
+            )?)?;
+            Ok(find(&d, "MutatingWebhookConfiguration", None)?["webhooks"][0]["clientConfig"]
+                ["service"]["path"]
+                .as_str()
+                .unwrap_or("")
+                .to_string())
+        })
+        .collect::<Result<_>>()?;
+    check(
+        paths[0] != paths[1]
+            && paths
+                .iter()
+                .all(|p| p.len() == "/s/".len() + 48 + "/mutate/pods".len()),
+        format!("generated paths: {paths:?}"),
+    )?;
+    for bad in ["short", "has/slash/in/it/and/is/long/enough/0123456789"] {
+        let r = chart::template(
+            "sg",
+            "sessionguard-system",
+            &["--set", &format!("webhook.certManager.pathToken={bad}")],
+        );
+        check(r.is_err(), format!("pathToken {bad} accepted"))?;
+    }
     Ok(())
 }
 

@@ -52,7 +52,15 @@ impl Pki for FakePki {
             issuer: ca.name.clone(),
         })
     }
+
+    fn new_token(&self) -> Result<String, String> {
+        let n = TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(format!("token-{n}"))
+    }
 }
+
+/// Tokens numbered in the order made (tests run in parallel: a global count).
+static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A fake webhook's caBundle: the CA certificates it holds.
 impl Bundle for BTreeSet<String> {
@@ -202,7 +210,9 @@ fn a_new_ca_is_trusted_everywhere_before_it_signs() {
     assert!(verifies(&leaf, &s.bundle(), moved_at));
     // The old CA stays: a replica still serving the old certificate is trusted.
     assert!(verifies(&old_leaf, &s.bundle(), moved_at));
-    assert_eq!(s.generation, 2, "the bundle did not change for the move");
+    // 3, not 2: the path token of the certificate renewed at t1 went into the
+    // configurations at `seen`; the move itself changed nothing published.
+    assert_eq!(s.generation, 3, "the bundle did not change for the move");
     // A replica that sees a configuration without the new CA does not serve it.
     assert!(!should_serve(&s, &old_view, true));
     assert!(should_serve(&s, &published(&s), true));
@@ -215,7 +225,7 @@ fn a_new_ca_is_trusted_everywhere_before_it_signs() {
     let gone = ts("2026-07-21T00:00:00Z");
     let s = step(&s, &published(&s), t, gone);
     assert_eq!(s.cas.len(), 1);
-    assert_eq!(s.generation, 3);
+    assert_eq!(s.generation, 4);
     assert!(verifies(s.leaf.as_ref().unwrap(), &s.bundle(), gone));
 }
 
@@ -282,7 +292,8 @@ fn a_rolled_back_secret_is_published_again() {
     let view = published(&newer);
 
     // The Secret is restored from the backup (generation 1).
-    let later = t1 + SignedDuration::from_mins(1);
+    // Before the token of t1's new certificate is due to be published.
+    let later = t1 + SignedDuration::from_secs(30);
     let back_then = t0 + SignedDuration::from_mins(2);
     let restored = step(&backup, &view, t, back_then);
     assert_eq!(
@@ -327,11 +338,75 @@ fn every_change_is_described_for_the_log() {
     // 99 days left on the CA, and the serving certificate has expired.
     let s2 = step(&s1, &published(&s1), t, ts("2026-04-15T00:00:00Z"));
     let lines = describe(Some(&s1), &s2);
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines[0].starts_with(&format!("added CA {}", s2.cas[1].name)));
     assert!(lines[1].starts_with(&format!(
         "renewed the webhook serving certificate with the same CA {}",
         s1.cas[0].name
     )));
+    assert!(lines[2].starts_with("made a new webhook path token"));
     assert!(describe(Some(&s2), &s2).is_empty(), "no change, no line");
+    let s3 = step(&s2, &published(&s2), t, ts("2026-04-15T00:01:00Z"));
+    let lines = describe(Some(&s2), &s3);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("published the new webhook path token")),
+        "{lines:?}"
+    );
+    // The log never shows a token.
+    for l in describe(Some(&s1), &s2).iter().chain(&lines) {
+        assert!(s3.tokens.iter().all(|t| !l.contains(&t.value)), "{l}");
+    }
+}
+
+#[test]
+fn path_tokens_rotate_with_the_serving_certificate_and_are_published_late() {
+    let t = timing(1825);
+    let t0 = ts("2026-11-24T01:00:00Z");
+    // The first token is published at once: nobody reaches us with one yet.
+    let s0 = step(&first(t, t0), &View::default(), t, t0);
+    assert_eq!(s0.tokens.len(), 1);
+    assert_eq!(s0.path_token.as_deref(), Some(s0.tokens[0].value.as_str()));
+    let tok0 = s0.tokens[0].value.clone();
+    let s0 = step(&s0, &published(&s0), t, t0 + SignedDuration::from_mins(1));
+    assert_eq!(
+        s0.accepted_tokens(),
+        std::slice::from_ref(&tok0),
+        "no rotation yet"
+    );
+
+    // The serving certificate is renewed: a new token, accepted at once by
+    // every replica that reads the Secret, not yet in the configurations.
+    let t1 = ts("2027-01-24T01:00:00Z");
+    let s1 = step(&s0, &published(&s0), t, t1);
+    assert_ne!(s1.leaf, s0.leaf);
+    let tok1 = s1.tokens[1].value.clone();
+    assert_ne!(tok1, tok0);
+    assert_eq!(s1.accepted_tokens(), [tok0.clone(), tok1.clone()]);
+    assert_eq!(s1.path_token.as_deref(), Some(tok0.as_str()));
+    assert_eq!(s1.generation, s0.generation, "nothing new to publish yet");
+    let s2 = step(&s1, &published(&s1), t, t1 + SignedDuration::from_secs(59));
+    assert_eq!(
+        s2.path_token.as_deref(),
+        Some(tok0.as_str()),
+        "one interval"
+    );
+
+    // Two check intervals later every replica has read it: published, with
+    // a new generation; the previous token is still accepted.
+    let s3 = step(&s2, &published(&s2), t, t1 + SignedDuration::from_secs(60));
+    assert_eq!(s3.path_token.as_deref(), Some(tok1.as_str()));
+    assert_eq!(s3.generation, s2.generation + 1);
+    assert_eq!(s3.accepted_tokens(), [tok0.clone(), tok1.clone()]);
+
+    // The next rotation drops the oldest once its successor is published.
+    let t2 = ts("2027-03-26T01:00:00Z");
+    let s4 = step(&s3, &published(&s3), t, t2);
+    assert_eq!(s4.tokens.len(), 3);
+    let s5 = step(&s4, &published(&s4), t, t2 + SignedDuration::from_mins(1));
+    let tok2 = s4.tokens[2].value.clone();
+    assert_eq!(s5.path_token.as_deref(), Some(tok2.as_str()));
+    assert_eq!(s5.accepted_tokens(), [tok1, tok2]);
+    assert!(!s5.accepted_tokens().contains(&tok0));
 }

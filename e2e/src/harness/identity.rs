@@ -1,5 +1,6 @@
 //! The controller's identity exactly as the Helm chart grants it, for tests that run
-//! the real controller: the chart's `controller-rbac.yaml`, rendered with `helm
+//! the real controller: the chart's `controller-rbac.yaml` and `controller-policy.yaml`
+//! (the admission policies bound to its ServiceAccount), rendered with `helm
 //! template`, applied in the test's namespace, and a kubeconfig with a token of its
 //! ServiceAccount. A call the chart does not allow fails in every test that makes it,
 //! not only in the chart's own install test.
@@ -10,6 +11,9 @@
 
 use std::path::PathBuf;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -41,7 +45,12 @@ pub struct ControllerIdentity {
 /// again in the same test (a restarted controller) keeps the objects.
 pub async fn chart_controller(env: &TestEnv, webhook: bool) -> Result<ControllerIdentity> {
     let fullname = env.ns().to_string();
-    let sa = apply_rbac(env, "controller-rbac.yaml", webhook).await?;
+    let sa = apply_rbac(env, "controller-rbac.yaml", webhook)
+        .await?
+        .ok_or_else(|| Error::Invalid("controller-rbac.yaml has no ServiceAccount".into()))?;
+    // The admission policies that narrow its pod patches and PDB writes, bound to
+    // this ServiceAccount: every test under this identity runs with them.
+    apply_rbac(env, "controller-policy.yaml", webhook).await?;
     let req: TokenRequest = serde_json::from_value(json!({
         "spec": {"audiences": [SERVICE_ACCOUNT_ISSUER], "expirationSeconds": 7200}
     }))?;
@@ -67,13 +76,15 @@ pub async fn chart_controller(env: &TestEnv, webhook: bool) -> Result<Controller
 /// ServiceAccount's name. Tokens bound to a pod on the node come from
 /// [`tokens::pod_token`], as the kubelet would project them.
 pub async fn chart_agent(env: &TestEnv) -> Result<String> {
-    apply_rbac(env, "agent-rbac.yaml", false).await
+    apply_rbac(env, "agent-rbac.yaml", false)
+        .await?
+        .ok_or_else(|| Error::Invalid("agent-rbac.yaml has no ServiceAccount".into()))
 }
 
-/// Renders one RBAC template of the chart for this test and applies it (objects
-/// already there from an earlier call are kept); returns the name of the
-/// ServiceAccount it defines.
-async fn apply_rbac(env: &TestEnv, template: &str, webhook: bool) -> Result<String> {
+/// Renders one RBAC or policy template of the chart for this test and applies it
+/// (objects already there from an earlier call are kept); returns the name of the
+/// ServiceAccount it defines, if any.
+async fn apply_rbac(env: &TestEnv, template: &str, webhook: bool) -> Result<Option<String>> {
     let chart = paths::repo_root().join("charts/sessionguard");
     let out = std::process::Command::new(paths::tool("helm")?)
         .args(["template", "e2e"])
@@ -108,12 +119,26 @@ async fn apply_rbac(env: &TestEnv, template: &str, webhook: bool) -> Result<Stri
             }
             "Role" => create(env.api::<Role>(), doc).await?,
             "RoleBinding" => create(env.api::<RoleBinding>(), doc).await?,
-            "ClusterRole" | "ClusterRoleBinding" => {
+            "ClusterRole"
+            | "ClusterRoleBinding"
+            | "ValidatingAdmissionPolicy"
+            | "ValidatingAdmissionPolicyBinding" => {
                 doc["metadata"]["ownerReferences"] = owner.clone();
-                if kind == "ClusterRole" {
-                    create(Api::<ClusterRole>::all(client.clone()), doc).await?;
-                } else {
-                    create(Api::<ClusterRoleBinding>::all(client.clone()), doc).await?;
+                match kind.as_str() {
+                    "ClusterRole" => create(Api::<ClusterRole>::all(client.clone()), doc).await?,
+                    "ClusterRoleBinding" => {
+                        create(Api::<ClusterRoleBinding>::all(client.clone()), doc).await?
+                    }
+                    "ValidatingAdmissionPolicy" => {
+                        create(Api::<ValidatingAdmissionPolicy>::all(client.clone()), doc).await?
+                    }
+                    _ => {
+                        create(
+                            Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()),
+                            doc,
+                        )
+                        .await?
+                    }
                 }
             }
             other => {
@@ -123,7 +148,7 @@ async fn apply_rbac(env: &TestEnv, template: &str, webhook: bool) -> Result<Stri
             }
         }
     }
-    sa_name.ok_or_else(|| Error::Invalid(format!("{template} has no ServiceAccount")))
+    Ok(sa_name)
 }
 
 /// Creates the rendered object; one already there (applied earlier in this

@@ -96,7 +96,7 @@ impl Agents {
             let (tx, rx) = snapshot::channel(&node);
             let metrics = Metrics::register(&mut Registry::default(), rx.clone());
             tasks.push(tokio::spawn(
-                ReportWriter::new(client, heartbeat, metrics).run(rx),
+                ReportWriter::new(client, heartbeat, Duration::from_secs(60), metrics).run(rx),
             ));
             let mut agent = NodeAgent {
                 tx,
@@ -134,6 +134,8 @@ impl Agents {
             started_at: jiff::Timestamp::now(),
             processes: 1,
             console: false,
+            init: false,
+            idle_seconds: 0,
             namespace: Some(pod.namespace.clone()),
             pod_name: Some(pod.name.clone()),
             container_name: Some("app".into()),

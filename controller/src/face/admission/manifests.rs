@@ -270,6 +270,31 @@ mod tests {
         );
     }
 
+    /// charts/sessionguard/files/controller-policy.yaml is hand-written CEL;
+    /// the keys it lets the controller write must be the ones it writes.
+    #[test]
+    fn the_controller_policy_allows_every_key_the_controller_writes() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/sessionguard/files/controller-policy.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let annotations = text
+            .split("validations:")
+            .nth(1)
+            .and_then(|v| v.split("only sessionguard.io/ labels").nth(1))
+            .unwrap();
+        for (key, _) in sessionguard_core::protection::AUTOSCALER {
+            assert!(annotations.contains(&format!("k == '{key}'")), "{key}");
+        }
+        assert!(text.contains(&format!("k.startsWith('{}')", keys::PREFIX)));
+        assert!(text.contains(&format!(
+            "labels['{}'] == '{}'",
+            keys::MANAGED_BY,
+            keys::MANAGER
+        )));
+    }
+
     fn with_kind<T: serde::Serialize>(obj: T, kind: &str) -> serde_json::Value {
         let mut v = serde_json::to_value(obj).unwrap();
         v["apiVersion"] = "admissionregistration.k8s.io/v1".into();

@@ -23,9 +23,16 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
+    /// Requests refused for want of the path token (404, nothing recorded).
+    pub unauthenticated: Family<ReasonLabels, Counter>,
     pub duration: Family<WebhookLabels, Histogram>,
     pub records: Family<OutcomeLabels, Counter>,
     pub queue_depth: Gauge,
@@ -37,6 +44,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             requests: Family::default(),
+            unauthenticated: Family::default(),
             duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 14))
             }),
@@ -55,6 +63,11 @@ impl Metrics {
             "requests",
             "Admission requests by webhook (connect, guard, mutate) and outcome (allowed, denied, dry_run, invalid)",
             self.requests.clone(),
+        );
+        r.register(
+            "unauthenticated_requests",
+            "Requests answered 404 because their path lacks a token this replica accepts (reason: no_token, wrong_token); nothing is recorded for them",
+            self.unauthenticated.clone(),
         );
         r.register(
             "request_duration_seconds",
@@ -86,6 +99,12 @@ impl Metrics {
     pub fn request(&self, webhook: &'static str, outcome: &'static str) {
         self.requests
             .get_or_create(&RequestLabels { webhook, outcome })
+            .inc();
+    }
+
+    pub fn unauthenticated(&self, reason: &'static str) {
+        self.unauthenticated
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 

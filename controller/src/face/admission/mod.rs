@@ -12,6 +12,10 @@
 //!   authenticated user whenever the extension changes; the validating half
 //!   refuses every other change to our keys and bad or oversized durations.
 //!
+//! Only the API server can reach them: every path carries a secret token
+//! ([`token`]) that only the webhook configurations hold; anything else gets
+//! 404 and records nothing.
+//!
 //! Certificates come from [`certs`] (a CA and serving cert in a Secret shared
 //! by the replicas, caBundle patched into the webhook configurations, a
 //! certificate served only once its CA is trusted there) or from mounted
@@ -27,6 +31,7 @@ pub mod record;
 pub mod review;
 pub mod server;
 pub mod tls;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +71,17 @@ pub struct WebhookConfig {
     /// caBundle is patched (cert-manager's CA injector does that).
     #[arg(long = "webhook-cert-dir", env = "SESSIONGUARD_WEBHOOK_CERT_DIR")]
     pub cert_dir: Option<PathBuf>,
+
+    /// With --webhook-cert-dir: a file holding the secret path token the
+    /// webhook configurations carry (`/s/<token>/validate/connect`), re-read
+    /// every check (the previous value stays accepted). Without
+    /// --webhook-cert-dir the token is generated into --webhook-secret and
+    /// published by the controller.
+    #[arg(
+        long = "webhook-path-token-file",
+        env = "SESSIONGUARD_WEBHOOK_PATH_TOKEN_FILE"
+    )]
+    pub path_token_file: Option<PathBuf>,
 
     /// Secret (in the controller's namespace) holding the generated CA and
     /// serving certificate, shared by all replicas.
@@ -257,9 +273,20 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
     );
 
     let resolver = Arc::new(tls::Resolver::default());
-    let source = match &wh.cert_dir {
-        Some(dir) => certs::Source::Files(dir.clone()),
-        None => certs::Source::Secret {
+    let tokens = Arc::new(token::Tokens::default());
+    let source = match (&wh.cert_dir, &wh.path_token_file) {
+        (Some(dir), Some(token_file)) => certs::Source::Files {
+            dir: dir.clone(),
+            token_file: token_file.clone(),
+        },
+        // Serving without a token would let any pod that reaches the port
+        // forge interaction records: refuse to start instead.
+        (Some(_), None) => {
+            return Err(Error::Webhook(
+                "--webhook-cert-dir needs --webhook-path-token-file: the secret path token the webhook configurations carry (the chart renders both)".into(),
+            ));
+        }
+        (None, _) => certs::Source::Secret {
             namespace: namespace.to_string(),
             sans: certs::sans(&wh.service, namespace, &wh.extra_sans),
         },
@@ -268,6 +295,7 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
         client,
         source,
         resolver: resolver.clone(),
+        tokens: tokens.clone(),
         config: wh.clone(),
         metrics: metrics.clone(),
         serving_until: Default::default(),
@@ -291,7 +319,7 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
         "admission",
         listener,
         Some(acceptor),
-        Arc::new(server::Admission(ctx)),
+        Arc::new(server::Admission(ctx, tokens)),
     ));
     Ok(())
 }

@@ -15,7 +15,7 @@ use http::{Method, Request, Response, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, ValidatingWebhook,
+    MutatingWebhook, MutatingWebhookConfiguration, ServiceReference, ValidatingWebhook,
     ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
@@ -36,6 +36,7 @@ use crate::error::Result;
 use crate::face::admission::WebhookConfig;
 use crate::face::admission::metrics::Metrics;
 use crate::face::admission::tls::Resolver;
+use crate::face::admission::token::{self, Tokens};
 
 const NS: &str = "sg";
 const SECRET: &str = "/api/v1/namespaces/sg/secrets/sessionguard-webhook-tls";
@@ -115,6 +116,7 @@ pub fn rotated_by_another_replica(s: &State) -> State {
 pub struct Replica {
     check: JoinHandle<Result<()>>,
     resolver: Arc<Resolver>,
+    tokens: Arc<Tokens>,
     metrics: Metrics,
 }
 
@@ -125,6 +127,7 @@ pub struct ApiServer(mock::Handle<Request<Body>, Response<Body>>);
 pub fn a_replica_checks() -> (Replica, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let resolver = Arc::new(Resolver::default());
+    let tokens = Arc::new(Tokens::default());
     let metrics = Metrics::default();
     let manager = Manager {
         client: Client::new(service, "default"),
@@ -133,6 +136,7 @@ pub fn a_replica_checks() -> (Replica, ApiServer) {
             sans: policy().sans,
         },
         resolver: resolver.clone(),
+        tokens: tokens.clone(),
         config: flags(),
         metrics: metrics.clone(),
         serving_until: Default::default(),
@@ -143,6 +147,7 @@ pub fn a_replica_checks() -> (Replica, ApiServer) {
     let replica = Replica {
         check,
         resolver,
+        tokens,
         metrics,
     };
     (replica, ApiServer(handle))
@@ -159,6 +164,13 @@ impl Replica {
             && !self.resolver.set(&leaf.cert_pem, &leaf.key_pem).unwrap()
     }
 
+    /// Does its server route a request whose path carries `tok`?
+    pub fn accepts(&self, tok: &str) -> bool {
+        self.tokens
+            .route(&token::with_token("/validate/connect", tok))
+            .is_ok()
+    }
+
     /// Failed writes it counted (`sessionguard_webhook_cert_errors_total`).
     pub fn errors(&self) -> u64 {
         self.metrics.cert_errors.get()
@@ -168,20 +180,37 @@ impl Replica {
 // === impl ApiServer ===
 
 impl ApiServer {
-    /// Both configurations as the chart creates them: no caBundle yet.
+    /// Both configurations as the chart creates them: no caBundle yet, paths without a token.
     pub async fn serves_configurations_without_a_bundle(&mut self) {
-        self.serves_configurations(None, None).await;
+        self.serves_configurations(None, None, None).await;
     }
 
-    /// Both configurations with `s`'s bundle on every webhook, at `s`'s generation.
+    /// Both configurations with `s`'s bundle and path token on every
+    /// webhook, at `s`'s generation.
     pub async fn serves_configurations_publishing(&mut self, s: &State) {
-        self.serves_configurations(Some(&s.bundle()), Some(s.generation))
-            .await;
+        self.serves_configurations(
+            Some(&s.bundle()),
+            s.path_token.as_deref(),
+            Some(s.generation),
+        )
+        .await;
     }
 
-    async fn serves_configurations(&mut self, bundle: Option<&str>, generation: Option<u64>) {
+    async fn serves_configurations(
+        &mut self,
+        bundle: Option<&str>,
+        tok: Option<&str>,
+        generation: Option<u64>,
+    ) {
+        let path = |p: &str| tok.map_or(p.to_string(), |t| token::with_token(p, t));
         let hook = || WebhookClientConfig {
             ca_bundle: bundle.map(|b| ByteString(b.as_bytes().to_vec())),
+            service: Some(ServiceReference {
+                name: "sessionguard-webhook".into(),
+                namespace: NS.into(),
+                path: Some(path("/validate/connect")),
+                port: Some(443),
+            }),
             ..Default::default()
         };
         let validating = ValidatingWebhookConfiguration {
@@ -264,6 +293,10 @@ impl ApiServer {
         for cc in hooks {
             let bundle = cc.ca_bundle.as_ref().map(|b| b.0.as_slice());
             assert_eq!(bundle, Some(s.bundle().as_bytes()), "{path}");
+            let tok = s.path_token.as_deref().expect("a published token");
+            let want = token::with_token("/validate/connect", tok);
+            let svc = cc.service.as_ref().expect("a service reference");
+            assert_eq!(svc.path.as_deref(), Some(want.as_str()), "{path}");
         }
         send.send_response(ok(&config));
     }

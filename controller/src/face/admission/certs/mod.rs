@@ -12,8 +12,12 @@
 //! The CA keys live in the Secret (`state.json`), readable by the controller
 //! only (its Role names that one Secret).
 //!
-//! Mounted mode (`--webhook-cert-dir`, e.g. cert-manager): tls.crt/tls.key are
-//! re-read every check; the caBundle is cert-manager's business.
+//! The same check hands the Secret's path tokens to the server ([`Tokens`])
+//! and publishes the current one in both configurations' paths.
+//!
+//! Mounted mode (`--webhook-cert-dir`, e.g. cert-manager): tls.crt/tls.key and
+//! the path token file are re-read every check; the caBundle is
+//! cert-manager's business, the configurations' path the chart's.
 
 mod codec;
 mod pki;
@@ -42,10 +46,14 @@ use self::store::Store;
 use super::WebhookConfig;
 use super::metrics::Metrics;
 use super::tls::Resolver;
+use super::token::{self, Tokens};
 use crate::error::{Error, Result};
 
 pub enum Source {
-    Files(PathBuf),
+    Files {
+        dir: PathBuf,
+        token_file: PathBuf,
+    },
     Secret {
         namespace: String,
         sans: Vec<String>,
@@ -90,6 +98,7 @@ pub struct Manager {
     pub client: Client,
     pub source: Source,
     pub resolver: Arc<Resolver>,
+    pub tokens: Arc<Tokens>,
     pub config: WebhookConfig,
     pub metrics: Metrics,
     /// Expiry of the certificate being served, if any.
@@ -111,17 +120,20 @@ impl Manager {
     /// configurations trust its CA and, once they do, serves it.
     pub async fn tick(&self) -> Result<()> {
         match &self.source {
-            Source::Files(dir) => self.load_files(dir),
+            Source::Files { dir, token_file } => self.load_files(dir, token_file),
             Source::Secret { namespace, sans } => self.check_secret(namespace, sans).await,
         }
     }
 
-    fn load_files(&self, dir: &Path) -> Result<()> {
+    fn load_files(&self, dir: &Path, token_file: &Path) -> Result<()> {
         let read = |f: &str| {
             let p = dir.join(f);
             std::fs::read_to_string(&p)
                 .map_err(|e| Error::Webhook(format!("reading {}: {e}", p.display())))
         };
+        if self.tokens.observe(token::read_file(token_file)?) {
+            tracing::info!(file = %token_file.display(), "webhook path token loaded (the previous one, if any, still accepted)");
+        }
         if self.resolver.set(&read("tls.crt")?, &read("tls.key")?)? {
             tracing::info!(dir = %dir.display(), "webhook certificate loaded from files");
         }
@@ -141,6 +153,9 @@ impl Manager {
             name: self.config.secret.clone(),
         };
         let state = store.ensure(&policy, &configs.published()).await?;
+        // Accepted before it is published: the API server may use it the
+        // moment a configuration carries it.
+        self.tokens.set(state.accepted_tokens());
         if let Err(e) = configs.write(&state).await {
             // A configuration changed since we read it (409) or the write
             // failed: retried next check. Meanwhile serve against what the

@@ -29,6 +29,21 @@ impl Pki for Rcgen {
     fn sign(&self, ca: &Ca, sans: &[String], not_after: Timestamp, now: Timestamp) -> Result<Leaf> {
         sign_leaf(ca, sans, not_after, now)
     }
+
+    fn new_token(&self) -> Result<String> {
+        new_token()
+    }
+}
+
+/// 256 bits from the system's CSPRNG (ring's), as 64 hex digits: safe in a
+/// URL path, and as unguessable as the CA key next to it.
+pub fn new_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|e| Error::Webhook(format!("generating the webhook path token: {e:?}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The certificates (DER) in a PEM text; unreadable parts are skipped.

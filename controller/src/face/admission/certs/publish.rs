@@ -1,6 +1,10 @@
 //! The caBundle publisher: reads what both webhook configurations trust,
 //! and writes the Secret's bundle onto them when [`bundle_action`] says so.
 //!
+//! The same write puts the Secret's published path token into every
+//! webhook's path (`clientConfig.service.path`, or the path of
+//! `clientConfig.url`).
+//!
 //! Each check reads both configurations once; the write reuses what was
 //! read, under its resourceVersion (409 when it changed since: retried the
 //! next check).
@@ -20,6 +24,7 @@ use super::kube_err;
 use super::pki::ders;
 use crate::error::Result;
 use crate::face::admission::WebhookConfig;
+use crate::face::admission::token;
 
 /// One webhook's caBundle: the CA certificates (DER) it holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -68,6 +73,26 @@ macro_rules! webhooks {
 
 webhooks!(ValidatingWebhookConfiguration, MutatingWebhookConfiguration);
 
+/// Does this webhook's path carry `tok`? (One with neither a service nor a
+/// URL has no path to carry it: nothing to do.)
+fn carries(cc: &WebhookClientConfig, tok: &str) -> bool {
+    if let Some(svc) = &cc.service {
+        let path = svc.path.as_deref().unwrap_or("");
+        return token::with_token(path, tok) == path;
+    }
+    cc.url
+        .as_deref()
+        .is_none_or(|u| token::url_with_token(u, tok) == u)
+}
+
+fn put_token(cc: &mut WebhookClientConfig, tok: &str) {
+    if let Some(svc) = &mut cc.service {
+        svc.path = Some(token::with_token(svc.path.as_deref().unwrap_or(""), tok));
+    } else if let Some(u) = &mut cc.url {
+        *u = token::url_with_token(u, tok);
+    }
+}
+
 /// Both webhook configurations, read once per check.
 pub struct Configurations {
     validating: Configuration<ValidatingWebhookConfiguration>,
@@ -96,8 +121,9 @@ impl Configurations {
     /// one does not hold the other back); the first error, if any.
     pub async fn write(&mut self, state: &State) -> Result<()> {
         let bundle = ByteString(state.bundle().into_bytes());
-        let validating = self.validating.write(&bundle, state.generation).await;
-        let mutating = self.mutating.write(&bundle, state.generation).await;
+        let tok = state.path_token.as_deref();
+        let validating = self.validating.write(&bundle, tok, state.generation).await;
+        let mutating = self.mutating.write(&bundle, tok, state.generation).await;
         validating.and(mutating)
     }
 }
@@ -146,25 +172,25 @@ impl<K: Webhooks> Configuration<K> {
 
     /// What [`bundle_action`] says for publishing `bundle` (generation
     /// `ours`) here; `None` when the configuration does not exist.
-    fn action(&self, bundle: &ByteString, ours: u64) -> Option<BundleAction> {
+    fn action(&self, bundle: &ByteString, tok: Option<&str>, ours: u64) -> Option<BundleAction> {
         let c = self.object.as_ref()?;
         let all_current = c
             .client_configs()
             .into_iter()
-            .all(|cc| cc.ca_bundle.as_ref() == Some(bundle));
+            .all(|cc| cc.ca_bundle.as_ref() == Some(bundle) && tok.is_none_or(|t| carries(cc, t)));
         Some(bundle_action(ours, self.generation(), all_current))
     }
 
-    async fn write(&mut self, bundle: &ByteString, ours: u64) -> Result<()> {
+    async fn write(&mut self, bundle: &ByteString, tok: Option<&str>, ours: u64) -> Result<()> {
         let name = &self.name;
-        match self.action(bundle, ours) {
+        match self.action(bundle, tok, ours) {
             None | Some(BundleAction::Current) => Ok(()),
             Some(BundleAction::Stale) => {
                 let theirs = self.generation();
                 tracing::warn!(%name, ours, theirs = ?theirs, "a newer caBundle is published than our Secret's; not overwriting it (re-reading the Secret next check)");
                 Ok(())
             }
-            Some(BundleAction::Write) => self.replace(bundle, ours).await,
+            Some(BundleAction::Write) => self.replace(bundle, tok, ours).await,
         }
     }
 
@@ -172,12 +198,15 @@ impl<K: Webhooks> Configuration<K> {
     /// replace of the object read, under its resourceVersion (409 when it
     /// changed since). What was read stays the view until the write
     /// succeeds, so a failed write is not taken for a published bundle.
-    async fn replace(&mut self, bundle: &ByteString, ours: u64) -> Result<()> {
+    async fn replace(&mut self, bundle: &ByteString, tok: Option<&str>, ours: u64) -> Result<()> {
         let Some(mut next) = self.object.clone() else {
             return Ok(());
         };
         for cc in next.client_configs_mut() {
             cc.ca_bundle = Some(bundle.clone());
+            if let Some(t) = tok {
+                put_token(cc, t);
+            }
         }
         next.meta_mut()
             .annotations
@@ -189,7 +218,7 @@ impl<K: Webhooks> Configuration<K> {
             .await
             .map_err(kube_err("replace_webhook_ca_bundle"))?;
         self.object = Some(written);
-        tracing::info!(name = %self.name, generation = ours, "caBundle updated");
+        tracing::info!(name = %self.name, generation = ours, "caBundle and path token updated");
         Ok(())
     }
 }

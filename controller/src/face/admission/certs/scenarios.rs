@@ -21,6 +21,11 @@ async fn an_empty_cluster_gets_a_ca_a_serving_certificate_and_both_bundles() {
     api.sees_the_check_end(&mut replica).await;
     assert!(replica.serves(&leaf));
     assert_eq!(replica.errors(), 0);
+    // The first path token, published at once and accepted.
+    let tok = created.path_token.clone().expect("a path token");
+    assert_eq!(created.accepted_tokens(), std::slice::from_ref(&tok));
+    assert!(replica.accepts(&tok));
+    assert!(!replica.accepts("0000000000000000000000000000000000000000000000000000000000000000"));
 }
 
 #[tokio::test]
@@ -52,9 +57,47 @@ async fn a_serving_certificate_near_its_end_is_renewed_and_the_bundle_left_alone
         "the bundle did not change"
     );
 
-    // No configuration write: both already trust the CA.
+    // No configuration write: both already trust the CA, and the new
+    // serving certificate's path token is not published yet...
+    assert_eq!(
+        renewed.tokens.len(),
+        2,
+        "a new token with the new certificate"
+    );
+    assert_eq!(renewed.path_token, old.path_token);
     api.sees_the_check_end(&mut replica).await;
     assert!(replica.serves(&leaf));
+    // ...but accepted already, beside the published one.
+    for t in renewed.accepted_tokens() {
+        assert!(replica.accepts(&t));
+    }
+}
+
+#[tokio::test]
+async fn a_token_every_replica_had_time_to_read_goes_into_both_paths() {
+    // Renewed a minute ago (the chart's check interval is 30 s: two have passed).
+    let mut renewed = secret_written(days(1));
+    let mut next = renewed.tokens[0].clone();
+    next.value = "f".repeat(64);
+    next.created_at = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(1);
+    renewed.tokens.push(next);
+    let (mut replica, mut api) = a_replica_checks();
+    api.serves_configurations_publishing(&renewed).await;
+    api.serves_secret(&renewed, SECRET_RV).await;
+
+    let published = api.takes_the_secret_written_over(SECRET_RV).await;
+    assert_eq!(
+        published.path_token.as_deref(),
+        Some("f".repeat(64).as_str())
+    );
+    assert_eq!(published.generation, renewed.generation + 1);
+    api.takes_the_bundle_on_both(&published).await;
+    api.sees_the_check_end(&mut replica).await;
+    assert!(replica.accepts(&"f".repeat(64)));
+    assert!(
+        replica.accepts(renewed.path_token.as_deref().unwrap()),
+        "the previous one too"
+    );
 }
 
 #[tokio::test]
