@@ -16,7 +16,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use sessionguard_core::idle::counts_for_protection;
 use sessionguard_core::protection::{Map, OptIn, pdb_name};
-use sessionguard_core::{PodUid, Session, console, keys};
+use sessionguard_core::{PodUid, console, keys};
 use tokio::sync::watch;
 
 use crate::io::report_index::{Liveness, PathPart, ReportIndex};
