@@ -262,7 +262,6 @@ fn refusal<T>(r: std::result::Result<T, kube::Error>) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: the controller token's image patch is still admitted 60 s after the chart's controller-pods policy was applied (policy not enforced; cause not found before the deadline)"]
 async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() -> Result<()> {
     let _serial = sg::serial().await;
     let Some(env) = TestEnv::start("sec-ctl-token").await? else {
@@ -280,17 +279,34 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
     let pp = PatchParams::default();
 
     // --- patch a pod's image: RBAC allows it (patch pods), the policy refuses ---
-    // Awaited, not assumed: the API server loads a new policy within a second or so.
-    let image = json!({"spec": {"containers": [{"name": "app", "image": "evil:latest"}]}});
-    let why = wait::until("the image patch to be refused", await_::TIMEOUT, || async {
-        let e = refusal(
-            ctl_pods
-                .patch("target", &pp, &Patch::Strategic(&image))
-                .await,
-        );
-        Ok((!e.is_empty()).then_some(e))
-    })
+    // Awaited, not assumed: the API server loads a new policy within a second or
+    // so. The wait probes a canary pod with a new image each time (a patch to the
+    // image it already has changes nothing and would pass), so the target pod is
+    // only tried once the policy is in force, and must be refused at once.
+    wh::pod(&env, "canary").await?;
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    wait::until(
+        "the policy to refuse image patches",
+        await_::TIMEOUT,
+        || async {
+            let n = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let probe =
+                json!({"spec": {"containers": [{"name": "app", "image": format!("probe:{n}")}]}});
+            let e = refusal(
+                ctl_pods
+                    .patch("canary", &pp, &Patch::Strategic(&probe))
+                    .await,
+            );
+            Ok((!e.is_empty()).then_some(()))
+        },
+    )
     .await?;
+    let image = json!({"spec": {"containers": [{"name": "app", "image": "evil:latest"}]}});
+    let why = refusal(
+        ctl_pods
+            .patch("target", &pp, &Patch::Strategic(&image))
+            .await,
+    );
     check(
         why.contains("may not change a pod's spec"),
         format!("image patch refusal: {why}"),
