@@ -220,10 +220,15 @@ spec:
 
     ctl.until_protecting(env.ns(), "app").await?;
     pod_sessions(&ctl, &env, "app", 1.0).await?;
-    let reasons = sg::event_reasons(&env, "app").await?;
-    assert!(
-        reasons.iter().any(|r| r == "SessionStarted"),
-        "the debug shell is a login: {reasons:?}"
-    );
+    // The Protected event can land before SessionStarted: await it.
+    wait::until(
+        "a SessionStarted event for the debug shell (it is a login)",
+        await_::TIMEOUT,
+        || async {
+            let reasons = sg::event_reasons(&env, "app").await?;
+            Ok(reasons.iter().any(|r| r == "SessionStarted").then_some(()))
+        },
+    )
+    .await?;
     env.finish().await
 }

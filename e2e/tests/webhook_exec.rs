@@ -247,9 +247,10 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
                     "IDLE",
                     "FIRST-INTERACTION",
                     "PROTECTED",
+                    "BLOCKING",
                     "EVICTION-TIME",
                 ]
-            && row[..8]
+            && row[..9]
                 == [
                     POD,
                     "app",
@@ -258,9 +259,10 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
                     "-",
                     first.as_str(),
                     "no",
+                    "-",
                     evict_at.as_str(),
                 ]
-            && row[8].starts_with("(in"),
+            && row[9].starts_with("(in"),
         format!("table:\n{table}"),
     )?;
 

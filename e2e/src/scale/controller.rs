@@ -143,6 +143,30 @@ impl Controller {
             .unwrap_or_default())
     }
 
+    /// The exec webhook's path with the per-install token, as the controller
+    /// keeps it in its Secret's `state.json` (`pathToken`; the webhook
+    /// configurations carry the same path). Without it the webhook answers 404:
+    /// only the API server may call it, and this load plays the API server.
+    pub async fn webhook_path(&self, env: &TestEnv) -> Result<String> {
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = env.api();
+        let token_of = |s: &k8s_openapi::api::core::v1::Secret| -> Option<String> {
+            let state = s.data.as_ref()?.get("state.json")?;
+            let v: serde_json::Value = serde_json::from_slice(&state.0).ok()?;
+            v["pathToken"].as_str().map(str::to_string)
+        };
+        let s = await_::object(
+            &secrets,
+            &self.id.webhook_secret,
+            "with a path token",
+            |s| token_of(s).is_some(),
+        )
+        .await?;
+        Ok(format!(
+            "/s/{}/validate/connect",
+            token_of(&s).unwrap_or_default()
+        ))
+    }
+
     pub fn log(&self) -> &std::path::Path {
         &self.log
     }

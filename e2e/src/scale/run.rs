@@ -78,6 +78,7 @@ async fn measure(
     // --- churn: logins at the rate, with one window of webhook load in the middle ---
     let cpu = CpuWindow::start(ctl_pid.load(Ordering::Relaxed));
     let ca = ctl.webhook_ca(env).await?;
+    let path = ctl.webhook_path(env).await?;
     let offset = cfg.churn.saturating_sub(cfg.webhook_for) / 2;
     let (addr, rate, for_, others) = (
         ctl.webhook,
@@ -92,7 +93,7 @@ async fn measure(
             for_.as_secs()
         ));
         let t = Instant::now();
-        let out = webhook::load(addr, &ca, rate, for_, &others).await;
+        let out = webhook::load(addr, &path, &ca, rate, for_, &others).await;
         (out, t.elapsed())
     });
     let used = churn(cfg, &agents, &pdbs, &w.protected).await?;

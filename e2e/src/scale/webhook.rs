@@ -32,9 +32,11 @@ pub struct Outcome {
     pub failed: usize,
 }
 
-/// Sends `rate` reviews per second for `for_` to `addr`, trusting `ca_pem`.
+/// Sends `rate` reviews per second for `for_` to `addr` at `path` (the
+/// published one, with its token), trusting `ca_pem`.
 pub async fn load(
     addr: SocketAddr,
+    path: &str,
     ca_pem: &[u8],
     rate: u32,
     for_: Duration,
@@ -61,9 +63,9 @@ pub async fn load(
         let bodies: Vec<Vec<u8>> = (0..n)
             .map(|i| review(c * n + i, &pods[(c * n + i) % pods.len().max(1)]))
             .collect::<Result<_>>()?;
-        let connector = connector.clone();
+        let (connector, path) = (connector.clone(), path.to_string());
         tasks.push(tokio::spawn(async move {
-            one_connection(addr, connector, bodies, per_conn).await
+            one_connection(addr, path, connector, bodies, per_conn).await
         }));
     }
     let mut out = Outcome {
@@ -80,6 +82,7 @@ pub async fn load(
 
 async fn one_connection(
     addr: SocketAddr,
+    path: String,
     connector: tokio_rustls::TlsConnector,
     bodies: Vec<Vec<u8>>,
     pace: Duration,
@@ -103,7 +106,7 @@ async fn one_connection(
     let (mut out, mut failed) = (Vec::with_capacity(bodies.len()), 0);
     for body in bodies {
         tick.tick().await;
-        let req = hyper::Request::post("/validate/connect")
+        let req = hyper::Request::post(path.as_str())
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| invalid(e.to_string()))?;
