@@ -58,7 +58,7 @@ if [ "${SG_DEV_COMPONENTS:-1}" = 1 ]; then
   step "1b. the agent reports the session; the controller protects the pod"
   for _ in $(seq 100); do curl -fs http://$agent_addr/sessions | grep -q "\"$pod\"" && break; sleep 0.1; done
   echo "agent's /sessions:"
-  curl -fs http://$agent_addr/sessions | grep -E '"(pod_name|container_name|tty|command|uid)"' | sed 's/^ */  /'
+  curl -fs http://$agent_addr/sessions | grep -E '"(pod_uid|container_id|tty|command|uid)"' | sed 's/^ */  /'
   "$k" -n "$ns" wait --for=create "pdb/sessionguard-$pod" --timeout=30s >/dev/null
   "$k" -n "$ns" get pdb "sessionguard-$pod" -o wide
   echo "pod labels and annotations set by sessionguard:"

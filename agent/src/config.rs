@@ -75,6 +75,16 @@ pub struct ScanArgs {
         default_value = "table"
     )]
     pub output: Output,
+    /// Name the sessions' namespaces, pods and containers by listing pods with
+    /// this kubeconfig (it needs `list pods`; the agent's own identity has
+    /// none). Without it sessions are shown by pod UID and container ID.
+    /// Never taken from `KUBECONFIG`: reading pods is an explicit choice.
+    #[arg(long, env = "SESSIONGUARD_SCAN_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With `--kubeconfig`: list only this node's pods (field selector
+    /// `spec.nodeName`); all pods without it. Ignored without `--kubeconfig`.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +118,25 @@ pub struct RunArgs {
     /// whoever may scrape metrics). The SessionReport is not affected.
     #[arg(long, env = "SESSIONGUARD_SESSIONS_ARGV", default_value_t = false, action = clap::ArgAction::Set)]
     pub sessions_argv: bool,
+    /// Watch this node's pods to fill namespace, pod and container names into
+    /// the report, `/sessions` and metrics, and drop sessions of pods the API
+    /// server does not place on this node. Off by default: the agent then
+    /// reads no pods at all (its identity has no pod read; the chart grants it
+    /// only with `agent.podNames`), reports pod UID and container ID, and the
+    /// controller names and checks the pods.
+    #[arg(long, env = "SESSIONGUARD_POD_NAMES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub pod_names: bool,
+    /// Write the controller's notices (a drain waiting on the session, its
+    /// protection nearing --max-protection) into the session's terminal, one
+    /// line like `wall`. Needs CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and write
+    /// access to the terminal (the tty group); the controller must run with
+    /// --notify-terminal too.
+    #[arg(long, env = "SESSIONGUARD_NOTIFY_TERMINAL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub notify_terminal: bool,
+    /// With --notify-terminal: at most one line per session this often (a
+    /// notice that stays is told again after it).
+    #[arg(long, env = "SESSIONGUARD_NOTIFY_INTERVAL", default_value = "5m", value_parser = duration)]
+    pub notify_interval: Duration,
 }
 
 pub use sessionguard_core::duration::positive_flag as duration;

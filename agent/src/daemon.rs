@@ -1,6 +1,6 @@
 //! `sessionguard-agent run`: the scan loop, the HTTP server and (when
-//! configured) the node's pod watch and the reporter, wired over one
-//! snapshot channel.
+//! configured) the reporter and, with `--pod-names` only, the node's pod
+//! watch, wired over one snapshot channel.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use crate::Error;
 use crate::config::RunArgs;
 use crate::metrics::Metrics;
+use crate::notify::{self, Notifier};
 use crate::report::{ForeignSessions, NodePods, ReportWriter, resolve};
 use crate::scan::{ProcFs, Scanner, ScannerConfig};
 use crate::server::Server;
@@ -37,27 +38,45 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let server =
         tokio::spawn(Server::new(registry, rx.clone(), args.sessions_argv).serve(listener));
 
-    let pods = if args.report {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| Error::Kube(format!("no Kubernetes client: {e}")))?;
-        let (pods, driver) = NodePods::watch(client.clone(), &args.node_name);
-        tokio::spawn(driver);
-        // An empty pod index would make every session look foreign and
-        // report the node as logged out, so nothing is reported before it syncs.
-        tracing::info!("waiting for this node's pods to sync");
-        pods.ready().await?;
-        let writer = ReportWriter::new(
+    let client = if args.report || args.pod_names {
+        Some(
+            kube::Client::try_default()
+                .await
+                .map_err(|e| Error::Kube(format!("no Kubernetes client: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let pods = match (&client, args.pod_names) {
+        (Some(client), true) => {
+            NodePods::check_access(client.clone(), &args.node_name).await?;
+            let (pods, driver) = NodePods::watch(client.clone(), &args.node_name);
+            tokio::spawn(driver);
+            // An empty pod index would make every session look foreign and
+            // report the node as logged out, so nothing is reported before it syncs.
+            tracing::info!("--pod-names: waiting for this node's pods to sync");
+            pods.ready().await?;
+            Some(pods)
+        }
+        _ => None,
+    };
+    if let (Some(client), true) = (client, args.report) {
+        let mut writer = ReportWriter::new(
             client,
             args.report_interval,
             args.idle_resolution,
             metrics.clone(),
         );
+        if args.notify_terminal {
+            let (tx, notices) = notify::channel();
+            writer = writer.with_notices(tx);
+            let notifier =
+                Notifier::new(&args.proc.proc_root, args.notify_interval, metrics.clone());
+            tokio::spawn(notifier.run(notices, rx.clone()));
+            tracing::info!(interval = ?args.notify_interval, "terminal notices on");
+        }
         tokio::spawn(writer.run(rx));
-        Some(pods)
-    } else {
-        None
-    };
+    }
 
     // Scanning is blocking file I/O; it gets its own thread so the runtime
     // stays free for HTTP and the API client.

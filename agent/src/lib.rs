@@ -3,12 +3,14 @@
 //!
 //! Data path: `proc` (pure parsers) → `scan` (reads /proc, groups terminals
 //! into sessions) → `snapshot` (the node's current report) → `server`
-//! (/sessions, /metrics) and `report` (to the API server).
+//! (/sessions, /metrics) and `report` (to the API server), which hands the
+//! controller's notices to `notify` (the sessions' terminals, when on).
 
 pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod proc;
 pub mod report;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sessionguard_agent::config::{Cli, Command, LogFormat, Output};
 use sessionguard_agent::scan::{ProcFs, Scanner, ScannerConfig};
-use sessionguard_agent::{daemon, output};
+use sessionguard_agent::{daemon, output, report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,7 +33,14 @@ fn scan(args: sessionguard_agent::config::ScanArgs) -> anyhow::Result<()> {
             ..ScannerConfig::default()
         },
     )?;
-    let (sessions, stats) = scanner.scan(true)?;
+    let (mut sessions, stats) = scanner.scan(true)?;
+    if let Some(kubeconfig) = &args.kubeconfig {
+        let pods = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(report::list_with(kubeconfig, args.node_name.as_deref()))?;
+        report::name(&pods, &mut sessions);
+    }
     for (kind, n) in &stats.errors {
         tracing::warn!(
             kind,

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub terminal_processes: Gauge,
     pub idle_from_terminal: Gauge,
     pub vanished: Counter,
+    /// Lines written into sessions' terminals (`--notify-terminal`), by outcome.
+    pub terminal_notices: Family<OutcomeLabel, Counter>,
     pub reports: Family<OutcomeLabel, Counter>,
     pub report_cuts: Family<KindLabel, Counter>,
     pub reports_refused: Family<CodeLabel, Counter>,
@@ -65,6 +67,7 @@ impl Metrics {
             terminal_processes: Gauge::default(),
             idle_from_terminal: Gauge::default(),
             vanished: Counter::default(),
+            terminal_notices: Family::default(),
             reports: Family::default(),
             report_cuts: Family::default(),
             reports_refused: Family::default(),
@@ -106,6 +109,11 @@ impl Metrics {
             "vanished_pids",
             "Pids that exited while being read (normal churn)",
             m.vanished.clone(),
+        );
+        r.register(
+            "terminal_notices",
+            "Notice lines for sessions' terminals (--notify-terminal), by outcome: written, or why not (rate_limited, no_session, no_tty, open_failed, write_failed, partial)",
+            m.terminal_notices.clone(),
         );
         r.register(
             "reports",

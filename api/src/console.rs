@@ -47,9 +47,9 @@ pub fn container_of(pod: &Pod, id: &ContainerId) -> console::Container {
 }
 
 /// The pod's sessions in `report` that are logins, consoles decided from the
-/// pod's spec.
+/// pod's spec, named after the pod (reports carry UIDs only).
 pub fn logins(pod: &Pod, report: &Report) -> Vec<Session> {
-    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let uid = crate::reported_uid(pod).unwrap_or_default();
     let mut sessions: Vec<Session> = report
         .sessions
         .iter()
@@ -58,6 +58,7 @@ pub fn logins(pod: &Pod, report: &Report) -> Vec<Session> {
         .collect();
     console::classify(&mut sessions, |id| container_of(pod, id));
     sessions.retain(Session::is_login);
+    crate::name_sessions(pod, &mut sessions);
     sessions
 }
 

@@ -10,9 +10,12 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sessionguard_core::Report;
+pub use sessionguard_core::notice::{Notice, ReportStatus};
 
 mod console;
+mod pod;
 pub use console::{container_of, logins};
+pub use pod::{config_hash, container_name, name_sessions, reported_uid};
 
 /// The path of the generated CRD in the chart, from the repository root.
 pub const CHART_CRD_PATH: &str = "charts/sessionguard/crds/sessionreports.yaml";
@@ -29,7 +32,8 @@ pub const CHART_CRD_PATH: &str = "charts/sessionguard/crds/sessionreports.yaml";
     plural = "sessionreports",
     shortname = "sgr",
     derive = "PartialEq",
-    doc = "One node's terminal sessions, written by that node's sessionguard agent and named after the node. The spec is the full snapshot (level-triggered): each write replaces the last.",
+    status = "ReportStatus",
+    doc = "One node's terminal sessions, written by that node's sessionguard agent and named after the node. The spec is the full snapshot (level-triggered): each write replaces the last. The status (a subresource: only the controller may write it) holds the notices the agent writes into its sessions' terminals when notify.terminal is on.",
     printcolumn(name = "Generated", type_ = "date", json_path = ".spec.generated_at"),
     printcolumn(name = "Sequence", type_ = "integer", json_path = ".spec.sequence")
 )]
@@ -50,6 +54,12 @@ impl SessionReport {
     pub fn into_report(self) -> Report {
         self.spec.0
     }
+
+    /// The notices the controller published for this node's sessions
+    /// (none without a status).
+    pub fn notices(&self) -> &[Notice] {
+        self.status.as_ref().map_or(&[], |s| s.notices.as_slice())
+    }
 }
 
 /// The chart's CRD file: a header for the reader, then the definition the
@@ -59,7 +69,21 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 }
 
 pub fn crd() -> CustomResourceDefinition {
-    SessionReport::crd()
+    let mut crd = SessionReport::crd();
+    // The derive makes the optional status nullable; it is absent or an
+    // object, never null (the schema allows no nulls anywhere).
+    for v in &mut crd.spec.versions {
+        let status = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.nullable = None;
+        }
+    }
+    crd
 }
 
 const HEADER: &str = "\
@@ -67,7 +91,9 @@ const HEADER: &str = "\
 # `make manifests`; do not edit. A test fails while this file differs from it.
 #
 # One SessionReport per node, named after the node, written by that node's
-# sessionguard agent. spec is the agent's full session snapshot (level-triggered).
+# sessionguard agent. spec is the agent's full session snapshot (level-triggered);
+# status (a subresource, written by the controller only) carries the notices the
+# agent writes into its sessions' terminals when notify.terminal is on.
 # The schema bounds every field so an oversized or malformed report is refused
 # by the API server with a 422 that names the field.
 ";

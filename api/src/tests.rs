@@ -2,7 +2,7 @@ use std::path::Path;
 
 use kube::Resource;
 use serde_json::{Value, json};
-use sessionguard_core::{ReportLimits, keys, report, session};
+use sessionguard_core::{ReportLimits, keys, notice, report, session};
 
 use super::*;
 
@@ -70,6 +70,18 @@ fn the_schema_bounds_are_the_core_constants() {
         (format!("{SESSION}/uid/maximum"), u32::MAX as usize),
         (format!("{SESSION}/processes/maximum"), u32::MAX as usize),
     ];
+    const NOTICE: &str = "/properties/status/properties/notices/items/properties";
+    let cases = cases.into_iter().chain([
+        (
+            "/properties/status/properties/notices/maxItems".to_string(),
+            notice::NOTICES_MAX,
+        ),
+        (format!("{NOTICE}/line/maxLength"), notice::LINE_MAX),
+        (format!("{NOTICE}/tty/maxLength"), session::TTY_MAX),
+        (format!("{NOTICE}/pod_uid/maxLength"), session::POD_UID_MAX),
+        (format!("{NOTICE}/since/maxLength"), session::TIMESTAMP_MAX),
+        (format!("{NOTICE}/pid/maximum"), u32::MAX as usize),
+    ]);
     let s = schema();
     for (pointer, want) in cases {
         let have = s.pointer(&pointer).and_then(Value::as_f64);
@@ -160,7 +172,12 @@ fn the_wire_form_is_the_agents_report() {
     assert_eq!(obj["kind"], "SessionReport");
     assert_eq!(obj["metadata"], json!({"name": "node-a"}));
     assert_eq!(obj["spec"], spec);
+    assert!(
+        obj.get("status").is_none(),
+        "the agent's apply never claims the status (the controller's): {obj}"
+    );
     let back: SessionReport = serde_json::from_value(obj).unwrap();
+    assert!(back.notices().is_empty());
     assert_eq!(back.into_report(), report);
     // An agent from before idle times: its sessions read as active (0).
     let mut old = spec;

@@ -270,12 +270,16 @@ fn main() {
                     .await
                     .unwrap();
                 let addr = listener.local_addr().unwrap();
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver));
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver, None).unwrap());
                 tokio::spawn(sessionguard_http::serve(
                     "admission",
                     listener,
                     Some(acceptor),
-                    Arc::new(server::Admission(Arc::new(c), tokens())),
+                    Arc::new(server::Admission {
+                        ctx: Arc::new(c),
+                        tokens: tokens(),
+                        require_client_cert: false,
+                    }),
                 ));
                 (addr, metrics, seen)
             }

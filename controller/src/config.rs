@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use sessionguard_core::duration::flag as duration;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sessionguard_core::duration::{flag as duration, positive_flag as positive};
 use sessionguard_core::{cap, pod_plan};
 
 use crate::face::admission::WebhookConfig;
@@ -21,12 +21,17 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "sessionguard-controller", version)]
 pub struct Config {
+    /// Without a subcommand: run the controller.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "SESSIONGUARD_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
 
     #[arg(
         long,
+        global = true,
         env = "SESSIONGUARD_LOG_FORMAT",
         value_enum,
         default_value = "text"
@@ -36,7 +41,7 @@ pub struct Config {
     /// How long a node's sessions stay trusted after its agent's last report.
     /// Protection an agent established is kept this long when it goes silent,
     /// then released with an event.
-    #[arg(long, env = "SESSIONGUARD_AGENT_GRACE", value_parser = duration, default_value = "2m")]
+    #[arg(long, env = "SESSIONGUARD_AGENT_GRACE", value_parser = positive, default_value = "2m")]
     pub agent_grace: Duration,
 
     /// Keep the PDB this long after the last session ends (covers a quick re-login).
@@ -45,7 +50,7 @@ pub struct Config {
 
     /// Release protection after this long even if sessions continue (Warning event).
     /// Off unless set.
-    #[arg(long, env = "SESSIONGUARD_MAX_PROTECTION", value_parser = duration)]
+    #[arg(long, env = "SESSIONGUARD_MAX_PROTECTION", value_parser = positive)]
     pub max_protection: Option<Duration>,
 
     /// Warning event when protection has lasted this fraction of its cap
@@ -54,8 +59,20 @@ pub struct Config {
     pub max_protection_warn_at: u8,
     /// A login idle this long stops counting for protection (Warning event when
     /// that releases a pod); activity brings protection back. Off unless set.
-    #[arg(long, env = "SESSIONGUARD_IDLE_RELEASE", value_parser = sessionguard_core::duration::positive_flag)]
+    #[arg(long, env = "SESSIONGUARD_IDLE_RELEASE", value_parser = positive)]
     pub idle_release: Option<Duration>,
+
+    /// Publish terminal notices (a drain waiting on a login, protection nearing
+    /// its cap) in each node's SessionReport status, for agents run with
+    /// --notify-terminal to write into the session's terminal. Needs `patch`
+    /// on sessionreports/status.
+    #[arg(long, env = "SESSIONGUARD_NOTIFY_TERMINAL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub notify_terminal: bool,
+
+    /// With --notify-terminal: a drain is told in the terminal once its
+    /// evictions of the pod have been refused for this long.
+    #[arg(long, env = "SESSIONGUARD_NOTIFY_TERMINAL_AFTER", value_parser = duration, default_value = "2m")]
+    pub notify_terminal_after: Duration,
 
     /// Record interactions (label + annotations) for terminal logins the agents see.
     #[arg(long, env = "SESSIONGUARD_RECORD_INTERACTIONS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -66,7 +83,7 @@ pub struct Config {
     pub evict_interacted: bool,
 
     /// Time from first interaction to eviction (recorded on the pod at first interaction).
-    #[arg(long, env = "SESSIONGUARD_TTL", value_parser = duration, default_value = "10m")]
+    #[arg(long, env = "SESSIONGUARD_TTL", value_parser = positive, default_value = "10m")]
     pub ttl: Duration,
 
     /// Namespaces whose pods are never drift-evicted (comma-separated).
@@ -79,30 +96,36 @@ pub struct Config {
 
     /// A rollout blocked on the same pod (terminating, never Ready, eviction
     /// refused by a PDB not ours) this long is stuck: Warning event, gauge.
-    #[arg(long, env = "SESSIONGUARD_ROLLOUT_STUCK_AFTER", value_parser = duration, default_value = "15m")]
+    #[arg(long, env = "SESSIONGUARD_ROLLOUT_STUCK_AFTER", value_parser = positive, default_value = "15m")]
     pub rollout_stuck_after: Duration,
 
     /// Namespace of the leader-election Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "sessionguard-system")]
+    #[arg(
+        long,
+        global = true,
+        env = "POD_NAMESPACE",
+        default_value = "sessionguard-system"
+    )]
     pub lease_namespace: String,
 
     #[arg(
         long,
+        global = true,
         env = "SESSIONGUARD_LEASE_NAME",
         default_value = "sessionguard-controller"
     )]
     pub lease_name: String,
 
     /// How long a leader's Lease is honoured without renewal.
-    #[arg(long, env = "SESSIONGUARD_LEASE_DURATION", value_parser = duration, default_value = "15s")]
+    #[arg(long, global = true, env = "SESSIONGUARD_LEASE_DURATION", value_parser = positive, default_value = "15s")]
     pub lease_duration: Duration,
 
     /// This replica's name in the Lease (defaults to hostname-pid).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, global = true, env = "POD_NAME")]
     pub identity: Option<String>,
 
     /// Upper bound on every write to the API server.
-    #[arg(long, env = "SESSIONGUARD_WRITE_TIMEOUT", value_parser = duration, default_value = "10s")]
+    #[arg(long, global = true, env = "SESSIONGUARD_WRITE_TIMEOUT", value_parser = positive, default_value = "10s")]
     pub write_timeout: Duration,
 
     /// Parallel pod reconciles.
@@ -113,7 +136,52 @@ pub struct Config {
     pub webhook: WebhookConfig,
 }
 
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Uninstall: take the Lease from the running controller, delete every
+    /// PodDisruptionBudget of ours, remove our labels and annotations from
+    /// every pod and restore the autoscaler annotations, then keep the Lease
+    /// so no replica leads again before the release is deleted. Idempotent.
+    /// Uses the global Lease, identity and write-timeout flags.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct CleanupArgs {
+    /// How long the Lease is kept at the end (no replica leads meanwhile); the
+    /// controller's ServiceAccount becomes its owner, so it goes with the release.
+    #[arg(long, env = "SESSIONGUARD_CLEANUP_HOLD_LEASE_FOR", value_parser = positive, default_value = "10m")]
+    pub hold_lease_for: Duration,
+
+    /// Upper bound on the whole cleanup (Lease wait included); exceeded: exit 1.
+    #[arg(long, env = "SESSIONGUARD_CLEANUP_TIMEOUT", value_parser = positive, default_value = "5m")]
+    pub timeout: Duration,
+}
+
 impl Config {
+    /// Combinations of flags that each parse but together would make the
+    /// controller misbehave quietly; refused at start with what to change.
+    pub fn check(&self) -> Result<(), String> {
+        let w = &self.webhook;
+        if w.cert_renew_before >= w.cert_validity {
+            return Err(format!(
+                "--webhook-cert-renew-before ({}) must be shorter than --webhook-cert-validity ({}): \
+                 the certificate would be renewed on every check",
+                sessionguard_core::duration::format(w.cert_renew_before),
+                sessionguard_core::duration::format(w.cert_validity),
+            ));
+        }
+        if w.ca_validity < w.cert_validity {
+            return Err(format!(
+                "--webhook-ca-validity ({}) must not be shorter than --webhook-cert-validity ({}): \
+                 the serving certificate would outlive its CA",
+                sessionguard_core::duration::format(w.ca_validity),
+                sessionguard_core::duration::format(w.cert_validity),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn identity(&self) -> String {
         self.identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -121,6 +189,14 @@ impl Config {
                 .unwrap_or_else(|_| "sessionguard".into());
             format!("{host}-{}", std::process::id())
         })
+    }
+
+    /// The terminal notices' settings, when they are on.
+    pub fn notice_settings(&self) -> Option<reconcile::notices::Settings> {
+        self.notify_terminal
+            .then_some(reconcile::notices::Settings {
+                after: self.notify_terminal_after,
+            })
     }
 
     /// The reconciles' settings: plain values, so nothing below the wiring
@@ -178,6 +254,24 @@ mod tests {
         assert_eq!(off.plan.idle_release, None, "off by default");
         assert_eq!(s.plan.max_extension, Duration::from_secs(7 * 86_400));
         assert_eq!(s.plan.max_protection_warn, 80);
+        assert!(
+            Config::try_parse_from(["c"])
+                .unwrap()
+                .notice_settings()
+                .is_none(),
+            "terminal notices are off by default"
+        );
+        let n = Config::try_parse_from([
+            "c",
+            "--notify-terminal",
+            "true",
+            "--notify-terminal-after",
+            "30s",
+        ])
+        .unwrap()
+        .notice_settings()
+        .unwrap();
+        assert_eq!(n.after, Duration::from_secs(30));
         let c = Config::try_parse_from(["c", "--max-protection-warn-at", "0.5"]).unwrap();
         assert_eq!(c.max_protection_warn_at, 50);
         let e = Config::try_parse_from(["c", "--max-protection-warn-at", "120%"])
@@ -188,5 +282,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn cleanup_takes_the_global_lease_flags_on_either_side() {
+        let c = Config::try_parse_from([
+            "c",
+            "--lease-duration",
+            "5s",
+            "cleanup",
+            "--lease-name",
+            "sg-controller",
+            "--hold-lease-for",
+            "1m",
+        ])
+        .unwrap();
+        assert_eq!(c.lease_name, "sg-controller");
+        assert_eq!(c.lease_duration, Duration::from_secs(5));
+        let Some(Command::Cleanup(a)) = c.command else {
+            panic!("cleanup parsed: {:?}", c.command)
+        };
+        assert_eq!(a.hold_lease_for, Duration::from_secs(60));
+        assert_eq!(a.timeout, Duration::from_secs(300));
+        assert!(Config::try_parse_from(["c"]).unwrap().command.is_none());
+        let e = Config::try_parse_from(["c", "cleanup", "--hold-lease-for", "0s"]).unwrap_err();
+        assert!(
+            e.to_string().contains("0s") || e.to_string().contains("positive"),
+            "{e}"
+        );
     }
 }

@@ -29,6 +29,8 @@ pub enum Error {
     Server(#[from] std::io::Error),
     #[error("admission webhook: {0}")]
     Webhook(String),
+    #[error("cleanup: {0}")]
+    Cleanup(String),
     #[error("{0} (set KUBECONFIG, or run in a pod with a service account)")]
     Credentials(String),
 }
@@ -46,6 +48,7 @@ impl Error {
             Error::Server(_) => "server",
             Error::Webhook(_) => "webhook",
             Error::Credentials(_) => "credentials",
+            Error::Cleanup(_) => "cleanup",
         }
     }
 

@@ -8,8 +8,10 @@
 //! - `io`: watch caches and indexes (`cache`, `reports`), the one `writer`
 //!   (leader gate, timeout, counters), the `lease`, `events`.
 //!
-//! `run` wires them together; `config` is the command line.
+//! `run` wires them together; `cleanup` is the uninstall path (the
+//! `cleanup` subcommand); `config` is the command line.
 
+pub mod cleanup;
 pub mod config;
 pub mod error;
 pub mod face;
@@ -20,5 +22,5 @@ pub mod run;
 #[cfg(test)]
 mod fixtures;
 
-pub use config::{Config, LogFormat};
+pub use config::{CleanupArgs, Command, Config, LogFormat};
 pub use error::Error;

@@ -90,6 +90,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let blocked = Arc::new(BlockedDrains::default());
+    let refused = blocked.clone();
     let prefixed = registry.sub_registry_with_prefix("sessionguard");
     prefixed.register_collector(Box::new(PodGauges(cache.clone())));
     prefixed.register_collector(Box::new(BlockedGauge {
@@ -148,6 +149,9 @@ pub async fn run(config: Config) -> Result<()> {
         nodes: node_tx,
     });
     tokio::spawn(reconcile::node::run(ctx.clone(), node_rx));
+    if let Some(settings) = config.notice_settings() {
+        tokio::spawn(reconcile::notices::run(ctx.clone(), refused, settings));
+    }
     // Wake-ups of the standby time were dropped: look at everything once.
     wake_gate.open();
     waker.wake_all();
@@ -178,7 +182,7 @@ pub async fn run(config: Config) -> Result<()> {
     outcome
 }
 
-async fn connect() -> Result<Client> {
+pub(crate) async fn connect() -> Result<Client> {
     let mut kube_config = kube::Config::infer()
         .await
         .map_err(|e| Error::Credentials(format!("no Kubernetes credentials: {e}")))?;

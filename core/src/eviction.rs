@@ -53,14 +53,24 @@ pub fn refusal(pod: &str, sessions: &[Session], now: Timestamp) -> String {
     printable(&msg, MESSAGE_MAX)
 }
 
-/// `uid 1000 on pts/0 running bash since 2026-12-02T13:00:00Z (12m)`.
+/// `uid 1000 on pts/0 running bash since 2026-12-02T13:00:00Z (12m0s, idle
+/// 8m0s)`: the idle part only where the agent reports one (0 is "active or
+/// not measured").
 fn login(s: &Session, now: Timestamp) -> String {
     let age = now
         .duration_since(s.started_at)
         .try_into()
         .unwrap_or(Duration::ZERO);
+    let idle = if s.idle_seconds > 0 {
+        format!(
+            ", idle {}",
+            duration::format(Duration::from_secs(u64::from(s.idle_seconds)))
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "uid {} on {} running {} since {} ({})",
+        "uid {} on {} running {} since {} ({}{idle})",
         s.uid,
         printable(&s.tty, 16),
         printable(&s.command, 32),
@@ -84,6 +94,21 @@ mod tests {
         let m = refusal("ops/bastion", &[s], ts("2026-12-02T13:12:00Z"));
         assert!(m.starts_with("ops/bastion has 1 login (uid 1000 on pts/3 running bash since 2026-12-02T13:00:00Z (12m0s))"), "{m}");
         assert!(m.contains("refused until they log out"), "{m}");
+    }
+
+    #[test]
+    fn an_idle_login_says_for_how_long() {
+        let s = session()
+            .tty("pts/3")
+            .uid(1000)
+            .idle(720)
+            .at("2026-12-02T13:00:00Z")
+            .build();
+        let m = refusal("ops/bastion", &[s], ts("2026-12-02T13:20:00Z"));
+        assert!(
+            m.starts_with("ops/bastion has 1 login (uid 1000 on pts/3 running bash since 2026-12-02T13:00:00Z (20m0s, idle 12m0s))"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub const CA_SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evi
 pub const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 /// The kubelet's annotation on mirror pods, holding the static pod's config hash.
 pub const CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
+/// The kubelet's annotation with a pod's config hash: on a mirror pod, the
+/// static pod's UID, which its cgroup (and so the agent's report) carries.
+pub const CONFIG_HASH: &str = "kubernetes.io/config.hash";
 
 /// True for the values Kubernetes users write for yes.
 pub fn is_true(v: Option<&str>) -> bool {

@@ -18,6 +18,7 @@ pub mod idle;
 pub mod interaction;
 pub mod keys;
 pub mod node_clock;
+pub mod notice;
 pub mod pod_plan;
 pub mod printable;
 pub mod protection;
@@ -27,6 +28,7 @@ pub mod rollout;
 pub mod rollout_stall;
 pub mod session;
 pub mod session_key;
+pub mod uninstall;
 
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;

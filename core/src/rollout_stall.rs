@@ -53,11 +53,7 @@ pub fn track(
         (None, None) => (None, Say::Nothing),
         (Some(p), None) => {
             let say = if p.announced {
-                Say::Resumed(format!(
-                    "no longer waiting on {} (stuck since {})",
-                    p.on,
-                    p.since.round(jiff::Unit::Second).unwrap_or(p.since)
-                ))
+                Say::Resumed(resumed(&p))
             } else {
                 Say::Nothing
             };
@@ -65,15 +61,22 @@ pub fn track(
         }
         (prev, Some(b)) => {
             // The same blocker keeps its start; a new one starts afresh (and
-            // a stuck one moving on to another blocker is announced again).
+            // is announced again if it gets stuck too). A stuck rollout that
+            // moved on to another blocker did move: say so, or the Warning
+            // stays the last word (a replaced pod is always followed by a
+            // short wait for its replacement, so this is the common way out).
+            let mut moved_on = None;
             let mut s = match prev {
                 Some(p) if p.on == b.on => p,
-                _ => Stall {
-                    on: b.on,
-                    why: String::new(),
-                    since: now,
-                    announced: false,
-                },
+                prev => {
+                    moved_on = prev.filter(|p| p.announced).map(|p| resumed(&p));
+                    Stall {
+                        on: b.on,
+                        why: String::new(),
+                        since: now,
+                        announced: false,
+                    }
+                }
             };
             s.why = b.why;
             let say = if !s.announced && is_stuck(&s, now, after) {
@@ -85,11 +88,19 @@ pub fn track(
                     s.why
                 ))
             } else {
-                Say::Nothing
+                moved_on.map_or(Say::Nothing, Say::Resumed)
             };
             (Some(s), say)
         }
     }
+}
+
+fn resumed(p: &Stall) -> String {
+    format!(
+        "no longer waiting on {} (stuck since {})",
+        p.on,
+        p.since.round(jiff::Unit::Second).unwrap_or(p.since)
+    )
 }
 
 /// Has the stall lasted the threshold?
@@ -177,5 +188,33 @@ mod tests {
             (None, Say::Nothing),
             "never stuck: nothing to resume"
         );
+    }
+
+    #[test]
+    fn a_stuck_rollout_moving_on_to_another_wait_has_resumed() {
+        let t0 = ts("2026-11-24T01:00:00Z");
+        let (s, _) = track(None, on("web-1 terminating", "x"), t0, AFTER);
+        let (s, say) = track(
+            s,
+            on("web-1 terminating", "x"),
+            ts("2026-11-24T01:10:00Z"),
+            AFTER,
+        );
+        assert!(matches!(say, Say::Stuck(_)));
+        // The finalizer went: now the replacement is awaited, a new short wait.
+        let (s, say) = track(
+            s,
+            on("1 of 2 pods exist", "y"),
+            ts("2026-11-24T01:10:05Z"),
+            AFTER,
+        );
+        assert!(
+            matches!(&say, Say::Resumed(m) if m.contains("web-1 terminating")),
+            "{say:?}"
+        );
+        let s = s.unwrap();
+        assert_eq!((s.on.as_str(), s.announced), ("1 of 2 pods exist", false));
+        let (_, say) = track(Some(s), None, ts("2026-11-24T01:10:09Z"), AFTER);
+        assert_eq!(say, Say::Nothing, "resumed once");
     }
 }

@@ -75,3 +75,13 @@ impl<T> Context<T> for nix::Result<T> {
         })
     }
 }
+
+/// `Ok` if `cond`, else an error saying `what` should have held: the one
+/// assertion every e2e test returns through (a test's `?` then dumps state).
+pub fn check(cond: bool, what: impl Into<String>) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Invalid(what.into()))
+    }
+}

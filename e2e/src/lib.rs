@@ -19,4 +19,4 @@ pub mod scale;
 pub mod simnode;
 pub mod wait;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, check};

@@ -198,7 +198,7 @@ fn default_rendering_is_least_privilege() -> Result<()> {
         "controller PDB minAvailable 1",
     )?;
 
-    // --- RBAC: no wildcards, only the webhook's own Secret, exactly the agent's two rules ---
+    // --- RBAC: no wildcards, only the webhook's own Secret, exactly the agent's one rule ---
     for o in d
         .iter()
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
@@ -248,12 +248,12 @@ fn default_rendering_is_least_privilege() -> Result<()> {
             )?;
         }
     }
+    // The agent reads no pods: it writes its report, nothing else.
     let agent_role = find(&d, "ClusterRole", Some("sg-sessionguard-agent"))?;
     check(
         agent_role["rules"]
             == serde_json::json!([
-                {"apiGroups": ["sessionguard.io"], "resources": ["sessionreports"], "verbs": ["create", "patch"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
+                {"apiGroups": ["sessionguard.io"], "resources": ["sessionreports"], "verbs": ["create", "patch"]}
             ]),
         format!("agent ClusterRole: {}", agent_role["rules"]),
     )?;
@@ -322,6 +322,41 @@ fn controller_rules(extra: &[&str]) -> Result<String> {
     Ok(find(&d, "ClusterRole", Some("sg-sessionguard-controller"))?["rules"].to_string())
 }
 
+/// `agent.podNames`: the pod read and the flag come together, or neither.
+#[test]
+fn the_agent_reads_pods_only_with_pod_names() -> Result<()> {
+    for (set, reads) in [
+        ("agent.podNames=false", false),
+        ("agent.podNames=true", true),
+    ] {
+        let d = docs(&chart::template(
+            "sg",
+            "sessionguard-system",
+            &["--set", set],
+        )?)?;
+        let rules = find(&d, "ClusterRole", Some("sg-sessionguard-agent"))?["rules"].clone();
+        let pods = serde_json::json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]});
+        check(
+            rules.as_array().into_iter().flatten().any(|r| *r == pods) == reads,
+            format!("{set}: agent rules {rules}"),
+        )?;
+        let env = find(&d, "DaemonSet", Some("sg-sessionguard-agent"))?["spec"]["template"]["spec"]
+            ["containers"][0]["env"]
+            .clone();
+        let flag = env
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == "SESSIONGUARD_POD_NAMES")
+            .map(|e| e["value"].clone());
+        check(
+            flag == Some(serde_json::json!(reads.to_string())),
+            format!("{set}: SESSIONGUARD_POD_NAMES {flag:?}"),
+        )?;
+    }
+    Ok(())
+}
+
 #[test]
 fn eviction_and_statefulset_status_rights_only_with_their_features() -> Result<()> {
     for (set, eviction, sts_status) in [
@@ -348,6 +383,84 @@ fn eviction_and_statefulset_status_rights_only_with_their_features() -> Result<(
             format!("{set}: eviction {eviction}, statefulsets/status {sts_status}: {rules}"),
         )?;
     }
+    Ok(())
+}
+
+/// notify.terminal: exactly the privilege the README names, and only when on.
+#[test]
+fn notify_terminal_privileges_only_when_enabled() -> Result<()> {
+    let env_of = |c: &Value, name: &str| {
+        c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    let off = docs(&chart::template("sg", "sessionguard-system", &[])?)?;
+    check(
+        !controller_rules(&[])?.contains("sessionreports/status"),
+        "no status right by default",
+    )?;
+    let agent =
+        &find(&off, "DaemonSet", Some("sg-sessionguard-agent"))?["spec"]["template"]["spec"];
+    check(
+        env_of(&agent["containers"][0], "SESSIONGUARD_NOTIFY_TERMINAL").is_none(),
+        "the agent does not notify by default",
+    )?;
+
+    let set = [
+        "--set",
+        "notify.terminal.enabled=true,notify.terminal.after=90s",
+    ];
+    let on = docs(&chart::template("sg", "sessionguard-system", &set)?)?;
+    let rules: Value = serde_json::from_str(&controller_rules(&set)?)?;
+    let status: Vec<&Value> = rules
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["resources"].to_string().contains("sessionreports/status"))
+        .collect();
+    check(
+        status.len() == 1
+            && status[0]["resources"] == serde_json::json!(["sessionreports/status"])
+            && status[0]["verbs"] == serde_json::json!(["patch"]),
+        format!("the controller may patch the status only: {rules}"),
+    )?;
+    let agent_rules = find(&on, "ClusterRole", Some("sg-sessionguard-agent"))?["rules"].to_string();
+    check(
+        !agent_rules.contains("status"),
+        format!("the agent never gets the status: {agent_rules}"),
+    )?;
+    let pod = &find(&on, "DaemonSet", Some("sg-sessionguard-agent"))?["spec"]["template"]["spec"];
+    let (sc, c) = (&pod["securityContext"], &pod["containers"][0]);
+    let csc = &c["securityContext"];
+    check(
+        sc["runAsUser"] == 0
+            && sc["supplementalGroups"] == serde_json::json!([5])
+            && sc["seccompProfile"]["type"] == "RuntimeDefault",
+        format!("agent pod securityContext with notify.terminal: {sc}"),
+    )?;
+    check(
+        csc["capabilities"]["drop"] == serde_json::json!(["ALL"])
+            && csc["capabilities"]["add"] == serde_json::json!(["SYS_PTRACE", "DAC_READ_SEARCH"])
+            && csc["allowPrivilegeEscalation"] == false
+            && csc["privileged"] == false
+            && csc["readOnlyRootFilesystem"] == true,
+        format!("agent container securityContext with notify.terminal: {csc}"),
+    )?;
+    check(
+        env_of(c, "SESSIONGUARD_NOTIFY_TERMINAL") == Some("true".into())
+            && env_of(c, "SESSIONGUARD_NOTIFY_INTERVAL") == Some("5m".into()),
+        "the agent notifies",
+    )?;
+    let ctl = &find(&on, "Deployment", Some("sg-sessionguard-controller"))?["spec"]["template"]["spec"]
+        ["containers"][0];
+    check(
+        env_of(ctl, "SESSIONGUARD_NOTIFY_TERMINAL") == Some("true".into())
+            && env_of(ctl, "SESSIONGUARD_NOTIFY_TERMINAL_AFTER") == Some("90s".into()),
+        "the controller publishes notices",
+    )?;
     Ok(())
 }
 

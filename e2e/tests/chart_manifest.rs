@@ -1,5 +1,7 @@
 //! The generated files are what the chart renders today:
 //! - deploy/sessionguard.yaml, the plain manifest for `kubectl apply -f` users;
+//! - deploy/sessionguard-cleanup.yaml, the chart's pre-delete hook Job, for plain-manifest
+//!   users to run before `kubectl delete -f deploy/sessionguard.yaml`;
 //! - deploy/prometheus/sessionguard-alerts.yaml, the plain rules file.
 //!
 //! `make manifests` (SESSIONGUARD_UPDATE_MANIFESTS=1) rewrites them.
@@ -16,7 +18,8 @@ const NAMESPACE: &str = "sessionguard-system";
 /// The plain manifest: the namespace (privileged Pod Security level: the agent mounts
 /// the host's /proc), the CRD and every default object of the chart.
 fn manifest() -> Result<String> {
-    let rendered = chart::template("sessionguard", NAMESPACE, &["--include-crds"])?;
+    // Hooks apart: applied with the rest, the uninstall Job would run at install.
+    let rendered = chart::template("sessionguard", NAMESPACE, &["--include-crds", "--no-hooks"])?;
     Ok(format!(
         "# sessionguard, rendered from charts/sessionguard with default values by `make manifests`.\n\
          # Install: kubectl apply --server-side -f deploy/sessionguard.yaml\n\
@@ -62,6 +65,32 @@ fn plain_manifest_is_up_to_date() -> Result<()> {
     compare(
         paths::repo_root().join("deploy/sessionguard.yaml"),
         manifest()?,
+    )
+}
+
+/// The uninstall Job alone (the chart's pre-delete hook; its hook annotations mean
+/// nothing to kubectl).
+fn cleanup_manifest() -> Result<String> {
+    let rendered = chart::template(
+        "sessionguard",
+        NAMESPACE,
+        &["--show-only", "templates/cleanup-job.yaml"],
+    )?;
+    Ok(format!(
+        "# sessionguard's uninstall Job (the chart's pre-delete hook), rendered by `make manifests`.\n\
+         # Before `kubectl delete -f deploy/sessionguard.yaml`, run it and wait for it:\n\
+         #   kubectl apply -f deploy/sessionguard-cleanup.yaml && kubectl -n {NAMESPACE} wait --for=condition=complete --timeout=6m job/sessionguard-cleanup\n\
+         # It deletes every PodDisruptionBudget of ours and restores the pods' autoscaler annotations.\n\
+         # Do not edit: change the chart and run `make manifests`.\n\
+         {rendered}"
+    ))
+}
+
+#[test]
+fn plain_cleanup_job_is_up_to_date() -> Result<()> {
+    compare(
+        paths::repo_root().join("deploy/sessionguard-cleanup.yaml"),
+        cleanup_manifest()?,
     )
 }
 

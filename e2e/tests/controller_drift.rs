@@ -12,15 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use sessionguard_e2e::harness::{TestEnv, await_};
-use sessionguard_e2e::{Error, Result, wait};
-
-fn check(cond: bool, what: impl Into<String>) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Invalid(what.into()))
-    }
-}
+use sessionguard_e2e::{Error, Result, check, wait};
 
 fn pod_yaml(name: &str, protected: bool) -> String {
     let labels = if protected {
@@ -31,18 +23,6 @@ fn pod_yaml(name: &str, protected: bool) -> String {
     format!(
         "metadata:\n  name: {name}\n  labels: {labels}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: main, image: debian:12}}]\n"
     )
-}
-
-async fn reasons(env: &TestEnv, pod: &str) -> Result<Vec<String>> {
-    let events: Api<Event> = env.api();
-    let lp = ListParams::default().fields(&format!("regarding.name={pod}"));
-    Ok(events
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect())
 }
 
 fn annotation(p: &Pod, k: &str) -> Option<String> {
@@ -128,7 +108,7 @@ async fn interaction_recorded_and_evicted_on_time_across_kill9() -> Result<()> {
         "SessionStarted and EvictionScheduled events",
         await_::TIMEOUT,
         || async {
-            let r = reasons(&env, "box").await?;
+            let r = sg::event_reasons(&env, "box").await?;
             Ok((r.iter().any(|x| x == "SessionStarted")
                 && r.iter().any(|x| x == "EvictionScheduled"))
             .then_some(()))
@@ -203,7 +183,7 @@ async fn postponed_while_logged_in_on_a_protected_pod() -> Result<()> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let session = env.session("bastion", "main", &["sh"]).await?;
     wait::until("EvictionPostponed", await_::TIMEOUT, || async {
-        Ok(reasons(&env, "bastion")
+        Ok(sg::event_reasons(&env, "bastion")
             .await?
             .iter()
             .any(|x| x == "EvictionPostponed")
@@ -268,7 +248,7 @@ async fn allowlisted_namespace_is_untouched() -> Result<()> {
     // Proving a non-event needs time to pass: wait until well after evict-at,
     // with the controller reconciling the pod meanwhile (SessionEnded shows it did).
     wait::until("SessionEnded", await_::TIMEOUT, || async {
-        Ok(reasons(&env, "box")
+        Ok(sg::event_reasons(&env, "box")
             .await?
             .iter()
             .any(|x| x == "SessionEnded")

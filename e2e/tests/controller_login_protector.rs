@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 use controller_support as sg;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, EvictParams, ListParams};
 use sessionguard_e2e::harness::{TestEnv, await_};
-use sessionguard_e2e::{Error, Result, wait};
+use sessionguard_e2e::{Error, Result, check, wait};
 
 const SEED: &str = include_str!("../fixtures/target-sts.yaml");
 const PDB: &str = "sessionguard-target-sts-0";
@@ -30,14 +29,6 @@ fn revision(p: &Pod) -> String {
 
 fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
-}
-
-fn check(cond: bool, what: impl Into<String>) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Invalid(what.into()))
-    }
 }
 
 /// Waits for a series of this test's namespace (other tests' pods may share
@@ -60,18 +51,6 @@ async fn await_metric(
         || async { Ok((ctl.metric(name, labels).await? == Some(want)).then_some(())) },
     )
     .await
-}
-
-async fn reasons(env: &TestEnv, pod: &str) -> Result<Vec<String>> {
-    let events: Api<Event> = env.api();
-    let lp = ListParams::default().fields(&format!("regarding.name={pod}"));
-    Ok(events
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect())
 }
 
 const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
@@ -403,7 +382,7 @@ async fn login_protector_replay() -> Result<()> {
         0.0,
     )
     .await?;
-    let r = reasons(&env, "target-sts-0").await?;
+    let r = sg::event_reasons(&env, "target-sts-0").await?;
     for want in [
         "SessionStarted",
         "Protected",

@@ -12,7 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sessionguard_e2e::harness::{TestEnv, await_};
-use sessionguard_e2e::{Error, Result, wait};
+use sessionguard_e2e::{Error, Result, check, wait};
 
 const BASTION: &str = r#"
 metadata:
@@ -21,14 +21,6 @@ metadata:
 spec:
   containers: [{name: main, image: debian:12}]
 "#;
-
-fn check(cond: bool, what: impl Into<String>) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Invalid(what.into()))
-    }
-}
 
 async fn await_event(env: &TestEnv, pod: &str, reason: &str) -> Result<Event> {
     let events: Api<Event> = env.api();

@@ -3,15 +3,16 @@
 //! node their protection. And a node's own hostile /proc (mounted with
 //! `hidepid=`) must stop the agent's reports instead of emptying them.
 
-mod controller_support;
+mod webhook_support;
 
-use controller_support as sg;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
-use serde_json::Value;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
 use sessionguard_core::session::{ARGV_ITEMS_MAX, COMMAND_MAX};
 use sessionguard_e2e::harness::{Child, TestEnv, await_, workspace_bin};
 use sessionguard_e2e::{Error, Result, wait};
+use webhook_support::{self as wh, check, sg};
 
 const MARKER: &str = "…";
 
@@ -179,14 +180,6 @@ async fn a_hidepid_proc_makes_the_agent_unready_not_empty() -> Result<()> {
     )
 }
 
-fn check(cond: bool, what: impl Into<String>) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Invalid(what.into()))
-    }
-}
-
 /// A leader with a 200 KB argv of 500 items (a long `sh -c` script, then
 /// 497 arguments of 200 two-byte characters) and a 100-character argv[0],
 /// next to an ordinary login in another pod of the same node: the node's
@@ -311,4 +304,511 @@ async fn a_huge_argv_costs_only_its_own_fields() -> Result<()> {
         }
     }
     env.finish().await
+}
+
+// === hostile reports, reviews and annotations: the table ===
+
+/// What a logged-in pod must still have after each hostile input: the same
+/// PDB object (not released and recreated), its session in the node's
+/// report, and an eviction answered 429.
+async fn lost_nothing(env: &TestEnv, pod_uid: &str, pdb_uid: &Option<String>) -> Result<()> {
+    let pdb = env
+        .api::<PodDisruptionBudget>()
+        .get_opt("sessionguard-bastion")
+        .await?;
+    check(
+        pdb.as_ref().map(|p| &p.metadata.uid) == Some(pdb_uid),
+        format!("the PDB is not the one made for the login: {pdb:?}"),
+    )?;
+    let report = sg::report_api(env.client()).get(env.node_name()).await?;
+    check(
+        sg::report_sessions(&report, pod_uid) == 1,
+        format!(
+            "the login left the node's report: {:?}",
+            report.data["spec"]
+        ),
+    )?;
+    match env.api::<Pod>().evict("bastion", &Default::default()).await {
+        Err(kube::Error::Api(s)) if s.code == 429 => Ok(()),
+        other => Err(Error::Invalid(format!(
+            "eviction while logged in: {other:?}"
+        ))),
+    }
+}
+
+/// A valid session of `pod_uid` for the hostile reports to start from.
+fn session_json(pod_uid: &str) -> Value {
+    let now = jiff::Timestamp::now().to_string();
+    json!({
+        "pod_uid": pod_uid, "container_id": "ab".repeat(32), "tty": "pts/9", "pid": 4242,
+        "command": "bash", "argv": ["bash"], "uid": 1000, "started_at": now, "processes": 1
+    })
+}
+
+/// Server-side applies `spec` as the report `name` with the agent's own
+/// token; each of these must be refused (the report is left as it was), and
+/// the refusal must say what was wrong. Returns the API server's message.
+async fn refused_report(
+    agent: &kube::Client,
+    name: &str,
+    spec: Value,
+    names: &str,
+) -> Result<String> {
+    let body = json!({
+        "apiVersion": "sessionguard.io/v1alpha1", "kind": "SessionReport",
+        "metadata": {"name": name}, "spec": spec
+    });
+    let pp = PatchParams::apply("hostile").force();
+    match sg::report_api(agent)
+        .patch(name, &pp, &Patch::Apply(&body))
+        .await
+    {
+        Err(kube::Error::Api(s)) if [403, 413, 422].contains(&s.code) => {
+            check(
+                s.message.contains(names),
+                format!("the refusal does not name {names:?}: {}", s.message),
+            )?;
+            Ok(format!("{} {}", s.code, s.message))
+        }
+        other => Err(Error::Invalid(format!("accepted: {other:?}"))),
+    }
+}
+
+/// An edit of the pod's annotations by the pod's owner (the harness admin is
+/// an ordinary user to the guard); it must be refused naming `names`.
+async fn refused_edit(
+    env: &TestEnv,
+    key: &str,
+    value: Option<&str>,
+    names: &str,
+) -> Result<String> {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    match env
+        .api::<Pod>()
+        .patch("bastion", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 400 || s.code == 403 || s.code == 422 => {
+            check(
+                s.message.contains(names),
+                format!("the refusal does not name {names:?}: {}", s.message),
+            )?;
+            Ok(format!("{} {}", s.code, s.message))
+        }
+        other => Err(Error::Invalid(format!("accepted: {other:?}"))),
+    }
+}
+
+/// Every input below is controlled by someone other than the operator: the
+/// agent identity (stolen, or an agent on a hostile node), anyone who holds
+/// the webhook's path (or the API server sending garbage), and the pod's own
+/// users. After each one the login keeps its protection, unchanged
+/// ([`lost_nothing`]), and the input got an answer that says what was wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_reports_reviews_and_annotations_cost_the_login_nothing() -> Result<()> {
+    let _serial = sg::serial().await;
+    let Some(env) = TestEnv::start("hostile-table").await? else {
+        return Ok(());
+    };
+    sg::install(env.client()).await?;
+    let kubeconfig = wh::controller_kubeconfig(&env).await?;
+    let port = wh::free_port()?;
+    wh::install_webhooks(&env, port).await?;
+    let ctl = wh::start(
+        &env,
+        &kubeconfig,
+        "hostile-ctl",
+        port,
+        true,
+        &["--evict-interacted", "true", "--ttl", "1h"],
+    )
+    .await?;
+    let agent = sg::start_agent(&env, "500ms").await?;
+    let pods: Api<Pod> = env.api();
+    env.create_yaml::<Pod>(&bastion("bastion")).await?;
+    let pod = await_::pod_ready(&pods, "bastion").await?;
+    let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
+    let _login = env.session("bastion", "main", &["sh"]).await?;
+    let pdb = await_::object(
+        &env.api::<PodDisruptionBudget>(),
+        "sessionguard-bastion",
+        "made for the login",
+        |_| true,
+    )
+    .await?;
+    let pdb_uid = pdb.metadata.uid.clone();
+    wh::await_guard(&env, "bastion").await?;
+    lost_nothing(&env, &pod_uid, &pdb_uid).await?;
+
+    let node = env.node_name().to_string();
+    let as_agent = sessionguard_e2e::controlplane::kubeconfig::client(&agent.kubeconfig).await?;
+    let mut tried: Vec<(&str, String)> = vec![];
+    let base = || session_json(&pod_uid);
+    let spec = |sessions: Vec<Value>| {
+        json!({"node": node, "generated_at": jiff::Timestamp::now().to_string(),
+               "sequence": 1, "sessions": sessions})
+    };
+    let with = |k: &str, v: Value| {
+        let mut s = base();
+        s[k] = v;
+        spec(vec![s])
+    };
+
+    // --- reports, written with the agent's own token ---
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "4,097 sessions in one report",
+            spec(vec![base(); sessionguard_core::report::SESSIONS_MAX + 1]),
+            "sessions",
+        ),
+        (
+            "a 33-character tty",
+            with("tty", json!("p".repeat(33))),
+            "tty",
+        ),
+        (
+            "a pod UID that is a path",
+            with("pod_uid", json!("../../etc/passwd")),
+            "pod_uid",
+        ),
+        (
+            "a container ID that is not 64 hex digits",
+            with("container_id", json!("ab; rm -rf /")),
+            "container_id",
+        ),
+        (
+            "a start time that is not a timestamp",
+            with("started_at", json!("yesterday")),
+            "started_at",
+        ),
+        ("a negative pid", with("pid", json!(-1)), "pid"),
+        (
+            "idle seconds over 2^32",
+            with("idle_seconds", json!(1u64 << 33)),
+            "idle_seconds",
+        ),
+        (
+            "a null where a string belongs",
+            with("command", Value::Null),
+            "command",
+        ),
+        (
+            "an argv of 65 items",
+            with("argv", json!(vec!["x"; 65])),
+            "argv",
+        ),
+        (
+            "an argv item of 1,025 bytes",
+            with("argv", json!(["a".repeat(1025)])),
+            "argv",
+        ),
+        (
+            "spec.node naming another node",
+            {
+                let mut s = spec(vec![base()]);
+                s["node"] = json!("other-node");
+                s
+            },
+            "spec.node",
+        ),
+    ];
+    for (what, body, names) in cases {
+        let answer = refused_report(&as_agent, &node, body, names).await?;
+        lost_nothing(&env, &pod_uid, &pdb_uid).await?;
+        tried.push((what, answer));
+    }
+    let answer = refused_report(&as_agent, "other-node", spec(vec![base()]), &node).await?;
+    lost_nothing(&env, &pod_uid, &pdb_uid).await?;
+    tried.push(("a report named for another node", answer));
+
+    // --- admission bodies at the real (token) path ---
+    let (connect, bundle) = wh::published(&env, port, "interactions.sessionguard.io").await?;
+    let (eviction, _) = wh::published(&env, port, "evictions.sessionguard.io").await?;
+    let review = |name: &str, user: &str| {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "00000000-0000-0000-0000-0000000bad00",
+                "kind": {"group": "", "version": "v1", "kind": "PodExecOptions"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "subResource": "exec", "name": name, "namespace": env.ns(),
+                "operation": "CONNECT",
+                "userInfo": {"username": user, "groups": ["system:authenticated"]},
+                "object": {"apiVersion": "v1", "kind": "PodExecOptions",
+                           "container": "main", "command": ["sh"], "stdin": true, "tty": true}
+            }
+        }))
+        .expect("a review serialises")
+    };
+    let big = vec![b' '; 9 << 20];
+    let bodies: Vec<(&str, &str, Vec<u8>, u16)> = vec![
+        (
+            "a review that is not JSON",
+            connect.as_str(),
+            b"{{{".to_vec(),
+            400,
+        ),
+        (
+            "JSON that is not an AdmissionReview",
+            connect.as_str(),
+            b"[]".to_vec(),
+            400,
+        ),
+        (
+            "an AdmissionReview without a request",
+            connect.as_str(),
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+            400,
+        ),
+        ("a 9 MiB review", connect.as_str(), big, 413),
+        (
+            "an eviction review that is not JSON",
+            eviction.as_str(),
+            b"\x00\xff".to_vec(),
+            400,
+        ),
+    ];
+    for (what, path, body, want) in bodies {
+        let (code, text) = wh::https_post(port, &bundle, path, &body).await?;
+        check(
+            code == want,
+            format!("{what}: answered {code} {text:?}, want {want}"),
+        )?;
+        lost_nothing(&env, &pod_uid, &pdb_uid).await?;
+        tried.push((what, format!("{code} {}", text.trim())));
+    }
+    // A review naming a pod that does not exist is allowed and records nothing.
+    let (code, text) =
+        wh::https_post(port, &bundle, &connect, &review("no-such-pod", "mallory")).await?;
+    check(
+        code == 200 && text.contains("\"allowed\":true"),
+        format!("review of a missing pod: {code} {text}"),
+    )?;
+    lost_nothing(&env, &pod_uid, &pdb_uid).await?;
+    tried.push((
+        "a review naming a pod that does not exist",
+        format!("{code}, allowed, nothing recorded"),
+    ));
+    // A user name a terminal would act on: recorded, escaped, bounded.
+    let user = format!("eve\u{1b}[2J\u{1b}]0;pwned\u{7}\nroot{}", "x".repeat(5000));
+    let (code, _) = wh::https_post(port, &bundle, &connect, &review("bastion", &user)).await?;
+    check(code == 200, format!("escaped-user review answered {code}"))?;
+    let recorded = await_::object(&pods, "bastion", "the odd user recorded", |p| {
+        wh::annotation(p, sessionguard_core::keys::LAST_INTERACTOR)
+            .is_some_and(|u| u.starts_with("eve"))
+    })
+    .await?;
+    // The record keeps the authenticated name as the API server gave it (it
+    // is data); what reaches people (events, the plugin) is escaped.
+    eprintln!(
+        "recorded last interactor: {} bytes",
+        wh::annotation(&recorded, sessionguard_core::keys::LAST_INTERACTOR)
+            .unwrap_or_default()
+            .len()
+    );
+    let (_, note, _) = wh::await_event(&env, "bastion", "Exec", "eve").await?;
+    check(
+        !note.chars().any(|c| c.is_control()) && note.len() <= 1024,
+        format!("the Exec event is not escaped and bounded: {note:?}"),
+    )?;
+    lost_nothing(&env, &pod_uid, &pdb_uid).await?;
+    tried.push((
+        "a user name with ANSI escapes, a newline and 5,000 bytes",
+        format!(
+            "recorded; the event escaped: {:?}…",
+            note.chars().take(40).collect::<String>()
+        ),
+    ));
+
+    // --- the pod's users editing sessionguard's keys ---
+    use sessionguard_core::keys;
+    let edits: Vec<(&str, &str, Option<&str>, &str)> = vec![
+        (
+            "an extension that is not a duration",
+            keys::EXTENSION,
+            Some("banana"),
+            "banana",
+        ),
+        (
+            "an extension over the cap",
+            keys::EXTENSION,
+            Some("99999h"),
+            keys::EXTENSION,
+        ),
+        (
+            "a negative extension",
+            keys::EXTENSION,
+            Some("-5m"),
+            keys::EXTENSION,
+        ),
+        (
+            "a hand-edited ttl",
+            keys::TTL,
+            Some("1s"),
+            "managed by sessionguard",
+        ),
+        (
+            "an evict-at in the past",
+            keys::EVICT_AT,
+            Some("1970-01-01T00:00:00Z"),
+            "managed by sessionguard",
+        ),
+        (
+            "the interaction record removed",
+            keys::FIRST_INTERACTION,
+            None,
+            "managed by sessionguard",
+        ),
+    ];
+    for (what, key, value, names) in edits {
+        let answer = refused_edit(&env, key, value, names).await?;
+        lost_nothing(&env, &pod_uid, &pdb_uid).await?;
+        tried.push((what, answer));
+    }
+
+    eprintln!("hostile inputs tried, each refused or neutralised, the login kept its PDB:");
+    for (what, answer) in &tried {
+        let answer: String = answer.chars().take(160).collect();
+        eprintln!("  {what}: {answer}");
+    }
+    check(
+        tried.len() >= 25,
+        format!("only {} inputs tried", tried.len()),
+    )?;
+    // The controller counted no failed write and is still the leader.
+    check(
+        ctl.metric("sessionguard_leader", &[]).await? == Some(1.0),
+        "the controller lost the lease",
+    )?;
+    drop(agent);
+    wh::remove_webhooks(&env).await;
+    drop(ctl);
+    env.finish().await
+}
+
+// === flags and their environment variables ===
+
+/// A Helm value typed wrong reaches the binaries as a flag or an environment
+/// variable: each bad one stops the binary at start with status 2 (before it
+/// touches the cluster) naming the flag, the value and why, instead of a
+/// controller that quietly releases everything (`--agent-grace 0s`), never
+/// writes (`--write-timeout 0s`) or renews its certificate on every check.
+#[test]
+fn bad_durations_and_flags_stop_the_binary_naming_them() -> Result<()> {
+    let ctl = workspace_bin("sessionguard-controller", "sessionguard-controller")?;
+    let agent = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
+    type Case<'a> = (
+        &'a str,
+        &'a std::path::Path,
+        Vec<&'a str>,
+        Vec<(&'a str, &'a str)>,
+        Vec<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "a grace that is not a duration",
+            &ctl,
+            vec!["--agent-grace", "banana"],
+            vec![],
+            vec!["--agent-grace", "banana"],
+        ),
+        (
+            "a zero agent grace",
+            &ctl,
+            vec!["--agent-grace", "0s"],
+            vec![],
+            vec!["--agent-grace", "greater than zero"],
+        ),
+        (
+            "a negative ttl from the environment",
+            &ctl,
+            vec![],
+            vec![("SESSIONGUARD_TTL", "-5m")],
+            vec!["--ttl", "negative"],
+        ),
+        (
+            "a max protection past u64 nanoseconds",
+            &ctl,
+            vec!["--max-protection", "99999999999999h"],
+            vec![],
+            vec!["--max-protection", "too large"],
+        ),
+        (
+            "a zero lease duration",
+            &ctl,
+            vec!["--lease-duration", "0"],
+            vec![],
+            vec!["--lease-duration", "greater than zero"],
+        ),
+        (
+            "a zero write timeout",
+            &ctl,
+            vec!["--write-timeout", "0ms"],
+            vec![],
+            vec!["--write-timeout", "greater than zero"],
+        ),
+        (
+            "a duration with two dots",
+            &ctl,
+            vec!["--rollout-stuck-after", "1.5.3m"],
+            vec![],
+            vec!["--rollout-stuck-after", "1.5.3m"],
+        ),
+        (
+            "a warning fraction over 100%",
+            &ctl,
+            vec!["--max-protection-warn-at", "150%"],
+            vec![],
+            vec!["--max-protection-warn-at", "150%"],
+        ),
+        (
+            "renew-before longer than the validity",
+            &ctl,
+            vec!["--webhook-cert-renew-before", "100d"],
+            vec![],
+            vec!["--webhook-cert-renew-before", "--webhook-cert-validity"],
+        ),
+        (
+            "a zero scan interval",
+            &agent,
+            vec!["run", "--interval", "0s"],
+            vec![],
+            vec!["--interval", "greater than zero"],
+        ),
+        (
+            "an unknown unit",
+            &agent,
+            vec!["run", "--report-interval", "1y"],
+            vec![],
+            vec!["--report-interval", "1y"],
+        ),
+        (
+            "an empty idle resolution from the environment",
+            &agent,
+            vec!["run"],
+            vec![("SESSIONGUARD_IDLE_RESOLUTION", "")],
+            vec!["--idle-resolution", "empty"],
+        ),
+    ];
+    let mut failures = vec![];
+    for (what, bin, args, env, names) in &cases {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .envs(env.iter().copied())
+            // Nothing must reach a cluster even if a case is accepted by mistake.
+            .env("KUBECONFIG", "/nonexistent")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .map_err(|e| Error::Invalid(format!("running {}: {e}", bin.display())))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default().to_string();
+        eprintln!("{what}: exit {:?}: {first}", out.status.code());
+        if out.status.code() != Some(2) || !names.iter().all(|n| stderr.contains(n)) {
+            failures.push(format!(
+                "{what}: exit {:?}, want 2 naming {names:?}: {stderr}",
+                out.status.code()
+            ));
+        }
+    }
+    check(failures.is_empty(), failures.join("\n"))
 }

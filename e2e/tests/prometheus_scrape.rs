@@ -46,7 +46,11 @@ async fn prometheus_scrapes_and_fires_the_long_login_alert() -> Result<()> {
         "spec": {"containers": [{"name": "main", "image": "debian:12"}]}
     }))?;
     pods.create(&PostParams::default(), &pod).await?;
-    await_::pod_ready(&pods, "bastion").await?;
+    let bastion_uid = await_::pod_ready(&pods, "bastion")
+        .await?
+        .metadata
+        .uid
+        .unwrap_or_default();
 
     // The chart's rules, with a short threshold (the default is 8h).
     let rules = chart::rules_file(&["alerts.longLogin.thresholdSeconds=3"])?;
@@ -167,10 +171,12 @@ async fn prometheus_scrapes_and_fires_the_long_login_alert() -> Result<()> {
             format!("{other} active: {:?}", prom.alerts(other).await?),
         )?;
     }
-    // The agent's own per-container gauge, scraped (it names the pod by itself).
+    // The agent's own per-container gauge, scraped. The agent reads no pods, so
+    // it names the pod by UID (the controller's gauges above carry the names).
+    let by_uid = format!("{{pod_uid=\"{bastion_uid}\"}}");
     let doubled = prom
         .query(&format!(
-            "sessionguard_agent_sessionguard_agent_sessions{sel}"
+            "sessionguard_agent_sessionguard_agent_sessions{by_uid}"
         ))
         .await?;
     check(
@@ -183,7 +189,7 @@ async fn prometheus_scrapes_and_fires_the_long_login_alert() -> Result<()> {
         await_::TIMEOUT,
         || async {
             let v = prom
-                .query(&format!("sessionguard_agent_sessions{sel}"))
+                .query(&format!("sessionguard_agent_sessions{by_uid}"))
                 .await?;
             Ok(v.first().filter(|(_, v)| *v == 1.0).map(|_| ()))
         },

@@ -54,15 +54,22 @@ async fn scale_smoke_20_nodes_300_pods_one_minute() -> Result<()> {
             f.webhook_reviews, f.webhook_failed
         ),
     )?;
-    // Reported, not asserted yet: the first smoke run counted about 1,400 writes/min in
-    // the quiet window after the webhook load (pod patches retried after 409 conflicts,
-    // not yet diagnosed); the goal is 0.
-    if f.steady_writes_per_min > 0.0 {
-        eprintln!(
-            "scale smoke: {} controller writes/min with heartbeats only (goal 0)",
-            f.steady_writes_per_min
-        );
-    }
+    // Heartbeats alone make the controller write nothing. The quiet window starts once
+    // the webhook load's interaction records are written (a queue that drains after the
+    // load stops: before this was measured apart, that drain was counted as about 1,400
+    // steady writes/min) and their reconciles are done; the Lease's renewals are
+    // counted apart (`steady_calls` lists every call of the window).
+    check(
+        f.steady_writes_per_min == 0.0,
+        format!(
+            "{} controller writes/min with heartbeats only: {}",
+            f.steady_writes_per_min, f.steady_calls
+        ),
+    )?;
+    check(
+        f.steady_lease_calls_per_min > 0.0,
+        format!("the Lease renewals are counted: {}", f.steady_calls),
+    )?;
     check(
         f.restart_to_ready_s > 0.0 && f.restart_to_ready_s < 60.0,
         format!("restart to ready {} s", f.restart_to_ready_s),

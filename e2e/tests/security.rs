@@ -12,23 +12,24 @@
 //!   finalizers, deleting a user's PDB or creating one not labelled ours:
 //!   refused by the chart's admission policies; its own flows (our keys, the
 //!   autoscaler annotations, its own PDBs, protect and release) pass.
+//! - The agent's token (chart RBAC, bound to a pod on its node) reading pods:
+//!   `list pods -A`, narrowed to its node, and `get` of a pod are Forbidden;
+//!   the real agent under it still reports a login (by pod UID), and the
+//!   protect flow above runs with it; `scan` names pods only with an explicit
+//!   `--kubeconfig`, and `--pod-names` without pod read stops the agent.
+//! - With `--webhook-client-ca`, a review from a client without the API
+//!   server's client certificate records nothing even at the real path.
 
 mod webhook_support;
 
-use std::sync::Arc;
-
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sessionguard_controller::face::admission::token;
 use sessionguard_core::keys;
 use sessionguard_e2e::harness::{TestEnv, await_};
 use sessionguard_e2e::{Result, wait};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use webhook_support::{self as wh, check, invalid, sg};
 
 /// A CONNECT pods/exec review as the API server would send it, naming `pod`
@@ -51,47 +52,22 @@ fn forged_exec(ns: &str, pod: &str, user: &str) -> Vec<u8> {
     .expect("a review serialises")
 }
 
-/// POSTs `body` over HTTPS to 127.0.0.1:`port` (trusting `bundle_pem`, as an
-/// attacker who read the public CA could) and returns the status code.
+/// The status code of [`wh::https_post`].
 async fn https_post(port: u16, bundle_pem: &str, path: &str, body: &[u8]) -> Result<u16> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(bundle_pem.as_bytes()).flatten() {
-        roots.add(c).map_err(|e| invalid(format!("CA: {e}")))?;
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| invalid(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| invalid(format!("connect: {e}")))?;
-    let name =
-        rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| invalid(e.to_string()))?;
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| invalid(format!("TLS: {e}")))?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    tls.write_all(head.as_bytes())
-        .await
-        .map_err(|e| invalid(e.to_string()))?;
-    tls.write_all(body)
-        .await
-        .map_err(|e| invalid(e.to_string()))?;
-    let mut out = Vec::new();
-    // A server closing without close_notify is fine: the status line is in.
-    let _ = tls.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| invalid(format!("no HTTP status in {text:?}")))
+    Ok(wh::https_post(port, bundle_pem, path, body).await?.0)
+}
+
+/// The status code of [`wh::https_post_as`].
+async fn https_post_as(
+    port: u16,
+    bundle_pem: &str,
+    client: Option<(&str, &str)>,
+    path: &str,
+    body: &[u8],
+) -> Result<u16> {
+    Ok(wh::https_post_as(port, bundle_pem, client, path, body)
+        .await?
+        .0)
 }
 
 /// Nothing of ours on the pod: no `sessionguard.io/` label or annotation.
@@ -128,26 +104,7 @@ async fn a_forged_review_without_the_path_token_records_nothing() -> Result<()> 
     .await?;
 
     // What the API server uses: the published path carries a 256-bit token.
-    let vwc = Api::<ValidatingWebhookConfiguration>::all(env.client().clone())
-        .get(&wh::config_name(&env))
-        .await?;
-    let connect = vwc
-        .webhooks
-        .iter()
-        .flatten()
-        .find(|w| w.name == "interactions.sessionguard.io")
-        .ok_or_else(|| invalid("no interactions webhook"))?;
-    let url = connect.client_config.url.clone().unwrap_or_default();
-    let bundle = connect
-        .client_config
-        .ca_bundle
-        .as_ref()
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .unwrap_or_default();
-    let path = url
-        .split_once(&format!("127.0.0.1:{port}"))
-        .map(|(_, p)| p.to_string())
-        .unwrap_or_default();
+    let (path, bundle) = wh::published(&env, port, "interactions.sessionguard.io").await?;
     let tok = path
         .strip_prefix(token::PREFIX)
         .and_then(|r| r.split_once('/'))
@@ -157,7 +114,7 @@ async fn a_forged_review_without_the_path_token_records_nothing() -> Result<()> 
         tok.len() == 64
             && tok.bytes().all(|b| b.is_ascii_hexdigit())
             && path.ends_with("/validate/connect"),
-        format!("the published path carries a token: {url}"),
+        format!("the published path carries a token: {path}"),
     )?;
 
     // --- the attack: the documented path, no token; then a wrong token ---
@@ -248,6 +205,133 @@ async fn a_forged_review_without_the_path_token_records_nothing() -> Result<()> 
         untouched(&pods.get("victim").await?),
         "victim still untouched",
     )?;
+    wh::remove_webhooks(&env).await;
+    drop(ctl);
+    env.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_a_review_without_the_api_server_s_certificate_records_nothing()
+-> Result<()> {
+    use sessionguard_e2e::controlplane::webhook_client;
+    let _serial = sg::serial().await;
+    let Some(env) = TestEnv::start("sec-client-ca").await? else {
+        return Ok(());
+    };
+    let pki = env.cluster().info.dir.join("pki");
+    let ca = pki.join(webhook_client::CA);
+    if !ca.is_file() {
+        eprintln!(
+            "SKIP: the reused control plane ({}) gives webhooks no client certificate (started before webhook_client existed)",
+            env.cluster().info.dir.display()
+        );
+        return Ok(());
+    }
+    sg::install(env.client()).await?;
+    let kubeconfig = wh::controller_kubeconfig(&env).await?;
+    let port = wh::free_port()?;
+    wh::install_webhooks(&env, port).await?;
+    let pods: Api<Pod> = env.api();
+    for p in ["victim", "witness", "control"] {
+        wh::pod(&env, p).await?;
+    }
+    let ca_arg = ca.display().to_string();
+    let ctl = wh::start(
+        &env,
+        &kubeconfig,
+        "sec-ctl",
+        port,
+        true,
+        &["--webhook-client-ca", &ca_arg],
+    )
+    .await?;
+    let (path, bundle) = wh::published(&env, port, "interactions.sessionguard.io").await?;
+    check(
+        path.starts_with(token::PREFIX) && path.ends_with("/validate/connect"),
+        format!("published path {path}"),
+    )?;
+
+    // --- the attack, even with the real path token: no client certificate ---
+    let code = https_post(
+        port,
+        &bundle,
+        &path,
+        &forged_exec(env.ns(), "victim", "mallory"),
+    )
+    .await?;
+    check(
+        code == 404,
+        format!("a review without a client certificate: {code}"),
+    )?;
+    let refused = ctl
+        .metric(
+            "sessionguard_webhook_unauthenticated_requests_total",
+            &[("reason", "no_client_cert")],
+        )
+        .await?;
+    check(
+        refused == Some(1.0),
+        format!("no_client_cert counted {refused:?}"),
+    )?;
+    // A certificate the CA did not sign (the cluster's own admin certificate)
+    // does not even finish the handshake.
+    let admin = (
+        std::fs::read_to_string(pki.join("admin.crt")).map_err(|e| invalid(e.to_string()))?,
+        std::fs::read_to_string(pki.join("admin.key")).map_err(|e| invalid(e.to_string()))?,
+    );
+    let other = https_post_as(
+        port,
+        &bundle,
+        Some((&admin.0, &admin.1)),
+        &path,
+        &forged_exec(env.ns(), "victim", "mallory"),
+    )
+    .await;
+    check(
+        other.is_err(),
+        format!("a certificate of another CA: {other:?}"),
+    )?;
+
+    // --- the real exec: the API server presents its certificate, recorded ---
+    let (_, out) = wh::kubectl(&env, &["exec", "witness", "-c", "app", "--", "true"]).await?;
+    check(!out.contains("denied"), format!("exec denied: {out}"))?;
+    wh::await_event(&env, "witness", "Exec", &format!("user {}", wh::ADMIN)).await?;
+    await_::object(&pods, "witness", "interaction recorded", |p| {
+        wh::annotation(p, keys::INTERACTOR).as_deref() == Some(wh::ADMIN)
+    })
+    .await?;
+    // Records are written in order: had the forged one been queued, it would be by now.
+    let victim = pods.get("victim").await?;
+    check(
+        untouched(&victim),
+        format!(
+            "the forged review left something on the victim: {:?} {:?}",
+            victim.metadata.labels, victim.metadata.annotations
+        ),
+    )?;
+    let evs = wh::events(&env, "victim").await?;
+    check(evs.is_empty(), format!("events on the victim: {evs:?}"))?;
+
+    // --- control: the same review with the API server's certificate is heard ---
+    let client = (
+        std::fs::read_to_string(pki.join(webhook_client::CERT))
+            .map_err(|e| invalid(e.to_string()))?,
+        std::fs::read_to_string(pki.join(webhook_client::KEY))
+            .map_err(|e| invalid(e.to_string()))?,
+    );
+    let code = https_post_as(
+        port,
+        &bundle,
+        Some((&client.0, &client.1)),
+        &path,
+        &forged_exec(env.ns(), "control", "mallory"),
+    )
+    .await?;
+    check(code == 200, format!("with the client certificate: {code}"))?;
+    await_::object(&pods, "control", "recorded with the certificate", |p| {
+        wh::annotation(p, keys::INTERACTOR).as_deref() == Some("mallory")
+    })
+    .await?;
     wh::remove_webhooks(&env).await;
     drop(ctl);
     env.finish().await
@@ -430,6 +514,169 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
             .then_some(()))
     })
     .await?;
+    env.finish().await
+}
+
+/// Whether a call was refused as Forbidden (403), not failed otherwise.
+fn forbidden<T>(r: &std::result::Result<T, kube::Error>) -> bool {
+    matches!(r, Err(kube::Error::Api(s)) if s.code == 403)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_token_reads_no_pods() -> Result<()> {
+    let Some(env) = TestEnv::start("sec-agent-token").await? else {
+        return Ok(());
+    };
+    sg::install(env.client()).await?;
+    let pods: Api<Pod> = env.api();
+    env.create_yaml::<Pod>(
+        "metadata: {name: bastion}\nspec:\n  containers: [{name: main, image: debian:12}]\n",
+    )
+    .await?;
+    let uid = await_::pod_ready(&pods, "bastion")
+        .await?
+        .metadata
+        .uid
+        .unwrap_or_default();
+    // The real agent with the chart's identity: a token bound to a pod on the node.
+    let agent = sg::start_agent(&env, "500ms").await?;
+    let as_agent = sessionguard_e2e::controlplane::kubeconfig::client(&agent.kubeconfig).await?;
+    let all: Api<Pod> = Api::all(as_agent.clone());
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={}", env.node_name()));
+    for (what, refused) in [
+        (
+            "list pods -A",
+            forbidden(&all.list(&ListParams::default()).await),
+        ),
+        (
+            "list pods -A on its node",
+            forbidden(&all.list(&on_node).await),
+        ),
+        (
+            "list pods in the namespace",
+            forbidden(
+                &Api::<Pod>::namespaced(as_agent.clone(), env.ns())
+                    .list(&ListParams::default())
+                    .await,
+            ),
+        ),
+        (
+            "get a pod",
+            forbidden(
+                &Api::<Pod>::namespaced(as_agent.clone(), env.ns())
+                    .get("bastion")
+                    .await,
+            ),
+        ),
+    ] {
+        check(refused, format!("the agent's token: {what} not Forbidden"))?;
+    }
+
+    // Still reported: the login, by pod UID and container ID, with no names.
+    let session = env.session("bastion", "main", &["sh"]).await?;
+    let reports = sg::report_api(env.client());
+    let report = await_::object(&reports, env.node_name(), "the login reported", |r| {
+        sg::report_sessions(r, &uid) > 0
+    })
+    .await?;
+    let mine: Vec<&serde_json::Value> = report.data["spec"]["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["pod_uid"] == uid.as_str())
+        .collect();
+    check(
+        mine.iter().all(|s| {
+            s["container_id"].as_str().is_some_and(|c| c.len() == 64)
+                && s.get("pod_name").is_none_or(|v| v.is_null())
+                && s.get("namespace").is_none_or(|v| v.is_null())
+        }),
+        format!("reported by UID and container ID only: {mine:?}"),
+    )?;
+    let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
+    check(
+        !log.to_ascii_lowercase().contains("forbidden"),
+        format!("the agent tried a call its identity lacks:\n{log}"),
+    )?;
+
+    // An operator's `scan` names the pod only with credentials given explicitly.
+    let bin = sessionguard_e2e::harness::workspace_bin("sessionguard-agent", "sessionguard-agent")?;
+    let scan = |extra: &[&str]| -> Result<Vec<serde_json::Value>> {
+        let out = std::process::Command::new(&bin)
+            .args(["scan", "--proc-root", "/proc", "-o", "json"])
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .output()
+            .map_err(|e| invalid(format!("scan: {e}")))?;
+        check(
+            out.status.success(),
+            format!("scan {extra:?}: {}", String::from_utf8_lossy(&out.stderr)),
+        )?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["pod_uid"] == uid.as_str())
+            .cloned()
+            .collect())
+    };
+    let plain = scan(&[])?;
+    check(
+        !plain.is_empty()
+            && plain
+                .iter()
+                .all(|s| s.get("pod_name").is_none_or(|v| v.is_null())),
+        format!("scan without --kubeconfig: {plain:?}"),
+    )?;
+    let admin = env.cluster().info.admin_kubeconfig.display().to_string();
+    let named = scan(&["--kubeconfig", &admin, "--node-name", env.node_name()])?;
+    check(
+        !named.is_empty()
+            && named
+                .iter()
+                .all(|s| s["pod_name"] == "bastion" && s["container_name"] == "main"),
+        format!("scan --kubeconfig (admin): {named:?}"),
+    )?;
+    session.close()?;
+
+    // Asked for names without the rights, the agent stops at start, saying why,
+    // rather than waiting forever for a pod list and never reporting.
+    let log = env.scratch_dir().join("agent-pod-names.log");
+    let kc = agent.kubeconfig.display().to_string();
+    let mut child = sessionguard_e2e::harness::Child::spawn(
+        &bin,
+        &[
+            "run",
+            "--pod-names=true",
+            "--node-name",
+            env.node_name(),
+            "--listen-addr",
+            "127.0.0.1:0",
+        ],
+        &[("KUBECONFIG", &kc)],
+        &log,
+    )?;
+    let child = std::sync::Mutex::new(&mut child);
+    wait::until(
+        "the agent with --pod-names to exit",
+        await_::TIMEOUT,
+        || async {
+            Ok(child
+                .lock()
+                .expect("child lock")
+                .check_running()
+                .is_err()
+                .then_some(()))
+        },
+    )
+    .await?;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    check(
+        text.contains("--pod-names needs list and watch of pods")
+            && text.to_ascii_lowercase().contains("forbidden"),
+        format!("--pod-names without pod read: {text}"),
+    )?;
     env.finish().await
 }
 

@@ -35,6 +35,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Body = Full<Bytes>;
 
+/// Set on every request that came over TLS: whether the client presented a
+/// certificate the server's client verifier accepted. (A client with a
+/// certificate the verifier refuses fails the handshake: no request at all.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientCertificate(pub bool);
+
 /// Maps one request to one response. Handlers never fail: an error is a
 /// response with a status and a message that says what to do.
 pub trait Handler: Send + Sync + 'static {
@@ -71,10 +77,18 @@ pub async fn serve<H: Handler>(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => connection(name, peer, stream, handler).await,
+                None => connection(name, peer, stream, None, handler).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => connection(name, peer, stream, handler).await,
+                        Ok(Ok(stream)) => {
+                            let certified = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .is_some_and(|c| !c.is_empty());
+                            let cert = Some(ClientCertificate(certified));
+                            connection(name, peer, stream, cert, handler).await
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(server = name, %peer, error = %e, "TLS handshake failed")
                         }
@@ -88,13 +102,21 @@ pub async fn serve<H: Handler>(
     }
 }
 
-async fn connection<S, H>(name: &'static str, peer: SocketAddr, stream: S, handler: Arc<H>)
-where
+async fn connection<S, H>(
+    name: &'static str,
+    peer: SocketAddr,
+    stream: S,
+    cert: Option<ClientCertificate>,
+    handler: Arc<H>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         let handler = handler.clone();
+        if let Some(cert) = cert {
+            req.extensions_mut().insert(cert);
+        }
         async move { Ok::<_, Infallible>(handler.handle(req).await) }
     });
     if let Err(e) = http1::Builder::new()

@@ -51,6 +51,23 @@ pub struct KubeFlags {
     pub namespace: Option<String>,
 }
 
+/// How `get` and `nodes` print: the same two flags, defined once.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Display {
+    /// Output format (for `nodes`, `wide` is `table`).
+    #[arg(
+        short = 'o',
+        long,
+        value_enum,
+        default_value = "table",
+        env = "SESSIONGUARD_OUTPUT"
+    )]
+    pub output: Format,
+    /// Watch: print the table again whenever it changes.
+    #[arg(short = 'w', long, env = "SESSIONGUARD_WATCH")]
+    pub watch: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show interacted pods (or the named ones): sessions, interaction record, eviction time.
@@ -63,33 +80,13 @@ pub enum Command {
         /// Every pod of the namespace, interacted or not.
         #[arg(long, env = "SESSIONGUARD_ALL")]
         all: bool,
-        /// Output format.
-        #[arg(
-            short = 'o',
-            long,
-            value_enum,
-            default_value = "table",
-            env = "SESSIONGUARD_OUTPUT"
-        )]
-        output: Format,
-        /// Watch: print the table again whenever it changes.
-        #[arg(short = 'w', long, env = "SESSIONGUARD_WATCH")]
-        watch: bool,
+        #[command(flatten)]
+        display: Display,
     },
     /// Per node: protected pods, who is logged in, idle time, and whether a drain would block now.
     Nodes {
-        /// Output format (`wide` is `table`).
-        #[arg(
-            short = 'o',
-            long,
-            value_enum,
-            default_value = "table",
-            env = "SESSIONGUARD_OUTPUT"
-        )]
-        output: Format,
-        /// Watch: print the table again whenever it changes.
-        #[arg(short = 'w', long, env = "SESSIONGUARD_WATCH")]
-        watch: bool,
+        #[command(flatten)]
+        display: Display,
     },
     /// Push back the eviction time of interacted pods by DURATION.
     Extend {

@@ -42,6 +42,31 @@ pub async fn blocked_events(client: &Client, ns: Option<&str>) -> Vec<Event> {
     }
 }
 
+/// `namespace/pod` by the UID agents report (a mirror pod's: its config
+/// hash), for the pods on the reporting nodes: agents report UIDs only.
+/// Metadata is enough; a node whose pods cannot be read (RBAC) keeps UIDs.
+async fn pod_names(client: &Client, reports: &[NodeReport]) -> BTreeMap<String, String> {
+    let api: Api<Pod> = Api::all(client.clone());
+    let mut names = BTreeMap::new();
+    for r in reports.iter().filter(|r| !r.report.sessions.is_empty()) {
+        let lp = ListParams::default().fields(&format!("spec.nodeName={}", r.report.node));
+        let Ok(list) = api.list_metadata(&lp).await else {
+            continue;
+        };
+        for m in list.items {
+            let pod = Pod {
+                metadata: m.metadata,
+                ..Pod::default()
+            };
+            if let Some(uid) = sessionguard_api::reported_uid(&pod) {
+                let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+                names.insert(uid, name);
+            }
+        }
+    }
+    names
+}
+
 /// Waits on the given pods (refused within the window), by `(namespace, pod)`.
 pub fn waits_on(
     events: &[Event],
@@ -147,9 +172,10 @@ async fn render(client: &Client, format: Format) -> Result<String> {
             .collect(),
         Err(_) => vec![],
     };
+    let names = pod_names(client, &reports).await;
     let events = blocked_events(client, None).await;
     let waits = waits_on(&events, &protected_pods, now);
-    let rows = nodes::rows(nodes.as_deref(), &protected, &reports, &waits);
+    let rows = nodes::rows(nodes.as_deref(), &protected, &reports, &names, &waits);
     match format {
         Format::Table | Format::Wide => Ok(nodes::table(&rows, now)),
         Format::Json => serde_json::to_string_pretty(&serde_json::json!({ "items": rows }))

@@ -12,22 +12,21 @@ async fn main() {
             pods,
             all_namespaces,
             all,
-            output,
-            watch,
+            display,
         } => {
             cli::get(
                 &args.kube,
                 pods,
                 *all_namespaces,
                 *all,
-                *output,
-                *watch,
+                display.output,
+                display.watch,
                 &mut out,
             )
             .await
         }
-        Command::Nodes { output, watch } => {
-            drains::nodes_command(&args.kube, *output, *watch, &mut out).await
+        Command::Nodes { display } => {
+            drains::nodes_command(&args.kube, display.output, display.watch, &mut out).await
         }
         Command::Extend {
             pods,

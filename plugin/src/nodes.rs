@@ -19,7 +19,7 @@ use crate::output::align;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Login {
-    /// `namespace/pod` (the pod UID when the agent could not name it).
+    /// `namespace/pod` (the pod UID when its pod cannot be read).
     pub pod: String,
     pub user: String,
     pub tty: String,
@@ -68,10 +68,13 @@ impl NodeReport {
 
 /// One row per node: every node listed (`nodes`, with its cordon), and any
 /// other node that has protected pods or a report.
+/// `names` maps a reported pod UID to `namespace/pod` (from the pods
+/// themselves: agents report UIDs only).
 pub fn rows(
     nodes: Option<&[(String, bool)]>,
     protected: &[(String, String)],
     reports: &[NodeReport],
+    names: &BTreeMap<String, String>,
     waits: &BTreeMap<(String, String), Blocking>,
 ) -> Vec<NodeRow> {
     let mut out: BTreeMap<String, NodeRow> = BTreeMap::new();
@@ -96,8 +99,9 @@ pub fn rows(
             if !s.is_login() {
                 continue;
             }
-            let pod = match (&s.namespace, &s.pod_name) {
-                (Some(ns), Some(p)) => format!("{ns}/{p}"),
+            let pod = match (names.get(s.pod_uid.as_str()), &s.namespace, &s.pod_name) {
+                (Some(name), _, _) => name.clone(),
+                (None, Some(ns), Some(p)) => format!("{ns}/{p}"),
                 _ => s.pod_uid.as_str().to_string(),
             };
             r.logins.push(Login {
@@ -250,6 +254,7 @@ mod tests {
             &protected,
             &[report(Some(754))],
             &BTreeMap::new(),
+            &BTreeMap::new(),
         );
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].logins.len(), 1, "the console is not a login");
@@ -297,12 +302,32 @@ mod tests {
                 requested_by: Some("admin".into()),
             },
         );
-        let rows = rows(None, &protected, &[report(None)], &waits);
+        let rows = rows(None, &protected, &[report(None)], &BTreeMap::new(), &waits);
         assert_eq!(rows[0].cordoned, None, "nodes not readable");
         let t = table(&rows, ts("2026-11-24T01:00:00Z"));
         let line: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
         assert_eq!(line[1], "?");
         assert_eq!(line[4], "-", "no idle_seconds yet");
         assert_eq!(line[5..], ["waiting", "12m"]);
+    }
+
+    #[test]
+    fn a_login_is_named_from_the_pods_when_the_report_has_uids_only() {
+        let mut r = report(None);
+        for s in &mut r.report.sessions {
+            (s.namespace, s.pod_name) = (None, None);
+        }
+        let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+        let unnamed = rows(
+            None,
+            &[],
+            std::slice::from_ref(&r),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        );
+        assert_eq!(unnamed[0].logins[0].pod, uid, "no pod read: the UID");
+        let names = BTreeMap::from([(uid.to_string(), "ops/bastion-0".to_string())]);
+        let named = rows(None, &[], &[r], &names, &BTreeMap::new());
+        assert_eq!(named[0].logins[0].pod, "ops/bastion-0");
     }
 }

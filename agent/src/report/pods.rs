@@ -1,18 +1,25 @@
-//! Names for what the scanner finds: the agent watches only its own node's
-//! pods (field selector `spec.nodeName`), so no component lists every pod in
-//! the cluster on every tick.
+//! Names for what the scanner finds, only when the operator asks for them.
+//! By default the agent reads no pods at all, so a stolen agent token reads
+//! no pod spec: it reports pod UID and container ID, and the controller
+//! (which caches every pod anyway) names the pods and checks that each is on
+//! the reporting node. `run --pod-names` watches only the agent's own node's
+//! pods (field selector `spec.nodeName`); `scan --kubeconfig` lists them once
+//! with credentials the operator gives explicitly.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use sessionguard_core::{ContainerId, Session, SessionKey, keys};
+use sessionguard_core::{Session, SessionKey, keys};
 
 use crate::Error;
 
-/// The node's pods, kept current by a watch.
+/// The node's pods, kept current by a watch (`run --pod-names` only).
 #[derive(Clone)]
 pub struct NodePods {
     store: Store<Pod>,
@@ -26,7 +33,7 @@ impl NodePods {
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (store, writer) = reflector::store();
         let api: Api<Pod> = Api::all(client);
-        let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let cfg = watcher::Config::default().fields(&on_node(node));
         let stream = reflector::reflector(writer, watcher(api, cfg))
             .default_backoff()
             .touched_objects();
@@ -42,6 +49,23 @@ impl NodePods {
         (Self { store }, driver)
     }
 
+    /// One list of a single pod: whether this identity may read the node's
+    /// pods at all. Without it the watch would retry forever and nothing
+    /// would ever be reported, so `--pod-names` without the rights is an
+    /// error at start, not a silent node.
+    pub async fn check_access(client: Client, node: &str) -> Result<(), Error> {
+        let lp = ListParams::default().fields(&on_node(node)).limit(1);
+        Api::<Pod>::all(client)
+            .list(&lp)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                Error::Kube(format!(
+                    "--pod-names needs list and watch of pods (chart: agent.podNames): {e}"
+                ))
+            })
+    }
+
     pub async fn ready(&self) -> Result<(), Error> {
         self.store
             .wait_until_ready()
@@ -49,19 +73,38 @@ impl NodePods {
             .map_err(|e| Error::Kube(e.to_string()))
     }
 
-    pub fn snapshot(&self) -> Vec<std::sync::Arc<Pod>> {
+    pub fn snapshot(&self) -> Vec<Arc<Pod>> {
         self.store.state()
     }
 }
 
-/// Fills in namespace, pod and container names, and drops sessions whose pod
-/// is not on this node (on a shared host or right after a pod left, the
-/// cgroup can outlive what the API server says is here); returns the dropped
-/// ones. Static pods are found by their mirror pod's config hash.
-pub fn resolve(pods: &[std::sync::Arc<Pod>], sessions: &mut Vec<Session>) -> Vec<Session> {
-    if sessions.is_empty() {
-        return Vec::new();
-    }
+fn on_node(node: &str) -> String {
+    format!("spec.nodeName={node}")
+}
+
+/// One list of the pods on `node` (every pod without one), with the
+/// kubeconfig at `path` and nothing else: `scan --kubeconfig`.
+pub async fn list_with(path: &Path, node: Option<&str>) -> Result<Vec<Arc<Pod>>, Error> {
+    let kube_err = |e: &dyn std::fmt::Display| Error::Kube(format!("{}: {e}", path.display()));
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| kube_err(&e))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| kube_err(&e))?;
+    let client = Client::try_from(config).map_err(|e| kube_err(&e))?;
+    let lp = match node {
+        Some(n) => ListParams::default().fields(&on_node(n)),
+        None => ListParams::default(),
+    };
+    let pods = Api::<Pod>::all(client)
+        .list(&lp)
+        .await
+        .map_err(|e| kube_err(&e))?;
+    Ok(pods.items.into_iter().map(Arc::new).collect())
+}
+
+/// Pods by the UID an agent sees in their cgroup: the API UID, and for a
+/// mirror pod also its static pod's config hash.
+fn by_reported_uid(pods: &[Arc<Pod>]) -> HashMap<String, &Pod> {
     let mut by_uid: HashMap<String, &Pod> = HashMap::with_capacity(pods.len());
     for p in pods {
         if let Some(uid) = p.metadata.uid.as_deref() {
@@ -71,17 +114,44 @@ pub fn resolve(pods: &[std::sync::Arc<Pod>], sessions: &mut Vec<Session>) -> Vec
             by_uid.insert(hash.to_ascii_lowercase(), p);
         }
     }
+    by_uid
+}
+
+fn fill(pod: &Pod, s: &mut Session) {
+    s.namespace = pod.metadata.namespace.clone();
+    s.pod_name = pod.metadata.name.clone();
+    s.container_name = sessionguard_api::container_name(pod, &s.container_id);
+}
+
+/// Fills in namespace, pod and container names, and drops sessions whose pod
+/// is not on this node (on a shared host or right after a pod left, the
+/// cgroup can outlive what the API server says is here); returns the dropped
+/// ones. Static pods are found by their mirror pod's config hash.
+pub fn resolve(pods: &[Arc<Pod>], sessions: &mut Vec<Session>) -> Vec<Session> {
+    if sessions.is_empty() {
+        return Vec::new();
+    }
+    let by_uid = by_reported_uid(pods);
     sessions
         .extract_if(.., |s| match by_uid.get(s.pod_uid.as_str()) {
             Some(pod) => {
-                s.namespace = pod.metadata.namespace.clone();
-                s.pod_name = pod.metadata.name.clone();
-                s.container_name = container_name(pod, &s.container_id);
+                fill(pod, s);
                 false
             }
             None => true,
         })
         .collect()
+}
+
+/// Names the sessions whose pod is in `pods` and keeps every session: what
+/// an operator's `scan` shows (a pod it cannot name keeps its UID).
+pub fn name(pods: &[Arc<Pod>], sessions: &mut [Session]) {
+    let by_uid = by_reported_uid(pods);
+    for s in sessions {
+        if let Some(pod) = by_uid.get(s.pod_uid.as_str()) {
+            fill(pod, s);
+        }
+    }
 }
 
 /// Counts foreign sessions once each. The scan loop drops the same foreign
@@ -108,32 +178,11 @@ impl ForeignSessions {
     }
 }
 
-fn container_name(pod: &Pod, id: &ContainerId) -> Option<String> {
-    let status = pod.status.as_ref()?;
-    [
-        &status.container_statuses,
-        &status.init_container_statuses,
-        &status.ephemeral_container_statuses,
-    ]
-    .into_iter()
-    .flatten()
-    .flatten()
-    .find(|c| {
-        c.container_id
-            .as_deref()
-            .and_then(|raw| ContainerId::from_status(raw).ok())
-            .as_ref()
-            == Some(id)
-    })
-    .map(|c| c.name.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
-    use sessionguard_core::PodUid;
-    use std::sync::Arc;
+    use sessionguard_core::{ContainerId, PodUid};
 
     const UID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
 
@@ -194,6 +243,23 @@ mod tests {
         let mut s = vec![session(hash, 'c')];
         resolve(&[Arc::new(mirror)], &mut s);
         assert_eq!(s[0].pod_name.as_deref(), Some("etcd-node-a"));
+    }
+
+    #[test]
+    fn naming_keeps_the_sessions_it_cannot_name() {
+        let pods = [pod("bastion-0", UID, &[("main", 'a')])];
+        let mut s = vec![
+            session(UID, 'a'),
+            session("11111111-2222-3333-4444-555555555555", 'a'),
+        ];
+        name(&pods, &mut s);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].pod_name.as_deref(), Some("bastion-0"));
+        assert_eq!(s[0].container_name.as_deref(), Some("main"));
+        assert_eq!(
+            (s[1].pod_name.as_deref(), s[1].namespace.as_deref()),
+            (None, None)
+        );
     }
 
     #[test]

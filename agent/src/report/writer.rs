@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::FIELD_MANAGER;
 use crate::Error;
 use crate::metrics::{CodeLabel, KindLabel, Metrics, OutcomeLabel};
+use crate::notify::NoticesTx;
 use crate::snapshot::{Snapshot, SnapshotRx};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +46,9 @@ pub struct ReportWriter {
     metrics: Metrics,
     /// The cuts last logged, so a session that stays long is logged once.
     logged_cuts: Cuts,
+    /// With `--notify-terminal`: where the notices in the written object's
+    /// status go (the answer to the write holds the whole object).
+    notices: Option<NoticesTx>,
 }
 
 impl ReportWriter {
@@ -60,7 +64,14 @@ impl ReportWriter {
             idle_resolution,
             metrics,
             logged_cuts: Cuts::default(),
+            notices: None,
         }
+    }
+
+    /// Hands the notices of every written report to the notifier.
+    pub fn with_notices(mut self, tx: NoticesTx) -> Self {
+        self.notices = Some(tx);
+        self
     }
 
     /// Runs until the snapshot channel closes.
@@ -172,7 +183,12 @@ impl ReportWriter {
         )
         .await;
         let (outcome, res) = match res {
-            Ok(Ok(_)) => ("success", Ok(())),
+            Ok(Ok(written)) => {
+                if let Some(tx) = &self.notices {
+                    tx.send_replace(written.notices().to_vec());
+                }
+                ("success", Ok(()))
+            }
             Ok(Err(kube::Error::Api(s))) if is_refusal(s.code) => (
                 "refused",
                 Err(Error::Refused {

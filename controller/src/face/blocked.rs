@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use sessionguard_core::drain::{Refusal, Refusals};
 
 use crate::io::cache::Cache;
+use crate::reconcile::Context;
+use crate::reconcile::notices::Waiting;
 
 /// The refusals of this replica's eviction webhook.
 #[derive(Debug, Default)]
@@ -44,6 +46,13 @@ impl BlockedDrains {
                     })
             })
             .collect()
+    }
+}
+
+/// The terminal notices tell the drains this replica refused.
+impl Waiting for BlockedDrains {
+    fn waiting(&self, ctx: &Context, now: Timestamp) -> Vec<(String, String, Refusal)> {
+        self.current(&ctx.cache, now)
     }
 }
 

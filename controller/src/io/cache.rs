@@ -15,10 +15,12 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use sessionguard_core::idle::counts_for_protection;
+use sessionguard_core::notice::Notice;
 use sessionguard_core::protection::{Map, OptIn, pdb_name};
 use sessionguard_core::{PodUid, console, keys};
 use tokio::sync::watch;
 
+use crate::io::pod_index::PodIndex;
 use crate::io::report_index::{Liveness, PathPart, ReportIndex};
 
 #[derive(Clone)]
@@ -35,8 +37,12 @@ pub struct Stores {
 
 pub struct Cache {
     pub stores: Stores,
-    pub(crate) pods_by_uid: RwLock<HashMap<String, ObjectRef<Pod>>>,
+    /// Pods by UID, controller and node (see `pod_index`), fed by the pod watch.
+    pub(crate) pods_index: RwLock<PodIndex>,
     pub(crate) index: RwLock<ReportIndex>,
+    /// Per node, the notices its report's status holds now (as the report
+    /// watch last saw them), so the notice task writes only a difference.
+    notices: RwLock<HashMap<String, Vec<Notice>>>,
     /// How long a node's sessions stay trusted after its agent's last report.
     agent_grace: Duration,
     reports_synced: watch::Sender<bool>,
@@ -46,8 +52,9 @@ impl Cache {
     pub fn new(stores: Stores, agent_grace: Duration) -> Self {
         Self {
             stores,
-            pods_by_uid: RwLock::default(),
+            pods_index: RwLock::default(),
             index: RwLock::default(),
+            notices: RwLock::default(),
             agent_grace,
             reports_synced: watch::Sender::new(false),
         }
@@ -118,31 +125,52 @@ impl Cache {
         }
     }
 
+    // --- the pod-UID index (fed by the pod watch) ---
+
     // --- queries ---
 
+    /// The pod an agent reports under `uid`: its API UID, or a mirror pod's
+    /// config hash.
     pub fn pod_by_uid(&self, uid: &str) -> Option<Arc<Pod>> {
-        let r = self
-            .pods_by_uid
-            .read()
-            .expect("uid index lock")
-            .get(uid)
-            .cloned()?;
+        let r = self.pod_ref_by_uid(uid)?;
         self.stores.pods.get(&r)
     }
 
     pub fn pod_ref_by_uid(&self, uid: &str) -> Option<ObjectRef<Pod>> {
-        self.pods_by_uid
-            .read()
-            .expect("uid index lock")
-            .get(uid)
-            .cloned()
+        self.pods_index.read().expect("pod index lock").by_uid(uid)
     }
 
-    /// The pod's sessions from its own node's report (never another node's).
+    /// A pod the watch has seen (added, changed, listed) or deleted: the index follows.
+    pub(crate) fn index_pod(&self, pod: &Pod, deleted: bool) {
+        let mut ix = self.pods_index.write().expect("pod index lock");
+        match (deleted, pod.uid()) {
+            (false, _) => ix.apply(pod),
+            (true, Some(uid)) => ix.remove(&uid),
+            (true, None) => {}
+        }
+    }
+
+    /// The index's entries, resolved through the store: only pods the store
+    /// still holds under that UID (see `pod_index` on stale entries).
+    fn resolve(&self, entries: Vec<(String, ObjectRef<Pod>)>) -> Vec<Arc<Pod>> {
+        entries
+            .into_iter()
+            .filter_map(|(uid, r)| {
+                self.stores
+                    .pods
+                    .get(&r)
+                    .filter(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+            })
+            .collect()
+    }
+
+    /// The pod's sessions from its own node's report (never another node's),
+    /// found by the UID its agent sees (a mirror pod's: its config hash) and
+    /// named after the pod: agents report UIDs only.
     pub fn liveness(&self, pod: &Pod, now: Timestamp) -> Liveness {
         let (Some(node), Some(uid)) = (
             pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
-            pod.uid(),
+            sessionguard_api::reported_uid(pod),
         ) else {
             return Liveness::NoReport;
         };
@@ -156,8 +184,34 @@ impl Cache {
                 .liveness(node, &uid, now, self.agent_grace);
         if let Liveness::Fresh { sessions, .. } = &mut live {
             console::classify(sessions, |id| sessionguard_api::container_of(pod, id));
+            sessionguard_api::name_sessions(pod, sessions);
         }
         live
+    }
+
+    /// The notices in `node`'s report status, as last watched.
+    pub fn published_notices(&self, node: &str) -> Vec<Notice> {
+        let n = self.notices.read().expect("notices lock");
+        n.get(node).cloned().unwrap_or_default()
+    }
+
+    /// The nodes whose report status holds notices.
+    pub fn nodes_with_notices(&self) -> Vec<String> {
+        let n = self.notices.read().expect("notices lock");
+        n.keys().cloned().collect()
+    }
+
+    /// The report watch saw `node`'s status (`None`: the report is gone).
+    pub(crate) fn set_published_notices(&self, node: &str, notices: Option<Vec<Notice>>) {
+        let mut n = self.notices.write().expect("notices lock");
+        match notices {
+            Some(v) if !v.is_empty() => {
+                n.insert(node.to_string(), v);
+            }
+            _ => {
+                n.remove(node);
+            }
+        }
     }
 
     /// UIDs of every pod some node's report names.
@@ -236,10 +290,13 @@ impl Cache {
 
     /// The pods on `node` that sessionguard protects now (our PDB exists).
     pub fn protected_on(&self, node: &str) -> Vec<Arc<Pod>> {
+        let on_node = self
+            .pods_index
+            .read()
+            .expect("pod index lock")
+            .on_node(node);
         let mut pods: Vec<Arc<Pod>> = self
-            .stores
-            .pods
-            .state()
+            .resolve(on_node)
             .into_iter()
             .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
             .filter(|p| self.our_pdb(p).is_some())
@@ -281,9 +338,15 @@ impl Cache {
     /// The pods the StatefulSet controls.
     pub fn pods_of(&self, sts: &StatefulSet) -> Vec<Arc<Pod>> {
         let ns = sts.namespace();
-        self.stores
-            .pods
-            .state()
+        let Some(uid) = sts.metadata.uid.as_deref() else {
+            return Vec::new();
+        };
+        let owned = self
+            .pods_index
+            .read()
+            .expect("pod index lock")
+            .owned_by(uid);
+        self.resolve(owned)
             .into_iter()
             .filter(|p| {
                 p.namespace() == ns
@@ -327,4 +390,94 @@ pub fn is_ours(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
             .owner_references()
             .iter()
             .any(|o| Some(&o.uid) == pod.metadata.uid.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::ResourceExt;
+    use sessionguard_core::keys;
+
+    use crate::fixtures::world::world;
+    use crate::fixtures::{pod, session};
+    use crate::io::report_index::Liveness;
+
+    const HASH: &str = "5b2d8bd2d9a4f2e8e7c5a3a0f9b7e6d1";
+
+    /// A static pod's mirror: the kubelet's annotations carry the config hash
+    /// that the static pod's cgroup, and so its agent's report, names.
+    fn mirror() -> k8s_openapi::api::core::v1::Pod {
+        pod("etcd-node-a")
+            .annotated(keys::CONFIG_MIRROR, HASH)
+            .annotated(keys::CONFIG_HASH, HASH)
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_static_pod_is_found_by_its_config_hash() {
+        let etcd = mirror();
+        let (ctx, _api) = world().pod(&etcd).start();
+        ctx.cache.index_pod(&etcd, false);
+        let by_hash = ctx.cache.pod_by_uid(HASH).expect("found by the hash");
+        assert_eq!(by_hash.name_any(), "etcd-node-a");
+        let by_uid = ctx
+            .cache
+            .pod_by_uid(&etcd.uid().unwrap())
+            .expect("and by its UID");
+        assert_eq!(by_uid.name_any(), "etcd-node-a");
+        ctx.cache.index_pod(&etcd, true);
+        assert!(
+            ctx.cache.pod_by_uid(HASH).is_none(),
+            "forgotten with the pod"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_static_pod_s_sessions_reach_its_mirror_named() {
+        let etcd = mirror();
+        let login = session(&etcd).in_pod(HASH).build();
+        let (ctx, _api) = world().pod(&etcd).agent("node-a", vec![login]).start();
+        let now = jiff::Timestamp::now();
+        let Liveness::Fresh { sessions, .. } = ctx.cache.liveness(&etcd, now) else {
+            panic!("the mirror pod's node reported just now");
+        };
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].pod_name.as_deref(), Some("etcd-node-a"));
+        assert_eq!(sessions[0].namespace.as_deref(), Some("ops"));
+    }
+
+    #[tokio::test]
+    async fn a_pod_claiming_a_hash_without_the_mirror_annotation_gets_nothing() {
+        // config.hash alone is an annotation anyone may put on their own pod.
+        let pretender = pod("web-0").annotated(keys::CONFIG_HASH, HASH).build();
+        let login = session(&pretender).in_pod(HASH).build();
+        let (ctx, _api) = world().pod(&pretender).agent("node-a", vec![login]).start();
+        ctx.cache.index_pod(&pretender, false);
+        assert!(ctx.cache.pod_by_uid(HASH).is_none());
+        let Liveness::Fresh { sessions, .. } =
+            ctx.cache.liveness(&pretender, jiff::Timestamp::now())
+        else {
+            panic!("node-a reported just now");
+        };
+        assert!(sessions.is_empty(), "{sessions:?}");
+    }
+
+    #[tokio::test]
+    async fn names_come_from_the_pod_not_the_report() {
+        let web = pod("web-0").build();
+        let mut login = session(&web).build();
+        login.pod_name = None;
+        login.namespace = None;
+        let (ctx, _api) = world().pod(&web).agent("node-a", vec![login]).start();
+        let Liveness::Fresh { sessions, .. } = ctx.cache.liveness(&web, jiff::Timestamp::now())
+        else {
+            panic!("node-a reported just now");
+        };
+        assert_eq!(
+            (
+                sessions[0].namespace.as_deref(),
+                sessions[0].pod_name.as_deref()
+            ),
+            (Some("ops"), Some("web-0"))
+        );
+    }
 }

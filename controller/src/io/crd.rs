@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sessionguard_core::{Error, Report, ReportLimits};
 
 pub use sessionguard_api::{SessionReport, SessionReportSpec};
+use sessionguard_core::notice::{Notice, ReportStatus};
 
 /// A SessionReport as the watch lists it, spec not yet parsed.
 pub type StoredReport = DynamicObject;
@@ -35,6 +36,16 @@ impl ReportObject for StoredReport {
             .map_err(|e| Error::Report(format!("malformed spec: {e}")))?;
         checked(&self.name_any(), report)
     }
+}
+
+/// The notices in a stored report's status (none when absent or unreadable:
+/// the next status write replaces an unreadable one).
+pub fn notices(obj: &StoredReport) -> Vec<Notice> {
+    obj.data
+        .get("status")
+        .and_then(|s| ReportStatus::deserialize(s).ok())
+        .map(|s| s.notices)
+        .unwrap_or_default()
 }
 
 /// The name must be the node the spec speaks for: the admission policy

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -134,25 +134,109 @@ impl Elector {
         if holder != self.identity && !expired {
             return Ok(false);
         }
+        match self.write(&lease, &spec, now).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.status() == Some(409) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces `lease` with ours (renewed from `spec`) and remembers the
+    /// version written and when: what the next renewal compares against.
+    async fn write(&mut self, lease: &Lease, spec: &LeaseSpec, now: Timestamp) -> Result<()> {
         let mut next = lease.clone();
-        next.spec = Some(self.spec(Some(&spec), now));
-        match self
+        next.spec = Some(self.spec(Some(spec), now));
+        let updated = self
             .timed(
                 "update_lease",
                 self.api.replace(&self.name, &PostParams::default(), &next),
             )
-            .await
-        {
-            Ok(updated) => {
-                self.observed = updated
-                    .metadata
-                    .resource_version
-                    .map(|rv| (rv, Instant::now()));
-                Ok(true)
+            .await?;
+        self.observed = updated
+            .metadata
+            .resource_version
+            .map(|rv| (rv, Instant::now()));
+        Ok(())
+    }
+
+    /// Changes how long our Lease is honoured from the next renewal on (the
+    /// uninstall path keeps it for minutes at the end).
+    pub fn set_duration(&mut self, duration: Duration) {
+        self.duration = duration;
+    }
+
+    /// Takes the Lease whoever holds it: the uninstall path, which cannot wait
+    /// for a running controller's Lease to expire (it never does). Returns the
+    /// fence to wait out before writing: the previous holder's duration when
+    /// another replica held it, since its writes may go on until its renew
+    /// deadline, which is shorter than that duration; zero when the Lease was
+    /// free, released or already ours. The write carries the resourceVersion
+    /// read, so a renewal in between makes us read and try again.
+    pub async fn take_over(&mut self) -> Result<Duration> {
+        let mut conflicts = 0;
+        loop {
+            let now = Timestamp::now();
+            let Some(lease) = self
+                .timed("get_lease", self.api.get_opt(&self.name))
+                .await?
+            else {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
+                    spec: Some(self.spec(None, now)),
+                };
+                match self
+                    .timed(
+                        "create_lease",
+                        self.api.create(&PostParams::default(), &lease),
+                    )
+                    .await
+                {
+                    Ok(_) => return Ok(Duration::ZERO),
+                    Err(e) if e.status() == Some(409) && conflicts < 5 => {
+                        conflicts += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let spec = lease.spec.clone().unwrap_or_default();
+            let holder = spec.holder_identity.clone().unwrap_or_default();
+            let fence = if holder.is_empty() || holder == self.identity {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64)
+            };
+            match self.write(&lease, &spec, now).await {
+                Ok(()) => {
+                    if !holder.is_empty() && holder != self.identity {
+                        tracing::info!(previous = %holder, fence_secs = fence.as_secs(), "took the Lease over");
+                    }
+                    return Ok(fence);
+                }
+                Err(e) if e.status() == Some(409) && conflicts < 5 => conflicts += 1,
+                Err(e) => return Err(e),
             }
-            Err(e) if e.status() == Some(409) => Ok(false),
-            Err(e) => Err(e),
         }
+    }
+
+    /// Adds an owner to the Lease (kept by every later renewal, which replaces
+    /// the object it read), so the garbage collector deletes the Lease with it.
+    pub async fn set_owner(&self, owner: OwnerReference) -> Result<()> {
+        let mut lease = self.timed("get_lease", self.api.get(&self.name)).await?;
+        let owners = lease.metadata.owner_references.get_or_insert_with(Vec::new);
+        if owners.iter().any(|o| o.uid == owner.uid) {
+            return Ok(());
+        }
+        owners.push(owner);
+        self.timed(
+            "update_lease",
+            self.api.replace(&self.name, &PostParams::default(), &lease),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Gives the Lease up on shutdown so a standby takes over at once.

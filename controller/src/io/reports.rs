@@ -59,6 +59,7 @@ impl ReportWatch {
                     self.apply(&obj, false, &mut warned);
                 }
                 Ok(watcher::Event::Delete(obj)) => {
+                    self.cache.set_published_notices(&obj.name_any(), None);
                     let gone = self
                         .index()
                         .mark_deleted(&obj.name_any(), Timestamp::now(), grace);
@@ -82,6 +83,8 @@ impl ReportWatch {
 
     fn apply(&self, obj: &StoredReport, live: bool, warned: &mut HashSet<(String, String)>) {
         let now = Timestamp::now();
+        self.cache
+            .set_published_notices(&obj.name_any(), Some(crd::notices(obj)));
         let report = match obj.report() {
             Ok(r) => r,
             Err(e) => {
@@ -151,11 +154,14 @@ impl ReportWatch {
 
 /// When the API server last wrote the report: the latest managedFields time
 /// (set by the server, on its clock, at every apply that changed the object).
+/// Only writes of the object itself, by its agent: the controller's status
+/// writes (notices) say nothing about whether the agent lives.
 fn written_at(obj: &StoredReport) -> Option<Timestamp> {
     obj.metadata
         .managed_fields
         .iter()
         .flatten()
+        .filter(|f| f.subresource.as_deref().unwrap_or("").is_empty())
         .filter_map(|f| f.time.as_ref().map(|t| t.0))
         .max()
 }

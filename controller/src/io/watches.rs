@@ -24,6 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::io::cache::{Cache, Stores};
 use crate::io::metrics::{KindLabels, Metrics};
+use crate::io::trim;
 
 /// The writing halves of the cache's stores, handed to the watches.
 pub struct StoreWriters {
@@ -142,7 +143,7 @@ impl PodWaker {
         for pod in self.cache.stores.pods.state() {
             let ours = pod.labels().contains_key(keys::POD_UID_LABEL)
                 || pod.labels().contains_key(keys::INTERACTED);
-            let uid = pod.uid().unwrap_or_default();
+            let uid = sessionguard_api::reported_uid(&pod).unwrap_or_default();
             if (ours || reported.remove(&uid)) && (ns.is_none() || pod.namespace().as_deref() == ns)
             {
                 self.wake(ObjectRef::from_obj(&*pod));
@@ -195,26 +196,19 @@ pub fn start(
     let pods = reflector::reflector(
         writers.pods,
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .modify(|p| p.managed_fields_mut().clear()),
+            // Only what decisions read (see `trim`): most of a pod is spec and
+            // managedFields the controller never looks at.
+            .modify(trim::trim_pod),
     )
     .default_backoff()
     .inspect(move |ev| match ev {
-        Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-            if let Some(uid) = p.uid() {
-                cache
-                    .pods_by_uid
-                    .write()
-                    .expect("uid index lock")
-                    .insert(uid, ObjectRef::from_obj(p));
-            }
-        }
+        // A pod seen for the first time, or again, is woken below: sessions
+        // reported before the pod reached the cache (kept by UID in the report
+        // index) are found by that reconcile, so a late pod loses nothing.
+        Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => cache.index_pod(p, false),
         Ok(watcher::Event::Delete(p)) => {
+            cache.index_pod(p, true);
             if let Some(uid) = p.uid() {
-                cache
-                    .pods_by_uid
-                    .write()
-                    .expect("uid index lock")
-                    .remove(&uid);
                 forget(&uid);
             }
         }

@@ -24,6 +24,16 @@ pub struct PodMemory {
     pub expiry_warned: Option<Timestamp>,
 }
 
+/// Protection nearing its cap, as the last pod reconcile saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expiring {
+    pub end: Timestamp,
+    /// The cap as `core::cap::Cap` displays it.
+    pub cap: String,
+    /// When a reconcile first saw this warning.
+    pub since: Timestamp,
+}
+
 #[derive(Debug, Default)]
 pub struct Memory {
     /// Per pod UID.
@@ -36,6 +46,10 @@ pub struct Memory {
     /// when. Lost on restart, the stall starts afresh: a stuck rollout is
     /// announced one threshold later, never missed.
     rollout_stalls: Mutex<HashMap<String, Stall>>,
+    /// Per pod UID, protection past its warning fraction (for the terminal
+    /// notices): apart from `pods`, so the notice task's look each second
+    /// touches only these few.
+    expiring: Mutex<HashMap<String, Expiring>>,
 }
 
 impl Memory {
@@ -44,9 +58,34 @@ impl Memory {
         f(m.entry(uid.to_string()).or_default())
     }
 
+    /// Pods whose protection is nearing its cap, by UID.
+    pub fn expiring(&self) -> Vec<(String, Expiring)> {
+        let m = self.expiring.lock().expect("expiring lock");
+        m.iter().map(|(uid, e)| (uid.clone(), e.clone())).collect()
+    }
+
+    /// What the pod reconcile saw of the cap (`None`: not near it); the
+    /// first time of one warning is kept.
+    pub fn set_expiring(&self, uid: &str, e: Option<(Timestamp, String)>, now: Timestamp) {
+        let mut m = self.expiring.lock().expect("expiring lock");
+        match e {
+            None => {
+                m.remove(uid);
+            }
+            Some((end, cap)) => {
+                let since = match m.get(uid) {
+                    Some(was) if was.end == end => was.since,
+                    _ => now,
+                };
+                m.insert(uid.to_string(), Expiring { end, cap, since });
+            }
+        }
+    }
+
     /// The pod is gone: nothing of it is needed again.
     pub fn forget_pod(&self, uid: &str) {
         self.pods.lock().expect("memory lock").remove(uid);
+        self.expiring.lock().expect("expiring lock").remove(uid);
     }
 
     /// The pod a set's rollout evicted and the cache may not yet show going.
@@ -90,5 +129,36 @@ impl Memory {
             .lock()
             .expect("rollout lock")
             .insert(sts_uid.to_string(), pod_uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_warning_keeps_its_first_time_until_its_end_moves_and_is_forgotten_with_the_pod() {
+        let m = Memory::default();
+        let end = ts("2026-12-02T14:00:00Z");
+        let cap = || "--max-protection 1h".to_string();
+        m.set_expiring("u1", Some((end, cap())), ts("2026-12-02T13:48:00Z"));
+        m.set_expiring("u1", Some((end, cap())), ts("2026-12-02T13:50:00Z"));
+        assert_eq!(m.expiring()[0].1.since, ts("2026-12-02T13:48:00Z"));
+        let later = ts("2026-12-02T15:00:00Z");
+        m.set_expiring("u1", Some((later, cap())), ts("2026-12-02T13:51:00Z"));
+        assert_eq!(
+            m.expiring()[0].1.since,
+            ts("2026-12-02T13:51:00Z"),
+            "a new protection"
+        );
+        m.set_expiring("u1", None, ts("2026-12-02T13:52:00Z"));
+        assert!(m.expiring().is_empty(), "no longer near the cap");
+        m.set_expiring("u2", Some((end, cap())), ts("2026-12-02T13:48:00Z"));
+        m.forget_pod("u2");
+        assert!(m.expiring().is_empty(), "gone with the pod");
     }
 }

@@ -6,6 +6,7 @@
 pub mod evict;
 pub mod memory;
 pub mod node;
+pub mod notices;
 pub mod pdb;
 pub mod pod;
 pub mod rollout;

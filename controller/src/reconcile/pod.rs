@@ -210,12 +210,19 @@ async fn write_protection(ctx: &Context, pod: &Pod, seen: &Seen, p: &Plan) -> Re
 }
 
 /// One Warning per protection that nears its cap (remembered per pod: a
-/// restart may repeat it once).
+/// restart may repeat it once); and, for the terminal notice, whether it
+/// nears it now.
 fn expiring_event(ctx: &Context, pod: &Pod, logins: &[Session], e: Option<&Expiring>) {
+    let uid = pod.uid().unwrap_or_default();
+    ctx.memory.set_expiring(
+        &uid,
+        e.map(|e| (e.end, e.cap.to_string())),
+        Timestamp::now(),
+    );
     let Some(e) = e else {
         return;
     };
-    let first = ctx.memory.with_pod(&pod.uid().unwrap_or_default(), |m| {
+    let first = ctx.memory.with_pod(&uid, |m| {
         let first = m.expiry_warned != Some(e.end);
         m.expiry_warned = Some(e.end);
         first

@@ -1,11 +1,13 @@
 //! kube-apiserver: secure port on loopback, client-certificate and service-account
 //! authentication, Node+RBAC authorisation, the default admission plugins plus the ones
 //! kubeadm adds (NodeRestriction) and PodNodeSelector (one simulated node per test
-//! namespace, see `harness::namespace`).
+//! namespace, see `harness::namespace`), and a client certificate for admission
+//! webhooks (`webhook_client`).
 
 use std::process::Command;
 
 use super::certs::{Pki, SERVICE_CIDR};
+use super::webhook_client;
 use crate::Result;
 use crate::paths::tool;
 
@@ -16,6 +18,7 @@ pub fn command(pki: &Pki, port: u16, etcd_port: u16) -> Result<Command> {
     let serving = pki.serving();
     let sa_key = pki.service_account_key();
     let sa_pub = pki.service_account_pub();
+    let admission = webhook_client::write(pki.dir())?;
     let mut cmd = Command::new(tool("kube-apiserver")?);
     cmd.arg("--bind-address=127.0.0.1")
         .arg("--advertise-address=127.0.0.1")
@@ -34,6 +37,10 @@ pub fn command(pki: &Pki, port: u16, etcd_port: u16) -> Result<Command> {
         .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
         .arg("--authorization-mode=Node,RBAC")
         .arg("--enable-admission-plugins=NodeRestriction,PodNodeSelector")
+        .arg(format!(
+            "--admission-control-config-file={}",
+            admission.display()
+        ))
         .arg("--allow-privileged=true")
         .arg("--anonymous-auth=false")
         .arg("--profiling=false")

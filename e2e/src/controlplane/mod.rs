@@ -4,7 +4,8 @@
 //! ```text
 //! <dir>/cluster.json        what other processes need to use it (ClusterInfo)
 //! <dir>/admin.kubeconfig    system:masters client certificate
-//! <dir>/pki/                CA, serving and client certificates, SA key
+//! <dir>/pki/                CA, serving and client certificates, SA key, the API
+//!                           server's webhook client certificate (webhook_client)
 //! <dir>/logs/<name>.log     component output, kept after a failure
 //! <dir>/pids/<name>.pid     "<pid> <start time>" of each component
 //! ```
@@ -17,6 +18,7 @@ pub mod etcd;
 pub mod kubeconfig;
 pub mod process;
 pub mod scheduler;
+pub mod webhook_client;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

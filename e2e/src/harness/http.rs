@@ -3,6 +3,7 @@
 //! one GET per connection, chunked bodies decoded.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -85,6 +86,29 @@ pub fn find_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f6
 pub async fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Result<Option<f64>> {
     let text = http_get(addr, "/metrics").await?;
     Ok(find_metric(&text, name, labels))
+}
+
+/// Until the controller serving `addr` leads with every cache listed: its
+/// `sessionguard_leader` is 1 and `/readyz` names it leader. `alive` is asked first
+/// on every try, so a process that died ends the wait at once with its error.
+pub async fn until_leader(
+    addr: SocketAddr,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    crate::wait::until("the controller to lead with synced caches", timeout, || {
+        let running = alive();
+        async move {
+            running?;
+            let ready = http_get(addr, "/readyz").await.ok();
+            let leader = metric(addr, "sessionguard_leader", &[])
+                .await
+                .ok()
+                .flatten();
+            Ok((leader == Some(1.0) && ready.is_some_and(|r| r.contains("leader"))).then_some(()))
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

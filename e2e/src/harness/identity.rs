@@ -44,13 +44,23 @@ pub struct ControllerIdentity {
 /// `webhook`) for this test and returns the identity, with a new token. Calling it
 /// again in the same test (a restarted controller) keeps the objects.
 pub async fn chart_controller(env: &TestEnv, webhook: bool) -> Result<ControllerIdentity> {
+    chart_controller_with(env, webhook, &[]).await
+}
+
+/// [`chart_controller`] as the chart grants it with more values set
+/// (`key=value`, e.g. `notify.terminal.enabled=true`).
+pub async fn chart_controller_with(
+    env: &TestEnv,
+    webhook: bool,
+    values: &[&str],
+) -> Result<ControllerIdentity> {
     let fullname = env.ns().to_string();
-    let sa = apply_rbac(env, "controller-rbac.yaml", webhook)
+    let sa = apply_rbac(env, "controller-rbac.yaml", webhook, values)
         .await?
         .ok_or_else(|| Error::Invalid("controller-rbac.yaml has no ServiceAccount".into()))?;
     // The admission policies that narrow its pod patches and PDB writes, bound to
     // this ServiceAccount: every test under this identity runs with them.
-    apply_rbac(env, "controller-policy.yaml", webhook).await?;
+    apply_rbac(env, "controller-policy.yaml", webhook, values).await?;
     let req: TokenRequest = serde_json::from_value(json!({
         "spec": {"audiences": [SERVICE_ACCOUNT_ISSUER], "expirationSeconds": 7200}
     }))?;
@@ -76,7 +86,7 @@ pub async fn chart_controller(env: &TestEnv, webhook: bool) -> Result<Controller
 /// ServiceAccount's name. Tokens bound to a pod on the node come from
 /// [`tokens::pod_token`], as the kubelet would project them.
 pub async fn chart_agent(env: &TestEnv) -> Result<String> {
-    apply_rbac(env, "agent-rbac.yaml", false)
+    apply_rbac(env, "agent-rbac.yaml", false, &[])
         .await?
         .ok_or_else(|| Error::Invalid("agent-rbac.yaml has no ServiceAccount".into()))
 }
@@ -84,10 +94,19 @@ pub async fn chart_agent(env: &TestEnv) -> Result<String> {
 /// Renders one RBAC or policy template of the chart for this test and applies it
 /// (objects already there from an earlier call are kept); returns the name of the
 /// ServiceAccount it defines, if any.
-async fn apply_rbac(env: &TestEnv, template: &str, webhook: bool) -> Result<Option<String>> {
+async fn apply_rbac(
+    env: &TestEnv,
+    template: &str,
+    webhook: bool,
+    values: &[&str],
+) -> Result<Option<String>> {
     let chart = paths::repo_root().join("charts/sessionguard");
-    let out = std::process::Command::new(paths::tool("helm")?)
-        .args(["template", "e2e"])
+    let mut helm = std::process::Command::new(paths::tool("helm")?);
+    helm.args(["template", "e2e"]);
+    for v in values {
+        helm.args(["--set", v]);
+    }
+    let out = helm
         .arg(&chart)
         .args(["--namespace", env.ns()])
         .args(["--kube-version", KUBELET_VERSION])

@@ -25,10 +25,14 @@ pub fn workspace_bin(package: &str, bin: &str) -> Result<PathBuf> {
         return Ok(p.clone());
     }
     let exe = std::env::current_exe().ctx(|| "locating the test executable".into())?;
-    // <target>/<profile>/deps/<test exe>
-    let profile_dir = exe.parent().and_then(Path::parent).ok_or_else(|| {
-        Error::Invalid(format!("unexpected test executable path {}", exe.display()))
-    })?;
+    // <target>/<profile>/deps/<test exe>, or <target>/<profile>/<bin> for a binary
+    // of this crate (sg-scale under `make scale`).
+    let parent = exe.parent();
+    let profile_dir = match parent {
+        Some(d) if d.file_name().is_some_and(|n| n == "deps") => d.parent(),
+        d => d,
+    }
+    .ok_or_else(|| Error::Invalid(format!("unexpected test executable path {}", exe.display())))?;
     let target = profile_dir.parent().unwrap_or(profile_dir);
     let profile = profile_dir
         .file_name()

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::progress;
-use crate::harness::http::{free_addr, http_get, metric};
+use super::writes::Calls;
+use crate::Result;
+use crate::harness::http::{free_addr, http_get, until_leader};
 use crate::harness::identity::ControllerIdentity;
 use crate::harness::{Child, TestEnv, await_, identity, workspace_bin};
-use crate::{Result, wait};
 
 /// The holder identity every start uses: a restarted controller takes its own Lease
 /// over at once, as a restarted pod of the same name would.
@@ -105,29 +106,24 @@ impl Controller {
 
     /// Until it leads with every cache listed (`/readyz` names the leader).
     pub async fn until_leader(&mut self, timeout: Duration) -> Result<()> {
-        let addr = self.addr;
-        wait::until("the controller to lead with synced caches", timeout, || {
-            let running = self.child.as_mut().map_or(Ok(()), Child::check_running);
-            async move {
-                running?;
-                let ready = http_get(addr, "/readyz").await.ok();
-                let leader = metric(addr, "sessionguard_leader", &[])
-                    .await
-                    .ok()
-                    .flatten();
-                Ok(
-                    (leader == Some(1.0) && ready.is_some_and(|r| r.contains("leader")))
-                        .then_some(()),
-                )
-            }
+        let child = &mut self.child;
+        until_leader(self.addr, timeout, || {
+            child.as_mut().map_or(Ok(()), Child::check_running)
         })
         .await
     }
 
-    /// Every API write the controller has made (`sessionguard_writes_total`, all labels).
-    pub async fn writes(&self) -> Result<f64> {
+    /// Every API call the controller's writer has counted, by operation and outcome.
+    pub async fn calls(&self) -> Result<Calls> {
         let text = http_get(self.addr, "/metrics").await?;
-        Ok(sum_of(&text, "sessionguard_writes_total"))
+        Ok(Calls::parse(&text))
+    }
+
+    /// Interaction records that have an outcome (written, corrected, pod gone, failed,
+    /// shed): one per admitted CONNECT review once the record writers are done.
+    pub async fn records_done(&self) -> Result<f64> {
+        let text = http_get(self.addr, "/metrics").await?;
+        Ok(sum_of(&text, "sessionguard_webhook_records_total"))
     }
 
     /// The webhook serving certificate's CA (the Secret the controller keeps).

@@ -24,8 +24,18 @@ pub struct Figures {
     pub logins: usize,
     pub logout_to_release_ms: Quantiles,
     pub logouts: usize,
-    /// Controller API writes per minute over the quiet window.
+    /// Controller API writes per minute over the quiet window: Lease renewals and
+    /// reads not counted (see `writes`).
     pub steady_writes_per_min: f64,
+    /// The Lease's reads and renewals per minute over the same window.
+    pub steady_lease_calls_per_min: f64,
+    /// Every call in the quiet window, `op/outcome count`.
+    pub steady_calls: String,
+    /// Time from the end of the churn's releases until the quiet window started
+    /// (the webhook's records written, then no write for a few seconds), and the
+    /// writes made in it.
+    pub settle_s: f64,
+    pub settle_writes: f64,
     pub quiet_secs: f64,
     /// kill -9 to the PDB of a login reported while the controller was down.
     pub restart_to_ready_s: f64,
@@ -111,9 +121,30 @@ impl Figures {
                 "",
             ),
             (
-                format!("steady writes ({:.0} s quiet)", self.quiet_secs),
+                format!(
+                    "steady writes ({:.0} s quiet, Lease aside)",
+                    self.quiet_secs
+                ),
                 format!("{:.1} /min", self.steady_writes_per_min),
                 "0",
+            ),
+            (
+                "  calls in the quiet window".into(),
+                self.steady_calls.clone(),
+                "",
+            ),
+            (
+                "  Lease (get + update)".into(),
+                format!("{:.1} /min", self.steady_lease_calls_per_min),
+                "",
+            ),
+            (
+                "settle before the quiet window".into(),
+                format!(
+                    "{:.0} s, {:.0} writes (webhook records and their reconciles)",
+                    self.settle_s, self.settle_writes
+                ),
+                "",
             ),
             (
                 "restart → acts on a login".into(),

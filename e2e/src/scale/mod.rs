@@ -18,6 +18,7 @@ pub mod measure;
 pub mod run;
 pub mod webhook;
 pub mod workload;
+pub mod writes;
 
 use std::time::Duration;
 

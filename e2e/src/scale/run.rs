@@ -16,6 +16,7 @@ use super::controller::Controller;
 use super::figures::{Figures, Quantiles};
 use super::measure::{CpuWindow, PdbTimes, Peaks, quantile_ms};
 use super::workload::{SCALE_LABEL, Target, Workloads};
+use super::writes::Class;
 use super::{Config, kwok, progress, webhook, workload};
 use crate::harness::{TestEnv, install};
 use crate::{Error, Result, wait};
@@ -107,16 +108,40 @@ async fn measure(
     )
     .await?;
 
-    // --- quiet: heartbeats only; every controller write is counted ---
+    // --- settle: the webhook minute's records are legitimate writes, written by a
+    // queue that drains after the load stops, and each wakes one reconcile of its pod.
+    // The quiet window starts when every admitted review's record has an outcome and
+    // then no write (Lease aside) came for SETTLE; a writer that never stops shows in
+    // the window all the same (the wait gives up after SETTLE_MAX).
+    let admitted = (hook.latencies.len() - hook.failed) as f64;
+    let settle_started = Instant::now();
+    let before_settle = ctl.calls().await?;
+    wait::until(
+        "every interaction record of the webhook load to be written",
+        Duration::from_secs(300),
+        || async { Ok((ctl.records_done().await? >= admitted).then_some(())) },
+    )
+    .await?;
+    let settled = settle(&ctl).await?;
+    let settle_calls = ctl.calls().await?.since(&before_settle);
+    progress(format!(
+        "settle: {:.0}s until the records were written and writes stopped{}: {}",
+        settle_started.elapsed().as_secs_f64(),
+        if settled { "" } else { " (they did not stop)" },
+        settle_calls.describe()
+    ));
+
+    // --- quiet: heartbeats only; every controller API call is counted ---
     progress(format!("quiet: {}s without logins", cfg.quiet.as_secs()));
-    let w0 = ctl.writes().await?;
+    let c0 = ctl.calls().await?;
     let quiet_cpu = CpuWindow::start(ctl_pid.load(Ordering::Relaxed));
     let quiet_started = Instant::now();
     // The window itself is the measurement: heartbeats arrive in it on their own schedule.
     tokio::time::sleep(cfg.quiet).await;
-    let writes = ctl.writes().await? - w0;
+    let quiet_calls = ctl.calls().await?.since(&c0);
     let quiet_secs = quiet_started.elapsed().as_secs_f64();
     let controller_quiet_cpu = quiet_cpu.cores();
+    progress(format!("quiet: calls {}", quiet_calls.describe()));
 
     // --- kill -9, then a login while it is down: until its PDB exists ---
     let target = w
@@ -162,7 +187,11 @@ async fn measure(
         logins: login.len(),
         logout_to_release_ms: q(&logout),
         logouts: logout.len(),
-        steady_writes_per_min: writes / (quiet_secs / 60.0),
+        steady_writes_per_min: quiet_calls.total(Class::Write) / (quiet_secs / 60.0),
+        steady_lease_calls_per_min: quiet_calls.total(Class::Lease) / (quiet_secs / 60.0),
+        steady_calls: quiet_calls.describe(),
+        settle_s: settle_started.elapsed().as_secs_f64() - quiet_secs,
+        settle_writes: settle_calls.total(Class::Write),
         quiet_secs,
         restart_to_ready_s: restart_to_ready,
         restart_to_leader_s: restart_to_leader,
@@ -251,6 +280,30 @@ async fn churn(
         ));
     }
     Ok(used)
+}
+
+/// No write (Lease and reads aside) for this long: the controller is done.
+const SETTLE: Duration = Duration::from_secs(5);
+/// How long settling may take before the quiet window starts anyway.
+const SETTLE_MAX: Duration = Duration::from_secs(90);
+
+/// Until the controller has made no write for [`SETTLE`]; false if that did not
+/// happen within [`SETTLE_MAX`].
+async fn settle(ctl: &Controller) -> Result<bool> {
+    let started = Instant::now();
+    let mut last = ctl.calls().await?.total(Class::Write);
+    let mut quiet_since = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    while started.elapsed() < SETTLE_MAX {
+        tick.tick().await;
+        let now = ctl.calls().await?.total(Class::Write);
+        if now != last {
+            (last, quiet_since) = (now, Instant::now());
+        } else if quiet_since.elapsed() >= SETTLE {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The running pid of a control-plane component (its pidfile: `<pid> <start time>`).

@@ -226,9 +226,11 @@ pub fn remove_leftover_cgroups(root: &CgroupRoot, node: Option<&str>) -> Result<
 
 /// Removes simulated nodes' cgroup trees whose node process is gone: every process
 /// left inside has been reparented (its parent is no longer the node or test that
-/// started it, but init or a subreaper with no stake in it), or none is left. A live
-/// node's tree always holds processes whose parent is that node, so concurrent runs
-/// (and `make dev-up`) are never touched. Returns what was removed.
+/// started it, but init or a subreaper with no stake in it), or none is left and
+/// none came or went for [`EMPTY_TREE_AGE`]. A live node's tree holds processes
+/// whose parent is that node, or is empty and young (a node between pods, which an
+/// earlier version swept from under a concurrent run), so concurrent runs (and
+/// `make dev-up`) are never touched. Returns what was removed.
 pub fn sweep_orphaned_cgroups(root: &CgroupRoot) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(root.path()) else {
@@ -240,15 +242,35 @@ pub fn sweep_orphaned_cgroups(root: &CgroupRoot) -> Result<Vec<PathBuf>> {
             continue;
         }
         let pids = cgroup::procs_below(&e.path());
-        let orphaned = pids.iter().all(|&pid| {
-            crate::harness::procfs::ppid(pid as u32).is_none_or(|ppid| ppid == 1 || !is_ours(ppid))
-        });
+        // An empty tree may be a live node between pods (or one that has
+        // none yet): only one untouched for a while is a leftover.
+        let orphaned = if pids.is_empty() {
+            idle_for(&e.path()) >= EMPTY_TREE_AGE
+        } else {
+            pids.iter().all(|&pid| {
+                crate::harness::procfs::ppid(pid as u32)
+                    .is_none_or(|ppid| ppid == 1 || !is_ours(ppid))
+            })
+        };
         if orphaned {
             cgroup::remove_tree(&e.path())?;
             removed.push(e.path());
         }
     }
     Ok(removed)
+}
+
+/// How long an empty node tree must have seen no pod directory come or go
+/// before the sweep takes it for a leftover (no e2e test idles this long).
+const EMPTY_TREE_AGE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Time since a directory's entries last changed (its mtime); zero if unknown.
+fn idle_for(dir: &std::path::Path) -> std::time::Duration {
+    std::fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default()
 }
 
 /// Is `pid` a process that may run simulated nodes (a test binary, sg-cluster)?

@@ -199,15 +199,25 @@ impl Release {
         fullname(&self.name)
     }
 
+    /// `helm uninstall --no-hooks`: the simulated node runs a stand-in for every
+    /// container, so the pre-delete hook Job (`sessionguard-controller cleanup`) would
+    /// never complete; `chart_uninstall.rs` plays its container runtime instead and
+    /// uses [`Release::uninstall_with_hooks`].
     pub fn uninstall(mut self) -> Result<()> {
         self.installed = false;
-        helm_uninstall(&self.name, &self.ns, &self.kubeconfig)
+        helm_uninstall(&self.name, &self.ns, &self.kubeconfig, false)
+    }
+
+    /// `helm uninstall` with its hooks: the caller must make the hook Job complete.
+    pub fn uninstall_with_hooks(mut self) -> Result<()> {
+        self.installed = false;
+        helm_uninstall(&self.name, &self.ns, &self.kubeconfig, true)
     }
 }
 
-fn helm_uninstall(name: &str, ns: &str, kubeconfig: &Path) -> Result<()> {
+fn helm_uninstall(name: &str, ns: &str, kubeconfig: &Path, hooks: bool) -> Result<()> {
     let kc = kubeconfig.display().to_string();
-    helm(&[
+    let mut args = vec![
         "uninstall",
         name,
         "--namespace",
@@ -217,14 +227,17 @@ fn helm_uninstall(name: &str, ns: &str, kubeconfig: &Path) -> Result<()> {
         "--wait",
         "--timeout",
         "60s",
-    ])
-    .map(|_| ())
+    ];
+    if !hooks {
+        args.push("--no-hooks");
+    }
+    helm(&args).map(|_| ())
 }
 
 impl Drop for Release {
     fn drop(&mut self) {
         if self.installed
-            && let Err(e) = helm_uninstall(&self.name, &self.ns, &self.kubeconfig)
+            && let Err(e) = helm_uninstall(&self.name, &self.ns, &self.kubeconfig, false)
         {
             eprintln!("helm uninstall {} failed: {e}", self.name);
         }
@@ -380,13 +393,25 @@ pub async fn start_agent(env: &TestEnv, agent_pod: &Pod, interval: &str) -> Resu
 /// one of the chart's controller pods, using the chart's Lease name in the release
 /// namespace (the only Lease its Role lets it update).
 pub async fn start_controller(env: &TestEnv, release: &str, ctl_pod: &Pod) -> Result<Running> {
+    start_controller_as(env, release, ctl_pod, "controller", "leader").await
+}
+
+/// [`start_controller`] under another log name, awaiting `/readyz` to name `role`
+/// ("leader" or "standby": a second replica stays standby while the first leads).
+pub async fn start_controller_as(
+    env: &TestEnv,
+    release: &str,
+    ctl_pod: &Pod,
+    name: &str,
+    role: &str,
+) -> Result<Running> {
     let kubeconfig = pod_kubeconfig(env, ctl_pod).await?;
     let bin = workspace_bin("sessionguard-controller", "sessionguard-controller")?;
     let addr = free_addr()?;
     let lease = format!("{}-controller", fullname(release));
     let (addr_s, kc) = (addr.to_string(), kubeconfig.display().to_string());
     let identity = ctl_pod.metadata.name.clone().unwrap_or_default();
-    let log = env.scratch_dir().join("controller.log");
+    let log = env.scratch_dir().join(format!("{name}.log"));
     let child = Child::spawn(
         &bin,
         &[
@@ -407,25 +432,21 @@ pub async fn start_controller(env: &TestEnv, release: &str, ctl_pod: &Pod) -> Re
         ],
         &log,
     )?;
-    eprintln!(
-        "controller: pid {}, {addr}, log {}",
-        child.pid(),
-        log.display()
-    );
+    eprintln!("{name}: pid {}, {addr}, log {}", child.pid(), log.display());
     let mut ctl = Running {
         child: Some(child),
         addr,
         log,
-        name: "controller".into(),
+        name: name.into(),
     };
     let cell = std::cell::RefCell::new(&mut ctl);
     wait::until(
-        "the controller to lead with synced caches",
+        &format!("the {name} to be ready as {role}"),
         await_::TIMEOUT,
         || async {
             cell.borrow_mut().check_running()?;
             let ready = http_get(addr, "/readyz").await.ok();
-            Ok(ready.filter(|r| r.contains("leader")).map(|_| ()))
+            Ok(ready.filter(|r| r.starts_with(role)).map(|_| ()))
         },
     )
     .await?;

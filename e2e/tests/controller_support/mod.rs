@@ -38,10 +38,8 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
 }
 
-/// `Ok` if `cond`, else an error saying `what` should have held.
-pub fn check(cond: bool, what: impl Into<String>) -> Result<()> {
-    if cond { Ok(()) } else { Err(invalid(what)) }
-}
+#[allow(unused_imports)]
+pub use sessionguard_e2e::check;
 
 /// The reasons of every event about `pod` in the test's namespace.
 pub async fn event_reasons(env: &TestEnv, pod: &str) -> Result<Vec<String>> {
@@ -160,23 +158,7 @@ impl Controller {
 
     /// Waits until this replica leads with synced caches.
     pub async fn until_leader(&self) -> Result<()> {
-        let addr = self.addr;
-        wait::until(
-            "controller to become leader with synced caches",
-            await_::TIMEOUT,
-            || async {
-                let ready = http_get(addr, "/readyz").await.ok();
-                let leader = metric(addr, "sessionguard_leader", &[])
-                    .await
-                    .ok()
-                    .flatten();
-                Ok(
-                    (leader == Some(1.0) && ready.is_some_and(|r| r.contains("leader")))
-                        .then_some(()),
-                )
-            },
-        )
-        .await
+        sessionguard_e2e::harness::http::until_leader(self.addr, await_::TIMEOUT, || Ok(())).await
     }
 
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<Option<f64>> {

@@ -28,9 +28,8 @@ pub fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
 }
 
-pub fn check(cond: bool, what: impl Into<String>) -> Result<()> {
-    if cond { Ok(()) } else { Err(invalid(what)) }
-}
+#[allow(unused_imports)]
+pub use sessionguard_e2e::check;
 
 /// The webhook configurations' name: the chart's full name for this test (the
 /// only names its controller ClusterRole lets the controller update).
@@ -310,4 +309,107 @@ pub async fn plugin(env: &TestEnv, args: &[&str]) -> Result<(i32, String, String
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
+}
+
+/// The URL path (token included) and the CA bundle that the validating
+/// configuration gives the API server for `webhook` (e.g.
+/// `interactions.sessionguard.io`): what only cluster admins can read.
+pub async fn published(env: &TestEnv, port: u16, webhook: &str) -> Result<(String, String)> {
+    let vwc = Api::<ValidatingWebhookConfiguration>::all(env.client().clone())
+        .get(&config_name(env))
+        .await?;
+    let w = vwc
+        .webhooks
+        .iter()
+        .flatten()
+        .find(|w| w.name == webhook)
+        .ok_or_else(|| invalid(format!("no {webhook} webhook in {}", config_name(env))))?;
+    let url = w.client_config.url.clone().unwrap_or_default();
+    let bundle = w
+        .client_config
+        .ca_bundle
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default();
+    let path = url
+        .split_once(&format!("127.0.0.1:{port}"))
+        .map(|(_, p)| p.to_string())
+        .ok_or_else(|| invalid(format!("{webhook} points elsewhere: {url}")))?;
+    Ok((path, bundle))
+}
+
+/// POSTs `body` over HTTPS to 127.0.0.1:`port`, trusting `bundle_pem` (the
+/// public CA, as any client could), and returns (status code, response body).
+pub async fn https_post(
+    port: u16,
+    bundle_pem: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, String)> {
+    https_post_as(port, bundle_pem, None, path, body).await
+}
+
+/// [`https_post`] presenting `client` (certificate and key PEM) if given.
+pub async fn https_post_as(
+    port: u16,
+    bundle_pem: &str,
+    client: Option<(&str, &str)>,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, String)> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(bundle_pem.as_bytes()).flatten() {
+        roots.add(c).map_err(|e| invalid(format!("CA: {e}")))?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(e.to_string()))?
+    .with_root_certificates(roots);
+    let cfg = match client {
+        None => cfg.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("client certificate: {e}")))?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|e| invalid(format!("client key: {e}")))?;
+            cfg.with_client_auth_cert(chain, key)
+                .map_err(|e| invalid(format!("client certificate: {e}")))?
+        }
+    };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| invalid(format!("connect: {e}")))?;
+    let name =
+        rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| invalid(e.to_string()))?;
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| invalid(format!("TLS: {e}")))?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes())
+        .await
+        .map_err(|e| invalid(e.to_string()))?;
+    // A server that answers before reading a too-large body may close early:
+    // the status line it sent is still what counts.
+    let _ = tls.write_all(body).await;
+    let mut out = Vec::new();
+    // A server closing without close_notify is fine: the status line is in.
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| invalid(format!("no HTTP status in {text:?}")))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((code, body.to_string()))
 }

@@ -31,7 +31,8 @@ pub struct ReasonLabels {
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
-    /// Requests refused for want of the path token (404, nothing recorded).
+    /// Requests refused for want of the path token or of a client
+    /// certificate (404, nothing recorded).
     pub unauthenticated: Family<ReasonLabels, Counter>,
     pub duration: Family<WebhookLabels, Histogram>,
     pub records: Family<OutcomeLabels, Counter>,
@@ -66,7 +67,7 @@ impl Metrics {
         );
         r.register(
             "unauthenticated_requests",
-            "Requests answered 404 because their path lacks a token this replica accepts (reason: no_token, wrong_token); nothing is recorded for them",
+            "Requests answered 404 because their path lacks a token this replica accepts, or (with --webhook-client-ca) they came without a client certificate (reason: no_token, wrong_token, no_client_cert); nothing is recorded for them",
             self.unauthenticated.clone(),
         );
         r.register(

@@ -44,7 +44,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use prometheus_client::registry::Registry;
 
-use sessionguard_core::duration::flag;
+use sessionguard_core::duration::{flag, positive_flag};
 
 use crate::error::{Error, Result};
 use crate::face::blocked::BlockedDrains;
@@ -82,6 +82,15 @@ pub struct WebhookConfig {
         env = "SESSIONGUARD_WEBHOOK_PATH_TOKEN_FILE"
     )]
     pub path_token_file: Option<PathBuf>,
+
+    /// Verify the API server's client certificate: a PEM file with the CA(s)
+    /// that sign the certificate the cluster's AdmissionConfiguration gives
+    /// the API server for this webhook (`kubeConfigFile`). A request without
+    /// a certificate gets 404 and records nothing, like one without the path
+    /// token (which is still required); one with a certificate the CA did not
+    /// sign fails the TLS handshake. Read at start.
+    #[arg(long = "webhook-client-ca", env = "SESSIONGUARD_WEBHOOK_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
 
     /// Secret (in the controller's namespace) holding the generated CA and
     /// serving certificate, shared by all replicas.
@@ -126,7 +135,7 @@ pub struct WebhookConfig {
     pub mutating_config: String,
 
     /// Lifetime of the generated serving certificate.
-    #[arg(long = "webhook-cert-validity", env = "SESSIONGUARD_WEBHOOK_CERT_VALIDITY", value_parser = flag, default_value = "90d")]
+    #[arg(long = "webhook-cert-validity", env = "SESSIONGUARD_WEBHOOK_CERT_VALIDITY", value_parser = positive_flag, default_value = "90d")]
     pub cert_validity: Duration,
 
     /// Renew the generated serving certificate when less than this is left
@@ -138,11 +147,11 @@ pub struct WebhookConfig {
     /// when less than a serving certificate's life and renewal margin is left
     /// (at most half its life), and signs only once every webhook
     /// configuration trusts it.
-    #[arg(long = "webhook-ca-validity", env = "SESSIONGUARD_WEBHOOK_CA_VALIDITY", value_parser = flag, default_value = "1825d")]
+    #[arg(long = "webhook-ca-validity", env = "SESSIONGUARD_WEBHOOK_CA_VALIDITY", value_parser = positive_flag, default_value = "1825d")]
     pub ca_validity: Duration,
 
     /// How often the Secret, the caBundles and mounted files are checked.
-    #[arg(long = "webhook-cert-check-interval", env = "SESSIONGUARD_WEBHOOK_CERT_CHECK_INTERVAL", value_parser = flag, default_value = "30s")]
+    #[arg(long = "webhook-cert-check-interval", env = "SESSIONGUARD_WEBHOOK_CERT_CHECK_INTERVAL", value_parser = positive_flag, default_value = "30s")]
     pub cert_check_interval: Duration,
 
     /// Opt-in policy: deny exec, attach and debug in these namespaces
@@ -314,12 +323,21 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
     });
     let listener = sessionguard_http::bind(wh.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving admission webhooks over TLS");
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver));
+    let client_cas = wh.client_ca.as_deref().map(tls::client_roots).transpose()?;
+    if let Some(ca) = &wh.client_ca {
+        tracing::info!(ca = %ca.display(), "webhook: only callers with a client certificate this CA signed are heard");
+    }
+    let require_client_cert = client_cas.is_some();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver, client_cas)?);
     tokio::spawn(sessionguard_http::serve(
         "admission",
         listener,
         Some(acceptor),
-        Arc::new(server::Admission(ctx, tokens)),
+        Arc::new(server::Admission {
+            ctx,
+            tokens,
+            require_client_cert,
+        }),
     ));
     Ok(())
 }

@@ -5,32 +5,49 @@ use std::sync::Arc;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use sessionguard_http::{Body, Handler, json, text};
+use sessionguard_http::{Body, ClientCertificate, Handler, json, text};
 
 use super::review::{self, Context};
-use super::token::Tokens;
+use super::token::{Refused, Tokens};
 
 /// An AdmissionReview carries the old and the new object; pods stay far
 /// below etcd's 1.5 MiB each, so this leaves room without inviting abuse.
 const MAX_BODY: usize = 8 << 20;
 
-/// The webhooks' request handler: the path token first, then the review.
-pub struct Admission(pub Arc<Context>, pub Arc<Tokens>);
+/// The webhooks' request handler: the client certificate (with
+/// `--webhook-client-ca`) and the path token first, then the review.
+pub struct Admission {
+    pub ctx: Arc<Context>,
+    pub tokens: Arc<Tokens>,
+    /// Only a caller with a client certificate the `--webhook-client-ca`
+    /// signed (the API server, per its AdmissionConfiguration) gets further.
+    pub require_client_cert: bool,
+}
 
 impl Handler for Admission {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        serve(req, &self.0, &self.1).await
+        serve(req, &self.ctx, &self.tokens, self.require_client_cert).await
     }
 }
 
-pub async fn serve(req: Request<Incoming>, ctx: &Context, tokens: &Tokens) -> Response<Body> {
+pub async fn serve(
+    req: Request<Incoming>,
+    ctx: &Context,
+    tokens: &Tokens,
+    require_client_cert: bool,
+) -> Response<Body> {
     if req.method() == Method::GET && req.uri().path() == "/healthz" {
         return text(StatusCode::OK, "ok\n");
     }
     // Before anything is read or parsed: a caller that does not know the
     // path (anyone but the API server) learns nothing, not even that a
     // webhook is here, and nothing it sends is recorded.
-    let path = match tokens.route(req.uri().path()) {
+    let certified = req.extensions().get::<ClientCertificate>() == Some(&ClientCertificate(true));
+    let route = match require_client_cert && !certified {
+        true => Err(Refused::NoClientCert),
+        false => tokens.route(req.uri().path()),
+    };
+    let path = match route {
         Ok(route) => route.to_string(),
         Err(why) => {
             ctx.metrics.unauthenticated(why.label());

@@ -27,6 +27,9 @@ pub enum Refused {
     NoToken,
     /// A token this replica does not accept.
     WrongToken,
+    /// `--webhook-client-ca` is set and the caller offered no client
+    /// certificate (one the CA did not sign fails the TLS handshake).
+    NoClientCert,
 }
 
 impl Refused {
@@ -34,6 +37,7 @@ impl Refused {
         match self {
             Refused::NoToken => "no_token",
             Refused::WrongToken => "wrong_token",
+            Refused::NoClientCert => "no_client_cert",
         }
     }
 }

@@ -1,0 +1,228 @@
+//! What the pod cache keeps of a Pod: the fields some decision, face or
+//! event reads, and nothing else. A pod of a real workload is mostly its
+//! spec (env, volumes, probes, resources) and managedFields, none of which
+//! the controller looks at; at 30,000 pods the full objects alone would
+//! outgrow the controller's memory limit.
+//!
+//! Kept, and who reads it:
+//! - metadata name, namespace, uid, resourceVersion (every write's
+//!   precondition), labels and annotations (opt-in, the interaction record,
+//!   protection), ownerReferences (opt-in through the workload, the
+//!   StatefulSet's pods), creationTimestamp (the record's bounds),
+//!   deletionTimestamp (a going pod, rollouts);
+//! - spec.nodeName (the pod's report, cordons), each container's and init
+//!   container's name, tty and stdin (`sessionguard_api::container_of`: is a
+//!   terminal a console);
+//! - status: each container status's name and containerID (regular, init
+//!   and ephemeral: which container a session runs in), and the conditions'
+//!   type and status (a rollout waits for Ready).
+//!
+//! A new reader of another field must add it here (the test below lists
+//! what is kept).
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerStatus, Pod, PodCondition, PodSpec, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// Replaces `pod` with the part of it the controller reads.
+pub fn trim_pod(pod: &mut Pod) {
+    let m = &mut pod.metadata;
+    let metadata = ObjectMeta {
+        name: m.name.take(),
+        namespace: m.namespace.take(),
+        uid: m.uid.take(),
+        resource_version: m.resource_version.take(),
+        labels: m.labels.take(),
+        annotations: m.annotations.take(),
+        owner_references: m.owner_references.take(),
+        creation_timestamp: m.creation_timestamp.take(),
+        deletion_timestamp: m.deletion_timestamp.take(),
+        ..Default::default()
+    };
+    let spec = pod.spec.take().map(|s| PodSpec {
+        node_name: s.node_name,
+        containers: s.containers.into_iter().map(container).collect(),
+        init_containers: s
+            .init_containers
+            .map(|c| c.into_iter().map(container).collect()),
+        ..Default::default()
+    });
+    let status = pod.status.take().map(|s| PodStatus {
+        container_statuses: s.container_statuses.map(statuses),
+        init_container_statuses: s.init_container_statuses.map(statuses),
+        ephemeral_container_statuses: s.ephemeral_container_statuses.map(statuses),
+        conditions: s.conditions.map(|c| {
+            c.into_iter()
+                .map(|c| PodCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
+    });
+    *pod = Pod {
+        metadata,
+        spec,
+        status,
+    };
+}
+
+fn container(c: Container) -> Container {
+    Container {
+        name: c.name,
+        tty: c.tty,
+        stdin: c.stdin,
+        ..Default::default()
+    }
+}
+
+fn statuses(v: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
+    v.into_iter()
+        .map(|s| ContainerStatus {
+            name: s.name,
+            container_id: s.container_id,
+            ..Default::default()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessionguard_core::console::Container as Kind;
+    use sessionguard_core::{ContainerId, keys};
+
+    /// A pod as the API server sends it: managedFields, a full spec, status.
+    fn full_pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "web-0", "namespace": "team-a", "uid": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                "resourceVersion": "1234", "generation": 3,
+                "creationTimestamp": "2026-11-24T00:00:00Z",
+                "deletionTimestamp": "2026-11-24T01:00:00Z",
+                "labels": {"app": "web", keys::REVISION_HASH: "web-abc"},
+                "annotations": {keys::FIRST_INTERACTION: "2026-11-24T00:10:00Z"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web",
+                    "uid": "11111111-2222-3333-4444-555555555555", "controller": true}],
+                "finalizers": ["example.com/hold"],
+                "managedFields": [{"manager": "kubelet", "operation": "Update", "apiVersion": "v1",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]
+            },
+            "spec": {
+                "nodeName": "node-a",
+                "containers": [
+                    {"name": "console", "image": "busybox", "tty": true, "stdin": true,
+                     "env": [{"name": "A", "value": "1"}],
+                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                    {"name": "app", "image": "nginx", "args": ["--port", "80"]}
+                ],
+                "initContainers": [{"name": "init", "image": "busybox", "tty": true}],
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "shareProcessNamespace": true
+            },
+            "status": {
+                "phase": "Running", "podIP": "10.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-24T00:00:05Z"}],
+                "containerStatuses": [
+                    {"name": "console", "containerID": cid('a'), "image": "busybox",
+                     "imageID": "sha256:1", "ready": true, "restartCount": 2,
+                     "state": {"running": {"startedAt": "2026-11-24T00:00:02Z"}}},
+                    {"name": "app", "containerID": cid('b'), "image": "nginx",
+                     "imageID": "sha256:2", "ready": true, "restartCount": 0}
+                ],
+                "initContainerStatuses": [{"name": "init", "containerID": cid('c'),
+                    "image": "busybox", "imageID": "sha256:1", "ready": false, "restartCount": 0}],
+                "ephemeralContainerStatuses": [{"name": "debugger", "containerID": cid('d'),
+                    "image": "busybox", "imageID": "sha256:1", "ready": false, "restartCount": 0}]
+            }
+        }))
+        .expect("a pod")
+    }
+
+    /// A CRI container ID as the status shows it: 64 hex digits.
+    fn cid(c: char) -> String {
+        format!("containerd://{}", c.to_string().repeat(64))
+    }
+
+    fn id(s: &str) -> ContainerId {
+        ContainerId::from_status(s).expect("container id")
+    }
+
+    #[test]
+    fn trimming_keeps_what_decisions_read() {
+        let full = full_pod();
+        let mut trimmed = full.clone();
+        trim_pod(&mut trimmed);
+        let (f, t) = (&full.metadata, &trimmed.metadata);
+        assert_eq!(t.name, f.name);
+        assert_eq!(t.namespace, f.namespace);
+        assert_eq!(t.uid, f.uid);
+        assert_eq!(t.resource_version, f.resource_version);
+        assert_eq!(t.labels, f.labels);
+        assert_eq!(t.annotations, f.annotations);
+        assert_eq!(t.owner_references, f.owner_references);
+        assert_eq!(t.creation_timestamp, f.creation_timestamp);
+        assert_eq!(t.deletion_timestamp, f.deletion_timestamp);
+        let spec = trimmed.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("node-a"));
+        // The console decision gives the same answer for every container.
+        for c in [cid('a'), cid('b'), cid('c'), cid('d'), cid('e')] {
+            assert_eq!(
+                sessionguard_api::container_of(&trimmed, &id(&c)),
+                sessionguard_api::container_of(&full, &id(&c)),
+                "{c}"
+            );
+        }
+        assert_eq!(
+            sessionguard_api::container_of(&trimmed, &id(&cid('a'))),
+            Kind::Regular { tty: true }
+        );
+        assert_eq!(
+            sessionguard_api::container_of(&trimmed, &id(&cid('d'))),
+            Kind::Ephemeral
+        );
+        let ready = trimmed
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (ready[0].type_.as_str(), ready[0].status.as_str()),
+            ("Ready", "True")
+        );
+    }
+
+    #[test]
+    fn trimming_drops_what_no_decision_reads() {
+        let mut p = full_pod();
+        trim_pod(&mut p);
+        assert!(p.metadata.managed_fields.is_none());
+        assert!(p.metadata.finalizers.is_none() && p.metadata.generation.is_none());
+        let spec = p.spec.as_ref().unwrap();
+        assert!(spec.volumes.is_none() && spec.share_process_namespace.is_none());
+        let c = &spec.containers[0];
+        assert!(c.image.is_none() && c.env.is_none() && c.volume_mounts.is_none());
+        let status = p.status.as_ref().unwrap();
+        assert!(status.phase.is_none() && status.pod_ip.is_none());
+        let s = &status.container_statuses.as_ref().unwrap()[0];
+        assert!(s.state.is_none() && s.image.is_empty() && s.restart_count == 0);
+        assert!(
+            status.conditions.as_ref().unwrap()[0]
+                .last_transition_time
+                .is_none()
+        );
+        let size = |p: &Pod| serde_json::to_vec(p).unwrap().len();
+        assert!(
+            size(&p) < size(&full_pod()),
+            "{} vs {}",
+            size(&p),
+            size(&full_pod())
+        );
+    }
+}
