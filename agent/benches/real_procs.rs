@@ -115,6 +115,16 @@ fn main() {
     )
     .unwrap();
     inc.scan(true).unwrap();
+    // The same ticks with a listing each (`--pid-cursor=false`): the baseline.
+    let mut listing = Scanner::new(
+        ProcFs::open("/proc".as_ref()).unwrap(),
+        ScannerConfig {
+            pid_cursor: false,
+            ..ScannerConfig::default()
+        },
+    )
+    .unwrap();
+    listing.scan(true).unwrap();
     // The sleepers were just spawned, and the scanner re-reads young processes
     // (they may be about to take a terminal): measure the steady state, once
     // they are older than `young_for` and its extra ticks have passed. Pacing,
@@ -122,10 +132,12 @@ fn main() {
     let young = ScannerConfig::default();
     while spawned.elapsed() < young.young_for + Duration::from_secs(1) {
         inc.scan(false).unwrap();
+        listing.scan(false).unwrap();
         std::thread::sleep(Duration::from_millis(200));
     }
     for _ in 0..young.young_ticks {
         inc.scan(false).unwrap();
+        listing.scan(false).unwrap();
     }
     println!(
         "young processes still re-read per tick (others on this host): {}",
@@ -141,7 +153,8 @@ fn main() {
         "  with procfs-core stat",
         "procfs crate scan",
         "stat of every pid",
-        "incremental tick",
+        "incremental tick (pid cursor)",
+        "  listing every tick",
         "readdir only",
     ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
@@ -176,7 +189,8 @@ fn main() {
                 .count()
         }));
         samples[6].push(time(|| inc.scan(false).unwrap()));
-        samples[7].push(time(|| fs.pids(&mut pids).unwrap()));
+        samples[7].push(time(|| listing.scan(false).unwrap()));
+        samples[8].push(time(|| fs.pids(&mut pids).unwrap()));
     }
     let base = median(samples[0].clone());
     println!(
@@ -200,7 +214,14 @@ fn main() {
         );
     }
 
-    // The daemon at its default interval: CPU share of one core and memory.
+    // The daemon: CPU share of one core and memory, at its defaults, with a
+    // listing on every tick (the baseline), and at half the interval.
+    for (interval, cursor) in [("1s", "false"), ("1s", "true"), ("500ms", "true")] {
+        daemon(agent, interval, cursor, daemon_secs);
+    }
+}
+
+fn daemon(agent: &str, interval: &str, cursor: &str, secs: u64) {
     let mut d = Command::new(agent)
         .args([
             "run",
@@ -210,7 +231,9 @@ fn main() {
             "--listen-addr",
             "127.0.0.1:0",
             "--interval",
-            "1s",
+            interval,
+            "--pid-cursor",
+            cursor,
         ])
         .stderr(Stdio::null())
         .spawn()
@@ -221,10 +244,10 @@ fn main() {
     // Let start-up and the first full scan pass before measuring the steady state.
     std::thread::sleep(Duration::from_secs(3));
     let (t0, c0) = (Instant::now(), cpu_ticks(d.id()));
-    std::thread::sleep(Duration::from_secs(daemon_secs));
+    std::thread::sleep(Duration::from_secs(secs));
     let (secs, ticks) = (t0.elapsed().as_secs_f64(), cpu_ticks(d.id()) - c0);
     println!(
-        "\ndaemon at 1s interval over {secs:.0}s: CPU {:.3}% of one core; VmRSS {} KiB, VmHWM {} KiB",
+        "daemon at {interval} interval, --pid-cursor={cursor}, over {secs:.0}s: CPU {:.3}% of one core; VmRSS {} KiB, VmHWM {} KiB",
         ticks as f64 / hz / secs * 100.0,
         status_kib(d.id(), "VmRSS:"),
         status_kib(d.id(), "VmHWM:")

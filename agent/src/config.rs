@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// Every n-th scan re-reads every process instead of only new ones.
     #[arg(long, env = "SESSIONGUARD_RESYNC_EVERY", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub resync_every: u32,
+    /// Between resyncs, skip listing the proc root on ticks where the pid
+    /// cursor names the new pids (false: every tick lists).
+    #[arg(long, env = "SESSIONGUARD_PID_CURSOR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pid_cursor: bool,
     /// Write this node's SessionReport to the API server (KUBECONFIG or in-cluster credentials).
     #[arg(long, env = "SESSIONGUARD_REPORT", default_value_t = true, action = clap::ArgAction::Set)]
     pub report: bool,

@@ -22,6 +22,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         fs,
         ScannerConfig {
             resync_every: args.resync_every,
+            pid_cursor: args.pid_cursor,
             terminal_idle: args.proc.terminal_idle,
             ..ScannerConfig::default()
         },

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub terminal_processes: Gauge,
     pub idle_from_terminal: Gauge,
     pub vanished: Counter,
+    pub unlisted_scans: Counter,
+    pub cursor_misses: Counter,
     /// Lines written into sessions' terminals (`--notify-terminal`), by outcome.
     pub terminal_notices: Family<OutcomeLabel, Counter>,
     pub reports: Family<OutcomeLabel, Counter>,
@@ -67,6 +69,8 @@ impl Metrics {
             terminal_processes: Gauge::default(),
             idle_from_terminal: Gauge::default(),
             vanished: Counter::default(),
+            unlisted_scans: Counter::default(),
+            cursor_misses: Counter::default(),
             terminal_notices: Family::default(),
             reports: Family::default(),
             report_cuts: Family::default(),
@@ -109,6 +113,16 @@ impl Metrics {
             "vanished_pids",
             "Pids that exited while being read (normal churn)",
             m.vanished.clone(),
+        );
+        r.register(
+            "unlisted_scans",
+            "Scans that read only the pids the pid cursor named, without listing the proc root",
+            m.unlisted_scans.clone(),
+        );
+        r.register(
+            "pid_cursor_misses",
+            "New processes a listing found outside the pid cursor's interval; after one the cursor is off",
+            m.cursor_misses.clone(),
         );
         r.register(
             "terminal_notices",
@@ -158,6 +172,10 @@ impl Metrics {
         self.terminal_processes.set(stats.terminal_processes as i64);
         self.idle_from_terminal.set(stats.idle_from_terminal as i64);
         self.vanished.inc_by(stats.vanished as u64);
+        if !stats.listed {
+            self.unlisted_scans.inc();
+        }
+        self.cursor_misses.inc_by(stats.cursor_misses as u64);
     }
 }
 

@@ -142,11 +142,24 @@ impl FakeProc {
             state: 'S',
             uid: 0,
             ns_pid: vec![pid],
+            tgid: None,
             cgroup: "0::/system.slice/some.service\n".into(),
             argv: Vec::new(),
             cpu: (1, 1),
             switches: (150, 3),
         }
+    }
+
+    /// Points `thread-self` at a tid, as the pid cursor's probe would find
+    /// it after the kernel handed out `pid` (see `scan/cursor.rs`). A tree
+    /// without it has no cursor: every tick lists.
+    pub fn set_newest_pid(&self, pid: u32) -> io::Result<()> {
+        let link = self.root.join("thread-self");
+        match fs::remove_file(&link) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::os::unix::fs::symlink(format!("1/task/{pid}"), link)
     }
 
     /// Removes a pid, as if it exited.
@@ -174,6 +187,8 @@ pub struct FakeProcess<'a> {
     state: char,
     uid: u32,
     ns_pid: Vec<u32>,
+    /// The process a thread belongs to; `None`: this is a process.
+    tgid: Option<u32>,
     cgroup: String,
     argv: Vec<String>,
     /// utime, stime (clock ticks).
@@ -214,6 +229,12 @@ impl FakeProcess<'_> {
     }
     pub fn zombie(mut self) -> Self {
         self.state = 'Z';
+        self
+    }
+    /// A thread of `tgid`: a directory the kernel does not list, whose
+    /// `status` names the process it belongs to.
+    pub fn thread_of(mut self, tgid: u32) -> Self {
+        self.tgid = Some(tgid);
         self
     }
     pub fn uid(mut self, uid: u32) -> Self {
@@ -269,13 +290,14 @@ impl FakeProcess<'_> {
         let ns: Vec<String> = self.ns_pid.iter().map(u32::to_string).collect();
         let ns = ns.join("\t");
         let (p, pp, u) = (self.pid, self.ppid, self.uid);
+        let tgid = self.tgid.unwrap_or(p);
         let state = if self.state == 'Z' {
             "Z (zombie)"
         } else {
             "S (sleeping)"
         };
         format!(
-            "Name:\t{}\nUmask:\t0022\nState:\t{state}\nTgid:\t{p}\nNgid:\t0\nPid:\t{p}\nPPid:\t{pp}\n\
+            "Name:\t{}\nUmask:\t0022\nState:\t{state}\nTgid:\t{tgid}\nNgid:\t0\nPid:\t{p}\nPPid:\t{pp}\n\
              TracerPid:\t0\nUid:\t{u}\t{u}\t{u}\t{u}\nGid:\t{u}\t{u}\t{u}\t{u}\nFDSize:\t64\nGroups:\t \n\
              NStgid:\t{ns}\nNSpid:\t{ns}\nNSpgid:\t{ns}\nNSsid:\t{ns}\nKthread:\t0\n\
              VmPeak:\t    8692 kB\nVmSize:\t    8692 kB\nVmLck:\t       0 kB\nVmPin:\t       0 kB\n\

@@ -43,9 +43,12 @@ struct PodCgroup {
 
 impl PodCgroup {
     fn create(root: &Path, pod_uid: &str, container_id: &str) -> Self {
+        // One top per test: tests run in parallel, and a top shared with a
+        // live test cannot be removed (EBUSY).
         let top = root.join(format!(
-            "sessionguard-agent-test-{}.slice",
-            std::process::id()
+            "sessionguard-agent-test-{}-{}.slice",
+            std::process::id(),
+            &container_id[container_id.len() - 12..]
         ));
         let u = pod_uid.replace('-', "_");
         let scope = top
@@ -424,4 +427,100 @@ fn idle_time_of_a_real_shell_resets_when_someone_types() {
     type_and_await(&master, &mut out, 2);
     let idle = scan_now(&mut scanner);
     assert!(idle < 10, "the shell read input: {idle}");
+}
+
+/// The pid cursor on the real /proc (see `scan/cursor.rs`): a login started
+/// after the first scan is found on a tick that lists nothing, the threads of
+/// a multi-threaded process on its terminal are not counted as processes
+/// (the cursor names their tids, which a listing never shows), and the
+/// logout is confirmed by a listing.
+#[test]
+fn the_pid_cursor_finds_a_real_login_without_listing_proc() {
+    use sessionguard_agent::scan::{ProcFs, ScanStats, Scanner, ScannerConfig};
+    let Some(root) = runnable() else { return };
+    let (pod_uid, container_id) = fresh_ids(3);
+    let cg = PodCgroup::create(&root, &pod_uid, &container_id);
+    let _init = Init::start(&cg.scope);
+    let mut scanner = Scanner::new(
+        ProcFs::open(Path::new("/proc")).unwrap(),
+        ScannerConfig {
+            resync_every: 100_000,
+            ..ScannerConfig::default()
+        },
+    )
+    .unwrap();
+    let mine = |scanner: &mut Scanner| -> (Vec<sessionguard_core::Session>, ScanStats) {
+        let (s, stats) = scanner.tick().unwrap();
+        let s = s
+            .into_iter()
+            .filter(|s| s.pod_uid.as_str() == pod_uid)
+            .collect();
+        (s, stats)
+    };
+    let (none, first) = mine(&mut scanner);
+    assert!(first.listed && none.is_empty());
+
+    // python3 with three more threads, in the background of the login shell.
+    let script = "import threading, time\n\
+                  for _ in range(3): threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n\
+                  time.sleep(600)";
+    let line = format!("python3 -c '{script}' & wait");
+    let (shell, tty, _pty) = spawn_on_pty(&cg.scope, &["-c", &line]);
+    let mut login = Login {
+        shell,
+        ended: false,
+    };
+    let shell_pid = login.shell.id();
+    let threads_of_python = || -> Option<usize> {
+        let children =
+            std::fs::read_to_string(format!("/proc/{shell_pid}/task/{shell_pid}/children")).ok()?;
+        let python: u32 = children.split_whitespace().next()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{python}/comm")).ok()?;
+        if comm.trim() != "python3" {
+            return None;
+        }
+        Some(
+            std::fs::read_dir(format!("/proc/{python}/task"))
+                .ok()?
+                .count(),
+        )
+    };
+    let mut sightings = Vec::new();
+    await_some("python's three threads", Duration::from_secs(20), || {
+        let (s, stats) = mine(&mut scanner);
+        if let [s] = s.as_slice() {
+            sightings.push((stats.listed, s.processes));
+        }
+        (threads_of_python() == Some(4)).then_some(())
+    });
+    // Ticks after the threads started: the cursor named their tids.
+    let after: Vec<(bool, u32)> = (0..3)
+        .map(|_| {
+            let (s, stats) = mine(&mut scanner);
+            assert_eq!(s.len(), 1, "{s:#?}");
+            assert_eq!(s[0].tty, tty);
+            (stats.listed, s[0].processes)
+        })
+        .collect();
+    assert_eq!(
+        after,
+        vec![(false, 2); 3],
+        "the shell and python, not its threads; sighted before: {sightings:?}"
+    );
+    assert_eq!(
+        sightings.first().map(|&(listed, _)| listed),
+        Some(false),
+        "the login was first seen on a tick without a listing: {sightings:?}"
+    );
+
+    login.end();
+    let (s, stats) = await_some("the logout", Duration::from_secs(10), || {
+        let (s, stats) = mine(&mut scanner);
+        s.is_empty().then_some((s, stats))
+    });
+    assert!(s.is_empty());
+    assert!(
+        stats.listed && stats.lost_leaders >= 1,
+        "a vanished leader is checked by a listing: {stats:?}"
+    );
 }

@@ -70,6 +70,19 @@ pub fn parse_switches(bytes: &[u8]) -> Result<u64, ParseError> {
     }
 }
 
+/// `Tgid:`, the process a thread belongs to: a tid equal to its tgid is a
+/// process, any other a thread of one. Hand-written: it is the fifth line,
+/// and only pids found without a listing are asked (see `scan/cursor.rs`).
+pub fn parse_tgid(bytes: &[u8]) -> Result<u32, ParseError> {
+    let line = bytes
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"Tgid:"))
+        .ok_or_else(|| ParseError::new("status", "no Tgid line"))?;
+    let text = std::str::from_utf8(line).unwrap_or_default().trim();
+    text.parse()
+        .map_err(|_| ParseError::new("status", format!("Tgid is not a number: {text:?}")))
+}
+
 impl Status {
     /// PID 1 of its namespace: the container's init.
     pub fn is_namespace_init(&self) -> bool {
@@ -163,6 +176,15 @@ mod tests {
             assert_eq!(e.kind(), "status");
             assert!(e.to_string().contains(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn the_thread_group_of_a_tid() {
+        assert_eq!(parse_tgid(SHELL.as_bytes()), Ok(4242));
+        // NStgid is not Tgid.
+        assert!(parse_tgid(b"Name:\tx\nNStgid:\t7\t1\n").is_err());
+        let e = parse_tgid(b"Tgid:\tmany\n").unwrap_err();
+        assert!(e.to_string().contains("\"many\""), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The I/O half of the agent: reads /proc (or a fake tree under
 //! `--proc-root`) and turns it into sessions with the pure parsers.
 
+pub mod cursor;
 mod first;
 mod group;
 pub mod idle;

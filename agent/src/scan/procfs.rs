@@ -78,6 +78,28 @@ impl ProcFs {
         Ok(())
     }
 
+    /// The newest pid in the proc root's namespace (see `scan/cursor.rs`):
+    /// a thread started for the purpose reads the tid `thread-self` names.
+    /// `None` where the root has no `thread-self` (a fake tree, an old
+    /// kernel) or the thread cannot start.
+    pub fn newest_pid(&self) -> Option<u32> {
+        let link = self.root.join("thread-self");
+        let probe = std::thread::Builder::new()
+            .name("pid-probe".into())
+            .stack_size(64 * 1024)
+            .spawn(move || std::fs::read_link(link))
+            .ok()?;
+        let target = probe.join().ok()?.ok()?;
+        super::cursor::parse_thread_self(target.as_os_str().as_encoded_bytes())
+    }
+
+    /// `sys/kernel/pid_max`, where the pid cycle wraps; `None` if unreadable.
+    pub fn pid_max(&self) -> Option<u32> {
+        let mut buf = Vec::with_capacity(16);
+        self.read_top("sys/kernel/pid_max", &mut buf).ok()?;
+        std::str::from_utf8(&buf).ok()?.trim().parse().ok()
+    }
+
     /// Reads `<root>/<pid>/<file>` into `buf`. `Ok(false)` when the pid is gone.
     pub fn read(&mut self, pid: u32, file: &str, buf: &mut Vec<u8>) -> Result<bool, Error> {
         self.read_at_most(pid, file, usize::MAX, buf)

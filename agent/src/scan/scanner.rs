@@ -3,6 +3,8 @@
 //! few processes that hold a terminal and the few that are young enough to be
 //! about to take one, so a quiet node costs little more than one readdir. A
 //! periodic full resync bounds how long any other missed change can live.
+//! Where the pid cursor works (see `cursor.rs`), a quiet tick does not even
+//! list: it reads the pids created since the last tick and the few above.
 //!
 //! A process's identity is its pid and start time. The inode of `/proc/<pid>`
 //! is only a hint to skip reads: a reused pid gets a new directory, but so can
@@ -13,12 +15,14 @@ use std::time::{Duration, Instant};
 
 use sessionguard_core::{CUT_MARKER, Session};
 
+use super::cursor::Cursor;
 use super::first::{Seen, older_in_order};
 use super::group::{Candidate, Group, group_by_terminal};
 use super::idle::{self, IdleTracker, SessionId};
 use super::procfs::{ProcFs, Terminal as TerminalTime};
 use crate::Error;
 use crate::proc::cmdline::CMDLINE_READ_MAX;
+use crate::proc::status::parse_tgid;
 use crate::proc::{Parsers, SystemInfo, start_time, tty_name};
 
 /// The kernel's overflow uid (`/proc/sys/kernel/overflowuid`), which it shows
@@ -49,6 +53,9 @@ pub struct ScannerConfig {
     /// Take idle time from the terminal's access time where the agent may
     /// read it (see `scan/idle.rs`); else only from the processes.
     pub terminal_idle: bool,
+    /// Skip the listing on ticks where the pid cursor tells which pids are
+    /// new (see `cursor.rs`); off: every tick lists the proc root.
+    pub pid_cursor: bool,
     pub parsers: Parsers,
 }
 
@@ -63,6 +70,7 @@ impl Default for ScannerConfig {
                 .flatten()
                 .map_or(100, |hz| hz.max(1) as u64),
             terminal_idle: true,
+            pid_cursor: true,
             parsers: Parsers::default(),
         }
     }
@@ -72,6 +80,9 @@ impl Default for ScannerConfig {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScanStats {
     pub full: bool,
+    /// Whether this tick listed the proc root; if not, `pids` is the last
+    /// listing's count and the cursor chose what to read.
+    pub listed: bool,
     pub pids: usize,
     pub stat_reads: usize,
     /// Of `stat_reads`, re-reads of known pids without a terminal that are
@@ -83,6 +94,12 @@ pub struct ScanStats {
     /// Sessions whose idle time came from their terminal's access time
     /// (the others': from their processes).
     pub idle_from_terminal: usize,
+    /// Session leaders gone on a tick without a listing: such a tick is
+    /// redone as a listing, which alone can tell a logout from a filter.
+    pub lost_leaders: usize,
+    /// Processes a listing found that the cursor should have named: after
+    /// one, the cursor is off for good.
+    pub cursor_misses: usize,
     pub errors: BTreeMap<&'static str, u64>,
     pub duration: Duration,
 }
@@ -99,8 +116,22 @@ pub struct Scanner {
     /// last seen in: asked once per leader, kept across resyncs.
     firsts: HashMap<(u32, u64), (bool, u64)>,
     generation: u64,
+    cursor: Cursor,
+    /// Pids in the last listing.
+    listed: usize,
     pids: Vec<(u32, u64)>,
     buf: Vec<u8>,
+}
+
+/// Whether a pass over pids saw all of them (a listing) or only those the
+/// cursor and the known terminals named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// `after`: the probe's reading taken after the readdir.
+    Listing {
+        after: Option<u32>,
+    },
+    Named,
 }
 
 struct Known {
@@ -108,6 +139,8 @@ struct Known {
     ppid: u32,
     starttime: u64,
     tty_nr: u32,
+    /// A session leader (pid = session id) with a terminal.
+    leads: bool,
     generation: u64,
     /// Re-read `stat` on every tick up to and including this generation.
     recheck_until: u64,
@@ -141,6 +174,7 @@ impl Scanner {
     pub fn new(fs: ProcFs, config: ScannerConfig) -> Result<Self, Error> {
         let mut buf = Vec::with_capacity(4096);
         let clock = Clock::read(&fs, &config.parsers, &mut buf)?;
+        let pid_cursor = config.pid_cursor;
         Ok(Self {
             fs,
             config,
@@ -150,6 +184,8 @@ impl Scanner {
             idle: IdleTracker::default(),
             firsts: HashMap::new(),
             generation: 0,
+            cursor: Cursor::new(pid_cursor),
+            listed: 0,
             pids: Vec::new(),
             buf,
         })
@@ -182,16 +218,40 @@ impl Scanner {
         wall: jiff::Timestamp,
     ) -> Result<(Vec<Session>, ScanStats), Error> {
         let started = Instant::now();
-        // Before any state changes, so a filtered scan leaves the scanner as
-        // it was (the next good scan is still the first, or still full).
-        self.fs.pids(&mut self.pids)?;
-        self.fs.check_visible(&self.pids, &mut self.buf)?;
         let first = self.generation == 0;
-        self.generation += 1;
+        let probe = self
+            .cursor
+            .enabled()
+            .then(|| self.fs.newest_pid())
+            .flatten();
+        let probed_at = self.clock.uptime_ticks(self.config.ticks_per_second.max(1));
         let mut stats = ScanStats {
             full,
             ..ScanStats::default()
         };
+        if !full && !first && self.named_pids(probe) {
+            self.generation += 1;
+            stats.pids = self.listed;
+            let candidates = self.terminal_processes(false, false, Pass::Named, &mut stats);
+            if stats.lost_leaders == 0 {
+                self.cursor.advance(probe, probed_at);
+                return Ok(self.finish(candidates, false, (now, wall), stats, started));
+            }
+            // A logout, or a filter that now hides the leader: only a listing
+            // tells which. What this pass read stays true; it only cost reads.
+            tracing::debug!(
+                lost = stats.lost_leaders,
+                "session leader gone; listing to check"
+            );
+        }
+        // Before any state changes on a tick that lists (but for a named pass
+        // just redone), so a filtered scan leaves the scanner as it was (the
+        // next good scan is still the first, or still full).
+        self.fs.pids(&mut self.pids)?;
+        self.fs.check_visible(&self.pids, &mut self.buf)?;
+        let after = probe.and_then(|_| self.fs.newest_pid());
+        self.generation += 1;
+        stats.listed = true;
         // `new` has just read the clock for the first scan.
         if full && !first {
             match Clock::read(&self.fs, &self.config.parsers, &mut self.buf) {
@@ -201,12 +261,63 @@ impl Scanner {
             }
         }
         stats.pids = self.pids.len();
-        let candidates = self.terminal_processes(full, first, &mut stats);
+        self.listed = stats.pids;
+        let candidates = self.terminal_processes(full, first, Pass::Listing { after }, &mut stats);
+        if stats.cursor_misses > 0 {
+            tracing::warn!(
+                missed = stats.cursor_misses,
+                "the pid cursor missed new processes; listing on every tick from now on"
+            );
+            self.cursor.distrust();
+        }
+        self.cursor.advance(probe, probed_at);
+        Ok(self.finish(candidates, full, (now, wall), stats, started))
+    }
+
+    /// Passes 2 and 3 over a tick's terminal processes.
+    fn finish(
+        &mut self,
+        candidates: Vec<Terminal>,
+        full: bool,
+        (now, wall): (Instant, jiff::Timestamp),
+        mut stats: ScanStats,
+        started: Instant,
+    ) -> (Vec<Session>, ScanStats) {
         stats.terminal_processes = candidates.len();
         let in_pods = self.in_pods(candidates, &mut stats);
         let sessions = self.sessions(in_pods, full, (now, wall.as_second()), &mut stats);
         stats.duration = started.elapsed();
-        Ok((sessions, stats))
+        (sessions, stats)
+    }
+
+    /// Fills `self.pids` for a tick without a listing: every pid the cursor
+    /// says was created since the last tick (inode 0, so it is read even
+    /// where a process of that number is known), every known terminal
+    /// process and every known young one. False when this tick must list:
+    /// no cursor, an interval too long, or pid 1 unreadable (`hidepid` on a
+    /// remount; a filter that spares pid 1 is caught by the next listing, or
+    /// by the first leader it hides).
+    fn named_pids(&mut self, probe: Option<u32>) -> bool {
+        let fs = &self.fs;
+        let Some(new) = self.cursor.plan(probe, || fs.pid_max()) else {
+            return false;
+        };
+        if !matches!(self.fs.read(1, "stat", &mut self.buf), Ok(true)) {
+            return false;
+        }
+        let next = self.generation + 1;
+        self.pids.clear();
+        self.pids.extend(new.map(|pid| (pid, 0)));
+        self.pids.extend(
+            self.known
+                .iter()
+                .filter(|(_, k)| k.tty_nr != 0 || k.recheck_until >= next)
+                .map(|(&pid, k)| (pid, k.ino)),
+        );
+        // A new pid's inode 0 sorts first and wins over a known one's.
+        self.pids.sort_unstable();
+        self.pids.dedup_by_key(|&mut (pid, _)| pid);
+        true
     }
 
     /// Pass 1: `stat` of every pid that is new, young, or has a terminal;
@@ -215,6 +326,7 @@ impl Scanner {
         &mut self,
         full: bool,
         first: bool,
+        pass: Pass,
         stats: &mut ScanStats,
     ) -> Vec<Terminal> {
         let generation = self.generation;
@@ -225,7 +337,7 @@ impl Scanner {
         let mut candidates = Vec::new();
         let pids = std::mem::take(&mut self.pids);
         for &(pid, ino) in &pids {
-            // (start time, recheck_until) of the process last read under this pid.
+            // (start time, recheck_until, leads) of the process last read under this pid.
             let seen = match self.known.get_mut(&pid) {
                 Some(k) => {
                     // Same directory: skipped unless it has a terminal or is young.
@@ -238,19 +350,30 @@ impl Scanner {
                         }
                         stats.young += 1;
                     }
-                    Some((k.starttime, k.recheck_until))
+                    Some((k.starttime, k.recheck_until, k.leads))
                 }
                 None => None,
             };
+            let lost = |stats: &mut ScanStats| {
+                if pass == Pass::Named && seen.is_some_and(|(_, _, leads)| leads) {
+                    stats.lost_leaders += 1;
+                }
+            };
             stats.stat_reads += 1;
-            if !fetch(&mut self.fs, pid, "stat", &mut self.buf, stats).is_read() {
-                continue;
+            match fetch(&mut self.fs, pid, "stat", &mut self.buf, stats) {
+                Fetched::Read => {}
+                Fetched::Gone => {
+                    lost(stats);
+                    continue;
+                }
+                Fetched::Failed => continue,
             }
             let stat = match (parsers.stat)(&self.buf) {
                 Ok(s) => s,
                 // An empty file is a pid caught mid-exit.
                 Err(_) if self.buf.is_empty() => {
                     stats.vanished += 1;
+                    lost(stats);
                     continue;
                 }
                 Err(e) => {
@@ -259,19 +382,41 @@ impl Scanner {
                     continue;
                 }
             };
-            let tty_nr = if stat.is_gone() { 0 } else { stat.tty_nr };
+            let mut tty_nr = if stat.is_gone() { 0 } else { stat.tty_nr };
+            if seen.is_none()
+                && let Pass::Listing { after } = pass
+                && self.cursor.missed(pid, stat.starttime, after)
+            {
+                tracing::debug!(pid, "a new process outside the cursor's interval");
+                stats.cursor_misses += 1;
+            }
             // A process we have not read before (new pid, or a reused one: a new
             // start time) that shows up after the first scan started at most
             // one interval ago, whatever the clock says. The same process under
             // a new inode keeps its youth, and its cached leader below.
-            let new = seen.is_none_or(|(start, _)| start != stat.starttime);
+            let new = seen.is_none_or(|(start, _, _)| start != stat.starttime);
             let young = (new && !first)
                 || now_ticks.is_some_and(|now| now.saturating_sub(stat.starttime) < young_age);
             let recheck_until = match (young, seen) {
                 (true, _) => generation + u64::from(self.config.young_ticks),
-                (false, Some((start, until))) if start == stat.starttime => until,
+                (false, Some((start, until, _))) if start == stat.starttime => until,
                 (false, _) => 0,
             };
+            // Only a pid the cursor named can be a thread: a listing shows
+            // processes, but any tid has a directory. A thread of a terminal
+            // process shares its terminal and session; it is not one more.
+            if ino == 0 && tty_nr != 0 {
+                // Its own buffer: `stat` still borrows the shared one.
+                let mut status = Vec::new();
+                let is_process = self
+                    .fs
+                    .read(pid, "status", &mut status)
+                    .is_ok_and(|read| read && parse_tgid(&status).is_ok_and(|tgid| tgid == pid));
+                if !is_process {
+                    tty_nr = 0;
+                }
+            }
+            let leads = tty_nr != 0 && stat.session == pid;
             self.known.insert(
                 pid,
                 Known {
@@ -279,6 +424,7 @@ impl Scanner {
                     ppid: stat.ppid,
                     starttime: stat.starttime,
                     tty_nr,
+                    leads,
                     generation,
                     recheck_until,
                 },
@@ -295,7 +441,10 @@ impl Scanner {
             }
         }
         self.pids = pids;
-        self.known.retain(|_, k| k.generation == generation);
+        // A named pass saw only some pids; the next listing drops the rest.
+        if pass != Pass::Named {
+            self.known.retain(|_, k| k.generation == generation);
+        }
         candidates
     }
 
