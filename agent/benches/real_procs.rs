@@ -1,11 +1,12 @@
 //! Scan cost on this machine with a few thousand real processes, against
 //! `ps -e -o pid,tty,cgroup` in the same run, plus the daemon's CPU and RSS
-//! at a 1 s interval. Prints ratios; the machine is noisy, so only ratios
-//! measured side by side mean anything.
+//! at 1 s and 0.5 s intervals, with and without the pid cursor. Prints
+//! ratios; the machine is noisy, so only ratios measured side by side mean
+//! anything.
 //!
 //! `cargo bench -p sessionguard-agent --bench real_procs`
 //! Env: SG_BENCH_PROCS (default 3000 extra processes), SG_BENCH_ROUNDS (15),
-//! SG_BENCH_DAEMON_SECS (30).
+//! SG_BENCH_DAEMON_SECS (95: three resyncs at 1 s).
 
 mod common;
 
@@ -68,7 +69,7 @@ fn main() {
     }
     let extra = env_or("SG_BENCH_PROCS", 3000);
     let rounds = env_or("SG_BENCH_ROUNDS", 15) as usize;
-    let daemon_secs = env_or("SG_BENCH_DAEMON_SECS", 30);
+    let daemon_secs = env_or("SG_BENCH_DAEMON_SECS", 95);
 
     let mut sleepers = Sleepers(Vec::new());
     for _ in 0..extra {
@@ -215,43 +216,70 @@ fn main() {
     }
 
     // The daemon: CPU share of one core and memory, at its defaults, with a
-    // listing on every tick (the baseline), and at half the interval.
-    for (interval, cursor) in [("1s", "false"), ("1s", "true"), ("500ms", "true")] {
-        daemon(agent, interval, cursor, daemon_secs);
-    }
-}
-
-fn daemon(agent: &str, interval: &str, cursor: &str, secs: u64) {
-    let mut d = Command::new(agent)
-        .args([
-            "run",
-            "--report=false",
-            "--node-name",
-            "bench",
-            "--listen-addr",
-            "127.0.0.1:0",
-            "--interval",
-            interval,
-            "--pid-cursor",
-            cursor,
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // listing on every tick (the baseline), and at half the interval; the
+    // three side by side over the same window, which should span a few
+    // resyncs (every 30th tick re-reads every pid). At 0.5 s, every 60th
+    // keeps the resync's 30 s period: it is most of a cursor tick's cost.
+    let configs = [
+        ("1s", "false", "30"),
+        ("1s", "true", "30"),
+        ("500ms", "true", "60"),
+    ];
+    let mut daemons: Vec<Daemon> = configs
+        .iter()
+        .map(|&(interval, cursor, resync)| Daemon::start(agent, interval, cursor, resync))
+        .collect();
+    // Let start-up and the first full scan pass before measuring the steady state.
+    std::thread::sleep(Duration::from_secs(3));
+    let t0 = Instant::now();
+    let c0: Vec<u64> = daemons.iter().map(|d| cpu_ticks(d.0.id())).collect();
+    std::thread::sleep(Duration::from_secs(daemon_secs));
+    let secs = t0.elapsed().as_secs_f64();
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .unwrap()
         .unwrap() as f64;
-    // Let start-up and the first full scan pass before measuring the steady state.
-    std::thread::sleep(Duration::from_secs(3));
-    let (t0, c0) = (Instant::now(), cpu_ticks(d.id()));
-    std::thread::sleep(Duration::from_secs(secs));
-    let (secs, ticks) = (t0.elapsed().as_secs_f64(), cpu_ticks(d.id()) - c0);
-    println!(
-        "daemon at {interval} interval, --pid-cursor={cursor}, over {secs:.0}s: CPU {:.3}% of one core; VmRSS {} KiB, VmHWM {} KiB",
-        ticks as f64 / hz / secs * 100.0,
-        status_kib(d.id(), "VmRSS:"),
-        status_kib(d.id(), "VmHWM:")
-    );
-    let _ = d.kill();
-    let _ = d.wait();
+    println!();
+    for ((d, c0), (interval, cursor, resync)) in daemons.iter_mut().zip(c0).zip(configs) {
+        let pid = d.0.id();
+        println!(
+            "daemon at {interval} interval, --pid-cursor={cursor}, --resync-every={resync}, over {secs:.0}s: CPU {:.3}% of one core; VmRSS {} KiB, VmHWM {} KiB",
+            (cpu_ticks(pid) - c0) as f64 / hz / secs * 100.0,
+            status_kib(pid, "VmRSS:"),
+            status_kib(pid, "VmHWM:")
+        );
+    }
+}
+
+/// An agent daemon, killed and reaped on drop.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(agent: &str, interval: &str, cursor: &str, resync: &str) -> Self {
+        let child = Command::new(agent)
+            .args([
+                "run",
+                "--report=false",
+                "--node-name",
+                "bench",
+                "--listen-addr",
+                "127.0.0.1:0",
+                "--interval",
+                interval,
+                "--pid-cursor",
+                cursor,
+                "--resync-every",
+                resync,
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
