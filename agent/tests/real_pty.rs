@@ -64,18 +64,28 @@ impl Drop for PodCgroup {
     fn drop(&mut self) {
         // rmdir fails while the cgroup has members; killed processes leave it
         // once they are reaped, which the guard of the login waited for.
-        let procs = self.scope.join("cgroup.procs");
-        let emptied = Instant::now() + Duration::from_secs(5);
-        while std::fs::read_to_string(&procs).is_ok_and(|p| !p.trim().is_empty())
+        // A killed background process is reaped by whoever adopted it, which
+        // can take a while on a loaded host: wait for `populated 0`.
+        let events = self.scope.join("cgroup.events");
+        let emptied = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&events).is_ok_and(|e| !e.contains("populated 0"))
             && Instant::now() < emptied
         {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Deepest first; cgroup dirs are removed with rmdir, never recursively.
+        // A child's removal completes asynchronously: its parent may answer
+        // EBUSY for a moment.
         let mut dir = self.scope.clone();
         while dir.starts_with(&self.top) {
-            if let Err(e) = std::fs::remove_dir(&dir) {
-                say(&format!("could not remove {}: {e}", dir.display()));
+            let mut tries = 0;
+            while let Err(e) = std::fs::remove_dir(&dir) {
+                tries += 1;
+                if e.raw_os_error() != Some(libc::EBUSY) || tries == 50 {
+                    say(&format!("could not remove {}: {e}", dir.display()));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
             if !dir.pop() {
                 break;
