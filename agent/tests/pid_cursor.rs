@@ -224,3 +224,19 @@ fn a_tree_without_thread_self_lists_on_every_tick() {
     std::fs::remove_file(fake.root().join("thread-self")).unwrap();
     assert!(tick(&mut scanner).1.listed);
 }
+
+#[test]
+fn a_leader_that_cannot_be_read_is_checked_by_a_listing() {
+    let (_d, fake, mut scanner) = setup();
+    login(&fake, 21, 3);
+    fake.set_newest_pid(21).unwrap();
+    assert_eq!(tick(&mut scanner).0.len(), 1);
+    // Its `stat` now fails to read (a directory in its place: EISDIR), as
+    // an LSM denial would.
+    let stat = fake.root().join("21/stat");
+    std::fs::remove_file(&stat).unwrap();
+    std::fs::create_dir(&stat).unwrap();
+    let (_, stats) = tick(&mut scanner);
+    assert_eq!(stats.lost_leaders, 1);
+    assert!(stats.listed, "{stats:?}");
+}

@@ -362,11 +362,12 @@ impl Scanner {
             stats.stat_reads += 1;
             match fetch(&mut self.fs, pid, "stat", &mut self.buf, stats) {
                 Fetched::Read => {}
-                Fetched::Gone => {
+                // A leader that cannot be read (an LSM now denying it) is as
+                // lost to a named pass as one that is gone.
+                Fetched::Gone | Fetched::Failed => {
                     lost(stats);
                     continue;
                 }
-                Fetched::Failed => continue,
             }
             let stat = match (parsers.stat)(&self.buf) {
                 Ok(s) => s,
