@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export SESSIONGUARD_BIN_DIR := $(CURDIR)/.dev/bin
 
-.PHONY: all build deps tools fmt fmt-check clippy unit e2e test bench scale demo dev-up dev-down clean static manifests
+.PHONY: all build deps tools tools-cluster test-compat fmt fmt-check clippy unit e2e test bench scale demo dev-up dev-down clean static manifests
 
 all: build
 
@@ -16,9 +16,13 @@ build:
 deps:
 	bash .ci/install-deps.sh
 
-## Pinned Kubernetes control plane, etcd and helm, built from Go modules into .dev/bin.
+## Pinned Kubernetes control plane, etcd and helm (and for tests and scale: kwok and the
+## Prometheus Operator CRDs), built from Go modules into .dev/bin, each once per pin.
 tools:
 	bash e2e/build-tools.sh
+## What make demo and make dev-up need: no kwok, no controller-gen.
+tools-cluster:
+	bash e2e/build-tools.sh kube etcd helm
 
 fmt:
 	$(CARGO) fmt --all
@@ -46,18 +50,30 @@ static:
 	bash .ci/check-static.sh "$(STATIC_OUT)" \
 	  $(addprefix $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/$(STATIC_TARGET)/release/,$(STATIC_BINS))
 
-## Regenerate the chart's SessionReport CRD from its Rust type (api/), then
-## deploy/sessionguard.yaml and deploy/prometheus/sessionguard-alerts.yaml from the
+## Regenerate everything generated, the one way: the chart's SessionReport CRD from its
+## Rust type (api/), the chart's webhook configurations from face/admission/manifests.rs,
+## then deploy/sessionguard.yaml and deploy/prometheus/sessionguard-alerts.yaml from the
 ## chart (tests fail while any of them is out of date).
 CRD_FILE := charts/sessionguard/crds/sessionreports.yaml
-manifests: tools
+manifests:
+	bash e2e/build-tools.sh helm
 	$(CARGO) run --quiet -p sessionguard-api --bin crdgen > $(CRD_FILE).tmp || { rm -f $(CRD_FILE).tmp; exit 1; }
 	mv $(CRD_FILE).tmp $(CRD_FILE)
+	SESSIONGUARD_UPDATE_MANIFESTS=1 $(CARGO) test -p sessionguard-controller --lib chart_file_is_current
 	SESSIONGUARD_UPDATE_MANIFESTS=1 $(CARGO) test -p sessionguard-e2e --test chart_manifest
 
 ## Everything, including e2e tests against the real API server and real processes.
 test: deps fmt-check clippy tools static
 	$(CARGO) test --workspace --no-fail-fast
+
+## The oldest supported Kubernetes (not part of make test; README "Kubernetes versions"):
+## the demo's flow, a drain that waits on a login, the exec webhook and the security e2e.
+## The next make test switches .dev/bin back to the default version (cached by pin).
+COMPAT_KUBE_VERSION ?= v1.34.4
+COMPAT_TESTS := controller_login_protector plugin_sessions webhook_exec webhook_eviction security
+test-compat: static
+	KUBE_VERSION=$(COMPAT_KUBE_VERSION) bash e2e/build-tools.sh kube etcd helm
+	$(CARGO) test -p sessionguard-e2e --no-fail-fast $(addprefix --test ,$(COMPAT_TESTS))
 
 ## Figures for the README and closing notes (not run by make test).
 bench:
@@ -72,13 +88,14 @@ scale: tools
 	$(CARGO) build --release -p sessionguard-controller --bin sessionguard-controller
 	$(CARGO) run --release -p sessionguard-e2e --bin sg-scale
 
-dev-up: tools
+dev-up: tools-cluster
 	bash e2e/dev.sh up
 
 dev-down:
 	bash e2e/dev.sh down
 
-demo: tools
+## Builds what it needs itself (the cluster's tools and the Rust binaries side by side).
+demo:
 	bash e2e/demo.sh
 
 clean: dev-down

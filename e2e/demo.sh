@@ -6,7 +6,25 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+t0=$(date +%s)
+since() { echo "$(( $(date +%s) - t0 ))s"; }
+# The Rust build runs beside the Go builds of the pinned tools: while Go fetches
+# modules (network) the cores are Rust's, and a warm tool cache leaves them all to it.
+mkdir -p .dev
+echo "demo: building the Rust binaries in the background (log: .dev/rust-build.log)"
+cargo build --quiet -p sessionguard-e2e --bin sg-cluster -p sessionguard-agent \
+  -p sessionguard-controller >.dev/rust-build.log 2>&1 &
+rust_pid=$!
+bash e2e/build-tools.sh kube etcd helm
+echo "demo: pinned tools ready after $(since); waiting for the Rust build"
+if ! wait "$rust_pid"; then
+  cat .dev/rust-build.log >&2
+  echo "demo: the Rust build failed (above)" >&2
+  exit 1
+fi
+echo "demo: Rust binaries ready after $(since); starting the cluster"
 bash e2e/dev.sh up
+echo "demo: cluster, agent and controller up after $(since)"
 export KUBECONFIG="$root/.dev/kubeconfig"
 k="$root/.dev/bin/kubectl"
 sg="${CARGO_TARGET_DIR:-$root/target}/debug/sg-cluster"
@@ -21,7 +39,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step() { printf '\n\033[1m== %s\033[0m (at %s)\n' "$*" "$(since)"; }
 
 evict() {
   # The eviction API, as `kubectl drain` and kubectl-evict use it.

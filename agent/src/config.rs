@@ -98,10 +98,10 @@ pub struct RunArgs {
     #[arg(long, env = "SESSIONGUARD_LISTEN_ADDR", default_value = "0.0.0.0:9102")]
     pub listen_addr: SocketAddr,
     /// Time between scans (Go-style duration: 500ms, 1s, 2s).
-    #[arg(long, env = "SESSIONGUARD_INTERVAL", default_value = "1s", value_parser = duration)]
+    #[arg(long, env = "SESSIONGUARD_INTERVAL", default_value = "500ms", value_parser = duration)]
     pub interval: Duration,
     /// Every n-th scan re-reads every process instead of only new ones.
-    #[arg(long, env = "SESSIONGUARD_RESYNC_EVERY", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SESSIONGUARD_RESYNC_EVERY", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
     pub resync_every: u32,
     /// Between resyncs, skip listing the proc root on ticks where the pid
     /// cursor names the new pids (false: every tick lists).
@@ -119,9 +119,14 @@ pub struct RunArgs {
     pub idle_resolution: Duration,
     /// Show each session's argv on `GET /sessions` (off: the command name only;
     /// argv can carry secrets typed on a command line, and the port is open to
-    /// whoever may scrape metrics). The SessionReport is not affected.
+    /// whoever may scrape metrics). For the SessionReport see `--report-argv`.
     #[arg(long, env = "SESSIONGUARD_SESSIONS_ARGV", default_value_t = false, action = clap::ArgAction::Set)]
     pub sessions_argv: bool,
+    /// Put each session's argv into the SessionReport (off: the command
+    /// name and the session's facts only; command lines hold passwords and
+    /// tokens, and reports are readable by whoever may list them).
+    #[arg(long, env = "SESSIONGUARD_REPORT_ARGV", default_value_t = false, action = clap::ArgAction::Set)]
+    pub report_argv: bool,
     /// Watch this node's pods to fill namespace, pod and container names into
     /// the report, `/sessions` and metrics, and drop sessions of pods the API
     /// server does not place on this node. Off by default: the agent then

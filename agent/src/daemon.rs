@@ -67,7 +67,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             args.report_interval,
             args.idle_resolution,
             metrics.clone(),
-        );
+        )
+        .with_argv(args.report_argv);
         if args.notify_terminal {
             let (tx, notices) = notify::channel();
             writer = writer.with_notices(tx);

@@ -60,6 +60,19 @@ fn a_quiet_tick_reads_nothing_but_the_interval_and_lists_nothing() {
 }
 
 #[test]
+fn pids_of_processes_gone_before_the_tick_are_not_churn() {
+    let (_d, fake, mut scanner) = setup();
+    // Five short-lived processes (or threads) took pids 21 to 25 and were
+    // gone before the tick read their interval.
+    fake.set_newest_pid(25).unwrap();
+    let (sessions, stats) = tick(&mut scanner);
+    assert!(sessions.is_empty());
+    assert!(!stats.listed, "{stats:?}");
+    assert_eq!(stats.stat_reads, 5, "the interval is read: {stats:?}");
+    assert_eq!(stats.vanished, 0, "none exited while being read: {stats:?}");
+}
+
+#[test]
 fn a_login_is_found_from_the_interval_alone() {
     let (_d, fake, mut scanner) = setup();
     login(&fake, 21, 3);
@@ -88,6 +101,7 @@ fn a_logout_is_confirmed_by_a_listing() {
     assert!(sessions.is_empty());
     assert_eq!(stats.lost_leaders, 1);
     assert!(stats.listed, "a vanished leader is checked by a listing");
+    assert_eq!(stats.vanished, 1, "the leader exited: churn");
     // And the node is quiet again.
     assert!(!tick(&mut scanner).1.listed);
 }

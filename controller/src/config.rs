@@ -132,6 +132,22 @@ pub struct Config {
     #[arg(long, env = "SESSIONGUARD_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 
+    /// The release whose admission policies narrow this controller's rights:
+    /// they are named `<this>-controller-pods`, `-pdbs` and `-webhooks`.
+    #[arg(
+        long,
+        env = "SESSIONGUARD_ADMISSION_POLICIES",
+        default_value = "sessionguard"
+    )]
+    pub admission_policies: String,
+
+    /// Act only while those policies are in force as this version ships them
+    /// (otherwise: NotReady, a Warning event, `sessionguard_admission_policies_missing`).
+    /// false accepts running without them: RBAC alone then lets this
+    /// controller's token patch any pod and delete any PodDisruptionBudget.
+    #[arg(long, env = "SESSIONGUARD_REQUIRE_ADMISSION_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub require_admission_policies: bool,
+
     #[command(flatten)]
     pub webhook: WebhookConfig,
 }

@@ -26,12 +26,14 @@ use crate::error::{Error, Result};
 use crate::face::admission;
 use crate::face::blocked::{BlockedDrains, BlockedGauge};
 use crate::face::gauges::PodGauges;
+use crate::face::heap::HeapGauges;
 use crate::face::http::Health;
 use crate::face::rollout_gauges::RolloutGauges;
 use crate::io::cache::Cache;
 use crate::io::events::Recorder;
 use crate::io::lease::Elector;
 use crate::io::metrics::Metrics;
+use crate::io::policies::{self, NotInForce};
 use crate::io::report_index::PathPart;
 use crate::io::reports::ReportWatch;
 use crate::io::watches::{self, Gate, PodWaker, Wakes};
@@ -93,6 +95,7 @@ pub async fn run(config: Config) -> Result<()> {
     let refused = blocked.clone();
     let prefixed = registry.sub_registry_with_prefix("sessionguard");
     prefixed.register_collector(Box::new(PodGauges(cache.clone())));
+    prefixed.register_collector(Box::new(HeapGauges));
     prefixed.register_collector(Box::new(BlockedGauge {
         blocked: blocked.clone(),
         cache: cache.clone(),
@@ -115,7 +118,15 @@ pub async fn run(config: Config) -> Result<()> {
         blocked,
     };
     admission::start(&config.webhook, shared).await?;
-    serve_health(&config, registry, cache.clone(), writer.clone()).await?;
+    let not_in_force = Arc::new(NotInForce::default());
+    serve_health(
+        &config,
+        registry,
+        cache.clone(),
+        writer.clone(),
+        not_in_force.clone(),
+    )
+    .await?;
 
     let mut elector = Elector::new(
         client.clone(),
@@ -126,6 +137,21 @@ pub async fn run(config: Config) -> Result<()> {
         metrics.clone(),
     );
     let mut shutdown: Shutdown = Box::pin(shutdown_signal());
+    // No Lease (so no write) before the policies that narrow our rights are in
+    // force: without them RBAC alone lets this token patch any pod.
+    if config.require_admission_policies
+        && !policies_in_force(
+            &client,
+            &config,
+            &identity,
+            &metrics,
+            &not_in_force,
+            &mut shutdown,
+        )
+        .await?
+    {
+        return Ok(());
+    }
     // Writes stop at the renew deadline after the last good renewal, well before
     // a standby may take an unrenewed Lease over (after the full duration).
     let renew_deadline = config.lease_duration * 2 / 3;
@@ -201,6 +227,7 @@ async fn serve_health(
     registry: Registry,
     cache: Arc<Cache>,
     writer: Writer,
+    not_in_force: Arc<NotInForce>,
 ) -> Result<()> {
     let listener = sessionguard_http::bind(config.listen_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
@@ -208,6 +235,7 @@ async fn serve_health(
         registry,
         cache,
         writer,
+        not_in_force,
     };
     tokio::spawn(sessionguard_http::serve(
         "metrics",
@@ -226,6 +254,54 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
 }
+
+/// Waits until this controller's admission policies are in force (true), or
+/// shutdown is asked for (false). Meanwhile `/readyz` says why, the gauge
+/// counts what is missing, and each new reason is announced once.
+async fn policies_in_force(
+    client: &Client,
+    config: &Config,
+    identity: &str,
+    metrics: &Metrics,
+    not_in_force: &NotInForce,
+    shutdown: &mut Shutdown,
+) -> Result<bool> {
+    let me = admission::whoami(client).await?;
+    let wanted = policies::wanted(&config.admission_policies, &me)?;
+    let mut said: Option<String> = None;
+    loop {
+        let problems = policies::problems(client, &wanted, config.write_timeout).await;
+        metrics.policies_missing.set(problems.len() as i64);
+        let Some(first) = problems.first().cloned() else {
+            not_in_force.set(None);
+            tracing::info!(policies = %config.admission_policies, "admission policies in force");
+            return Ok(true);
+        };
+        let why = match problems.len() {
+            1 => first,
+            n => format!("{first} (and {} more)", n - 1),
+        };
+        not_in_force.set(Some(why.clone()));
+        if said.as_deref() != Some(why.as_str()) {
+            policies::announce(
+                client,
+                &config.lease_namespace,
+                &config.lease_name,
+                identity,
+                &why,
+            )
+            .await;
+            said = Some(why);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLICY_RECHECK) => {},
+            _ = shutdown.as_mut() => return Ok(false),
+        }
+    }
+}
+
+/// How often missing policies are looked for again.
+const POLICY_RECHECK: Duration = Duration::from_secs(5);
 
 /// Tries for the Lease until it is ours (the instant the winning attempt
 /// started) or shutdown is asked for (None).

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod node_clock;
 pub mod notice;
 pub mod pod_plan;
+pub mod policy_check;
 pub mod printable;
 pub mod protection;
 pub mod readback;

@@ -27,9 +27,22 @@ pub fn printable(s: &str, max_chars: usize) -> String {
     cut
 }
 
+/// Controls, and the format characters that change how text around them
+/// reads without showing themselves: Arabic letter mark, zero-width
+/// space/joiners and direction marks, line and paragraph separators (a
+/// terminal may break the line there), embeddings and overrides, isolates,
+/// word joiner and invisible operators, and the byte-order mark.
 fn needs_escape(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 #[cfg(test)]
@@ -51,6 +64,40 @@ mod tests {
             "bidi override"
         );
         assert_eq!(printable("café ünïcode", 60), "café ünïcode");
+    }
+
+    #[test]
+    fn escapes_every_invisible_or_reordering_format_character() {
+        let table: &[(char, &str)] = &[
+            ('\u{061c}', "arabic letter mark"),
+            ('\u{200b}', "zero width space"),
+            ('\u{200c}', "zero width non-joiner"),
+            ('\u{200d}', "zero width joiner"),
+            ('\u{200e}', "left-to-right mark"),
+            ('\u{200f}', "right-to-left mark"),
+            ('\u{2028}', "line separator"),
+            ('\u{2029}', "paragraph separator"),
+            ('\u{202a}', "left-to-right embedding"),
+            ('\u{202b}', "right-to-left embedding"),
+            ('\u{202c}', "pop directional formatting"),
+            ('\u{202d}', "left-to-right override"),
+            ('\u{202e}', "right-to-left override"),
+            ('\u{2060}', "word joiner"),
+            ('\u{2066}', "left-to-right isolate"),
+            ('\u{2067}', "right-to-left isolate"),
+            ('\u{2068}', "first strong isolate"),
+            ('\u{2069}', "pop directional isolate"),
+            ('\u{feff}', "byte order mark"),
+        ];
+        for (c, what) in table {
+            let shown = printable(&format!("a{c}b"), 60);
+            assert_eq!(shown, format!("a{}b", c.escape_unicode()), "{what}");
+            assert!(!shown.contains(*c), "{what} shown raw");
+        }
+        // Neighbours that are visible text stay as they are.
+        for c in ['\u{061b}', '\u{2027}', '\u{2030}', '\u{2070}', 'é', '中'] {
+            assert_eq!(printable(&c.to_string(), 60), c.to_string(), "{c:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! finds exactly the sessions root finds, in another user's processes, because
 //! /proc/<pid>/{stat,status,cgroup,cmdline} are world-readable; files that need ptrace
 //! access (environ) stay closed to it, and the agent never reads them.
+//!
+//! And what the agent's uid must not reach: the controller's process. The kernel lets
+//! a process follow `/proc/<pid>/root` (and so read every file of that container,
+//! the ServiceAccount token among them) of a process with the same uid and no more
+//! privilege; so the chart gives the two different uids, and a process of the agent's
+//! uid is refused the controller's root while one of the controller's uid is let in.
 
 mod chart_support;
 
@@ -17,8 +23,8 @@ use sessionguard_e2e::{Result, wait};
 /// The chart's agent uid, and what the container runtime leaves it: no capabilities.
 const SETPRIV: &[&str] = &[
     "setpriv",
-    "--reuid=65532",
-    "--regid=65532",
+    "--reuid=65533",
+    "--regid=65533",
     "--clear-groups",
     "--inh-caps=-all",
     "--bounding-set=-all",
@@ -53,13 +59,105 @@ fn sessions_of(scan: &Value, pod_uid: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `setpriv` as `uid` with no capabilities, running `argv`.
+fn as_uid(uid: u64, argv: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("setpriv");
+    c.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={uid}"),
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+    ]);
+    c.args(argv);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_s_uid_cannot_follow_the_controller_s_proc_root() -> Result<()> {
+    // The environment check only (root, cgroup2): no control plane is needed here.
+    if let Some(reason) = sessionguard_e2e::harness::env::skip_reason() {
+        check(
+            std::env::var_os("CI").is_none(),
+            format!("cannot run in CI: {reason}"),
+        )?;
+        eprintln!("skipping the_agent_s_uid_cannot_follow_the_controller_s_proc_root: {reason}");
+        return Ok(());
+    }
+    let docs = chart_support::docs(&chart_support::template("sg", "sessionguard-system", &[])?)?;
+    let uid_of = |kind: &str, name: &str| -> Result<u64> {
+        chart_support::find(&docs, kind, Some(name))?["spec"]["template"]["spec"]["securityContext"]
+            ["runAsUser"]
+            .as_u64()
+            .ok_or_else(|| invalid(format!("{kind} {name} has no runAsUser")))
+    };
+    let agent = uid_of("DaemonSet", "sg-sessionguard-agent")?;
+    let controller = uid_of("Deployment", "sg-sessionguard-controller")?;
+    check(
+        agent != controller && agent != 0 && controller != 0,
+        format!("agent uid {agent}, controller uid {controller}"),
+    )?;
+    check(
+        SETPRIV[1] == format!("--reuid={agent}"),
+        "the scan test runs as the chart's agent uid",
+    )?;
+    // A stand-in for the controller's process: its uid, no capabilities.
+    let mut stand_in = as_uid(controller, &["sleep", "300"])
+        .spawn()
+        .map_err(|e| invalid(format!("setpriv sleep: {e}")))?;
+    let pid = stand_in.id();
+    // Until setpriv has exec'd sleep as that uid, the pid is still root's.
+    wait::until(
+        "the stand-in running as its uid",
+        await_::TIMEOUT,
+        || async {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            Ok((comm.trim() == "sleep"
+                && uid_line.split_whitespace().nth(1) == Some(&controller.to_string()))
+            .then_some(()))
+        },
+    )
+    .await?;
+    let target = format!("/proc/{pid}/root/etc/passwd");
+    let read = |uid: u64| {
+        as_uid(uid, &["cat", &target])
+            .output()
+            .map_err(|e| invalid(format!("setpriv cat: {e}")))
+    };
+    let by_agent = read(agent)?;
+    let by_same_uid = read(controller)?;
+    let _ = stand_in.kill();
+    let _ = stand_in.wait();
+    check(
+        !by_agent.status.success()
+            && String::from_utf8_lossy(&by_agent.stderr).contains("Permission denied"),
+        format!(
+            "uid {agent} read {target}: {:?} {}",
+            by_agent.status,
+            String::from_utf8_lossy(&by_agent.stderr)
+        ),
+    )?;
+    // The same read by the controller's own uid works: the uid is what stops it.
+    check(
+        by_same_uid.status.success(),
+        format!(
+            "uid {controller} could not read {target}: {}",
+            String::from_utf8_lossy(&by_same_uid.stderr)
+        ),
+    )?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_root_without_capabilities_sees_every_session() -> Result<()> {
     let Some(env) = TestEnv::start("chart-least-priv").await? else {
         return Ok(());
     };
     let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
-    // The binary must be reachable by uid 65532 (target dirs are world-readable).
+    // The binary must be reachable by the agent's uid (target dirs are world-readable).
     let bin = bin.display().to_string();
 
     let pods: Api<Pod> = env.api();
@@ -132,7 +230,7 @@ async fn non_root_without_capabilities_sees_every_session() -> Result<()> {
     b.sort();
     check(
         a == b,
-        format!("uid 65532 without capabilities saw {b:?}, root saw {a:?}"),
+        format!("uid 65533 without capabilities saw {b:?}, root saw {a:?}"),
     )?;
     let uids: Vec<u64> = as_root.iter().filter_map(|s| s["uid"].as_u64()).collect();
     check(
@@ -150,7 +248,7 @@ async fn non_root_without_capabilities_sees_every_session() -> Result<()> {
             .map_err(|e| invalid(e.to_string()))?;
         check(
             !out.status.success(),
-            format!("uid 65532 could read /proc/{pid}/environ"),
+            format!("uid 65533 could read /proc/{pid}/environ"),
         )?;
         for f in ["stat", "status", "cgroup", "cmdline"] {
             let mode = std::fs::metadata(format!("/proc/{pid}/{f}"))
@@ -163,7 +261,7 @@ async fn non_root_without_capabilities_sees_every_session() -> Result<()> {
         }
     }
     eprintln!(
-        "least privilege: uid 65532, no capabilities, no_new_privs found the same {} sessions as root",
+        "least privilege: uid 65533, no capabilities, no_new_privs found the same {} sessions as root",
         a.len()
     );
     drop(root_session);

@@ -16,6 +16,7 @@ fn all_on() -> String {
 fn lint_strict_default_all_on_and_cert_manager() -> Result<()> {
     let dir = chart::chart_dir().display().to_string();
     let all_on = all_on();
+    let version = chart::kube_version();
     for extra in [
         vec![],
         vec!["-f", all_on.as_str()],
@@ -26,13 +27,7 @@ fn lint_strict_default_all_on_and_cert_manager() -> Result<()> {
             "webhook.certManager.enabled=true",
         ],
     ] {
-        let mut args = vec![
-            "lint",
-            "--strict",
-            "--kube-version",
-            chart::KUBE_VERSION,
-            &dir,
-        ];
+        let mut args = vec!["lint", "--strict", "--kube-version", &version, &dir];
         args.extend_from_slice(&extra);
         let out = chart::helm(&args)?;
         check(
@@ -63,7 +58,8 @@ fn default_rendering_is_least_privilege() -> Result<()> {
         )?;
     }
     // NetworkPolicies on by default, admitting only the ports that serve (the agent's
-    // metrics port carries /sessions) from anywhere: no scraper breaks.
+    // metrics port carries /sessions), the metrics ports only from the release
+    // namespace and Prometheus pods, the webhook port from anywhere (the API server).
     for (np, ports) in [
         ("sg-sessionguard-agent", vec!["metrics"]),
         ("sg-sessionguard-controller", vec!["metrics", "webhook"]),
@@ -75,8 +71,17 @@ fn default_rendering_is_least_privilege() -> Result<()> {
             .flat_map(|r| r["ports"].as_array().cloned().unwrap_or_default())
             .filter_map(|port| port["port"].as_str().map(str::to_string))
             .collect();
+        let scrapers = serde_json::json!([
+            {"podSelector": {}},
+            {"namespaceSelector": {},
+             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+        ]);
         check(
-            open == ports && rules.iter().all(|r| r.get("from").is_none()),
+            open == ports
+                && rules.iter().all(|r| match r["ports"][0]["port"].as_str() {
+                    Some("metrics") => r["from"] == scrapers,
+                    _ => r.get("from").is_none(),
+                }),
             format!("{np} ingress: {rules:?}"),
         )?;
     }
@@ -301,6 +306,7 @@ fn default_rendering_is_least_privilege() -> Result<()> {
     for name in [
         "sg-sessionguard-controller-pods",
         "sg-sessionguard-controller-pdbs",
+        "sg-sessionguard-controller-webhooks",
     ] {
         let p = find(&d, "ValidatingAdmissionPolicy", Some(name))?;
         let b = find(&d, "ValidatingAdmissionPolicyBinding", Some(name))?;

@@ -104,7 +104,7 @@ async fn node_cli_as_child_registers_and_removes_its_cgroups_when_stopped() {
     .expect("node ready");
     assert_eq!(
         node.status.unwrap().node_info.unwrap().kubelet_version,
-        sessionguard_e2e::simnode::node::KUBELET_VERSION
+        sessionguard_e2e::simnode::node::kubelet_version()
     );
     let prefix = CgroupRoot::detect()
         .unwrap()

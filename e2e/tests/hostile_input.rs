@@ -194,7 +194,10 @@ async fn a_huge_argv_costs_only_its_own_fields() -> Result<()> {
     sg::install(env.client()).await?;
     let _ctl = sg::start_controller(&env, "hostile-argv", &[]).await?;
     let agent_addr = sg::free_addr()?;
-    let _agent = sg::start_agent_at(&env, "500ms", agent_addr).await?;
+    // argv is reported only when asked for (`--report-argv`); here it is, to
+    // see that its bounds hold.
+    let _agent =
+        sg::start_agent_with(&env, "500ms", agent_addr, "30s", &["--report-argv=true"]).await?;
     let pods: Api<Pod> = env.api();
     for name in ["odd", "plain"] {
         env.create_yaml::<Pod>(&bastion(name)).await?;

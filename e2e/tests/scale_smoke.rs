@@ -54,6 +54,19 @@ async fn scale_smoke_20_nodes_300_pods_one_minute() -> Result<()> {
             f.webhook_reviews, f.webhook_failed
         ),
     )?;
+    // The webhook's own histogram is registered and fed by every review the load sent.
+    check(
+        f.webhook_served >= (f.webhook_reviews - f.webhook_failed) as f64
+            && f.webhook_server_ms.p99 > 0.0,
+        format!(
+            "sessionguard_webhook_duration_seconds counted {} of {} reviews (p99 bound {} ms)",
+            f.webhook_served, f.webhook_reviews, f.webhook_server_ms.p99
+        ),
+    )?;
+    check(
+        f.synced_heap_mib > 0.0,
+        "sessionguard_heap_allocated_bytes is exported by the controller",
+    )?;
     // Heartbeats alone make the controller write nothing. The quiet window starts once
     // the webhook load's interaction records are written (a queue that drains after the
     // load stops: before this was measured apart, that drain was counted as about 1,400

@@ -17,6 +17,12 @@
 //!   the real agent under it still reports a login (by pod UID), and the
 //!   protect flow above runs with it; `scan` names pods only with an explicit
 //!   `--kubeconfig`, and `--pod-names` without pod read stops the agent.
+//! - The controller's token creating a labelled PDB with an empty or a
+//!   workload selector, no owning pod or a name not its pod's, or stamping a
+//!   shared `sessionguard.io/pod-uid` on a pod: refused (one budget covers at
+//!   most one pod). Redirecting, widening, loosening or adding to its webhook
+//!   configurations, or creating or deleting one: refused; publishing a
+//!   caBundle passes.
 //! - With `--webhook-client-ca`, a review from a client without the API
 //!   server's client certificate records nothing even at the real path.
 
@@ -470,13 +476,66 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
         pdbs.get_opt("sessionguard-target").await?.is_none(),
         "no PDB created",
     )?;
-    // Ours (labelled): created and deleted.
-    let mut own = unlabelled.clone();
-    own.metadata.labels = Some(
-        [(keys::MANAGED_BY.to_string(), keys::MANAGER.to_string())]
-            .into_iter()
-            .collect(),
+    // Labelled ours, but not the one shape the controller builds: an empty
+    // selector (every pod of the namespace: its drains blocked), a selector by a
+    // workload label, a budget owned by no pod: each refused, none created.
+    let target_uid = pods.get("target").await?.metadata.uid.unwrap_or_default();
+    let ours_labelled = json!({keys::MANAGED_BY: keys::MANAGER});
+    let owner = json!([{"apiVersion": "v1", "kind": "Pod", "name": "target", "uid": target_uid}]);
+    for (what, pdb) in [
+        (
+            "an empty selector",
+            json!({"metadata": {"name": "sessionguard-target", "labels": ours_labelled, "ownerReferences": owner},
+                   "spec": {"maxUnavailable": 0, "selector": {}}}),
+        ),
+        (
+            "a workload selector",
+            json!({"metadata": {"name": "sessionguard-target", "labels": ours_labelled, "ownerReferences": owner},
+                   "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "target"}}}}),
+        ),
+        (
+            "no owning pod",
+            json!({"metadata": {"name": "sessionguard-target", "labels": ours_labelled},
+                   "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {keys::POD_UID_LABEL: target_uid}}}}),
+        ),
+        (
+            "a name not derived from the pod",
+            json!({"metadata": {"name": "block-everything", "labels": ours_labelled, "ownerReferences": owner},
+                   "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {keys::POD_UID_LABEL: target_uid}}}}),
+        ),
+    ] {
+        let pdb: PodDisruptionBudget = serde_json::from_value(pdb)?;
+        let e = refusal(ctl_pdbs.create(&PostParams::default(), &pdb).await);
+        check(
+            e.contains("only a pod's own budget"),
+            format!("labelled PDB with {what}: {e:?}"),
+        )?;
+    }
+    check(
+        pdbs.list(&ListParams::default()).await?.items.len() == 1,
+        "no PDB but the user's",
+    )?;
+    // The pod-UID label our budgets select by carries only the pod's own UID: a
+    // token that could stamp one value on many pods could cover them all with one
+    // budget.
+    let e = refusal(
+        ctl_pods
+            .patch(
+                "target",
+                &pp,
+                &Patch::Merge(json!({"metadata": {"labels": {keys::POD_UID_LABEL: "shared"}}})),
+            )
+            .await,
     );
+    check(
+        e.contains("only to the pod's own UID"),
+        format!("a foreign pod-uid label: {e:?}"),
+    )?;
+    // Ours, in the shape reconcile/pdb.rs builds: created and deleted.
+    let own: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "sessionguard-target", "labels": ours_labelled, "ownerReferences": owner},
+        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {keys::POD_UID_LABEL: target_uid}}}
+    }))?;
     ctl_pdbs
         .create(&PostParams::default(), &own)
         .await
@@ -515,6 +574,217 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
     })
     .await?;
     env.finish().await
+}
+
+/// Issue 22's first finding: the controller's token holds `update` on its two
+/// webhook configurations (to publish `caBundle`). With it, one could point a
+/// webhook at another server or widen its rules to every Secret. The chart's
+/// policy lets it change `caBundle` and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_token_changes_nothing_of_its_webhooks_but_the_ca_bundle() -> Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
+    let _serial = sg::serial().await;
+    let Some(env) = TestEnv::start("sec-ctl-hooks").await? else {
+        return Ok(());
+    };
+    let id = sessionguard_e2e::harness::identity::chart_controller(&env, true).await?;
+    let as_ctl = sessionguard_e2e::controlplane::kubeconfig::client(&id.kubeconfig).await?;
+    let ns = env.client().clone();
+    let namespace = Api::<k8s_openapi::api::core::v1::Namespace>::all(ns.clone())
+        .get(env.ns())
+        .await?;
+    // Our configurations as an install has them, owned by the test's namespace
+    // (garbage-collected with it). They match only objects labelled with a key
+    // nothing carries, so no other test's requests reach them.
+    let hook = |kind: &str| {
+        let mut w = json!({
+            "name": "connect.sessionguard.io",
+            "clientConfig": {"service": {"namespace": env.ns(), "name": "sessionguard-webhook",
+                                         "path": "/s/token/validate/connect", "port": 443}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CONNECT"],
+                       "resources": ["pods/exec"]}],
+            "objectSelector": {"matchLabels": {"sessionguard.io/e2e-never": "true"}},
+            "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+        });
+        if kind == "MutatingWebhookConfiguration" {
+            w["reinvocationPolicy"] = "Never".into();
+        }
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+            "metadata": {"name": id.fullname, "ownerReferences": [{"apiVersion": "v1",
+                "kind": "Namespace", "name": env.ns(), "uid": namespace.metadata.uid}]},
+            "webhooks": [w],
+        })
+    };
+    let admin_v: Api<ValidatingWebhookConfiguration> = Api::all(ns.clone());
+    let admin_m: Api<MutatingWebhookConfiguration> = Api::all(ns.clone());
+    admin_v
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(hook("ValidatingWebhookConfiguration"))?,
+        )
+        .await?;
+    admin_m
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(hook("MutatingWebhookConfiguration"))?,
+        )
+        .await?;
+    let ctl_v: Api<ValidatingWebhookConfiguration> = Api::all(as_ctl.clone());
+    let ctl_m: Api<MutatingWebhookConfiguration> = Api::all(as_ctl.clone());
+    // The controller holds `update` (not patch) on them: every attempt is a read,
+    // a change, and a replace, as publish.rs writes.
+    let redirect = |v: &mut serde_json::Value| {
+        v["webhooks"][0]["clientConfig"] = json!({"url": "https://attacker.example.com/steal"});
+    };
+    // Awaited, not assumed: the API server loads a new policy within a second or
+    // so. Until it does, the probe (the redirect itself, on the mutating
+    // configuration) would pass, so each try first restores the original.
+    let original_m = admin_m.get(&id.fullname).await?;
+    wait::until(
+        "the policy to refuse a redirected webhook",
+        await_::TIMEOUT,
+        || async {
+            let e = refusal(replace_with(&ctl_m, &id.fullname, &redirect).await);
+            if e.is_empty() {
+                let mut back = admin_m.get(&id.fullname).await?;
+                back.webhooks = original_m.webhooks.clone();
+                admin_m
+                    .replace(&id.fullname, &PostParams::default(), &back)
+                    .await?;
+            }
+            Ok((!e.is_empty()).then_some(()))
+        },
+    )
+    .await?;
+    let before_v = admin_v.get(&id.fullname).await?;
+    let before_m = admin_m.get(&id.fullname).await?;
+    // --- the attacks: redirect, widen the rules, drop the selector, fail closed,
+    // smuggle in a second webhook, relabel ---
+    type Change = Box<dyn Fn(&mut serde_json::Value)>;
+    let attacks: Vec<(&str, Change)> = vec![
+        ("redirect to another server", Box::new(redirect)),
+        (
+            "widen the rules to every resource",
+            Box::new(|v| {
+                v["webhooks"][0]["rules"] = json!([{"apiGroups": ["*"], "apiVersions": ["*"],
+                    "operations": ["*"], "resources": ["*/*"], "scope": "*"}]);
+            }),
+        ),
+        (
+            "drop the object selector",
+            Box::new(|v| v["webhooks"][0]["objectSelector"] = json!({})),
+        ),
+        (
+            "fail closed",
+            Box::new(|v| v["webhooks"][0]["failurePolicy"] = json!("Fail")),
+        ),
+        (
+            "add a webhook",
+            Box::new(|v| {
+                let mut extra = v["webhooks"][0].clone();
+                extra["name"] = json!("secrets.attacker.example.com");
+                v["webhooks"].as_array_mut().expect("webhooks").push(extra);
+            }),
+        ),
+        (
+            "a foreign annotation",
+            Box::new(|v| v["metadata"]["annotations"] = json!({"team": "mallory"})),
+        ),
+    ];
+    for (what, change) in &attacks {
+        let e = refusal(replace_with(&ctl_v, &id.fullname, change.as_ref()).await);
+        check(
+            e.contains("only clientConfig.caBundle"),
+            format!("validating, {what}: {e:?}"),
+        )?;
+        let e = refusal(replace_with(&ctl_m, &id.fullname, change.as_ref()).await);
+        check(
+            e.contains("only clientConfig.caBundle"),
+            format!("mutating, {what}: {e:?}"),
+        )?;
+    }
+    // Nor may it create another configuration or delete ours (RBAC).
+    let mut other: ValidatingWebhookConfiguration =
+        serde_json::from_value(hook("ValidatingWebhookConfiguration"))?;
+    other.metadata.name = Some(format!("{}-extra", id.fullname));
+    check(
+        forbidden(&ctl_v.create(&PostParams::default(), &other).await),
+        "creating a webhook configuration is forbidden",
+    )?;
+    check(
+        forbidden(&ctl_v.delete(&id.fullname, &Default::default()).await),
+        "deleting our webhook configuration is forbidden",
+    )?;
+    let after_v = admin_v.get(&id.fullname).await?;
+    let after_m = admin_m.get(&id.fullname).await?;
+    check(
+        after_v.webhooks == before_v.webhooks
+            && after_m.webhooks == before_m.webhooks
+            && after_v.metadata.annotations == before_v.metadata.annotations,
+        format!("the configurations are unchanged: {after_v:?} / {after_m:?}"),
+    )?;
+    // --- what the controller does (publish.rs): a new caBundle and its generation
+    // annotation, and a rotated path token ---
+    let bundle = k8s_openapi::ByteString(b"-----BEGIN CERTIFICATE-----\nMIIB\n".to_vec());
+    let encoded = serde_json::to_value(&bundle)?;
+    let publish = |v: &mut serde_json::Value| {
+        for w in v["webhooks"].as_array_mut().into_iter().flatten() {
+            w["clientConfig"]["caBundle"] = encoded.clone();
+            w["clientConfig"]["service"]["path"] = json!("/s/rotated/validate/connect");
+        }
+        v["metadata"]["annotations"] = json!({"sessionguard.io/ca-bundle-generation": "2"});
+    };
+    replace_with(&ctl_v, &id.fullname, &publish)
+        .await
+        .map_err(|e| invalid(format!("caBundle publish refused (validating): {e}")))?;
+    replace_with(&ctl_m, &id.fullname, &publish)
+        .await
+        .map_err(|e| invalid(format!("caBundle publish refused (mutating): {e}")))?;
+    let published = admin_v.get(&id.fullname).await?;
+    check(
+        published
+            .webhooks
+            .iter()
+            .flatten()
+            .all(|w| w.client_config.ca_bundle.as_ref() == Some(&bundle)),
+        "the caBundle was published",
+    )?;
+    // Any other change of the path is not the token's.
+    let e = refusal(
+        replace_with(&ctl_v, &id.fullname, &|v: &mut serde_json::Value| {
+            v["webhooks"][0]["clientConfig"]["service"]["path"] =
+                json!("/s/rotated/validate/anything");
+        })
+        .await,
+    );
+    check(
+        e.contains("only clientConfig.caBundle"),
+        format!("a changed path: {e:?}"),
+    )?;
+    admin_v.delete(&id.fullname, &Default::default()).await?;
+    admin_m.delete(&id.fullname, &Default::default()).await?;
+    env.finish().await
+}
+
+/// Reads `name`, applies `change` to it as JSON, and replaces it: how the
+/// controller (which holds `update`, not `patch`) writes its webhook
+/// configurations.
+async fn replace_with<K>(
+    api: &Api<K>,
+    name: &str,
+    change: &dyn Fn(&mut serde_json::Value),
+) -> std::result::Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let current = api.get(name).await?;
+    let mut v = serde_json::to_value(&current).expect("an object serialises");
+    change(&mut v);
+    let next: K = serde_json::from_value(v).expect("still the same kind");
+    api.replace(name, &PostParams::default(), &next).await
 }
 
 /// Whether a call was refused as Forbidden (403), not failed otherwise.
@@ -590,8 +860,11 @@ async fn the_agent_token_reads_no_pods() -> Result<()> {
             s["container_id"].as_str().is_some_and(|c| c.len() == 64)
                 && s.get("pod_name").is_none_or(|v| v.is_null())
                 && s.get("namespace").is_none_or(|v| v.is_null())
+                // argv stays on the node unless --report-argv (it holds secrets).
+                && s.get("argv").is_none_or(|v| v.as_array().is_none_or(Vec::is_empty))
+                && s["command"] == "sh"
         }),
-        format!("reported by UID and container ID only: {mine:?}"),
+        format!("reported by UID and container ID only, without argv: {mine:?}"),
     )?;
     let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
     check(

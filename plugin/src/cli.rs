@@ -2,21 +2,21 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use sessionguard_api::SessionReport;
 use sessionguard_core::interaction::{Interaction, rfc3339};
+use sessionguard_core::printable::printable;
 use sessionguard_core::readback::off_reason;
 use sessionguard_core::{Report, duration, keys};
 
 use crate::error::{Error, Result};
+pub use crate::kube_flags::{KubeFlags, client, read_kubeconfig};
 use crate::output::{self, Format};
 use crate::rows::{self, Row, relative};
 use crate::{drains, extend};
@@ -29,26 +29,6 @@ pub struct Cli {
     pub kube: KubeFlags,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// The standard kubeconfig flags.
-#[derive(Debug, Args)]
-pub struct KubeFlags {
-    /// Path to the kubeconfig file.
-    #[arg(long, global = true, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use.
-    #[arg(long, global = true, env = "SESSIONGUARD_CONTEXT")]
-    pub context: Option<String>,
-    /// The kubeconfig cluster to use.
-    #[arg(long, global = true, env = "SESSIONGUARD_CLUSTER")]
-    pub cluster: Option<String>,
-    /// The kubeconfig user to use.
-    #[arg(long, global = true, env = "SESSIONGUARD_USER")]
-    pub user: Option<String>,
-    /// Namespace (default: the context's).
-    #[arg(short = 'n', long, global = true, env = "SESSIONGUARD_NAMESPACE")]
-    pub namespace: Option<String>,
 }
 
 /// How `get` and `nodes` print: the same two flags, defined once.
@@ -99,44 +79,6 @@ pub enum Command {
         #[arg(long, env = "SESSIONGUARD_ALL", conflicts_with = "pods")]
         all: bool,
     },
-}
-
-/// Reads `--kubeconfig` (or KUBECONFIG): like kubectl, a list of files
-/// separated by the platform's path separator, merged in order (the first
-/// file to set a value wins). Without it, `~/.kube/config`.
-pub fn read_kubeconfig(path: Option<&std::path::Path>) -> Result<Kubeconfig> {
-    let kerr = |e: kube::config::KubeconfigError| Error::Kubeconfig(e.to_string());
-    let Some(path) = path else {
-        return Kubeconfig::read().map_err(kerr);
-    };
-    let mut merged: Option<Kubeconfig> = None;
-    for file in std::env::split_paths(path.as_os_str()).filter(|p| !p.as_os_str().is_empty()) {
-        let kc = Kubeconfig::read_from(&file)
-            .map_err(|e| Error::Kubeconfig(format!("{}: {e}", file.display())))?;
-        merged = Some(match merged {
-            None => kc,
-            Some(m) => m.merge(kc).map_err(kerr)?,
-        });
-    }
-    merged.ok_or_else(|| Error::Usage(format!("--kubeconfig {path:?} names no file")))
-}
-
-pub async fn client(flags: &KubeFlags) -> Result<(Client, String)> {
-    let kc = read_kubeconfig(flags.kubeconfig.as_deref())?;
-    let opts = KubeConfigOptions {
-        context: flags.context.clone(),
-        cluster: flags.cluster.clone(),
-        user: flags.user.clone(),
-    };
-    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
-        .await
-        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    let ns = flags
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = Client::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    Ok((client, ns))
 }
 
 fn kube_err(op: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -326,11 +268,13 @@ pub async fn extend(
     let mut failed = 0;
     for name in &targets {
         match extend_one(&api, &ns, name, by).await {
+            // The line names the requester and the eviction-off reason, both
+            // from the pod's annotations: text someone else chose.
             Ok(line) => {
-                writeln!(out, "{line}").ok();
+                writeln!(out, "{}", printable(&line, 4096)).ok();
             }
             Err(e) => {
-                writeln!(err, "error: {e}").ok();
+                writeln!(err, "error: {}", printable(&e.to_string(), 4096)).ok();
                 failed += 1;
             }
         }
@@ -422,6 +366,7 @@ async fn extend_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn extend_all_and_pod_names_conflict() {

@@ -16,8 +16,8 @@ use sessionguard_api::SessionReport;
 use sessionguard_core::keys;
 
 use crate::blocking::{self, Blocking};
-use crate::cli::{KubeFlags, client};
 use crate::error::{Error, Result};
+use crate::kube_flags::{KubeFlags, client};
 use crate::nodes::{self, NodeReport};
 use crate::output::Format;
 use crate::watch::{self, Watched};

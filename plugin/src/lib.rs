@@ -7,6 +7,7 @@ pub mod cli;
 pub mod drains;
 pub mod error;
 pub mod extend;
+pub mod kube_flags;
 pub mod nodes;
 pub mod output;
 pub mod rows;

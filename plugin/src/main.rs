@@ -1,4 +1,5 @@
 use clap::Parser;
+use sessionguard_core::printable::printable;
 use sessionguard_plugin::cli::{self, Cli, Command};
 use sessionguard_plugin::drains;
 
@@ -35,7 +36,8 @@ async fn main() {
         } => cli::extend(&args.kube, pods, duration, *all, &mut out, &mut err).await,
     };
     if let Err(e) = result {
-        eprintln!("error: {e}");
+        // API errors carry text the cluster chose (object names, a webhook's message).
+        eprintln!("error: {}", printable(&e.to_string(), 4096));
         std::process::exit(e.exit_code());
     }
 }

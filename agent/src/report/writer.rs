@@ -49,6 +49,11 @@ pub struct ReportWriter {
     /// With `--notify-terminal`: where the notices in the written object's
     /// status go (the answer to the write holds the whole object).
     notices: Option<NoticesTx>,
+    /// `--report-argv`: command lines hold secrets (`mysql -pSECRET`, an
+    /// `Authorization:` header), and whoever reads SessionReports would see
+    /// them; nothing but people reads argv, so by default a report carries
+    /// the command name and the session's facts only.
+    argv: bool,
 }
 
 impl ReportWriter {
@@ -65,7 +70,14 @@ impl ReportWriter {
             metrics,
             logged_cuts: Cuts::default(),
             notices: None,
+            argv: false,
         }
+    }
+
+    /// Reports each session's argv too (off by default: see the field).
+    pub fn with_argv(mut self, argv: bool) -> Self {
+        self.argv = argv;
+        self
     }
 
     /// Hands the notices of every written report to the notifier.
@@ -142,6 +154,9 @@ impl ReportWriter {
 
     fn coarse(&self, mut report: Report) -> Report {
         idle::coarsen(&mut report.sessions, self.idle_resolution);
+        if !self.argv {
+            without_argv(&mut report);
+        }
         report
     }
 
@@ -219,6 +234,13 @@ impl ReportWriter {
 
 /// Answers that mean "this body will never pass", unlike a timeout or a 5xx:
 /// bad request, too large, invalid against the schema.
+/// The report without any session's argv.
+fn without_argv(report: &mut Report) {
+    for s in &mut report.sessions {
+        s.argv.clear();
+    }
+}
+
 fn is_refusal(code: u16) -> bool {
     matches!(code, 400 | 413 | 422)
 }
@@ -279,6 +301,24 @@ impl Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argv_leaves_the_report_unless_asked_for() {
+        let mut r = Report {
+            node: "n1".into(),
+            generated_at: jiff::Timestamp::UNIX_EPOCH,
+            sequence: 1,
+            sessions: vec![Session {
+                command: "mysql".into(),
+                argv: vec!["mysql".into(), "-pSECRET".into()],
+                ..crate::testing::session()
+            }],
+        };
+        without_argv(&mut r);
+        assert!(r.sessions[0].argv.is_empty());
+        assert_eq!(r.sessions[0].command, "mysql", "the command name stays");
+        assert!(!serde_json::to_string(&r).unwrap().contains("SECRET"));
+    }
 
     #[test]
     fn a_stripped_report_keeps_every_session_with_its_protecting_fields() {

@@ -7,7 +7,7 @@
 //!   most once per 8-second window, so as not to leak keystroke timing). Read
 //!   with a `stat` through `/proc/<leader>/fd/{0,1,2}`, which needs ptrace
 //!   read access to the leader: the same uid, or `CAP_SYS_PTRACE`. The
-//!   chart's agent (uid 65532, no capabilities) has neither; an agent run as
+//!   chart's agent (uid 65533, no capabilities) has neither; an agent run as
 //!   root does. Known at once, on the first scan.
 //! - **The session's processes** otherwise, with no privilege: any change in
 //!   the CPU time (`stat`) or context switches (`status`) of a process on the

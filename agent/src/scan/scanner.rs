@@ -89,7 +89,9 @@ pub struct ScanStats {
     /// still young (see [`ScannerConfig::young_for`]).
     pub young: usize,
     pub terminal_processes: usize,
-    /// Pids that vanished while being read: churn, not errors.
+    /// Pids that vanished while being read: churn, not errors. A pid the
+    /// cursor named whose process had already gone (or that no process
+    /// took) is neither.
     pub vanished: usize,
     /// Sessions whose idle time came from their terminal's access time
     /// (the others': from their processes).
@@ -360,11 +362,20 @@ impl Scanner {
                 }
             };
             stats.stat_reads += 1;
-            match fetch(&mut self.fs, pid, "stat", &mut self.buf, stats) {
+            match read_at_most(&mut self.fs, pid, "stat", usize::MAX, &mut self.buf, stats) {
                 Fetched::Read => {}
+                // A pid the cursor named that we never saw belonged to a
+                // process (or thread) that came and went between two ticks,
+                // or to none: not an exit met mid-read, so not churn.
+                Fetched::Gone if pass == Pass::Named && seen.is_none() => continue,
                 // A leader that cannot be read (an LSM now denying it) is as
                 // lost to a named pass as one that is gone.
-                Fetched::Gone | Fetched::Failed => {
+                Fetched::Gone => {
+                    stats.vanished += 1;
+                    lost(stats);
+                    continue;
+                }
+                Fetched::Failed => {
                     lost(stats);
                     continue;
                 }
@@ -761,12 +772,25 @@ fn fetch_at_most(
     buf: &mut Vec<u8>,
     stats: &mut ScanStats,
 ) -> Fetched {
+    let fetched = read_at_most(fs, pid, file, max, buf, stats);
+    if fetched == Fetched::Gone {
+        stats.vanished += 1;
+    }
+    fetched
+}
+
+/// [`fetch_at_most`] that leaves a vanished pid to the caller to count.
+fn read_at_most(
+    fs: &mut ProcFs,
+    pid: u32,
+    file: &'static str,
+    max: usize,
+    buf: &mut Vec<u8>,
+    stats: &mut ScanStats,
+) -> Fetched {
     match fs.read_at_most(pid, file, max, buf) {
         Ok(true) => Fetched::Read,
-        Ok(false) => {
-            stats.vanished += 1;
-            Fetched::Gone
-        }
+        Ok(false) => Fetched::Gone,
         Err(e) => {
             *stats.errors.entry(e.kind()).or_default() += 1;
             Fetched::Failed

@@ -8,6 +8,7 @@ use prometheus_client::registry::Registry;
 use sessionguard_http::{Body, Handler, shared_routes, text};
 
 use crate::io::cache::Cache;
+use crate::io::policies::NotInForce;
 use crate::io::writer::Writer;
 
 pub struct Health {
@@ -15,6 +16,8 @@ pub struct Health {
     pub cache: Arc<Cache>,
     /// Only asked whether this replica leads.
     pub writer: Writer,
+    /// Set while the admission policies are not in force: not ready, and why.
+    pub not_in_force: Arc<NotInForce>,
 }
 
 impl Handler for Health {
@@ -38,6 +41,15 @@ impl Health {
     /// Before the first Lease attempt has answered the role is unknown, and a
     /// 200 "standby" would flip to 503 a moment later when the replica wins.
     fn readiness(&self) -> Response<Body> {
+        if let Some(why) = self.not_in_force.why() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not acting: admission policies not in force: {why} \
+                     (or accept running without them: --require-admission-policies=false)\n"
+                ),
+            );
+        }
         if !self.writer.is_role_known() {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -101,6 +113,7 @@ mod tests {
             registry: Registry::default(),
             cache: Arc::new(Cache::new(stores, Duration::from_secs(120))),
             writer,
+            not_in_force: Arc::new(NotInForce::default()),
         };
         assert_eq!(
             answer(&health).await,
@@ -120,6 +133,16 @@ mod tests {
             body.contains("waiting for pods, poddisruptionbudgets")
                 && body.contains("sessionreports"),
             "names the caches: {body}"
+        );
+        health.not_in_force.set(Some(
+            "ValidatingAdmissionPolicy sg-controller-pods does not exist".into(),
+        ));
+        let (code, body) = answer(&health).await;
+        assert_eq!(code, 503);
+        assert!(
+            body.starts_with("not acting: admission policies not in force: ValidatingAdmissionPolicy sg-controller-pods does not exist")
+                && body.contains("--require-admission-policies=false"),
+            "{body}"
         );
     }
 }

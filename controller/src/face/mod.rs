@@ -5,5 +5,6 @@
 pub mod admission;
 pub mod blocked;
 pub mod gauges;
+pub mod heap;
 pub mod http;
 pub mod rollout_gauges;

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub evictions: Family<EvictionLabels, Counter>,
     pub leader: Gauge,
+    /// Admission policies of ours not in force (see `io/policies.rs`).
+    pub policies_missing: Gauge,
 }
 
 impl Default for Metrics {
@@ -64,6 +66,7 @@ impl Default for Metrics {
             reconcile_errors: Family::default(),
             evictions: Family::default(),
             leader: Gauge::default(),
+            policies_missing: Gauge::default(),
         }
     }
 }
@@ -111,6 +114,11 @@ impl Metrics {
             "leader",
             "1 while this replica holds the leader Lease",
             self.leader.clone(),
+        );
+        r.register(
+            "admission_policies_missing",
+            "Admission policies narrowing this controller that are missing, unbound or not as this version ships them; while above 0 the controller does not act (unless --require-admission-policies=false)",
+            self.policies_missing.clone(),
         );
     }
 

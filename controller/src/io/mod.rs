@@ -9,6 +9,7 @@ pub mod events;
 pub mod lease;
 pub mod metrics;
 pub mod pod_index;
+pub mod policies;
 pub mod report_index;
 pub mod reports;
 pub mod trim;

@@ -230,7 +230,10 @@ pub fn start(
         watcher(
             Api::<StatefulSet>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        // Only what the rollout reads (see `trim`): the pod template is most
+        // of a StatefulSet.
+        .modify(trim::trim_statefulset),
     )
     .default_backoff()
     .touched_objects()

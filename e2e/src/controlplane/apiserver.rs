@@ -22,6 +22,10 @@ pub fn command(pki: &Pki, port: u16, etcd_port: u16) -> Result<Command> {
     let mut cmd = Command::new(tool("kube-apiserver")?);
     cmd.arg("--bind-address=127.0.0.1")
         .arg("--advertise-address=127.0.0.1")
+        // Since v1.37 the endpoint reconciler refuses a loopback address for the
+        // `kubernetes` Service's endpoints. Nothing here reaches the API server through
+        // that Service (every client has a kubeconfig naming 127.0.0.1), so none.
+        .arg("--endpoint-reconciler-type=none")
         .arg(format!("--secure-port={port}"))
         .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
         .arg(format!("--cert-dir={}", pki.dir().display()))

@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 
 use super::{TestEnv, tokens};
 use crate::controlplane::apiserver::SERVICE_ACCOUNT_ISSUER;
-use crate::simnode::node::KUBELET_VERSION;
 use crate::{Error, Result, paths};
 
 /// What a controller started with this identity must be told.
@@ -109,7 +108,7 @@ async fn apply_rbac(
     let out = helm
         .arg(&chart)
         .args(["--namespace", env.ns()])
-        .args(["--kube-version", KUBELET_VERSION])
+        .args(["--kube-version", &crate::paths::kube_version()])
         .args(["--show-only", &format!("templates/{template}")])
         .args(["--set", &format!("fullnameOverride={}", env.ns())])
         .args(["--set", &format!("webhook.enabled={webhook}")])

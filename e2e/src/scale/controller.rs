@@ -77,7 +77,11 @@ impl Controller {
         let child = Child::spawn(
             &self.bin,
             &args,
-            &[("KUBECONFIG", &kubeconfig), ("RUST_LOG", "info,kube=warn")],
+            &[
+                ("KUBECONFIG", &kubeconfig),
+                ("RUST_LOG", "info,kube=warn"),
+                ("SESSIONGUARD_ADMISSION_POLICIES", &self.id.fullname),
+            ],
             &self.log,
         )?;
         progress(format!(
@@ -124,6 +128,11 @@ impl Controller {
     pub async fn records_done(&self) -> Result<f64> {
         let text = http_get(self.addr, "/metrics").await?;
         Ok(sum_of(&text, "sessionguard_webhook_records_total"))
+    }
+
+    /// The controller's metrics, as text.
+    pub async fn metrics(&self) -> Result<String> {
+        http_get(self.addr, "/metrics").await
     }
 
     /// The webhook serving certificate's CA (the Secret the controller keeps).
@@ -187,9 +196,70 @@ pub fn sum_of(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The `q` quantile of a Prometheus histogram's samples whose labels contain
+/// `with` (`webhook="connect"`, say), as the upper bound of the bucket it falls in,
+/// and the histogram's count. None while the histogram has no sample.
+pub fn bucket_quantile(text: &str, name: &str, with: &str, q: f64) -> Option<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (labels, value) = rest.split_once("} ")?;
+            if !labels.contains(with) {
+                return None;
+            }
+            let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, value.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = buckets.last()?.1;
+    if count <= 0.0 {
+        return None;
+    }
+    let want = q * count;
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= want)
+        .map(|(le, _)| (*le, count))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quantile_is_the_upper_bound_of_its_bucket_for_the_chosen_series() {
+        let text = "sessionguard_webhook_duration_seconds_bucket{le=\"0.001\",webhook=\"connect\"} 90\n\
+            sessionguard_webhook_duration_seconds_bucket{le=\"0.002\",webhook=\"connect\"} 99\n\
+            sessionguard_webhook_duration_seconds_bucket{le=\"0.004\",webhook=\"connect\"} 100\n\
+            sessionguard_webhook_duration_seconds_bucket{le=\"+Inf\",webhook=\"connect\"} 100\n\
+            sessionguard_webhook_duration_seconds_bucket{le=\"0.001\",webhook=\"guard\"} 0\n\
+            sessionguard_webhook_duration_seconds_bucket{le=\"+Inf\",webhook=\"guard\"} 5\n";
+        let name = "sessionguard_webhook_duration_seconds";
+        assert_eq!(
+            bucket_quantile(text, name, "webhook=\"connect\"", 0.99),
+            Some((0.002, 100.0))
+        );
+        assert_eq!(
+            bucket_quantile(text, name, "webhook=\"connect\"", 0.5),
+            Some((0.001, 100.0))
+        );
+        assert_eq!(
+            bucket_quantile(text, name, "webhook=\"guard\"", 0.99),
+            Some((f64::INFINITY, 5.0))
+        );
+        assert_eq!(
+            bucket_quantile(text, name, "webhook=\"mutate\"", 0.99),
+            None
+        );
+    }
 
     #[test]
     fn sums_every_labelled_sample_of_one_metric_only() {

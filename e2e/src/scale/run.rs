@@ -12,9 +12,9 @@ use rand::Rng;
 use serde_json::json;
 
 use super::agents::Agents;
-use super::controller::Controller;
+use super::controller::{Controller, bucket_quantile, sum_of};
 use super::figures::{Figures, Quantiles};
-use super::measure::{CpuWindow, PdbTimes, Peaks, quantile_ms};
+use super::measure::{CpuWindow, PdbTimes, Peaks, quantile_ms, rss_mib};
 use super::workload::{SCALE_LABEL, Target, Workloads};
 use super::writes::Class;
 use super::{Config, kwok, progress, webhook, workload};
@@ -70,6 +70,13 @@ async fn measure(
     ));
 
     let ctl_pid = Arc::new(AtomicU32::new(ctl.pid().unwrap_or(0)));
+    // What the controller holds once every cache has listed: the cache's share.
+    let synced_rss_mib = rss_mib(ctl_pid.load(Ordering::Relaxed)).unwrap_or(0.0);
+    let synced_heap_mib =
+        sum_of(&ctl.metrics().await?, "sessionguard_heap_allocated_bytes") / 1048576.0;
+    progress(format!(
+        "controller synced: RSS {synced_rss_mib:.1} MiB, heap allocated {synced_heap_mib:.1} MiB"
+    ));
     let peaks = Peaks::default();
     let p = ctl_pid.clone();
     peaks.sample("controller", move || Some(p.load(Ordering::Relaxed)));
@@ -101,6 +108,25 @@ async fn measure(
     let controller_cpu = cpu.cores();
     let (hook, hook_wall) = hook.await.map_err(|e| Error::Invalid(e.to_string()))?;
     let hook = hook?;
+    let text = ctl.metrics().await?;
+    let served = |q| {
+        bucket_quantile(
+            &text,
+            "sessionguard_webhook_duration_seconds",
+            "webhook=\"connect\"",
+            q,
+        )
+    };
+    let (webhook_server_ms, webhook_served) = match (served(0.5), served(0.99)) {
+        (Some((p50, n)), Some((p99, _))) => (
+            Quantiles {
+                p50: p50 * 1000.0,
+                p99: p99 * 1000.0,
+            },
+            n,
+        ),
+        _ => (Quantiles::default(), 0.0),
+    };
     wait::until(
         "every release after the churn",
         Duration::from_secs(120),
@@ -196,6 +222,10 @@ async fn measure(
         restart_to_ready_s: restart_to_ready,
         restart_to_leader_s: restart_to_leader,
         webhook_ms: q(&hook.latencies),
+        webhook_server_ms,
+        webhook_served,
+        synced_rss_mib,
+        synced_heap_mib,
         webhook_reviews: hook.latencies.len(),
         webhook_failed: hook.failed,
         webhook_rate: hook.latencies.len() as f64 / hook_wall.as_secs_f64().max(1e-3),

@@ -3,20 +3,21 @@
 //! env, resources, probes and mounts; configMap, secret, emptyDir and projected
 //! volumes), placed on the kwok nodes only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
 use super::kwok::{self, PARALLEL};
 use super::progress;
 use crate::harness::env::E2E_LABEL;
-use crate::{Error, Result, wait};
+use crate::{Error, Result};
 
 /// Label on every namespace of the load (cleanup finds them by it).
 pub const SCALE_LABEL: &str = "sessionguard.io/scale";
@@ -81,51 +82,22 @@ pub async fn create(client: &kube::Client, run: &str, pods: usize) -> Result<Wor
         "{objects} workload objects in {n_ns} namespaces created in {:.1}s; waiting for {pods} pods to run",
         started.elapsed().as_secs_f64()
     ));
-    let all: Api<Pod> = Api::all(client.clone());
-    let lp = ListParams::default().labels(&format!("{SCALE_LABEL}={run}"));
-    let mut last_print = Instant::now();
+    // A watch, not a list per poll: a full list of the load's pods every 200 ms (the
+    // first harness) kept the API server serialising tens of MB per poll, and was most
+    // of the cluster build's time at 3,000 pods. The watch's initial list is paged.
     let timeout = Duration::from_secs(300 + pods as u64 / 10);
-    let listed = wait::until("every pod of the load to run", timeout, || {
-        let (all, lp) = (all.clone(), lp.clone());
-        let print = last_print.elapsed() >= Duration::from_secs(10);
-        if print {
-            last_print = Instant::now();
-        }
-        async move {
-            let items = all.list(&lp).await?.items;
-            let running = items.iter().filter(|p| is_running(p)).count();
-            if print {
-                progress(format!(
-                    "pods: {} created, {running} running of {pods}",
-                    items.len()
-                ));
-            }
-            Ok((running >= pods).then_some(items))
-        }
-    })
-    .await?;
+    let seen = tokio::time::timeout(timeout, running_pods(client, run, pods))
+        .await
+        .map_err(|_| Error::Timeout {
+            what: "every pod of the load to run".into(),
+            after: timeout,
+        })??;
     progress(format!(
         "{pods} pods running after {:.1}s",
         started.elapsed().as_secs_f64()
     ));
     let (mut protected, mut others) = (Vec::new(), Vec::new());
-    for p in listed {
-        let target = Target {
-            namespace: p.metadata.namespace.clone().unwrap_or_default(),
-            name: p.metadata.name.clone().unwrap_or_default(),
-            uid: p.metadata.uid.clone().unwrap_or_default(),
-            node: p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default(),
-        };
-        let sts = p
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.kind == "StatefulSet");
+    for (target, sts) in seen.into_values() {
         if sts {
             protected.push(target)
         } else {
@@ -141,6 +113,77 @@ pub async fn create(client: &kube::Client, run: &str, pods: usize) -> Result<Wor
 
 fn is_running(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// Watches the load's pods until `want` of them run; returns each running pod (by
+/// UID) as a target, with whether a StatefulSet owns it. Progress every 10 s.
+async fn running_pods(
+    client: &kube::Client,
+    run: &str,
+    want: usize,
+) -> Result<HashMap<String, (Target, bool)>> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let cfg = watcher::Config::default().labels(&format!("{SCALE_LABEL}={run}"));
+    let mut events = std::pin::pin!(watcher(all, cfg).default_backoff());
+    let mut running: HashMap<String, (Target, bool)> = HashMap::new();
+    let mut created: HashSet<String> = HashSet::new();
+    let mut last_print = Instant::now();
+    while let Some(ev) = events.next().await {
+        let pod = match ev {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
+            Ok(watcher::Event::Delete(p)) => {
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                running.remove(&uid);
+                created.remove(&uid);
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                progress(format!("pods watch: {e}; retrying"));
+                continue;
+            }
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        created.insert(uid.clone());
+        if is_running(&pod) {
+            running.insert(uid, (target_of(&pod), owned_by_statefulset(&pod)));
+        } else {
+            running.remove(&uid);
+        }
+        if running.len() >= want {
+            return Ok(running);
+        }
+        if last_print.elapsed() >= Duration::from_secs(10) {
+            last_print = Instant::now();
+            progress(format!(
+                "pods: {} created, {} running of {want}",
+                created.len(),
+                running.len()
+            ));
+        }
+    }
+    Err(Error::Invalid("the pods watch ended".into()))
+}
+
+fn target_of(p: &Pod) -> Target {
+    Target {
+        namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        name: p.metadata.name.clone().unwrap_or_default(),
+        uid: p.metadata.uid.clone().unwrap_or_default(),
+        node: p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default(),
+    }
+}
+
+fn owned_by_statefulset(p: &Pod) -> bool {
+    p.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "StatefulSet")
 }
 
 /// `n` split into sets of at most [`SET_SIZE`].

@@ -16,7 +16,10 @@ use crate::Result;
 /// which this node puts `kubepods.slice`, so session helpers find container cgroups.
 pub const CGROUP_PARENT_ANNOTATION: &str = "sim.sessionguard.io/cgroup-parent";
 /// What the node reports as its kubelet version (the pinned control plane's release).
-pub const KUBELET_VERSION: &str = "v1.34.4";
+/// The kubelet version simulated nodes report: the control plane's own.
+pub fn kubelet_version() -> String {
+    crate::paths::kube_version()
+}
 /// How often the Lease is renewed (the kubelet's default).
 pub const LEASE_RENEW: Duration = Duration::from_secs(10);
 const LEASE_SECONDS: i32 = 40;
@@ -87,7 +90,7 @@ pub async fn report_status(nodes: &Api<Node>, name: &str) -> Result<Node> {
             "kernelVersion": kernel_release(),
             "osImage": "sessionguard simulated node",
             "containerRuntimeVersion": "containerd://simulated",
-            "kubeletVersion": KUBELET_VERSION,
+            "kubeletVersion": kubelet_version(),
             "kubeProxyVersion": "",
             "operatingSystem": "linux",
             "architecture": std::env::consts::ARCH.replace("x86_64", "amd64"),

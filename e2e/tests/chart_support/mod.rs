@@ -25,7 +25,11 @@ use sessionguard_e2e::{Error, Result, paths, wait};
 /// The Kubernetes version the pinned control plane runs (e2e/build-tools.sh); helm
 /// template needs it because the chart requires >= 1.30 and a helm built from source
 /// defaults to 1.20.
-pub const KUBE_VERSION: &str = "1.34.4";
+pub fn kube_version() -> String {
+    sessionguard_e2e::paths::kube_version()
+        .trim_start_matches('v')
+        .to_string()
+}
 
 pub fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
@@ -94,6 +98,7 @@ pub fn helm(args: &[&str]) -> Result<String> {
 /// `helm template <release> <chart> -n <ns> --kube-version ... <extra>`.
 pub fn template(release: &str, ns: &str, extra: &[&str]) -> Result<String> {
     let chart = chart_dir().display().to_string();
+    let version = kube_version();
     let mut args = vec![
         "template",
         release,
@@ -101,7 +106,7 @@ pub fn template(release: &str, ns: &str, extra: &[&str]) -> Result<String> {
         "--namespace",
         ns,
         "--kube-version",
-        KUBE_VERSION,
+        &version,
     ];
     args.extend_from_slice(extra);
     helm(&args)
@@ -411,6 +416,7 @@ pub async fn start_controller_as(
     let lease = format!("{}-controller", fullname(release));
     let (addr_s, kc) = (addr.to_string(), kubeconfig.display().to_string());
     let identity = ctl_pod.metadata.name.clone().unwrap_or_default();
+    let policies = fullname(release);
     let log = env.scratch_dir().join(format!("{name}.log"));
     let child = Child::spawn(
         &bin,
@@ -429,6 +435,7 @@ pub async fn start_controller_as(
         &[
             ("KUBECONFIG", &kc),
             ("RUST_LOG", "info,sessionguard_controller=debug,kube=warn"),
+            ("SESSIONGUARD_ADMISSION_POLICIES", &policies),
         ],
         &log,
     )?;

@@ -102,6 +102,8 @@ pub fn spawn_controller(
         &[
             ("KUBECONFIG", &kubeconfig),
             ("RUST_LOG", "info,sessionguard_controller=debug,kube=warn"),
+            // The chart's policies for this test's release (identity::chart_controller).
+            ("SESSIONGUARD_ADMISSION_POLICIES", &id.fullname),
         ],
         &log,
     )?;

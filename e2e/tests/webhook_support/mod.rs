@@ -161,6 +161,8 @@ pub async fn start(
         &[
             ("KUBECONFIG", &kc),
             ("RUST_LOG", "info,sessionguard_controller=debug,kube=warn"),
+            // The chart's policies for this test's release (identity::chart_controller).
+            ("SESSIONGUARD_ADMISSION_POLICIES", &cfg),
         ],
         &log,
     )?;

@@ -245,12 +245,12 @@ mod tests {
     }
 
     /// charts/sessionguard/files/webhooks.yaml is this function's output;
-    /// regenerate with `SESSIONGUARD_REGENERATE=1 cargo test -p sessionguard-controller manifests`.
+    /// regenerate with ``make manifests` (SESSIONGUARD_UPDATE_MANIFESTS=1)`.
     #[test]
     fn chart_file_is_current() {
         let o = chart_options();
         let text = format!(
-            "# Generated from controller/src/admission/manifests.rs; do not edit.\n# The controller fills in caBundle (or cert-manager's CA injector does).\n{}---\n{}",
+            "# Generated from controller/src/face/admission/manifests.rs; do not edit.\n# The controller fills in caBundle (or cert-manager's CA injector does).\n{}---\n{}",
             serde_yaml::to_string(&with_kind(validating(&o), "ValidatingWebhookConfiguration"))
                 .unwrap(),
             serde_yaml::to_string(&with_kind(mutating(&o), "MutatingWebhookConfiguration"))
@@ -260,13 +260,13 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../charts/sessionguard/files/webhooks.yaml"
         );
-        if std::env::var_os("SESSIONGUARD_REGENERATE").is_some() {
+        if std::env::var_os("SESSIONGUARD_UPDATE_MANIFESTS").is_some() {
             std::fs::write(path, &text).unwrap();
         }
         let on_disk = std::fs::read_to_string(path).unwrap_or_default();
         assert_eq!(
             on_disk, text,
-            "{path} is stale; regenerate with SESSIONGUARD_REGENERATE=1"
+            "{path} is stale; regenerate with make manifests"
         );
     }
 
@@ -293,6 +293,105 @@ mod tests {
             keys::MANAGED_BY,
             keys::MANAGER
         )));
+    }
+
+    /// The webhook-configuration policy compares every field but caBundle by
+    /// name: a field the API types gain later must be named there too, or a
+    /// stolen token could change it. Every field of a fully populated webhook
+    /// (the API types as this build knows them) is either compared or the
+    /// caBundle.
+    #[test]
+    fn the_webhook_policy_compares_every_field_but_the_ca_bundle() {
+        use k8s_openapi::api::admissionregistration::v1::{
+            MatchCondition, MutatingWebhook, ServiceReference, ValidatingWebhook,
+            WebhookClientConfig,
+        };
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/sessionguard/files/controller-policy.yaml"
+        ))
+        .unwrap();
+        let policy = text
+            .split("name: sessionguard-controller-webhooks")
+            .nth(1)
+            .unwrap();
+        let client_config = WebhookClientConfig {
+            ca_bundle: Some(k8s_openapi::ByteString(vec![1])),
+            service: Some(ServiceReference {
+                name: "s".into(),
+                namespace: "n".into(),
+                path: Some("/p".into()),
+                port: Some(443),
+            }),
+            url: Some("https://x".into()),
+        };
+        let fields = |v: serde_json::Value| -> Vec<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        let rules = Some(vec![RuleWithOperations::default()]);
+        let conditions = Some(vec![MatchCondition::default()]);
+        let validating = ValidatingWebhook {
+            admission_review_versions: vec!["v1".into()],
+            client_config: client_config.clone(),
+            failure_policy: Some("Fail".into()),
+            match_conditions: conditions.clone(),
+            match_policy: Some("Equivalent".into()),
+            name: "w".into(),
+            namespace_selector: Some(LabelSelector::default()),
+            object_selector: Some(LabelSelector::default()),
+            rules: rules.clone(),
+            side_effects: "None".into(),
+            timeout_seconds: Some(5),
+        };
+        let mutating = MutatingWebhook {
+            admission_review_versions: vec!["v1".into()],
+            client_config: client_config.clone(),
+            failure_policy: Some("Fail".into()),
+            match_conditions: conditions,
+            match_policy: Some("Equivalent".into()),
+            name: "w".into(),
+            namespace_selector: Some(LabelSelector::default()),
+            object_selector: Some(LabelSelector::default()),
+            reinvocation_policy: Some("Never".into()),
+            rules,
+            side_effects: "None".into(),
+            timeout_seconds: Some(5),
+        };
+        let mut all = fields(serde_json::to_value(validating).unwrap());
+        all.extend(fields(serde_json::to_value(mutating).unwrap()));
+        for f in all {
+            match f.as_str() {
+                "name" => assert!(policy.contains("o.name == w.name")),
+                "clientConfig" => {
+                    for c in fields(serde_json::to_value(&client_config).unwrap()) {
+                        if c != "caBundle" {
+                            assert!(
+                                policy.contains(&format!(
+                                    "w.clientConfig.?{c}.hasValue() == o.clientConfig.?{c}.hasValue()"
+                                )),
+                                "clientConfig.{c} is not compared"
+                            );
+                        }
+                    }
+                    let service = client_config.service.clone().unwrap();
+                    for s in fields(serde_json::to_value(service).unwrap()) {
+                        let compared = match s.as_str() {
+                            // Compared without its token segment.
+                            "path" => policy.contains("o.clientConfig.?service.?path.orValue('')"),
+                            s => policy.contains(&format!(
+                                "w.clientConfig.?service.?{s} == o.clientConfig.?service.?{s}"
+                            )),
+                        };
+                        assert!(compared, "clientConfig.service.{s} is not compared");
+                    }
+                }
+                f => assert!(
+                    policy.contains(&format!("w.?{f} == o.?{f}")),
+                    "{f} is not compared"
+                ),
+            }
+        }
     }
 
     fn with_kind<T: serde::Serialize>(obj: T, kind: &str) -> serde_json::Value {

@@ -35,6 +35,10 @@ pub struct Metrics {
     /// certificate (404, nothing recorded).
     pub unauthenticated: Family<ReasonLabels, Counter>,
     pub duration: Family<WebhookLabels, Histogram>,
+    /// The whole request as this server saw it: from the handler's first
+    /// look at it (headers read) through the body, routing, the decision
+    /// and encoding, to the response handed to the connection for writing.
+    pub served: Family<WebhookLabels, Histogram>,
     pub records: Family<OutcomeLabels, Counter>,
     pub queue_depth: Gauge,
     pub cert_not_after: Gauge,
@@ -48,6 +52,9 @@ impl Default for Metrics {
             unauthenticated: Family::default(),
             duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 14))
+            }),
+            served: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
             }),
             records: Family::default(),
             queue_depth: Gauge::default(),
@@ -74,6 +81,11 @@ impl Metrics {
             "request_duration_seconds",
             "Time to answer one admission request, by webhook",
             self.duration.clone(),
+        );
+        r.register(
+            "duration_seconds",
+            "Time from a request's arrival (headers read) to its response ready to write, body read and decision included, by webhook (none: refused before routing)",
+            self.served.clone(),
         );
         r.register(
             "records",

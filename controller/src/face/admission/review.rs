@@ -22,6 +22,44 @@ pub const CONNECT_PATH: &str = "/validate/connect";
 pub const GUARD_PATH: &str = "/validate/pods";
 pub const MUTATE_PATH: &str = "/mutate/pods";
 
+/// The webhooks this server answers. A path that names none is refused
+/// (400), never answered by a default: a webhook added to the manifests but
+/// not here fails loudly instead of being mutated or admitted by accident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Webhook {
+    Connect,
+    Guard,
+    Mutate,
+    Eviction,
+}
+
+impl Webhook {
+    pub const ALL: [Webhook; 4] = [Self::Connect, Self::Guard, Self::Mutate, Self::Eviction];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Connect => CONNECT_PATH,
+            Self::Guard => GUARD_PATH,
+            Self::Mutate => MUTATE_PATH,
+            Self::Eviction => EVICTION_PATH,
+        }
+    }
+
+    /// The `webhook` label of its metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Guard => "guard",
+            Self::Mutate => "mutate",
+            Self::Eviction => "eviction",
+        }
+    }
+
+    pub fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.path() == path)
+    }
+}
+
 pub struct Context {
     pub deny_namespaces: Vec<String>,
     pub privileged: Vec<String>,
@@ -40,13 +78,10 @@ pub struct BadRequest(pub String);
 /// Answers one AdmissionReview posted to `path`.
 pub fn handle(ctx: &Context, path: &str, body: &[u8]) -> Result<Vec<u8>, BadRequest> {
     let started = Instant::now();
-    let webhook = match path {
-        CONNECT_PATH => "connect",
-        GUARD_PATH => "guard",
-        MUTATE_PATH => "mutate",
-        EVICTION_PATH => "eviction",
-        _ => return Err(BadRequest(format!("no webhook at {path}"))),
+    let Some(hook) = Webhook::from_path(path) else {
+        return Err(BadRequest(format!("no webhook at {path}")));
     };
+    let webhook = hook.label();
     let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
         ctx.metrics.request(webhook, "invalid");
         BadRequest(format!("not an AdmissionReview: {e}"))
@@ -55,14 +90,14 @@ pub fn handle(ctx: &Context, path: &str, body: &[u8]) -> Result<Vec<u8>, BadRequ
         ctx.metrics.request(webhook, "invalid");
         BadRequest(format!("AdmissionReview without a request: {e}"))
     })?;
-    let (resp, outcome) = match webhook {
-        "connect" => connect(ctx, &req, Timestamp::now()),
-        "guard" => guard_update(ctx, &req),
-        "eviction" => match &ctx.evictions {
+    let (resp, outcome) = match hook {
+        Webhook::Connect => connect(ctx, &req, Timestamp::now()),
+        Webhook::Guard => guard_update(ctx, &req),
+        Webhook::Eviction => match &ctx.evictions {
             Some(ev) => eviction::review(ev, &req, Timestamp::now()),
             None => (AdmissionResponse::from(&req), "allowed"),
         },
-        _ => mutate(&req),
+        Webhook::Mutate => mutate(&req),
     };
     ctx.metrics.request(webhook, outcome);
     let out = serde_json::to_vec(&resp.into_review())

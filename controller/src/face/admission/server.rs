@@ -1,13 +1,15 @@
 //! The webhooks' HTTP handler; the TLS listener is the shared stack's.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use sessionguard_http::{Body, ClientCertificate, Handler, json, text};
 
-use super::review::{self, Context};
+use super::metrics::WebhookLabels;
+use super::review::{self, Context, Webhook};
 use super::token::{Refused, Tokens};
 
 /// An AdmissionReview carries the old and the new object; pods stay far
@@ -36,6 +38,23 @@ pub async fn serve(
     tokens: &Tokens,
     require_client_cert: bool,
 ) -> Response<Body> {
+    let started = Instant::now();
+    let mut webhook = "none";
+    let resp = answer(req, ctx, tokens, require_client_cert, &mut webhook).await;
+    ctx.metrics
+        .served
+        .get_or_create(&WebhookLabels { webhook })
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    ctx: &Context,
+    tokens: &Tokens,
+    require_client_cert: bool,
+    webhook: &mut &'static str,
+) -> Response<Body> {
     if req.method() == Method::GET && req.uri().path() == "/healthz" {
         return text(StatusCode::OK, "ok\n");
     }
@@ -54,6 +73,9 @@ pub async fn serve(
             return text(StatusCode::NOT_FOUND, "404 page not found\n");
         }
     };
+    if let Some(hook) = Webhook::from_path(&path) {
+        *webhook = hook.label();
+    }
     if req.method() != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview\n");
     }

@@ -1,0 +1,236 @@
+//! Are the admission policies that narrow this controller's rights in force?
+//! Read at start-up, and again until they are (see `core::policy_check` for
+//! why and what counts). What "in force" means is the chart's own
+//! `files/controller-policy.yaml`, compiled into this binary, renamed as the
+//! chart renames it (`sessionguard-` → `<release fullname>-`) and bound to
+//! this controller's username.
+
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use kube::Client;
+use kube::api::Api;
+use serde::Deserialize;
+use sessionguard_core::policy_check::{self, Binding, Policy};
+
+use crate::error::{Error, Result};
+
+/// The chart's policies, as this binary was built with them.
+const CHART_POLICIES: &str =
+    include_str!("../../../charts/sessionguard/files/controller-policy.yaml");
+
+/// The policies this controller needs: the chart's, named with `prefix`
+/// (the release's full name) and matching `user` (this controller).
+pub fn wanted(prefix: &str, user: &str) -> Result<Vec<Policy>> {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(CHART_POLICIES) {
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| {
+            Error::Webhook(format!(
+                "the built-in controller policies do not parse: {e}"
+            ))
+        })?;
+        if value.get("kind").and_then(|k| k.as_str()) != Some("ValidatingAdmissionPolicy") {
+            continue;
+        }
+        let vap: ValidatingAdmissionPolicy = serde_yaml::from_value(value).map_err(|e| {
+            Error::Webhook(format!(
+                "the built-in controller policies do not parse: {e}"
+            ))
+        })?;
+        let mut p = view(&vap);
+        p.name = renamed(&p.name, prefix);
+        p.conditions = vec![policy_check::user_condition(user)];
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn renamed(name: &str, prefix: &str) -> String {
+    format!("{prefix}-{}", name.trim_start_matches("sessionguard-"))
+}
+
+/// A read bounded by `timeout` (a read, so not in the write counters).
+async fn timed_call<T>(
+    timeout: Duration,
+    op: &'static str,
+    fut: impl std::future::Future<Output = kube::Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r.map_err(|source| Error::Kube { op, source }),
+        Err(_) => Err(Error::Timeout {
+            op,
+            secs: timeout.as_secs(),
+        }),
+    }
+}
+
+/// What the check reads of a policy.
+pub fn view(vap: &ValidatingAdmissionPolicy) -> Policy {
+    let spec = vap.spec.clone().unwrap_or_default();
+    let rules = spec
+        .match_constraints
+        .and_then(|m| m.resource_rules)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            let j = |v: Option<Vec<String>>| v.unwrap_or_default().join(",");
+            format!(
+                "{}|{}|{}|{}",
+                j(r.api_groups),
+                j(r.api_versions),
+                j(r.operations),
+                j(r.resources)
+            )
+        })
+        .collect();
+    let variables = spec
+        .variables
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| format!("let {} = {}", v.name, v.expression));
+    let validations = spec
+        .validations
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.expression);
+    Policy {
+        name: vap.metadata.name.clone().unwrap_or_default(),
+        failure_policy: spec.failure_policy,
+        conditions: spec
+            .match_conditions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.expression)
+            .collect(),
+        rules,
+        validations: variables.chain(validations).collect(),
+    }
+}
+
+fn binding_view(b: &ValidatingAdmissionPolicyBinding) -> Binding {
+    let spec = b.spec.clone().unwrap_or_default();
+    Binding {
+        name: b.metadata.name.clone().unwrap_or_default(),
+        policy: spec.policy_name.unwrap_or_default(),
+        actions: spec.validation_actions.unwrap_or_default(),
+    }
+}
+
+/// Why this replica does not act, while its policies are not in force:
+/// what `/readyz` says.
+#[derive(Debug, Default)]
+pub struct NotInForce(std::sync::Mutex<Option<String>>);
+
+impl NotInForce {
+    pub fn set(&self, why: Option<String>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    pub fn why(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Says, once per change of reason, why the controller does not act: a
+/// Warning event on its Lease (in its namespace, where `kubectl get events`
+/// shows it; the Lease need not exist) and an error line. Not through the
+/// writer: this replica does not lead, and must still be heard.
+pub async fn announce(client: &Client, namespace: &str, lease: &str, identity: &str, why: &str) {
+    tracing::error!(%why, "admission policies not in force: not acting (--require-admission-policies)");
+    let regarding = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("coordination.k8s.io/v1".into()),
+        kind: Some("Lease".into()),
+        name: Some(lease.to_string()),
+        namespace: Some(namespace.to_string()),
+        ..Default::default()
+    };
+    let event = crate::io::events::build(
+        regarding,
+        crate::io::events::Kind::Warning,
+        "AdmissionPoliciesMissing",
+        format!("not acting: {why}"),
+        identity,
+        jiff::Timestamp::now(),
+    );
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    let sent = timed_call(
+        Duration::from_secs(10),
+        "create_event",
+        api.create(&Default::default(), &event),
+    )
+    .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not record the AdmissionPoliciesMissing event");
+    }
+}
+
+/// What keeps each wanted policy from being in force; empty when all are.
+/// A policy that cannot be read counts as not in force (and says why).
+pub async fn problems(client: &Client, wanted: &[Policy], timeout: Duration) -> Vec<String> {
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    let mut out = Vec::new();
+    for want in wanted {
+        let found = timed_call(
+            timeout,
+            "get_admission_policy",
+            policies.get_opt(&want.name),
+        )
+        .await;
+        let bound = timed_call(
+            timeout,
+            "get_admission_policy_binding",
+            bindings.get_opt(&want.name),
+        )
+        .await;
+        let problem = match (found, bound) {
+            (Ok(p), Ok(b)) => policy_check::problem(
+                want,
+                p.as_ref().map(view).as_ref(),
+                b.as_ref().map(binding_view).as_ref(),
+            ),
+            (Err(e), _) | (_, Err(e)) => Some(format!(
+                "cannot read ValidatingAdmissionPolicy {} or its binding: {e}",
+                want.name
+            )),
+        };
+        out.extend(problem);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_policies_are_the_chart_s_renamed_for_the_release_and_user() {
+        let w = wanted("sg", "system:serviceaccount:ns:sg-controller").unwrap();
+        let names: Vec<&str> = w.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "sg-controller-pods",
+                "sg-controller-pdbs",
+                "sg-controller-webhooks"
+            ]
+        );
+        for p in &w {
+            assert_eq!(p.failure_policy.as_deref(), Some("Fail"), "{}", p.name);
+            assert_eq!(
+                p.conditions,
+                ["request.userInfo.username == 'system:serviceaccount:ns:sg-controller'"]
+            );
+            assert!(!p.validations.is_empty() && !p.rules.is_empty(), "{p:?}");
+        }
+        // The PDB policy's variable is part of what must match.
+        assert!(
+            w[1].validations[0].starts_with("let pdb = "),
+            "{:?}",
+            w[1].validations
+        );
+        assert_eq!(w[0].rules, ["|*|UPDATE|pods"]);
+    }
+}
