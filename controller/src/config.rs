@@ -133,7 +133,8 @@ pub struct Config {
     pub concurrency: u16,
 
     /// The release whose admission policies narrow this controller's rights:
-    /// they are named `<this>-controller-pods`, `-pdbs` and `-webhooks`.
+    /// they are named `<this>-controller-pods`, `-pdbs`, `-webhooks` and
+    /// `-statefulsets`.
     #[arg(
         long,
         env = "SESSIONGUARD_ADMISSION_POLICIES",

@@ -6,10 +6,12 @@ use tracing_subscriber::EnvFilter;
 /// background thread) and keeps few arenas, where glibc's malloc kept an
 /// arena per thread holding the buffers of the initial lists long after
 /// they were freed. Figures: the README's memory breakdown.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its first allocation.
+#[cfg(feature = "jemalloc")]
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] =

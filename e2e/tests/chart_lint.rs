@@ -307,6 +307,7 @@ fn default_rendering_is_least_privilege() -> Result<()> {
         "sg-sessionguard-controller-pods",
         "sg-sessionguard-controller-pdbs",
         "sg-sessionguard-controller-webhooks",
+        "sg-sessionguard-controller-statefulsets",
     ] {
         let p = find(&d, "ValidatingAdmissionPolicy", Some(name))?;
         let b = find(&d, "ValidatingAdmissionPolicyBinding", Some(name))?;

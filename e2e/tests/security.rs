@@ -545,6 +545,43 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
         .await
         .map_err(|e| invalid(format!("deleting our own PDB refused: {e}")))?;
 
+    // --- StatefulSet status: only what a finished rollout marks ---
+    let ctl_sets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::namespaced(as_ctl.clone(), env.ns());
+    env.create_yaml::<k8s_openapi::api::apps::v1::StatefulSet>(
+        "metadata: {name: db}\nspec:\n  replicas: 0\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: busybox}]}\n",
+    )
+    .await?;
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    wait::until(
+        "the policy to refuse a StatefulSet status change",
+        await_::TIMEOUT,
+        || async {
+            let n = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 7;
+            let e = refusal(
+                ctl_sets
+                    .patch_status("db", &pp, &Patch::Merge(json!({"status": {"replicas": n}})))
+                    .await,
+            );
+            Ok((!e.is_empty()).then_some(e))
+        },
+    )
+    .await
+    .and_then(|e| {
+        check(
+            e.contains("only status.currentRevision"),
+            format!("status.replicas: {e:?}"),
+        )
+    })?;
+    ctl_sets
+        .patch_status(
+            "db",
+            &pp,
+            &Patch::Merge(json!({"status": {"currentRevision": "db-1", "currentReplicas": 0}})),
+        )
+        .await
+        .map_err(|e| invalid(format!("a rollout's status mark refused: {e}")))?;
+
     // --- the normal flows under the same identity and policies: protect, release ---
     let _ctl = sg::start_controller(&env, "sec-ctl", &[]).await?;
     let _agent = sg::start_agent(&env, "500ms").await?;

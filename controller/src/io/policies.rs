@@ -214,7 +214,8 @@ mod tests {
             [
                 "sg-controller-pods",
                 "sg-controller-pdbs",
-                "sg-controller-webhooks"
+                "sg-controller-webhooks",
+                "sg-controller-statefulsets"
             ]
         );
         for p in &w {
