@@ -34,16 +34,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 pub fn trim_pod(pod: &mut Pod) {
     let m = &mut pod.metadata;
     let metadata = ObjectMeta {
-        name: m.name.take(),
-        namespace: m.namespace.take(),
-        uid: m.uid.take(),
-        resource_version: m.resource_version.take(),
-        labels: m.labels.take(),
-        annotations: m.annotations.take(),
         owner_references: m.owner_references.take(),
         creation_timestamp: m.creation_timestamp.take(),
         deletion_timestamp: m.deletion_timestamp.take(),
-        ..Default::default()
+        ..identity(m)
     };
     let spec = pod.spec.take().map(|s| PodSpec {
         node_name: s.node_name,
@@ -80,16 +74,7 @@ pub fn trim_pod(pod: &mut Pod) {
 /// `spec.replicas` and `spec.updateStrategy`, and `status`'s revisions and
 /// replica counts.
 pub fn trim_statefulset(sts: &mut StatefulSet) {
-    let m = &mut sts.metadata;
-    let metadata = ObjectMeta {
-        name: m.name.take(),
-        namespace: m.namespace.take(),
-        uid: m.uid.take(),
-        resource_version: m.resource_version.take(),
-        labels: m.labels.take(),
-        annotations: m.annotations.take(),
-        ..Default::default()
-    };
+    let metadata = identity(&mut sts.metadata);
     let spec = sts.spec.take().map(|s| StatefulSetSpec {
         replicas: s.replicas,
         update_strategy: s.update_strategy,
@@ -108,6 +93,21 @@ pub fn trim_statefulset(sts: &mut StatefulSet) {
         spec,
         status,
     };
+}
+
+/// What every trimmed object keeps of its metadata: who it is (name,
+/// namespace, uid), the version a write's precondition names, and the labels
+/// and annotations opt-in and our records live in.
+fn identity(m: &mut ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: m.name.take(),
+        namespace: m.namespace.take(),
+        uid: m.uid.take(),
+        resource_version: m.resource_version.take(),
+        labels: m.labels.take(),
+        annotations: m.annotations.take(),
+        ..Default::default()
+    }
 }
 
 fn container(c: Container) -> Container {
