@@ -105,11 +105,15 @@ pub async fn run(config: Config) -> Result<()> {
         memory: memory.clone(),
         after: config.rollout_stuck_after,
     }));
+    // Who we are, asked once: the webhook's guard lets our own writes pass,
+    // and the admission policies must name this user.
+    let me = admission::whoami(&client).await?;
     // Every replica serves admission, leader or not.
     let shared = admission::Shared {
         client: client.clone(),
         registry: &mut registry,
         identity: &identity,
+        user: &me,
         namespace: &config.lease_namespace,
         ttl: config.ttl,
         write_timeout: config.write_timeout,
@@ -144,6 +148,7 @@ pub async fn run(config: Config) -> Result<()> {
             &client,
             &config,
             &identity,
+            &me,
             &metrics,
             &not_in_force,
             &mut shutdown,
@@ -262,12 +267,12 @@ async fn policies_in_force(
     client: &Client,
     config: &Config,
     identity: &str,
+    me: &str,
     metrics: &Metrics,
     not_in_force: &NotInForce,
     shutdown: &mut Shutdown,
 ) -> Result<bool> {
-    let me = admission::whoami(client).await?;
-    let wanted = policies::wanted(&config.admission_policies, &me)?;
+    let wanted = policies::wanted(&config.admission_policies, me)?;
     let mut said: Option<String> = None;
     loop {
         let problems = policies::problems(client, &wanted, config.write_timeout).await;

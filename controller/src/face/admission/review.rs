@@ -77,10 +77,15 @@ pub struct BadRequest(pub String);
 
 /// Answers one AdmissionReview posted to `path`.
 pub fn handle(ctx: &Context, path: &str, body: &[u8]) -> Result<Vec<u8>, BadRequest> {
+    match Webhook::from_path(path) {
+        Some(hook) => answer_hook(ctx, hook, body),
+        None => Err(BadRequest(format!("no webhook at {path}"))),
+    }
+}
+
+/// Answers one AdmissionReview for `hook` (the server has routed it already).
+pub fn answer_hook(ctx: &Context, hook: Webhook, body: &[u8]) -> Result<Vec<u8>, BadRequest> {
     let started = Instant::now();
-    let Some(hook) = Webhook::from_path(path) else {
-        return Err(BadRequest(format!("no webhook at {path}")));
-    };
     let webhook = hook.label();
     let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body).map_err(|e| {
         ctx.metrics.request(webhook, "invalid");

@@ -73,9 +73,11 @@ async fn answer(
             return text(StatusCode::NOT_FOUND, "404 page not found\n");
         }
     };
-    if let Some(hook) = Webhook::from_path(&path) {
-        *webhook = hook.label();
-    }
+    // Routed once: the label here, the decision below.
+    let Some(hook) = Webhook::from_path(&path) else {
+        return text(StatusCode::BAD_REQUEST, format!("no webhook at {path}\n"));
+    };
+    *webhook = hook.label();
     if req.method() != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview\n");
     }
@@ -88,7 +90,7 @@ async fn answer(
             );
         }
     };
-    match review::handle(ctx, &path, &body) {
+    match review::answer_hook(ctx, hook, &body) {
         Ok(out) => json(out),
         Err(review::BadRequest(why)) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
     }
