@@ -105,24 +105,10 @@ pub async fn run(config: Config) -> Result<()> {
         memory: memory.clone(),
         after: config.rollout_stuck_after,
     }));
-    // Who we are, asked once: the webhook's guard lets our own writes pass,
-    // and the admission policies must name this user.
-    let me = admission::whoami(&client).await?;
-    // Every replica serves admission, leader or not.
-    let shared = admission::Shared {
-        client: client.clone(),
-        registry: &mut registry,
-        identity: &identity,
-        user: &me,
-        namespace: &config.lease_namespace,
-        ttl: config.ttl,
-        write_timeout: config.write_timeout,
-        write_metrics: metrics.clone(),
-        cache: cache.clone(),
-        blocked,
-    };
-    admission::start(&config.webhook, shared).await?;
+    let webhook_metrics = admission::register(&config.webhook, &mut registry);
     let not_in_force = Arc::new(NotInForce::default());
+    // Health and metrics first: whatever follows may wait on the API server,
+    // and an outage at start-up must be visible (and the process live) meanwhile.
     serve_health(
         &config,
         registry,
@@ -131,6 +117,33 @@ pub async fn run(config: Config) -> Result<()> {
         not_in_force.clone(),
     )
     .await?;
+    let mut shutdown: Shutdown = Box::pin(shutdown_signal());
+    // Who we are, asked once: the webhook's guard lets our own writes pass,
+    // and the admission policies must name this user.
+    let me = if webhook_metrics.is_some() || config.require_admission_policies {
+        match who_we_are(&client, config.write_timeout, &mut shutdown).await {
+            Some(me) => me,
+            None => return Ok(()),
+        }
+    } else {
+        String::new()
+    };
+    // Every replica serves admission, leader or not.
+    if let Some(webhook_metrics) = webhook_metrics {
+        let shared = admission::Shared {
+            client: client.clone(),
+            metrics: webhook_metrics,
+            identity: &identity,
+            user: &me,
+            namespace: &config.lease_namespace,
+            ttl: config.ttl,
+            write_timeout: config.write_timeout,
+            write_metrics: metrics.clone(),
+            cache: cache.clone(),
+            blocked,
+        };
+        admission::start(&config.webhook, shared).await?;
+    }
 
     let mut elector = Elector::new(
         client.clone(),
@@ -140,7 +153,6 @@ pub async fn run(config: Config) -> Result<()> {
         config.lease_duration,
         metrics.clone(),
     );
-    let mut shutdown: Shutdown = Box::pin(shutdown_signal());
     // No Lease (so no write) before the policies that narrow our rights are in
     // force: without them RBAC alone lets this token patch any pod.
     if config.require_admission_policies
@@ -304,6 +316,33 @@ async fn policies_in_force(
         }
     }
 }
+
+/// Asks the API server who this process is until it answers (Some) or
+/// shutdown is asked for (None). Each attempt is bounded: a server that
+/// accepts the connection and never answers must not hold start-up forever.
+async fn who_we_are(client: &Client, timeout: Duration, shutdown: &mut Shutdown) -> Option<String> {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match tokio::time::timeout(timeout, admission::whoami(client)).await {
+            Ok(Ok(me)) => return Some(me),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot learn who we are from the API server; trying again")
+            }
+            Err(_) => tracing::warn!(
+                ?timeout,
+                "the API server did not say who we are in time; trying again"
+            ),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {},
+            _ = shutdown.as_mut() => return None,
+        }
+        pause = (pause * 2).min(WHOAMI_PAUSE_MAX);
+    }
+}
+
+/// The longest pause between two attempts to learn who we are.
+const WHOAMI_PAUSE_MAX: Duration = Duration::from_secs(10);
 
 /// How often missing policies are looked for again.
 const POLICY_RECHECK: Duration = Duration::from_secs(5);

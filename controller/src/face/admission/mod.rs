@@ -226,13 +226,22 @@ pub async fn whoami(client: &Client) -> Result<String> {
         .ok_or_else(|| Error::Webhook("SelfSubjectReview returned no username".into()))
 }
 
-/// Starts the webhook server, the certificate loop and the record writers.
-/// Called on every replica before leader election: admission must work on
-/// standbys too, since the Service spreads requests over all of them.
+/// The webhooks' metrics, in the process's registry when the webhooks are
+/// on: registered before `/metrics` is served, which comes before anything
+/// that waits on the API server (so an outage at start-up can be seen).
+pub fn register(wh: &WebhookConfig, registry: &mut Registry) -> Option<metrics::Metrics> {
+    wh.enabled.then(|| {
+        let metrics = metrics::Metrics::default();
+        metrics.register(registry);
+        metrics
+    })
+}
+
 /// What the webhooks need besides their own flags.
 pub struct Shared<'a> {
     pub client: Client,
-    pub registry: &'a mut Registry,
+    /// Registered before `/metrics` is served (`register`).
+    pub metrics: metrics::Metrics,
     pub identity: &'a str,
     /// The API user this controller runs as (`whoami`, asked once at start).
     pub user: &'a str,
@@ -249,10 +258,13 @@ pub struct Shared<'a> {
     pub blocked: Arc<BlockedDrains>,
 }
 
+/// Starts the webhook server, the certificate loop and the record writers.
+/// Called on every replica before leader election: admission must work on
+/// standbys too, since the Service spreads requests over all of them.
 pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
     let Shared {
         client,
-        registry,
+        metrics,
         identity,
         user,
         namespace,
@@ -268,8 +280,6 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .ok();
-    let metrics = metrics::Metrics::default();
-    metrics.register(registry);
     let myself = user.to_string();
     tracing::info!(user = %myself, "webhook: my own writes pass the annotation guard");
     let mut privileged = wh.privileged_users.clone();
