@@ -34,11 +34,14 @@ pub fn container_of(pod: &Pod, id: &ContainerId) -> console::Container {
     if named(status.ephemeral_container_statuses.as_ref()).is_some() {
         return console::Container::Ephemeral;
     }
+    // A container the status names is in the spec; one the spec does not
+    // list has no tty (the controller's cache keeps only `tty: true`
+    // containers of a spec: a kept `Container` costs kilobytes a pod).
     let regular = named(status.container_statuses.as_ref())
-        .and_then(|n| tty(Some(&spec.containers), &n))
+        .map(|n| tty(Some(&spec.containers), &n).unwrap_or(false))
         .or_else(|| {
             named(status.init_container_statuses.as_ref())
-                .and_then(|n| tty(spec.init_containers.as_ref(), &n))
+                .map(|n| tty(spec.init_containers.as_ref(), &n).unwrap_or(false))
         });
     match regular {
         Some(tty) => console::Container::Regular { tty },

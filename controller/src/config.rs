@@ -149,6 +149,11 @@ pub struct Config {
     #[arg(long, env = "SESSIONGUARD_REQUIRE_ADMISSION_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
     pub require_admission_policies: bool,
 
+    /// How often policies found in force are read again. One deleted or changed
+    /// later stops the controller (it exits; restarted, it waits for them).
+    #[arg(long, env = "SESSIONGUARD_ADMISSION_POLICIES_RECHECK", value_parser = positive, default_value = "30s")]
+    pub admission_policies_recheck: Duration,
+
     #[command(flatten)]
     pub webhook: WebhookConfig,
 }

@@ -31,6 +31,10 @@ pub enum Error {
     Webhook(String),
     #[error("cleanup: {0}")]
     Cleanup(String),
+    #[error(
+        "admission policies no longer in force, stopping: {0} (restore them, e.g. helm upgrade; or run with --require-admission-policies=false)"
+    )]
+    PoliciesGone(String),
     #[error("{0} (set KUBECONFIG, or run in a pod with a service account)")]
     Credentials(String),
 }
@@ -49,6 +53,7 @@ impl Error {
             Error::Webhook(_) => "webhook",
             Error::Credentials(_) => "credentials",
             Error::Cleanup(_) => "cleanup",
+            Error::PoliciesGone(_) => "policies_gone",
         }
     }
 

@@ -39,6 +39,7 @@ use crate::io::reports::ReportWatch;
 use crate::io::watches::{self, Gate, PodWaker, Wakes};
 use crate::io::writer::{WriteGate, Writer};
 use crate::reconcile::{self, Context, memory::Memory};
+use sessionguard_core::policy_check::Policy;
 
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -155,25 +156,49 @@ pub async fn run(config: Config) -> Result<()> {
     );
     // No Lease (so no write) before the policies that narrow our rights are in
     // force: without them RBAC alone lets this token patch any pod.
-    if config.require_admission_policies
-        && !policies_in_force(
+    // `gone` says when one of them goes later; the sender lives as long as
+    // `run`, so a closed channel never reads as a loss.
+    let (gone_tx, mut gone) = watch::channel::<Option<String>>(None);
+    if config.require_admission_policies {
+        let wanted = policies::wanted(&config.admission_policies, &me)?;
+        if !policies_in_force(
             &client,
             &config,
             &identity,
-            &me,
+            &wanted,
             &metrics,
             &not_in_force,
             &mut shutdown,
         )
         .await?
-    {
-        return Ok(());
+        {
+            return Ok(());
+        }
+        tokio::spawn(
+            PolicyWatch {
+                client: client.clone(),
+                wanted,
+                every: config.admission_policies_recheck,
+                timeout: config.write_timeout,
+                metrics: metrics.clone(),
+                not_in_force: not_in_force.clone(),
+                lease_namespace: config.lease_namespace.clone(),
+                lease_name: config.lease_name.clone(),
+                identity: identity.clone(),
+                gone: gone_tx.clone(),
+            }
+            .run(),
+        );
     }
     // Writes stop at the renew deadline after the last good renewal, well before
     // a standby may take an unrenewed Lease over (after the full duration).
     let renew_deadline = config.lease_duration * 2 / 3;
-    let Some(acquired) = acquire(&mut elector, &gate, &cache, &mut shutdown).await else {
-        return Ok(());
+    let Some(acquired) = acquire(&mut elector, &gate, &cache, &mut shutdown, &mut gone).await
+    else {
+        return match gone.borrow().clone() {
+            Some(why) => Err(Error::PoliciesGone(why)),
+            None => Ok(()),
+        };
     };
     gate.open_until(acquired + renew_deadline);
     gate.role_known();
@@ -209,6 +234,7 @@ pub async fn run(config: Config) -> Result<()> {
         renew_deadline,
         &mut shutdown,
         &mut controllers,
+        &mut gone,
     )
     .await;
     // Gate writes first: nothing may be written once leadership is in doubt.
@@ -222,6 +248,7 @@ pub async fn run(config: Config) -> Result<()> {
         elector.release().await;
         tracing::info!("shut down; Lease released");
     }
+    drop(gone_tx);
     outcome
 }
 
@@ -279,24 +306,21 @@ async fn policies_in_force(
     client: &Client,
     config: &Config,
     identity: &str,
-    me: &str,
+    wanted: &[Policy],
     metrics: &Metrics,
     not_in_force: &NotInForce,
     shutdown: &mut Shutdown,
 ) -> Result<bool> {
-    let wanted = policies::wanted(&config.admission_policies, me)?;
     let mut said: Option<String> = None;
     loop {
-        let problems = policies::problems(client, &wanted, config.write_timeout).await;
+        let problems = policies::problems(client, wanted, config.write_timeout)
+            .await
+            .all();
         metrics.policies_missing.set(problems.len() as i64);
-        let Some(first) = problems.first().cloned() else {
+        let Some(why) = policies::summary(&problems) else {
             not_in_force.set(None);
             tracing::info!(policies = %config.admission_policies, "admission policies in force");
             return Ok(true);
-        };
-        let why = match problems.len() {
-            1 => first,
-            n => format!("{first} (and {} more)", n - 1),
         };
         not_in_force.set(Some(why.clone()));
         if said.as_deref() != Some(why.as_str()) {
@@ -344,6 +368,51 @@ async fn who_we_are(client: &Client, timeout: Duration, shutdown: &mut Shutdown)
 /// The longest pause between two attempts to learn who we are.
 const WHOAMI_PAUSE_MAX: Duration = Duration::from_secs(10);
 
+/// Reads the policies again while the process runs, once they were in force.
+/// The first that is gone or changed is said as at start-up (readiness, the
+/// gauge, the event) and sent on `gone`, which stops this replica. What
+/// cannot be read is only logged: an API server outage must not make every
+/// replica exit.
+struct PolicyWatch {
+    client: Client,
+    wanted: Vec<Policy>,
+    every: Duration,
+    timeout: Duration,
+    metrics: Metrics,
+    not_in_force: Arc<NotInForce>,
+    lease_namespace: String,
+    lease_name: String,
+    identity: String,
+    gone: watch::Sender<Option<String>>,
+}
+
+impl PolicyWatch {
+    async fn run(self) {
+        loop {
+            tokio::time::sleep(self.every).await;
+            let found = policies::problems(&self.client, &self.wanted, self.timeout).await;
+            if let Some(why) = policies::summary(&found.unreadable) {
+                tracing::warn!(%why, "could not read the admission policies again; keeping the last answer");
+            }
+            let Some(why) = policies::summary(&found.absent) else {
+                continue;
+            };
+            self.metrics.policies_missing.set(found.absent.len() as i64);
+            self.not_in_force.set(Some(why.clone()));
+            policies::announce(
+                &self.client,
+                &self.lease_namespace,
+                &self.lease_name,
+                &self.identity,
+                &why,
+            )
+            .await;
+            let _ = self.gone.send(Some(why));
+            return;
+        }
+    }
+}
+
 /// How often missing policies are looked for again.
 const POLICY_RECHECK: Duration = Duration::from_secs(5);
 
@@ -354,6 +423,7 @@ async fn acquire(
     gate: &WriteGate,
     cache: &Cache,
     shutdown: &mut Shutdown,
+    gone: &mut watch::Receiver<Option<String>>,
 ) -> Option<Instant> {
     loop {
         let attempt = Instant::now();
@@ -369,6 +439,7 @@ async fn acquire(
         tokio::select! {
             _ = tokio::time::sleep(elector.retry_period()) => {},
             _ = shutdown.as_mut() => return None,
+            Ok(_) = gone.wait_for(Option::is_some) => return None,
         }
     }
 }
@@ -381,6 +452,7 @@ async fn hold_lease(
     renew_deadline: Duration,
     shutdown: &mut Shutdown,
     controllers: &mut Pin<Box<dyn Future<Output = ()> + Send>>,
+    gone: &mut watch::Receiver<Option<String>>,
 ) -> Result<()> {
     loop {
         tokio::select! {
@@ -404,6 +476,9 @@ async fn hold_lease(
             }
             _ = shutdown.as_mut() => return Ok(()),
             _ = controllers.as_mut() => return Err(Error::Leader("controllers stopped unexpectedly".into())),
+            Ok(why) = gone.wait_for(Option::is_some) => {
+                return Err(Error::PoliciesGone(why.clone().unwrap_or_default()));
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use sessionguard_core::session::{ARGV_ITEMS_MAX, COMMAND_MAX};
+use sessionguard_e2e::harness::http::http_get_any;
 use sessionguard_e2e::harness::{Child, TestEnv, await_, workspace_bin};
 use sessionguard_e2e::{Error, Result, wait};
 use webhook_support::{self as wh, check, sg};
@@ -66,21 +67,6 @@ impl Drop for ProcMount {
     }
 }
 
-/// (status code, body) of one GET: unlike `http_get`, a 503's body too.
-async fn get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let io = |e: std::io::Error| Error::Invalid(format!("GET {addr}{path}: {e}"));
-    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .map_err(io)?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.map_err(io)?;
-    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((code, body.to_string()))
-}
-
 /// The agent as an unprivileged uid on `proc_root`, reporting nowhere.
 fn unprivileged_agent(proc_root: &str, addr: std::net::SocketAddr, log: &str) -> Result<Child> {
     let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
@@ -108,13 +94,13 @@ fn unprivileged_agent(proc_root: &str, addr: std::net::SocketAddr, log: &str) ->
 /// The agent's /readyz and /metrics once its first scan is done.
 async fn readiness(addr: std::net::SocketAddr, agent: &mut Child) -> Result<(u16, String, String)> {
     let first_scan = wait::until("the agent's first scan", await_::TIMEOUT, || async {
-        let Ok((code, body)) = get(addr, "/readyz").await else {
+        let Ok((code, body)) = http_get_any(addr, "/readyz").await else {
             return Ok(None);
         };
         if body.contains("first scan not finished") {
             return Ok(None);
         }
-        let (_, metrics) = get(addr, "/metrics").await?;
+        let (_, metrics) = http_get_any(addr, "/metrics").await?;
         Ok(Some((code, body, metrics)))
     })
     .await;
@@ -152,7 +138,7 @@ async fn a_hidepid_proc_makes_the_agent_unready_not_empty() -> Result<()> {
         on == Some(1.0),
         format!("{gauge}{{reason=hidepid}} = {on:?}"),
     )?;
-    let (_, sessions) = get(addr, "/sessions").await?;
+    let (_, sessions) = http_get_any(addr, "/sessions").await?;
     check(
         sessions.contains("\"sessions\": []"),
         format!("sessions from a partial view: {sessions}"),

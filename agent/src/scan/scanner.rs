@@ -10,16 +10,20 @@
 //! is only a hint to skip reads: a reused pid gets a new directory, but so can
 //! a live process whose dentry the kernel evicted and rebuilt.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sessionguard_core::{CUT_MARKER, Session};
+use sessionguard_core::Session;
 
+use super::clock::Clock;
+use super::command::{capped_argv, command_name};
 use super::cursor::Cursor;
+use super::fetch::{Fetched, fetch, fetch_at_most, read_at_most};
 use super::first::{Seen, older_in_order};
 use super::group::{Candidate, Group, group_by_terminal};
 use super::idle::{self, IdleTracker, SessionId};
 use super::procfs::{ProcFs, Terminal as TerminalTime};
+use super::stats::ScanStats;
 use crate::Error;
 use crate::proc::cmdline::CMDLINE_READ_MAX;
 use crate::proc::status::parse_tgid;
@@ -28,11 +32,6 @@ use crate::proc::{Parsers, SystemInfo, start_time, tty_name};
 /// The kernel's overflow uid (`/proc/sys/kernel/overflowuid`), which it shows
 /// for a uid it cannot map; used when a leader's uid cannot be read at all.
 const UNKNOWN_UID: u32 = 65534;
-
-/// How far a re-read boot time must move to be taken as a clock step. The
-/// kernel computes `btime` from the wall clock and uptime on every read, so it
-/// jitters by a second between reads of the same boot.
-const BOOT_TIME_STEP_NS: i128 = 2_000_000_000;
 
 #[derive(Clone, Debug)]
 pub struct ScannerConfig {
@@ -74,36 +73,6 @@ impl Default for ScannerConfig {
             parsers: Parsers::default(),
         }
     }
-}
-
-/// What one scan did, for metrics and logs.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ScanStats {
-    pub full: bool,
-    /// Whether this tick listed the proc root; if not, `pids` is the last
-    /// listing's count and the cursor chose what to read.
-    pub listed: bool,
-    pub pids: usize,
-    pub stat_reads: usize,
-    /// Of `stat_reads`, re-reads of known pids without a terminal that are
-    /// still young (see [`ScannerConfig::young_for`]).
-    pub young: usize,
-    pub terminal_processes: usize,
-    /// Pids that vanished while being read: churn, not errors. A pid the
-    /// cursor named whose process had already gone (or that no process
-    /// took) is neither.
-    pub vanished: usize,
-    /// Sessions whose idle time came from their terminal's access time
-    /// (the others': from their processes).
-    pub idle_from_terminal: usize,
-    /// Session leaders gone on a tick without a listing: such a tick is
-    /// redone as a listing, which alone can tell a logout from a filter.
-    pub lost_leaders: usize,
-    /// Processes a listing found that the cursor should have named: after
-    /// one, the cursor is off for good.
-    pub cursor_misses: usize,
-    pub errors: BTreeMap<&'static str, u64>,
-    pub duration: Duration,
 }
 
 pub struct Scanner {
@@ -158,12 +127,16 @@ struct Leader {
     generation: u64,
 }
 
-/// Boot time, and one reading of uptime to date process start times against.
-/// Re-read on every full resync (see [`Clock::resync`]): `btime` moves when
-/// the wall clock is stepped, and a daemon lives for months.
-struct Clock {
-    boot_ns: i128,
-    uptime: Option<(f64, Instant)>,
+/// What every pid of one pass is read against.
+struct PassContext {
+    generation: u64,
+    full: bool,
+    first: bool,
+    pass: Pass,
+    /// Clock ticks since boot now, if uptime could be read.
+    now_ticks: Option<u64>,
+    /// Below this age (in ticks) a process is young: re-read on every tick.
+    young_age: u64,
 }
 
 /// A process with a controlling terminal: (pid, session id, tty_nr, start
@@ -331,133 +304,144 @@ impl Scanner {
         pass: Pass,
         stats: &mut ScanStats,
     ) -> Vec<Terminal> {
-        let generation = self.generation;
         let hz = self.config.ticks_per_second.max(1);
-        let now_ticks = self.clock.uptime_ticks(hz);
-        let young_age = (self.config.young_for.as_secs_f64() * hz as f64) as u64;
-        let parsers = self.config.parsers;
+        let ctx = PassContext {
+            generation: self.generation,
+            full,
+            first,
+            pass,
+            now_ticks: self.clock.uptime_ticks(hz),
+            young_age: (self.config.young_for.as_secs_f64() * hz as f64) as u64,
+        };
         let mut candidates = Vec::new();
         let pids = std::mem::take(&mut self.pids);
         for &(pid, ino) in &pids {
-            // (start time, recheck_until, leads) of the process last read under this pid.
-            let seen = match self.known.get_mut(&pid) {
-                Some(k) => {
-                    // Same directory: skipped unless it has a terminal or is young.
-                    // A new inode is read; its start time tells whether it is
-                    // a new process.
-                    if k.ino == ino && !full && k.tty_nr == 0 {
-                        if generation > k.recheck_until {
-                            k.generation = generation;
-                            continue;
-                        }
-                        stats.young += 1;
-                    }
-                    Some((k.starttime, k.recheck_until, k.leads))
-                }
-                None => None,
-            };
-            let lost = |stats: &mut ScanStats| {
-                if pass == Pass::Named && seen.is_some_and(|(_, _, leads)| leads) {
-                    stats.lost_leaders += 1;
-                }
-            };
-            stats.stat_reads += 1;
-            match read_at_most(&mut self.fs, pid, "stat", usize::MAX, &mut self.buf, stats) {
-                Fetched::Read => {}
-                // A pid the cursor named that we never saw belonged to a
-                // process (or thread) that came and went between two ticks,
-                // or to none: not an exit met mid-read, so not churn.
-                Fetched::Gone if pass == Pass::Named && seen.is_none() => continue,
-                // A leader that cannot be read (an LSM now denying it) is as
-                // lost to a named pass as one that is gone.
-                Fetched::Gone => {
-                    stats.vanished += 1;
-                    lost(stats);
-                    continue;
-                }
-                Fetched::Failed => {
-                    lost(stats);
-                    continue;
-                }
-            }
-            let stat = match (parsers.stat)(&self.buf) {
-                Ok(s) => s,
-                // An empty file is a pid caught mid-exit.
-                Err(_) if self.buf.is_empty() => {
-                    stats.vanished += 1;
-                    lost(stats);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(pid, error = %e, "skipping pid");
-                    *stats.errors.entry(e.kind()).or_default() += 1;
-                    continue;
-                }
-            };
-            let mut tty_nr = if stat.is_gone() { 0 } else { stat.tty_nr };
-            if seen.is_none()
-                && let Pass::Listing { after } = pass
-                && self.cursor.missed(pid, stat.starttime, after)
-            {
-                tracing::debug!(pid, "a new process outside the cursor's interval");
-                stats.cursor_misses += 1;
-            }
-            // A process we have not read before (new pid, or a reused one: a new
-            // start time) that shows up after the first scan started at most
-            // one interval ago, whatever the clock says. The same process under
-            // a new inode keeps its youth, and its cached leader below.
-            let new = seen.is_none_or(|(start, _, _)| start != stat.starttime);
-            let young = (new && !first)
-                || now_ticks.is_some_and(|now| now.saturating_sub(stat.starttime) < young_age);
-            let recheck_until = match (young, seen) {
-                (true, _) => generation + u64::from(self.config.young_ticks),
-                (false, Some((start, until, _))) if start == stat.starttime => until,
-                (false, _) => 0,
-            };
-            // Only a pid the cursor named can be a thread: a listing shows
-            // processes, but any tid has a directory. A thread of a terminal
-            // process shares its terminal and session; it is not one more.
-            if ino == 0 && tty_nr != 0 {
-                // Its own buffer: `stat` still borrows the shared one.
-                let mut status = Vec::new();
-                let is_process = self
-                    .fs
-                    .read(pid, "status", &mut status)
-                    .is_ok_and(|read| read && parse_tgid(&status).is_ok_and(|tgid| tgid == pid));
-                if !is_process {
-                    tty_nr = 0;
-                }
-            }
-            let leads = tty_nr != 0 && stat.session == pid;
-            self.known.insert(
-                pid,
-                Known {
-                    ino,
-                    ppid: stat.ppid,
-                    starttime: stat.starttime,
-                    tty_nr,
-                    leads,
-                    generation,
-                    recheck_until,
-                },
-            );
-            if tty_nr != 0 {
-                candidates.push((
-                    pid,
-                    stat.session,
-                    tty_nr,
-                    stat.starttime,
-                    stat.utime.saturating_add(stat.stime),
-                    stat.comm_lossy(),
-                ));
-            }
+            candidates.extend(self.read_pid(pid, ino, &ctx, stats));
         }
         self.pids = pids;
         // A named pass saw only some pids; the next listing drops the rest.
         if pass != Pass::Named {
-            self.known.retain(|_, k| k.generation == generation);
+            self.known.retain(|_, k| k.generation == ctx.generation);
         }
         candidates
+    }
+
+    /// One pid of a pass: a known, quiet one is skipped; otherwise its `stat`
+    /// is read and its record kept. Some if it holds a terminal.
+    fn read_pid(
+        &mut self,
+        pid: u32,
+        ino: u64,
+        ctx: &PassContext,
+        stats: &mut ScanStats,
+    ) -> Option<Terminal> {
+        let (generation, pass) = (ctx.generation, ctx.pass);
+        // (start time, recheck_until, leads) of the process last read under this pid.
+        let seen = match self.known.get_mut(&pid) {
+            Some(k) => {
+                // Same directory: skipped unless it has a terminal or is young.
+                // A new inode is read; its start time tells whether it is
+                // a new process.
+                if k.ino == ino && !ctx.full && k.tty_nr == 0 {
+                    if generation > k.recheck_until {
+                        k.generation = generation;
+                        return None;
+                    }
+                    stats.young += 1;
+                }
+                Some((k.starttime, k.recheck_until, k.leads))
+            }
+            None => None,
+        };
+        let lost = |stats: &mut ScanStats| {
+            if pass == Pass::Named && seen.is_some_and(|(_, _, leads)| leads) {
+                stats.lost_leaders += 1;
+            }
+        };
+        stats.stat_reads += 1;
+        match read_at_most(&mut self.fs, pid, "stat", usize::MAX, &mut self.buf, stats) {
+            Fetched::Read => {}
+            // A pid the cursor named that we never saw belonged to a
+            // process (or thread) that came and went between two ticks,
+            // or to none: not an exit met mid-read, so not churn.
+            Fetched::Gone if pass == Pass::Named && seen.is_none() => return None,
+            // A leader that cannot be read (an LSM now denying it) is as
+            // lost to a named pass as one that is gone.
+            Fetched::Gone => {
+                stats.vanished += 1;
+                lost(stats);
+                return None;
+            }
+            Fetched::Failed => {
+                lost(stats);
+                return None;
+            }
+        }
+        let stat = match (self.config.parsers.stat)(&self.buf) {
+            Ok(s) => s,
+            // An empty file is a pid caught mid-exit.
+            Err(_) if self.buf.is_empty() => {
+                stats.vanished += 1;
+                lost(stats);
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(pid, error = %e, "skipping pid");
+                *stats.errors.entry(e.kind()).or_default() += 1;
+                return None;
+            }
+        };
+        let mut tty_nr = if stat.is_gone() { 0 } else { stat.tty_nr };
+        if seen.is_none()
+            && let Pass::Listing { after } = pass
+            && self.cursor.missed(pid, stat.starttime, after)
+        {
+            tracing::debug!(pid, "a new process outside the cursor's interval");
+            stats.cursor_misses += 1;
+        }
+        // A process we have not read before (new pid, or a reused one: a new
+        // start time) that shows up after the first scan started at most
+        // one interval ago, whatever the clock says. The same process under
+        // a new inode keeps its youth, and its cached leader below.
+        let new = seen.is_none_or(|(start, _, _)| start != stat.starttime);
+        let young = (new && !ctx.first)
+            || ctx
+                .now_ticks
+                .is_some_and(|now| now.saturating_sub(stat.starttime) < ctx.young_age);
+        let recheck_until = match (young, seen) {
+            (true, _) => generation + u64::from(self.config.young_ticks),
+            (false, Some((start, until, _))) if start == stat.starttime => until,
+            (false, _) => 0,
+        };
+        // Only a pid the cursor named can be a thread: a listing shows
+        // processes, but any tid has a directory. A thread of a terminal
+        // process shares its terminal and session; it is not one more.
+        if ino == 0 && tty_nr != 0 && !is_process(&mut self.fs, pid) {
+            tty_nr = 0;
+        }
+        let leads = tty_nr != 0 && stat.session == pid;
+        self.known.insert(
+            pid,
+            Known {
+                ino,
+                ppid: stat.ppid,
+                starttime: stat.starttime,
+                tty_nr,
+                leads,
+                generation,
+                recheck_until,
+            },
+        );
+        (tty_nr != 0).then(|| {
+            (
+                pid,
+                stat.session,
+                tty_nr,
+                stat.starttime,
+                stat.utime.saturating_add(stat.stime),
+                stat.comm_lossy(),
+            )
+        })
     }
 
     /// Pass 2: `cgroup` of each terminal process; keeps those inside a pod.
@@ -695,196 +679,10 @@ impl Scanner {
     }
 }
 
-// === impl Clock ===
-
-impl Clock {
-    fn read(fs: &ProcFs, parsers: &Parsers, buf: &mut Vec<u8>) -> Result<Self, Error> {
-        let btime = fs
-            .read_top("stat", buf)
-            .and_then(|()| Ok((parsers.btime)(buf)?));
-        let uptime = fs
-            .read_top("uptime", buf)
-            .and_then(|()| Ok((parsers.uptime)(buf)?));
-        let (boot_secs, uptime) = match (btime, uptime) {
-            (Ok(b), up) => (b as f64, up.ok()),
-            // Without btime, boot time is now minus uptime.
-            (Err(_), Ok(up)) => (
-                jiff::Timestamp::now().as_nanosecond() as f64 / 1e9 - up,
-                Some(up),
-            ),
-            (Err(_), Err(e)) => return Err(e),
-        };
-        Ok(Self {
-            boot_ns: (boot_secs * 1e9) as i128,
-            uptime: uptime.map(|u| (u, Instant::now())),
-        })
-    }
-
-    /// Takes a resync's reading: always its uptime, but its boot time only if
-    /// that moved by more than [`BOOT_TIME_STEP_NS`] (a real clock step), so
-    /// the kernel's jitter does not move every start time by a second.
-    fn resync(&mut self, new: Clock) {
-        self.uptime = new.uptime;
-        if (new.boot_ns - self.boot_ns).abs() > BOOT_TIME_STEP_NS {
-            self.boot_ns = new.boot_ns;
-        }
-    }
-
-    /// Clock ticks since boot now, in the unit of `stat`'s starttime.
-    fn uptime_ticks(&self, hz: u64) -> Option<u64> {
-        self.uptime
-            .map(|(secs, at)| ((secs + at.elapsed().as_secs_f64()) * hz as f64) as u64)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fetched {
-    Read,
-    /// The pid vanished: churn.
-    Gone,
-    /// Counted in `stats.errors`.
-    Failed,
-}
-
-impl Fetched {
-    fn is_read(self) -> bool {
-        self == Self::Read
-    }
-}
-
-/// Reads one pid file; a vanished pid is counted as churn, any other failure
-/// by kind.
-fn fetch(
-    fs: &mut ProcFs,
-    pid: u32,
-    file: &'static str,
-    buf: &mut Vec<u8>,
-    stats: &mut ScanStats,
-) -> Fetched {
-    fetch_at_most(fs, pid, file, usize::MAX, buf, stats)
-}
-
-fn fetch_at_most(
-    fs: &mut ProcFs,
-    pid: u32,
-    file: &'static str,
-    max: usize,
-    buf: &mut Vec<u8>,
-    stats: &mut ScanStats,
-) -> Fetched {
-    let fetched = read_at_most(fs, pid, file, max, buf, stats);
-    if fetched == Fetched::Gone {
-        stats.vanished += 1;
-    }
-    fetched
-}
-
-/// [`fetch_at_most`] that leaves a vanished pid to the caller to count.
-fn read_at_most(
-    fs: &mut ProcFs,
-    pid: u32,
-    file: &'static str,
-    max: usize,
-    buf: &mut Vec<u8>,
-    stats: &mut ScanStats,
-) -> Fetched {
-    match fs.read_at_most(pid, file, max, buf) {
-        Ok(true) => Fetched::Read,
-        Ok(false) => Fetched::Gone,
-        Err(e) => {
-            *stats.errors.entry(e.kind()).or_default() += 1;
-            Fetched::Failed
-        }
-    }
-}
-
-/// argv from a `cmdline` read up to [`CMDLINE_READ_MAX`]: a read that hit
-/// the cap ends mid-argument, so that argument carries the cut marker.
-fn capped_argv(parsers: Parsers, bytes: &[u8]) -> Result<Vec<String>, crate::proc::ParseError> {
-    let mut argv = (parsers.cmdline)(bytes)?;
-    if bytes.len() >= CMDLINE_READ_MAX
-        && let Some(last) = argv.last_mut()
-    {
-        last.push_str(CUT_MARKER);
-    }
-    Ok(argv)
-}
-
-/// The leader's command: the basename of `argv[0]`, unless the process
-/// rewrote its title (`sshd: ops@pts/0`, `postgres: writer`). A title has
-/// whitespace, and its "basename" would be a fragment such as `0`, so such a
-/// leader (and one with no argv) gets the kernel's name from `stat`.
-pub fn command_name(argv: &[String], comm: &str) -> String {
-    match argv.first().map(|a| basename(a)) {
-        Some(a) if !a.is_empty() && !argv[0].contains(char::is_whitespace) => a.to_string(),
-        _ => comm.to_string(),
-    }
-}
-
-fn basename(arg0: &str) -> &str {
-    arg0.rsplit('/').next().unwrap_or(arg0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn argv(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn a_resync_adopts_a_clock_step_but_not_btime_jitter() {
-        const S: i128 = 1_000_000_000;
-        let boot = 1_764_000_000 * S;
-        let at = Instant::now();
-        let mut clock = Clock {
-            boot_ns: boot,
-            uptime: Some((1000.0, at)),
-        };
-        // The kernel recomputed btime a second off: the boot time stays, the
-        // uptime reading is new.
-        clock.resync(Clock {
-            boot_ns: boot + S,
-            uptime: Some((1030.0, at)),
-        });
-        assert_eq!(clock.boot_ns, boot);
-        assert_eq!(clock.uptime, Some((1030.0, at)));
-        clock.resync(Clock {
-            boot_ns: boot - S,
-            uptime: None,
-        });
-        assert_eq!((clock.boot_ns, clock.uptime), (boot, None));
-        // The wall clock was stepped by a minute, either way.
-        clock.resync(Clock {
-            boot_ns: boot + 60 * S,
-            uptime: Some((1060.0, at)),
-        });
-        assert_eq!(clock.boot_ns, boot + 60 * S);
-        clock.resync(Clock {
-            boot_ns: boot,
-            uptime: Some((1090.0, at)),
-        });
-        assert_eq!(clock.boot_ns, boot);
-    }
-
-    #[test]
-    fn command_is_the_basename_of_a_path() {
-        assert_eq!(command_name(&argv(&["/bin/bash", "-l"]), "bash"), "bash");
-        assert_eq!(command_name(&argv(&["-bash"]), "bash"), "-bash");
-        assert_eq!(command_name(&argv(&["vim"]), "vi"), "vim");
-    }
-
-    #[test]
-    fn rewritten_titles_use_the_name_from_stat() {
-        assert_eq!(command_name(&argv(&["sshd: ops@pts/0"]), "sshd"), "sshd");
-        assert_eq!(
-            command_name(&argv(&["postgres: writer process", "", ""]), "postgres"),
-            "postgres"
-        );
-        assert_eq!(command_name(&argv(&["tab\ttitle/x"]), "t"), "t");
-        assert_eq!(command_name(&[], "bash (login)"), "bash (login)");
-        assert_eq!(command_name(&argv(&[""]), "sh"), "sh");
-        assert_eq!(command_name(&argv(&["/usr/bin/"]), "sh"), "sh");
-    }
+/// Whether `pid` is a process, not a thread of one (its tgid is itself).
+/// Its own buffer: the caller's `stat` still borrows the scanner's.
+fn is_process(fs: &mut ProcFs, pid: u32) -> bool {
+    let mut status = Vec::new();
+    fs.read(pid, "status", &mut status)
+        .is_ok_and(|read| read && parse_tgid(&status).is_ok_and(|tgid| tgid == pid))
 }

@@ -166,12 +166,40 @@ pub async fn announce(client: &Client, namespace: &str, lease: &str, identity: &
     }
 }
 
+/// What keeps the wanted policies from being in force, in two kinds: what
+/// the API server says is missing or differs, and what could not be read (an
+/// outage, a timeout). Both keep a starting controller from acting; only the
+/// first stops a running one, which must not exit because the API server is
+/// slow.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub absent: Vec<String>,
+    pub unreadable: Vec<String>,
+}
+
+impl Findings {
+    /// Every problem, what is known absent first.
+    pub fn all(self) -> Vec<String> {
+        let mut out = self.absent;
+        out.extend(self.unreadable);
+        out
+    }
+}
+
+/// One line for many problems: the first, and how many more.
+pub fn summary(problems: &[String]) -> Option<String> {
+    let first = problems.first()?;
+    Some(match problems.len() {
+        1 => first.clone(),
+        n => format!("{first} (and {} more)", n - 1),
+    })
+}
+
 /// What keeps each wanted policy from being in force; empty when all are.
-/// A policy that cannot be read counts as not in force (and says why).
-pub async fn problems(client: &Client, wanted: &[Policy], timeout: Duration) -> Vec<String> {
+pub async fn problems(client: &Client, wanted: &[Policy], timeout: Duration) -> Findings {
     let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
     let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
-    let mut out = Vec::new();
+    let mut out = Findings::default();
     for want in wanted {
         let found = timed_call(
             timeout,
@@ -185,18 +213,17 @@ pub async fn problems(client: &Client, wanted: &[Policy], timeout: Duration) -> 
             bindings.get_opt(&want.name),
         )
         .await;
-        let problem = match (found, bound) {
-            (Ok(p), Ok(b)) => policy_check::problem(
+        match (found, bound) {
+            (Ok(p), Ok(b)) => out.absent.extend(policy_check::problem(
                 want,
                 p.as_ref().map(view).as_ref(),
                 b.as_ref().map(binding_view).as_ref(),
-            ),
-            (Err(e), _) | (_, Err(e)) => Some(format!(
+            )),
+            (Err(e), _) | (_, Err(e)) => out.unreadable.push(format!(
                 "cannot read ValidatingAdmissionPolicy {} or its binding: {e}",
                 want.name
             )),
-        };
-        out.extend(problem);
+        }
     }
     out
 }
@@ -204,6 +231,21 @@ pub async fn problems(client: &Client, wanted: &[Policy], timeout: Duration) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_names_the_first_problem_and_counts_the_rest() {
+        assert_eq!(summary(&[]), None);
+        assert_eq!(summary(&["a".into()]).as_deref(), Some("a"));
+        assert_eq!(
+            summary(&["a".into(), "b".into(), "c".into()]).as_deref(),
+            Some("a (and 2 more)")
+        );
+        let f = Findings {
+            absent: vec!["gone".into()],
+            unreadable: vec!["timeout".into()],
+        };
+        assert_eq!(f.all(), ["gone", "timeout"]);
+    }
 
     #[test]
     fn the_built_in_policies_are_the_chart_s_renamed_for_the_release_and_user() {

@@ -10,12 +10,13 @@
 //!   protection), ownerReferences (opt-in through the workload, the
 //!   StatefulSet's pods), creationTimestamp (the record's bounds),
 //!   deletionTimestamp (a going pod, rollouts);
-//! - spec.nodeName (the pod's report, cordons), each container's and init
-//!   container's name, tty and stdin (`sessionguard_api::container_of`: is a
-//!   terminal a console);
+//! - spec.nodeName (the pod's report, cordons), the names of the containers
+//!   and init containers with `tty: true` (`sessionguard_api::container_of`:
+//!   is a terminal a console; a container the status names and the spec
+//!   does not list has no tty);
 //! - status: each container status's name and containerID (regular, init
-//!   and ephemeral: which container a session runs in), and the conditions'
-//!   type and status (a rollout waits for Ready).
+//!   and ephemeral: which container a session runs in), and the Ready
+//!   condition's status (a rollout waits for it).
 //!
 //! A new reader of another field must add it here (the test below lists
 //! what is kept).
@@ -41,18 +42,18 @@ pub fn trim_pod(pod: &mut Pod) {
     };
     let spec = pod.spec.take().map(|s| PodSpec {
         node_name: s.node_name,
-        containers: s.containers.into_iter().map(container).collect(),
-        init_containers: s
-            .init_containers
-            .map(|c| c.into_iter().map(container).collect()),
+        containers: consoles(s.containers),
+        init_containers: s.init_containers.map(consoles),
         ..Default::default()
     });
     let status = pod.status.take().map(|s| PodStatus {
         container_statuses: s.container_statuses.map(statuses),
         init_container_statuses: s.init_container_statuses.map(statuses),
         ephemeral_container_statuses: s.ephemeral_container_statuses.map(statuses),
+        // Only Ready is read (a rollout waits for it).
         conditions: s.conditions.map(|c| {
             c.into_iter()
+                .filter(|c| c.type_ == "Ready")
                 .map(|c| PodCondition {
                     type_: c.type_,
                     status: c.status,
@@ -110,13 +111,19 @@ fn identity(m: &mut ObjectMeta) -> ObjectMeta {
     }
 }
 
-fn container(c: Container) -> Container {
-    Container {
-        name: c.name,
-        tty: c.tty,
-        stdin: c.stdin,
-        ..Default::default()
-    }
+/// The `tty: true` containers, by name: all `container_of` asks a spec.
+/// A `Container` is a few kilobytes even empty (every field inline), and
+/// most pods have none of these.
+fn consoles(containers: Vec<Container>) -> Vec<Container> {
+    containers
+        .into_iter()
+        .filter(|c| c.tty == Some(true))
+        .map(|c| Container {
+            name: c.name,
+            tty: c.tty,
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn statuses(v: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
@@ -286,8 +293,12 @@ mod tests {
         assert!(p.metadata.finalizers.is_none() && p.metadata.generation.is_none());
         let spec = p.spec.as_ref().unwrap();
         assert!(spec.volumes.is_none() && spec.share_process_namespace.is_none());
+        // Only the tty container stays, by name.
+        let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["console"]);
         let c = &spec.containers[0];
         assert!(c.image.is_none() && c.env.is_none() && c.volume_mounts.is_none());
+        assert!(c.stdin.is_none());
         let status = p.status.as_ref().unwrap();
         assert!(status.phase.is_none() && status.pod_ip.is_none());
         let s = &status.container_statuses.as_ref().unwrap()[0];

@@ -53,8 +53,9 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("cannot run here (see the reason above)");
     };
     let figures = scale::run(&env, &cfg).await?;
-    env.finish().await?;
+    // The figures first: tearing down 30,000 pods' cluster can take long, or fail.
     print!("{}", figures.table());
     println!("{}", figures.json_line());
+    env.finish().await?;
     Ok(())
 }

@@ -23,6 +23,18 @@ pub fn free_addr() -> Result<SocketAddr> {
 
 /// GET over plain HTTP/1.1; the body of a 200, else an error with the status line.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let (status, body) = http_get_any(addr, path).await?;
+    if status != 200 {
+        return Err(invalid(format!(
+            "GET {addr}{path}: status {status}: {body}"
+        )));
+    }
+    Ok(body)
+}
+
+/// GET over plain HTTP/1.1: the status code and the body, whatever the status
+/// (`/readyz` says why it is not ready in a 503's body).
+pub async fn http_get_any(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| invalid(format!("connect {addr}: {e}")))?;
@@ -37,19 +49,21 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
         .map_err(|e| invalid(format!("read: {e}")))?;
     let out = String::from_utf8_lossy(&out);
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(invalid(format!(
-            "GET {addr}{path}: {}",
-            head.lines().next().unwrap_or("")
-        )));
-    }
-    if head
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| invalid(format!("GET {addr}{path}: no status line in {head:?}")))?;
+    let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        return Ok(dechunk(body));
-    }
-    Ok(body.to_string())
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
 }
 
 fn dechunk(mut body: &str) -> String {

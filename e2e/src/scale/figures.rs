@@ -26,6 +26,17 @@ pub struct Figures {
     pub controller_quiet_cpu_cores: f64,
     pub login_to_pdb_ms: Quantiles,
     pub logins: usize,
+    /// The same logins in two parts (those whose report a watch saw first):
+    /// until the report carrying the login was seen, then until its PDB was.
+    pub login_to_report_ms: Quantiles,
+    pub report_to_pdb_ms: Quantiles,
+    pub split_logins: usize,
+    /// The slowest split login with its wall-clock time and both parts.
+    pub slowest_login: String,
+    /// The controller's own histograms (bucket bounds): a report's scan to its
+    /// processing (`sessionguard_report_latency_seconds`), and one pod reconcile.
+    pub report_latency_ms: Quantiles,
+    pub pod_reconcile_ms: Quantiles,
     pub logout_to_release_ms: Quantiles,
     pub logouts: usize,
     /// Controller API writes per minute over the quiet window: Lease renewals and
@@ -79,6 +90,10 @@ impl Figures {
             "controller_rss_mib": r1(self.controller_rss_mib),
             "controller_cpu_cores": r3(self.controller_cpu_cores),
             "login_to_pdb_ms": q(self.login_to_pdb_ms),
+            "login_to_report_ms": q(self.login_to_report_ms),
+            "report_to_pdb_ms": q(self.report_to_pdb_ms),
+            "report_latency_ms": q(self.report_latency_ms),
+            "pod_reconcile_ms": q(self.pod_reconcile_ms),
             "logout_to_release_ms": q(self.logout_to_release_ms),
             "steady_writes_per_min": r1(self.steady_writes_per_min),
             "restart_to_ready_s": r1(self.restart_to_ready_s),
@@ -133,6 +148,39 @@ impl Figures {
                     self.login_to_pdb_ms.p50, self.login_to_pdb_ms.p99
                 ),
                 "p99 ≤ 1 s",
+            ),
+            (
+                format!("  login → report seen ({} logins)", self.split_logins),
+                format!(
+                    "p50 {:.0} ms, p99 {:.0} ms",
+                    self.login_to_report_ms.p50, self.login_to_report_ms.p99
+                ),
+                "",
+            ),
+            (
+                "  report seen → PDB seen".into(),
+                format!(
+                    "p50 {:.0} ms, p99 {:.0} ms",
+                    self.report_to_pdb_ms.p50, self.report_to_pdb_ms.p99
+                ),
+                "",
+            ),
+            ("  slowest".into(), self.slowest_login.clone(), ""),
+            (
+                "  at the controller: scan → report processed".into(),
+                format!(
+                    "p50 ≤ {:.0} ms, p99 ≤ {:.0} ms",
+                    self.report_latency_ms.p50, self.report_latency_ms.p99
+                ),
+                "",
+            ),
+            (
+                "  at the controller: one pod reconcile".into(),
+                format!(
+                    "p50 ≤ {:.1} ms, p99 ≤ {:.1} ms",
+                    self.pod_reconcile_ms.p50, self.pod_reconcile_ms.p99
+                ),
+                "",
             ),
             (
                 format!("logout → release ({})", self.logouts),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher;
 use sessionguard_core::keys;
 
@@ -102,7 +103,11 @@ pub fn quantile_ms(v: &[Duration], q: f64) -> f64 {
 }
 
 /// What a watch of our PDBs has seen: for a pod whose login or logout is awaited,
-/// the time from that report write to the PDB appearing or going.
+/// the time from that report write to the PDB appearing or going. A second watch,
+/// of the SessionReports, splits each login in two: until the report that carries
+/// it is visible to a watcher (the agent's write, the API server, the watch), and
+/// from there to its PDB (the controller's watch, queue and reconcile, the PDB's
+/// create, the watch again).
 #[derive(Clone, Default)]
 pub struct PdbTimes {
     inner: Arc<Mutex<PdbInner>>,
@@ -110,12 +115,57 @@ pub struct PdbTimes {
 
 #[derive(Default)]
 struct PdbInner {
-    /// (namespace, PDB name) → when the login (or logout) was reported.
-    awaiting_create: HashMap<(String, String), Instant>,
+    /// (namespace, PDB name) → the login (or logout) awaiting its PDB.
+    awaiting_create: HashMap<(String, String), Pending>,
     awaiting_delete: HashMap<(String, String), Instant>,
+    /// Pod UID → its awaited login's key, for the report watch.
+    by_uid: HashMap<String, (String, String)>,
     present: std::collections::HashSet<(String, String)>,
     pub login: Vec<Duration>,
     pub logout: Vec<Duration>,
+    /// Logins whose report was seen before their PDB.
+    pub split: Vec<LoginSplit>,
+}
+
+struct Pending {
+    at: Instant,
+    wall: jiff::Timestamp,
+    uid: String,
+    /// When a report naming the pod was first seen after the login.
+    reported: Option<Instant>,
+}
+
+/// One login, from the moment the agent reported it to its PDB, in two parts.
+#[derive(Clone, Debug)]
+pub struct LoginSplit {
+    pub key: (String, String),
+    pub wall: jiff::Timestamp,
+    /// Login → a report carrying it seen by a watch.
+    pub to_report: Duration,
+    /// That report seen → the PDB seen.
+    pub to_pdb: Duration,
+}
+
+impl LoginSplit {
+    pub fn total(&self) -> Duration {
+        self.to_report + self.to_pdb
+    }
+
+    /// "ns/pdb logged in at <RFC 3339, ms>: report seen +12 ms, PDB seen +413 ms".
+    pub fn describe(&self) -> String {
+        let at = self
+            .wall
+            .round(jiff::Unit::Millisecond)
+            .unwrap_or(self.wall);
+        let (ms1, ms2) = (
+            self.to_report.as_secs_f64() * 1000.0,
+            (self.to_report + self.to_pdb).as_secs_f64() * 1000.0,
+        );
+        format!(
+            "{}/{} logged in at {at}: report seen +{ms1:.0} ms, PDB seen +{ms2:.0} ms",
+            self.key.0, self.key.1
+        )
+    }
 }
 
 impl PdbTimes {
@@ -135,7 +185,16 @@ impl PdbTimes {
                     Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
                         let key = key_of(&p);
                         if let Some(t) = s.awaiting_create.remove(&key) {
-                            s.login.push(now - t);
+                            s.by_uid.remove(&t.uid);
+                            s.login.push(now - t.at);
+                            if let Some(r) = t.reported {
+                                s.split.push(LoginSplit {
+                                    key: key.clone(),
+                                    wall: t.wall,
+                                    to_report: r - t.at,
+                                    to_pdb: now - r,
+                                });
+                            }
                         }
                         s.present.insert(key);
                     }
@@ -151,13 +210,54 @@ impl PdbTimes {
                 }
             }
         });
+        me.watch_reports(client);
         me
     }
 
-    /// A login on `pod` was just reported.
-    pub fn login(&self, ns: &str, pod: &str, at: Instant) {
+    /// Marks each awaited login when a report that names its pod is first seen.
+    fn watch_reports(&self, client: &kube::Client) {
+        let gvk = GroupVersionKind::gvk("sessionguard.io", "v1alpha1", "SessionReport");
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut events = watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = events.next().await {
+                let now = Instant::now();
+                let report = match ev {
+                    Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => r,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SessionReport watch");
+                        continue;
+                    }
+                };
+                let mut s = inner.lock().expect("pdb lock");
+                for uid in pod_uids(&report.data) {
+                    let Some(key) = s.by_uid.get(uid).cloned() else {
+                        continue;
+                    };
+                    if let Some(p) = s.awaiting_create.get_mut(&key) {
+                        p.reported.get_or_insert(now);
+                    }
+                }
+            }
+        });
+    }
+
+    /// A login on `pod` (UID `uid`) is about to be reported.
+    pub fn login(&self, ns: &str, pod: &str, uid: &str, at: Instant) {
         let mut s = self.inner.lock().expect("pdb lock");
-        s.awaiting_create.insert(key(ns, pod), at);
+        let k = key(ns, pod);
+        s.by_uid.insert(uid.to_string(), k.clone());
+        s.awaiting_create.insert(
+            k,
+            Pending {
+                at,
+                wall: jiff::Timestamp::now(),
+                uid: uid.to_string(),
+                reported: None,
+            },
+        );
     }
 
     /// Its logout was just reported; false if its PDB never appeared (then no
@@ -165,7 +265,9 @@ impl PdbTimes {
     pub fn logout(&self, ns: &str, pod: &str, at: Instant) -> bool {
         let mut s = self.inner.lock().expect("pdb lock");
         let k = key(ns, pod);
-        s.awaiting_create.remove(&k);
+        if let Some(p) = s.awaiting_create.remove(&k) {
+            s.by_uid.remove(&p.uid);
+        }
         if s.present.contains(&k) {
             s.awaiting_delete.insert(k, at);
             true
@@ -188,11 +290,25 @@ impl PdbTimes {
         (s.present.len(), s.awaiting_delete.len())
     }
 
+    /// Logins seen in two parts (report, then PDB) so far.
+    pub fn splits(&self) -> Vec<LoginSplit> {
+        self.inner.lock().expect("pdb lock").split.clone()
+    }
+
     /// (login→PDB, logout→release) samples so far.
     pub fn samples(&self) -> (Vec<Duration>, Vec<Duration>) {
         let s = self.inner.lock().expect("pdb lock");
         (s.login.clone(), s.logout.clone())
     }
+}
+
+/// The pod UIDs a SessionReport's sessions name.
+fn pod_uids(report: &serde_json::Value) -> impl Iterator<Item = &str> {
+    report["spec"]["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["pod_uid"].as_str())
 }
 
 fn key(ns: &str, pod: &str) -> (String, String) {
@@ -216,6 +332,29 @@ mod tests {
         assert_eq!(quantile_ms(&v, 0.5), 51.0);
         assert_eq!(quantile_ms(&v, 0.99), 99.0);
         assert_eq!(quantile_ms(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn a_reports_sessions_name_their_pods() {
+        let r = serde_json::json!({"spec": {"node": "n", "sessions": [
+            {"pod_uid": "a", "pid": 1}, {"pid": 2}, {"pod_uid": "b"}]}});
+        assert_eq!(pod_uids(&r).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(pod_uids(&serde_json::json!({"spec": {}})).count(), 0);
+    }
+
+    #[test]
+    fn a_split_login_says_when_each_part_was_seen() {
+        let s = LoginSplit {
+            key: ("ns".into(), "sessionguard-p".into()),
+            wall: "2026-12-07T04:00:01.234Z".parse().unwrap(),
+            to_report: Duration::from_millis(12),
+            to_pdb: Duration::from_millis(401),
+        };
+        assert_eq!(s.total(), Duration::from_millis(413));
+        assert_eq!(
+            s.describe(),
+            "ns/sessionguard-p logged in at 2026-12-07T04:00:01.234Z: report seen +12 ms, PDB seen +413 ms"
+        );
     }
 
     #[test]

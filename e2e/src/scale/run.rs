@@ -44,7 +44,7 @@ pub async fn run(env: &TestEnv, cfg: &Config) -> Result<Figures> {
     let _kwok = kwok::start(env)?;
     let result = async {
         kwok::create_nodes(&client, &nodes).await?;
-        let w = workload::create(&client, env.ns(), cfg.pods).await?;
+        let w = workload::create(&client, env.ns(), cfg.pods, &nodes).await?;
         measure(env, cfg, &nodes, &w, started).await
     }
     .await;
@@ -127,6 +127,20 @@ async fn measure(
         ),
         _ => (Quantiles::default(), 0.0),
     };
+    // The controller's share of a login, as it measures it (bucket bounds, over
+    // every report and reconcile so far, heartbeats and the initial sync included).
+    let bounds = |name: &str, with: &str| {
+        let at = |q| bucket_quantile(&text, name, with, q).map_or(0.0, |(le, _)| le * 1000.0);
+        Quantiles {
+            p50: at(0.5),
+            p99: at(0.99),
+        }
+    };
+    let report_latency_ms = bounds("sessionguard_report_latency_seconds", "");
+    let pod_reconcile_ms = bounds(
+        "sessionguard_reconcile_duration_seconds",
+        "controller=\"pod\"",
+    );
     wait::until(
         "every release after the churn",
         Duration::from_secs(120),
@@ -183,7 +197,7 @@ async fn measure(
     ));
     let killed = Instant::now();
     ctl.kill9();
-    pdbs.login(&target.namespace, &target.name, Instant::now());
+    pdbs.login(&target.namespace, &target.name, &target.uid, Instant::now());
     let pid = agents.login(&target)?;
     ctl.spawn()?;
     ctl_pid.store(ctl.pid().unwrap_or(0), Ordering::Relaxed);
@@ -203,6 +217,10 @@ async fn measure(
         p50: quantile_ms(v, 0.5),
         p99: quantile_ms(v, 0.99),
     };
+    let splits = pdbs.splits();
+    let to_report: Vec<Duration> = splits.iter().map(|s| s.to_report).collect();
+    let to_pdb: Vec<Duration> = splits.iter().map(|s| s.to_pdb).collect();
+    let slowest = splits.iter().max_by_key(|s| s.total());
     Ok(Figures {
         nodes: cfg.nodes,
         pods: cfg.pods,
@@ -211,6 +229,12 @@ async fn measure(
         controller_quiet_cpu_cores: controller_quiet_cpu,
         login_to_pdb_ms: q(&login),
         logins: login.len(),
+        login_to_report_ms: q(&to_report),
+        report_to_pdb_ms: q(&to_pdb),
+        split_logins: splits.len(),
+        report_latency_ms,
+        pod_reconcile_ms,
+        slowest_login: slowest.map(|s| s.describe()).unwrap_or_default(),
         logout_to_release_ms: q(&logout),
         logouts: logout.len(),
         steady_writes_per_min: quiet_calls.total(Class::Write) / (quiet_secs / 60.0),
@@ -279,7 +303,7 @@ async fn churn(
                     && !pdbs.present(&t.namespace, &t.name)
             });
         if let Some(t) = pick {
-            pdbs.login(&t.namespace, &t.name, Instant::now());
+            pdbs.login(&t.namespace, &t.name, &t.uid, Instant::now());
             let pid = agents.login(t)?;
             let hold = Duration::from_secs_f64(rng.random_range(HOLD));
             active.push((t.clone(), pid, Instant::now() + hold));

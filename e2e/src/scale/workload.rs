@@ -44,7 +44,15 @@ pub struct Workloads {
 
 /// Creates `pods` pods over up to 100 namespaces (about 40 % StatefulSets, opted in,
 /// 40 % Deployments, 20 % bare pods) and waits until every one runs on a kwok node.
-pub async fn create(client: &kube::Client, run: &str, pods: usize) -> Result<Workloads> {
+/// Bare pods are bound at creation, round-robin over `nodes` (as a DaemonSet or an
+/// operator that picks nodes would): on 2 cores the build is CPU-bound, and each
+/// one left to the scheduler also costs a binding and a Scheduled event.
+pub async fn create(
+    client: &kube::Client,
+    run: &str,
+    pods: usize,
+    nodes: &[String],
+) -> Result<Workloads> {
     let started = Instant::now();
     let n_ns = (pods / 30).clamp(1, 100);
     let namespaces: Vec<String> = (0..n_ns).map(|i| format!("{run}-{i:03}")).collect();
@@ -69,7 +77,10 @@ pub async fn create(client: &kube::Client, run: &str, pods: usize) -> Result<Wor
             creates.push((ns.clone(), deployment(&format!("web-{j}"), size, run)));
         }
         for j in 0..bare {
-            creates.push((ns.clone(), bare_pod(&format!("debug-{j}"), run)));
+            let node = nodes
+                .get(creates.len() % nodes.len().max(1))
+                .map(String::as_str);
+            creates.push((ns.clone(), bare_pod(&format!("debug-{j}"), run, node)));
         }
     }
     let objects = creates.len();
@@ -300,11 +311,14 @@ fn deployment(name: &str, replicas: usize, run: &str) -> Value {
     })
 }
 
-fn bare_pod(name: &str, run: &str) -> Value {
+fn bare_pod(name: &str, run: &str, node: Option<&str>) -> Value {
     let mut t = template(name, run);
     t["apiVersion"] = "v1".into();
     t["kind"] = "Pod".into();
     t["metadata"]["name"] = name.into();
+    if let Some(node) = node {
+        t["spec"]["nodeName"] = node.into();
+    }
     t
 }
 
@@ -323,11 +337,13 @@ mod tests {
     fn every_pod_of_the_load_goes_to_kwok_nodes_only() {
         for obj in [
             statefulset("a", 1, "r")["spec"]["template"].clone(),
-            bare_pod("b", "r"),
+            bare_pod("b", "r", None),
         ] {
             assert_eq!(obj["spec"]["nodeSelector"][kwok::KWOK_LABEL], "true");
             assert_eq!(obj["spec"]["containers"].as_array().map(Vec::len), Some(3));
             assert_eq!(obj["metadata"]["labels"][SCALE_LABEL], "r");
         }
+        assert_eq!(bare_pod("b", "r", Some("n-1"))["spec"]["nodeName"], "n-1");
+        assert!(bare_pod("b", "r", None)["spec"].get("nodeName").is_none());
     }
 }

@@ -167,6 +167,18 @@ impl Controller {
         metric(self.addr, name, labels).await
     }
 
+    /// `/readyz`: its status code and body (a 503 says why).
+    pub async fn readyz(&self) -> Result<(u16, String)> {
+        sessionguard_e2e::harness::http::http_get_any(self.addr, "/readyz").await
+    }
+
+    /// Whether the process has exited (its log names how).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.check_running().is_err())
+    }
+
     /// kill -9: no chance to release the Lease or finish anything.
     pub fn kill9(&mut self) {
         if let Some(c) = self.child.take() {
