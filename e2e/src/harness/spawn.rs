@@ -43,6 +43,20 @@ pub fn workspace_bin(package: &str, bin: &str) -> Result<PathBuf> {
         cmd.current_dir(paths::repo_root())
             .args(["build", "--quiet", "-p", package, "--bin", bin])
             .env("CARGO_TARGET_DIR", target);
+        // What cargo set for this binary's own package (CARGO_PKG_NAME and the
+        // rest) is not the build's: build scripts that watch such variables
+        // (ring's, through cc) would see them change and rebuild the TLS stack
+        // and everything above it, minutes in release.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || k.starts_with("CARGO_BIN_")
+                || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&&*k)
+            {
+                cmd.env_remove(&key);
+            }
+        }
         if profile == "release" {
             cmd.arg("--release");
         }
