@@ -273,8 +273,9 @@ async fn session_is_a_pty_process_in_the_container_cgroup() {
         pid as i32
     );
 
-    let status = session.close().expect("close");
-    assert!(!status.success(), "hung up, not a clean exit: {status}");
+    // Closing drops the master (the shell may read EOF and exit 0) and sends
+    // SIGHUP: either ends it, and which comes first is a race.
+    session.close().expect("close");
     assert!(
         procfs::cgroup_v2(pid).is_none(),
         "session process {pid} is gone"

@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::Api;
 use sessionguard_controller::face::admission::{certs, tls};
 use sessionguard_core::keys;
-use sessionguard_e2e::Result;
 use sessionguard_e2e::harness::{TestEnv, await_};
+use sessionguard_e2e::{Result, wait};
 use webhook_support::{self as wh, ADMIN, check, sg};
 
 const POD: &str = "shared";
@@ -52,32 +52,44 @@ fn bundle_text(b: Option<&k8s_openapi::ByteString>) -> String {
         .unwrap_or_default()
 }
 
-/// The caBundle of every webhook in both configurations; they must agree.
+/// The caBundle of every webhook in both configurations, once they agree.
+/// The publisher updates the two configurations one after the other, so a
+/// read between the two sees them differ for a moment; longer is a failure.
 async fn published(env: &TestEnv) -> Result<String> {
     let name = wh::config_name(env);
-    let v = Api::<ValidatingWebhookConfiguration>::all(env.client().clone())
-        .get(&name)
-        .await?;
-    let m = Api::<MutatingWebhookConfiguration>::all(env.client().clone())
-        .get(&name)
-        .await?;
-    let mut all: Vec<String> = v
-        .webhooks
-        .iter()
-        .flatten()
-        .map(|w| bundle_text(w.client_config.ca_bundle.as_ref()))
-        .collect();
-    all.extend(
-        m.webhooks
+    let bundles = || async {
+        let v = Api::<ValidatingWebhookConfiguration>::all(env.client().clone())
+            .get(&name)
+            .await?;
+        let m = Api::<MutatingWebhookConfiguration>::all(env.client().clone())
+            .get(&name)
+            .await?;
+        let mut all: Vec<String> = v
+            .webhooks
             .iter()
             .flatten()
-            .map(|w| bundle_text(w.client_config.ca_bundle.as_ref())),
-    );
-    check(
-        all.windows(2).all(|w| w[0] == w[1]),
-        "every webhook has the same caBundle",
-    )?;
-    Ok(all.pop().unwrap_or_default())
+            .map(|w| bundle_text(w.client_config.ca_bundle.as_ref()))
+            .collect();
+        all.extend(
+            m.webhooks
+                .iter()
+                .flatten()
+                .map(|w| bundle_text(w.client_config.ca_bundle.as_ref())),
+        );
+        Ok::<_, sessionguard_e2e::Error>(all)
+    };
+    wait::until(
+        "every webhook to have the same caBundle",
+        Duration::from_secs(5),
+        || async {
+            let mut all = bundles().await?;
+            Ok(all
+                .windows(2)
+                .all(|w| w[0] == w[1])
+                .then(|| all.pop().unwrap_or_default()))
+        },
+    )
+    .await
 }
 
 /// What a replica serves, verified as the API server would: against the
