@@ -39,6 +39,7 @@ use crate::io::reports::ReportWatch;
 use crate::io::watches::{self, Gate, PodWaker, Wakes};
 use crate::io::writer::{WriteGate, Writer};
 use crate::reconcile::{self, Context, memory::Memory};
+use sessionguard_core::backoff::Backoff;
 use sessionguard_core::policy_check::Policy;
 
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -345,8 +346,7 @@ async fn policies_in_force(
 /// shutdown is asked for (None). Each attempt is bounded: a server that
 /// accepts the connection and never answers must not hold start-up forever.
 async fn who_we_are(client: &Client, timeout: Duration, shutdown: &mut Shutdown) -> Option<String> {
-    let mut pause = Duration::from_millis(500);
-    loop {
+    for attempt in 0.. {
         match tokio::time::timeout(timeout, admission::whoami(client)).await {
             Ok(Ok(me)) => return Some(me),
             Ok(Err(e)) => {
@@ -358,15 +358,15 @@ async fn who_we_are(client: &Client, timeout: Duration, shutdown: &mut Shutdown)
             ),
         }
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {},
+            _ = tokio::time::sleep(WHOAMI_BACKOFF.delay(attempt)) => {},
             _ = shutdown.as_mut() => return None,
         }
-        pause = (pause * 2).min(WHOAMI_PAUSE_MAX);
     }
+    None
 }
 
-/// The longest pause between two attempts to learn who we are.
-const WHOAMI_PAUSE_MAX: Duration = Duration::from_secs(10);
+/// Between two attempts to learn who we are: the project's one retry policy.
+const WHOAMI_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 
 /// Reads the policies again while the process runs, once they were in force.
 /// The first that is gone or changed is said as at start-up (readiness, the
