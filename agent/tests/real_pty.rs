@@ -248,18 +248,25 @@ fn await_some<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
-/// The cgroup2 root, or `None` after printing (or, under CI, failing) why
-/// this test cannot run here.
-fn runnable() -> Option<PathBuf> {
+/// The cgroup2 root and this binary's turn, or `None` after printing (or,
+/// under CI, failing) why this test cannot run here.
+///
+/// One test at a time: every scanner here reads the whole host's /proc, so
+/// one test's logout is a lost leader in another's scanner, which then lists
+/// (and the cursor test can no longer tell which tick found its login).
+fn runnable() -> Option<(PathBuf, std::sync::MutexGuard<'static, ()>)> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if !nix::unistd::Uid::effective().is_root() {
         skip_or_fail("needs root to create cgroup directories and move processes");
         return None;
     }
-    let root = cgroup2_root();
-    if root.is_none() {
+    let Some(root) = cgroup2_root() else {
         skip_or_fail("no cgroup2 hierarchy mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified");
-    }
-    root
+        return None;
+    };
+    // A failed test poisons the lock; the next one still runs.
+    let turn = TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    Some((root, turn))
 }
 
 /// A pod UID and container ID no other test run uses.
@@ -279,7 +286,7 @@ fn fresh_ids(salt: u16) -> (String, String) {
 
 #[test]
 fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
-    let Some(root) = runnable() else { return };
+    let Some((root, _turn)) = runnable() else { return };
     let (pod_uid, container_id) = fresh_ids(1);
     let cg = PodCgroup::create(&root, &pod_uid, &container_id);
     let init = Init::start(&cg.scope);
@@ -355,7 +362,7 @@ fn type_and_await(master: &std::fs::File, seen: &mut Vec<u8>, n: u32) {
 #[test]
 fn idle_time_of_a_real_shell_resets_when_someone_types() {
     use sessionguard_agent::scan::{ProcFs, Scanner, ScannerConfig};
-    let Some(root) = runnable() else { return };
+    let Some((root, _turn)) = runnable() else { return };
     let (pod_uid, container_id) = fresh_ids(2);
     let cg = PodCgroup::create(&root, &pod_uid, &container_id);
     // An interactive shell: stdin is the terminal, so it waits in read().
@@ -447,7 +454,7 @@ fn idle_time_of_a_real_shell_resets_when_someone_types() {
 #[test]
 fn the_pid_cursor_finds_a_real_login_without_listing_proc() {
     use sessionguard_agent::scan::{ProcFs, ScanStats, Scanner, ScannerConfig};
-    let Some(root) = runnable() else { return };
+    let Some((root, _turn)) = runnable() else { return };
     let (pod_uid, container_id) = fresh_ids(3);
     let cg = PodCgroup::create(&root, &pod_uid, &container_id);
     let _init = Init::start(&cg.scope);
@@ -499,7 +506,7 @@ fn the_pid_cursor_finds_a_real_login_without_listing_proc() {
     await_some("python's three threads", Duration::from_secs(20), || {
         let (s, stats) = mine(&mut scanner);
         if let [s] = s.as_slice() {
-            sightings.push((stats.listed, s.processes));
+            sightings.push((stats.listed, s.processes, stats.lost_leaders));
         }
         (threads_of_python() == Some(4)).then_some(())
     });
@@ -518,9 +525,9 @@ fn the_pid_cursor_finds_a_real_login_without_listing_proc() {
         "the shell and python, not its threads; sighted before: {sightings:?}"
     );
     assert_eq!(
-        sightings.first().map(|&(listed, _)| listed),
+        sightings.first().map(|&(listed, _, _)| listed),
         Some(false),
-        "the login was first seen on a tick without a listing: {sightings:?}"
+        "the login was first seen on a tick without a listing (listed, processes, lost leaders): {sightings:?}"
     );
 
     login.end();
