@@ -79,6 +79,7 @@ test-compat: static
 bench:
 	$(CARGO) bench -p sessionguard-agent
 	$(CARGO) bench -p sessionguard-controller --bench webhook
+	$(CARGO) bench -p sessionguard-controller --bench pod_cache
 
 ## sessionguard at cluster size (kwok nodes, played agents, the real controller), measured:
 ## progress, a table, then one JSON line. SCALE_NODES, SCALE_PODS, SCALE_MINUTES and

@@ -265,7 +265,9 @@ fn runnable() -> Option<(PathBuf, std::sync::MutexGuard<'static, ()>)> {
         return None;
     };
     // A failed test poisons the lock; the next one still runs.
-    let turn = TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     Some((root, turn))
 }
 
@@ -286,7 +288,9 @@ fn fresh_ids(salt: u16) -> (String, String) {
 
 #[test]
 fn finds_a_real_pty_session_in_a_kubelet_shaped_cgroup() {
-    let Some((root, _turn)) = runnable() else { return };
+    let Some((root, _turn)) = runnable() else {
+        return;
+    };
     let (pod_uid, container_id) = fresh_ids(1);
     let cg = PodCgroup::create(&root, &pod_uid, &container_id);
     let init = Init::start(&cg.scope);
@@ -362,7 +366,9 @@ fn type_and_await(master: &std::fs::File, seen: &mut Vec<u8>, n: u32) {
 #[test]
 fn idle_time_of_a_real_shell_resets_when_someone_types() {
     use sessionguard_agent::scan::{ProcFs, Scanner, ScannerConfig};
-    let Some((root, _turn)) = runnable() else { return };
+    let Some((root, _turn)) = runnable() else {
+        return;
+    };
     let (pod_uid, container_id) = fresh_ids(2);
     let cg = PodCgroup::create(&root, &pod_uid, &container_id);
     // An interactive shell: stdin is the terminal, so it waits in read().
@@ -454,7 +460,9 @@ fn idle_time_of_a_real_shell_resets_when_someone_types() {
 #[test]
 fn the_pid_cursor_finds_a_real_login_without_listing_proc() {
     use sessionguard_agent::scan::{ProcFs, ScanStats, Scanner, ScannerConfig};
-    let Some((root, _turn)) = runnable() else { return };
+    let Some((root, _turn)) = runnable() else {
+        return;
+    };
     let (pod_uid, container_id) = fresh_ids(3);
     let cg = PodCgroup::create(&root, &pod_uid, &container_id);
     let _init = Init::start(&cg.scope);

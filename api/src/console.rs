@@ -3,55 +3,24 @@
 //! (`sessionguard_core::console` holds the rule). The controller and the
 //! plugin both ask it, so they agree on what is a login.
 
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod};
 use sessionguard_core::{ContainerId, Report, Session, console};
 
+use crate::cached_pod::{ContainerKind, PodView};
+
 /// The container with this ID in the pod's status, and its kind from the
-/// spec: what decides whether a terminal in it is a console.
-pub fn container_of(pod: &Pod, id: &ContainerId) -> console::Container {
-    let (Some(spec), Some(status)) = (pod.spec.as_ref(), pod.status.as_ref()) else {
-        return console::Container::Unknown;
-    };
-    let named = |statuses: Option<&Vec<ContainerStatus>>| {
-        statuses?
-            .iter()
-            .find(|c| {
-                c.container_id
-                    .as_deref()
-                    .and_then(|s| ContainerId::from_status(s).ok())
-                    .as_ref()
-                    == Some(id)
-            })
-            .map(|c| c.name.clone())
-    };
-    let tty = |containers: Option<&Vec<Container>>, name: &str| {
-        containers
-            .into_iter()
-            .flatten()
-            .find(|c| c.name == name)
-            .map(|c| c.tty == Some(true))
-    };
-    if named(status.ephemeral_container_statuses.as_ref()).is_some() {
-        return console::Container::Ephemeral;
-    }
-    // A container the status names is in the spec; one the spec does not
-    // list has no tty (the controller's cache keeps only `tty: true`
-    // containers of a spec: a kept `Container` costs kilobytes a pod).
-    let regular = named(status.container_statuses.as_ref())
-        .map(|n| tty(Some(&spec.containers), &n).unwrap_or(false))
-        .or_else(|| {
-            named(status.init_container_statuses.as_ref())
-                .map(|n| tty(spec.init_containers.as_ref(), &n).unwrap_or(false))
-        });
-    match regular {
-        Some(tty) => console::Container::Regular { tty },
+/// spec: what decides whether a terminal in it is a console. A container the
+/// status does not name yet (just started) is unknown.
+pub fn container_of(pod: &impl PodView, id: &ContainerId) -> console::Container {
+    match pod.container(id) {
+        Some(c) if c.kind == ContainerKind::Ephemeral => console::Container::Ephemeral,
+        Some(c) => console::Container::Regular { tty: c.tty },
         None => console::Container::Unknown,
     }
 }
 
 /// The pod's sessions in `report` that are logins, consoles decided from the
 /// pod's spec, named after the pod (reports carry UIDs only).
-pub fn logins(pod: &Pod, report: &Report) -> Vec<Session> {
+pub fn logins(pod: &impl PodView, report: &Report) -> Vec<Session> {
     let uid = crate::reported_uid(pod).unwrap_or_default();
     let mut sessions: Vec<Session> = report
         .sessions
@@ -68,6 +37,7 @@ pub fn logins(pod: &Pod, report: &Report) -> Vec<Session> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
 
     fn id(c: char) -> ContainerId {
         ContainerId::parse(&c.to_string().repeat(64)).unwrap()

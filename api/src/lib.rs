@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use sessionguard_core::Report;
 pub use sessionguard_core::notice::{Notice, ReportStatus};
 
+mod cached_pod;
 mod console;
 mod pod;
+pub use cached_pod::{CachedContainer, CachedPod, ContainerKind, PodView};
 pub use console::{container_of, logins};
 pub use pod::{config_hash, container_name, name_sessions, reported_uid};
 

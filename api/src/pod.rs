@@ -3,8 +3,9 @@
 //! identity has no pod read), so reports carry UIDs and container IDs only;
 //! the controller and the plugin, which read pods anyway, name them here.
 
-use k8s_openapi::api::core::v1::Pod;
 use sessionguard_core::{ContainerId, PodUid, Session, keys};
+
+use crate::cached_pod::PodView;
 
 /// The UID under which an agent reports this pod's sessions: the API UID,
 /// or for a mirror pod its static pod's config hash (the kubelet runs the
@@ -12,13 +13,13 @@ use sessionguard_core::{ContainerId, PodUid, Session, keys};
 /// mirror). A pod is a mirror pod when it has `kubernetes.io/config.mirror`,
 /// which the API server lets nobody add or remove after creation; its value
 /// is the hash, and `kubernetes.io/config.hash` repeats it.
-pub fn reported_uid(pod: &Pod) -> Option<String> {
-    config_hash(pod).or_else(|| pod.metadata.uid.as_deref().map(str::to_ascii_lowercase))
+pub fn reported_uid(pod: &impl PodView) -> Option<String> {
+    config_hash(pod).or_else(|| pod.meta().uid.as_deref().map(str::to_ascii_lowercase))
 }
 
 /// A mirror pod's config hash, lowercase; `None` for any other pod.
-pub fn config_hash(pod: &Pod) -> Option<String> {
-    let ann = pod.metadata.annotations.as_ref()?;
+pub fn config_hash(pod: &impl PodView) -> Option<String> {
+    let ann = pod.meta().annotations.as_ref()?;
     let mirror = ann.get(keys::CONFIG_MIRROR)?;
     [Some(mirror), ann.get(keys::CONFIG_HASH)]
         .into_iter()
@@ -28,33 +29,17 @@ pub fn config_hash(pod: &Pod) -> Option<String> {
 }
 
 /// The name of the container with this ID, from the pod's status.
-pub fn container_name(pod: &Pod, id: &ContainerId) -> Option<String> {
-    let status = pod.status.as_ref()?;
-    [
-        &status.container_statuses,
-        &status.init_container_statuses,
-        &status.ephemeral_container_statuses,
-    ]
-    .into_iter()
-    .flatten()
-    .flatten()
-    .find(|c| {
-        c.container_id
-            .as_deref()
-            .and_then(|raw| ContainerId::from_status(raw).ok())
-            .as_ref()
-            == Some(id)
-    })
-    .map(|c| c.name.clone())
+pub fn container_name(pod: &impl PodView, id: &ContainerId) -> Option<String> {
+    pod.container(id).map(|c| c.name.clone())
 }
 
 /// Fills namespace, pod and container names from the pod into sessions
 /// reported for it; a container the status does not show yet keeps what the
 /// report said (nothing, from an agent without `--pod-names`).
-pub fn name_sessions(pod: &Pod, sessions: &mut [Session]) {
+pub fn name_sessions(pod: &impl PodView, sessions: &mut [Session]) {
     for s in sessions {
-        s.namespace = pod.metadata.namespace.clone();
-        s.pod_name = pod.metadata.name.clone();
+        s.namespace = pod.meta().namespace.clone();
+        s.pod_name = pod.meta().name.clone();
         if let Some(c) = container_name(pod, &s.container_id) {
             s.container_name = Some(c);
         }
@@ -64,6 +49,7 @@ pub fn name_sessions(pod: &Pod, sessions: &mut [Session]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
 
     const HASH: &str = "5b2d8bd2d9a4f2e8e7c5a3a0f9b7e6d1";
 

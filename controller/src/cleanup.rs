@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
+use sessionguard_api::CachedPod;
 use sessionguard_core::keys;
 use sessionguard_core::uninstall::{Changes, pod_undo};
 
@@ -274,7 +274,7 @@ async fn pass(writer: &Writer, metrics: &Metrics, counts: &mut Counts) -> Result
         }
     }
 
-    let pods: Api<Pod> = Api::all(client.clone());
+    let pods: Api<CachedPod> = Api::all(client.clone());
     let mut token: Option<String> = None;
     loop {
         let mut lp = ListParams::default().limit(PAGE);
@@ -315,7 +315,7 @@ async fn restore_pod(writer: &Writer, metrics: &Metrics, listed: &ObjectMeta) ->
         listed.namespace.clone().unwrap_or_default(),
         listed.name.clone().unwrap_or_default(),
     );
-    let api: Api<Pod> = Api::namespaced(writer.client().clone(), &ns);
+    let api: Api<CachedPod> = Api::namespaced(writer.client().clone(), &ns);
     let mut meta = listed.clone();
     for _ in 0..3 {
         let empty = BTreeMap::new();

@@ -13,10 +13,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetSpec, StatefulSetStatus, StatefulSetUpdateStrategy,
 };
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
+use sessionguard_api::CachedPod;
 use sessionguard_core::fixtures::{SessionBuilder, protect_pass, session as core_session};
 use sessionguard_core::interaction::{Interaction, login_user, rfc3339};
 use sessionguard_core::keys;
@@ -37,10 +37,10 @@ fn uid_for(name: &str) -> String {
 
 // === impl PodBuilder ===
 
-pub struct PodBuilder(Pod);
+pub struct PodBuilder(CachedPod);
 
 pub fn pod(name: &str) -> PodBuilder {
-    PodBuilder(Pod {
+    PodBuilder(CachedPod {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some("ops".into()),
@@ -50,11 +50,8 @@ pub fn pod(name: &str) -> PodBuilder {
             annotations: Some(BTreeMap::new()),
             ..Default::default()
         },
-        spec: Some(PodSpec {
-            node_name: Some("node-a".into()),
-            ..Default::default()
-        }),
-        status: None,
+        node_name: Some("node-a".into()),
+        ..CachedPod::default()
     })
 }
 
@@ -87,7 +84,7 @@ impl PodBuilder {
         self
     }
     pub fn on_node(mut self, node: &str) -> Self {
-        self.0.spec.get_or_insert_default().node_name = Some(node.into());
+        self.0.node_name = Some(node.into());
         self
     }
     /// The interaction record of one login by `uid` at `at`, as the
@@ -116,17 +113,10 @@ impl PodBuilder {
         self.labelled(keys::REVISION_HASH, revision)
     }
     pub fn ready(mut self) -> Self {
-        self.0.status = Some(PodStatus {
-            conditions: Some(vec![PodCondition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        });
+        self.0.ready = true;
         self
     }
-    pub fn build(self) -> Pod {
+    pub fn build(self) -> CachedPod {
         self.0
     }
 }
@@ -134,7 +124,7 @@ impl PodBuilder {
 // === PodDisruptionBudgets ===
 
 /// The PDB an earlier reconcile created for `pod`, as the API server holds it.
-pub fn our_pdb(pod: &Pod) -> PodDisruptionBudget {
+pub fn our_pdb(pod: &CachedPod) -> PodDisruptionBudget {
     let mut pdb = pdb::desired(pod);
     pdb.metadata.uid = Some(uid_for(&format!("pdb/{}", pod.name_any())));
     pdb.metadata.resource_version = Some("7".into());
@@ -142,7 +132,7 @@ pub fn our_pdb(pod: &Pod) -> PodDisruptionBudget {
 }
 
 /// Someone else's PDB that happens to carry our name for `pod`.
-pub fn foreign_pdb(pod: &Pod) -> PodDisruptionBudget {
+pub fn foreign_pdb(pod: &CachedPod) -> PodDisruptionBudget {
     let mut pdb = our_pdb(pod);
     pdb.metadata.labels = Some(BTreeMap::from([("team".into(), "dba".into())]));
     pdb.metadata.owner_references = None;
@@ -202,6 +192,6 @@ impl StatefulSetBuilder {
 
 /// A login on `pod`: `bash` on pts/0 in container `main`, by uid 1000 (core's
 /// session fixture, placed in the pod).
-pub fn session(pod: &Pod) -> SessionBuilder {
+pub fn session(pod: &CachedPod) -> SessionBuilder {
     core_session().in_pod(&pod.uid().expect("fixture pods have a UID"))
 }

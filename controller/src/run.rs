@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use futures::{Future, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
 use prometheus_client::registry::Registry;
+use sessionguard_api::CachedPod;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -61,7 +61,7 @@ pub async fn run(config: Config) -> Result<()> {
     let cache = Arc::new(Cache::new(stores, config.agent_grace));
     let memory = Arc::new(Memory::default());
     let events = Recorder::new(writer.clone(), identity.clone());
-    let (pod_tx, pod_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
+    let (pod_tx, pod_rx) = mpsc::unbounded_channel::<ObjectRef<CachedPod>>();
     let (sts_tx, sts_rx) = mpsc::unbounded_channel::<ObjectRef<StatefulSet>>();
     let (node_tx, node_rx) = mpsc::unbounded_channel::<String>();
     let wake_gate = Gate::default();
@@ -488,7 +488,7 @@ async fn hold_lease(
 fn start_controllers(
     config: &Config,
     ctx: Arc<Context>,
-    pods: mpsc::UnboundedReceiver<ObjectRef<Pod>>,
+    pods: mpsc::UnboundedReceiver<ObjectRef<CachedPod>>,
     statefulsets: mpsc::UnboundedReceiver<ObjectRef<StatefulSet>>,
     stop: watch::Receiver<bool>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
@@ -498,7 +498,7 @@ fn start_controllers(
     // The watches run on their own (every replica); the controllers only
     // schedule what they are woken for, looked up in the warm stores.
     let ctl_cfg = controller::Config::default().concurrency(config.concurrency);
-    let pod_ctl = Controller::for_stream(no_stream::<Pod>(), ctx.cache.stores.pods.clone())
+    let pod_ctl = Controller::for_stream(no_stream::<CachedPod>(), ctx.cache.stores.pods.clone())
         .with_config(ctl_cfg.clone())
         .reconcile_on(UnboundedReceiverStream::new(pods))
         .graceful_shutdown_on(until_stopped(stop.clone()))

@@ -7,6 +7,7 @@ pub const PROTECT: &str = "sessionguard.io/protect";
 /// Pod/owner annotation: never create a PDB for it (ours).
 pub const NO_PDB: &str = "sessionguard.io/no-pdb";
 /// login-protector's keys, honoured unchanged as aliases.
+pub const LP_PREFIX: &str = "login-protector.cybozu.io/";
 pub const LP_PROTECT: &str = "login-protector.cybozu.io/protect";
 pub const LP_NO_PDB: &str = "login-protector.cybozu.io/no-pdb";
 
@@ -63,6 +64,25 @@ pub const POD_UID_LABEL: &str = "sessionguard.io/pod-uid";
 /// The StatefulSet controller's revision label on each pod.
 pub const REVISION_HASH: &str = "controller-revision-hash";
 
+/// Whether the controller reads this label or annotation key on a pod: ours,
+/// login-protector's, the autoscalers' eviction keys it saves and sets, the
+/// kubelet's mirror keys and the StatefulSet's revision. The pod cache keeps
+/// only these (a pod's other labels and annotations are most of its cached
+/// bytes); a new reader of another key on pods must add it here.
+pub fn read_on_pods(key: &str) -> bool {
+    key.starts_with(PREFIX)
+        || key.starts_with(LP_PREFIX)
+        || [
+            CA_SAFE_TO_EVICT,
+            KARPENTER_DO_NOT_DISRUPT,
+            CONFIG_MIRROR,
+            CONFIG_HASH,
+            REVISION_HASH,
+            MANAGED_BY,
+        ]
+        .contains(&key)
+}
+
 /// The SessionReport custom resource agents write (one per node).
 pub const REPORT_GROUP: &str = "sessionguard.io";
 pub const REPORT_VERSION: &str = "v1alpha1";
@@ -82,3 +102,41 @@ pub const LAST_GROUPS: &str = "sessionguard.io/last-groups";
 /// Bound on each of the free-text annotations above: a pod's annotations
 /// share a 256 KiB budget with everything else on it.
 pub const LAST_COMMAND_MAX: usize = 512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pod_cache_keeps_every_key_read_on_pods_and_no_other() {
+        for k in [
+            PROTECT,
+            NO_PDB,
+            LP_PROTECT,
+            LP_NO_PDB,
+            INTERACTED,
+            FIRST_INTERACTION,
+            EVICT_AT,
+            SAVED_ANNOTATIONS,
+            CA_SAFE_TO_EVICT,
+            KARPENTER_DO_NOT_DISRUPT,
+            CONFIG_MIRROR,
+            CONFIG_HASH,
+            POD_UID_LABEL,
+            REVISION_HASH,
+            LAST_INTERACTOR,
+        ] {
+            assert!(read_on_pods(k), "{k}");
+        }
+        for k in [
+            "app",
+            "pod-template-hash",
+            "prometheus.io/scrape",
+            "kubernetes.io/config.source",
+            "sessionguard.io",
+            "login-protector.cybozu.io",
+        ] {
+            assert!(!read_on_pods(k), "{k}");
+        }
+    }
+}

@@ -110,7 +110,7 @@ struct NodeLabels {
 pub fn cordoned_view(cache: &Cache) -> Vec<(String, usize)> {
     let mut per_node: std::collections::BTreeMap<String, usize> = Default::default();
     for pod in cache.stores.pods.state() {
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+        let Some(node) = pod.node_name.as_deref() else {
             continue;
         };
         if cache.our_pdb(&pod).is_some() && cache.cordoned(node) {

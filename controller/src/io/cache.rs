@@ -9,11 +9,12 @@ use std::time::Duration;
 use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use sessionguard_api::CachedPod;
 use sessionguard_core::idle::counts_for_protection;
 use sessionguard_core::notice::Notice;
 use sessionguard_core::protection::{Map, OptIn, pdb_name};
@@ -25,7 +26,7 @@ use crate::io::report_index::{Liveness, PathPart, ReportIndex};
 
 #[derive(Clone)]
 pub struct Stores {
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     pub pdbs: Store<PodDisruptionBudget>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub statefulsets: Store<StatefulSet>,
@@ -131,17 +132,17 @@ impl Cache {
 
     /// The pod an agent reports under `uid`: its API UID, or a mirror pod's
     /// config hash.
-    pub fn pod_by_uid(&self, uid: &str) -> Option<Arc<Pod>> {
+    pub fn pod_by_uid(&self, uid: &str) -> Option<Arc<CachedPod>> {
         let r = self.pod_ref_by_uid(uid)?;
         self.stores.pods.get(&r)
     }
 
-    pub fn pod_ref_by_uid(&self, uid: &str) -> Option<ObjectRef<Pod>> {
+    pub fn pod_ref_by_uid(&self, uid: &str) -> Option<ObjectRef<CachedPod>> {
         self.pods_index.read().expect("pod index lock").by_uid(uid)
     }
 
     /// A pod the watch has seen (added, changed, listed) or deleted: the index follows.
-    pub(crate) fn index_pod(&self, pod: &Pod, deleted: bool) {
+    pub(crate) fn index_pod(&self, pod: &CachedPod, deleted: bool) {
         let mut ix = self.pods_index.write().expect("pod index lock");
         match (deleted, pod.uid()) {
             (false, _) => ix.apply(pod),
@@ -152,7 +153,7 @@ impl Cache {
 
     /// The index's entries, resolved through the store: only pods the store
     /// still holds under that UID (see `pod_index` on stale entries).
-    fn resolve(&self, entries: Vec<(String, ObjectRef<Pod>)>) -> Vec<Arc<Pod>> {
+    fn resolve(&self, entries: Vec<(String, ObjectRef<CachedPod>)>) -> Vec<Arc<CachedPod>> {
         entries
             .into_iter()
             .filter_map(|(uid, r)| {
@@ -167,9 +168,9 @@ impl Cache {
     /// The pod's sessions from its own node's report (never another node's),
     /// found by the UID its agent sees (a mirror pod's: its config hash) and
     /// named after the pod: agents report UIDs only.
-    pub fn liveness(&self, pod: &Pod, now: Timestamp) -> Liveness {
+    pub fn liveness(&self, pod: &CachedPod, now: Timestamp) -> Liveness {
         let (Some(node), Some(uid)) = (
-            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            pod.node_name.as_deref(),
             sessionguard_api::reported_uid(pod),
         ) else {
             return Liveness::NoReport;
@@ -225,7 +226,7 @@ impl Cache {
     }
 
     /// Opt-in as declared on the pod, its owners and its namespace.
-    pub fn opt_in(&self, pod: &Pod) -> OptIn {
+    pub fn opt_in(&self, pod: &CachedPod) -> OptIn {
         let ns = pod.namespace().unwrap_or_default();
         let mut objects: Vec<(Map, Map)> = vec![(pod.labels().clone(), pod.annotations().clone())];
         for owner in pod.owner_references() {
@@ -289,16 +290,16 @@ impl Cache {
     }
 
     /// The pods on `node` that sessionguard protects now (our PDB exists).
-    pub fn protected_on(&self, node: &str) -> Vec<Arc<Pod>> {
+    pub fn protected_on(&self, node: &str) -> Vec<Arc<CachedPod>> {
         let on_node = self
             .pods_index
             .read()
             .expect("pod index lock")
             .on_node(node);
-        let mut pods: Vec<Arc<Pod>> = self
+        let mut pods: Vec<Arc<CachedPod>> = self
             .resolve(on_node)
             .into_iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+            .filter(|p| p.node_name.as_deref() == Some(node))
             .filter(|p| self.our_pdb(p).is_some())
             .collect();
         pods.sort_by_key(|p| (p.namespace(), p.name_any()));
@@ -314,7 +315,7 @@ impl Cache {
     }
 
     /// Our PDB for this pod, if the store has one (never a foreign PDB).
-    pub fn our_pdb(&self, pod: &Pod) -> Option<Arc<PodDisruptionBudget>> {
+    pub fn our_pdb(&self, pod: &CachedPod) -> Option<Arc<PodDisruptionBudget>> {
         let ns = pod.namespace()?;
         let pdb = self
             .stores
@@ -324,7 +325,7 @@ impl Cache {
     }
 
     /// The StatefulSet controlling the pod, if any.
-    pub fn owner_statefulset(&self, pod: &Pod) -> Option<Arc<StatefulSet>> {
+    pub fn owner_statefulset(&self, pod: &CachedPod) -> Option<Arc<StatefulSet>> {
         let ns = pod.namespace()?;
         let owner = pod
             .owner_references()
@@ -336,7 +337,7 @@ impl Cache {
     }
 
     /// The pods the StatefulSet controls.
-    pub fn pods_of(&self, sts: &StatefulSet) -> Vec<Arc<Pod>> {
+    pub fn pods_of(&self, sts: &StatefulSet) -> Vec<Arc<CachedPod>> {
         let ns = sts.namespace();
         let Some(uid) = sts.metadata.uid.as_deref() else {
             return Vec::new();
@@ -359,7 +360,12 @@ impl Cache {
 
     /// Is anyone logged in to the pod (not idle past `idle_release`), or is
     /// its protection still held?
-    pub fn logged_in(&self, pod: &Pod, now: Timestamp, idle_release: Option<Duration>) -> bool {
+    pub fn logged_in(
+        &self,
+        pod: &CachedPod,
+        now: Timestamp,
+        idle_release: Option<Duration>,
+    ) -> bool {
         let live = match self.liveness(pod, now) {
             Liveness::Fresh { sessions, .. } => sessions
                 .iter()
@@ -384,7 +390,7 @@ fn within<K: kube::Resource<DynamicType = ()>>(name: &str, ns: &str) -> ObjectRe
 }
 
 /// A PDB is ours if it carries our label and is owned by the pod.
-pub fn is_ours(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
+pub fn is_ours(pdb: &PodDisruptionBudget, pod: &CachedPod) -> bool {
     pdb.labels().get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGER)
         && pdb
             .owner_references()
@@ -405,7 +411,7 @@ mod tests {
 
     /// A static pod's mirror: the kubelet's annotations carry the config hash
     /// that the static pod's cgroup, and so its agent's report, names.
-    fn mirror() -> k8s_openapi::api::core::v1::Pod {
+    fn mirror() -> sessionguard_api::CachedPod {
         pod("etcd-node-a")
             .annotated(keys::CONFIG_MIRROR, HASH)
             .annotated(keys::CONFIG_HASH, HASH)

@@ -8,11 +8,12 @@
 //! not retried.
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
+use sessionguard_api::CachedPod;
 use sessionguard_core::printable::printable;
 
 use crate::io::writer::Writer;
@@ -117,7 +118,7 @@ impl Recorder {
         });
     }
 
-    pub fn on_pod(&self, pod: &Pod, kind: Kind, reason: &'static str, note: String) {
+    pub fn on_pod(&self, pod: &CachedPod, kind: Kind, reason: &'static str, note: String) {
         self.emit(object_ref(pod), kind, reason, note);
     }
 }
@@ -137,7 +138,7 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
 }
 
 /// Used in messages: `pod ns/name`.
-pub fn pod_name(pod: &Pod) -> String {
+pub fn pod_name(pod: &CachedPod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
 

@@ -8,46 +8,61 @@
 //! A pod deleted while the watch was down (a relist) leaves a stale entry; the
 //! readers resolve every entry through the store and keep it only if the store
 //! still holds that UID, so a stale entry costs memory, never a wrong answer.
+//!
+//! Its cost is per pod (30,000 at full size), so each pod's UID is one shared
+//! `Arc<str>`, its `ObjectRef` is held once (without the resourceVersion and
+//! UID an `ObjectRef::from_obj` carries: the store's lookups ignore them), and
+//! the owner and node sets hold UIDs, not references.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
+use sessionguard_api::CachedPod;
 
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
-    pod: ObjectRef<Pod>,
-    owner: Option<String>,
-    node: Option<String>,
+    pod: ObjectRef<CachedPod>,
+    owner: Option<Arc<str>>,
+    node: Option<Arc<str>>,
     /// A mirror pod's config hash: the UID its static pod's cgroup (and so
     /// its agent's report) carries.
     hash: Option<String>,
 }
 
+type Uid = Arc<str>;
+
 #[derive(Debug, Default)]
 pub struct PodIndex {
-    by_uid: HashMap<String, Entry>,
+    by_uid: HashMap<Uid, Entry>,
     /// Mirror pods' config hash → pod UID.
-    by_hash: HashMap<String, String>,
-    /// Controller UID → pod UID → pod.
-    by_owner: HashMap<String, HashMap<String, ObjectRef<Pod>>>,
-    /// Node name → pod UID → pod.
-    by_node: HashMap<String, HashMap<String, ObjectRef<Pod>>>,
+    by_hash: HashMap<String, Uid>,
+    /// Controller UID → UIDs of its pods.
+    by_owner: HashMap<Arc<str>, HashSet<Uid>>,
+    /// Node name → UIDs of its pods.
+    by_node: HashMap<Arc<str>, HashSet<Uid>>,
 }
 
-fn controller_uid(pod: &Pod) -> Option<String> {
+fn controller_uid(pod: &CachedPod) -> Option<&str> {
     pod.owner_references()
         .iter()
         .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.clone())
+        .map(|o| o.uid.as_str())
 }
 
-fn node_of(pod: &Pod) -> Option<String> {
-    pod.spec.as_ref().and_then(|s| s.node_name.clone())
+/// `key` as the map already holds it (one allocation per node or owner, not
+/// per pod), or a new one.
+fn shared(map: &HashMap<Arc<str>, HashSet<Uid>>, key: &str) -> Arc<str> {
+    map.get_key_value(key)
+        .map_or_else(|| Arc::from(key), |(k, _)| k.clone())
 }
 
-fn unlink(map: &mut HashMap<String, HashMap<String, ObjectRef<Pod>>>, key: &str, uid: &str) {
+fn link(map: &mut HashMap<Arc<str>, HashSet<Uid>>, key: &Arc<str>, uid: &Uid) {
+    map.entry(key.clone()).or_default().insert(uid.clone());
+}
+
+fn unlink(map: &mut HashMap<Arc<str>, HashSet<Uid>>, key: &str, uid: &str) {
     if let Some(set) = map.get_mut(key) {
         set.remove(uid);
         if set.is_empty() {
@@ -59,31 +74,38 @@ fn unlink(map: &mut HashMap<String, HashMap<String, ObjectRef<Pod>>>, key: &str,
 impl PodIndex {
     /// A pod was seen (added, changed, or listed): its node is set once it is
     /// scheduled, so an entry moves then.
-    pub fn apply(&mut self, pod: &Pod) {
-        let Some(uid) = pod.uid() else {
+    pub fn apply(&mut self, pod: &CachedPod) {
+        let Some(uid) = pod.metadata.uid.as_deref() else {
             return;
         };
-        let entry = Entry {
-            pod: ObjectRef::from_obj(pod),
-            owner: controller_uid(pod),
-            node: node_of(pod),
-            hash: sessionguard_api::config_hash(pod),
-        };
-        if self.by_uid.get(&uid) == Some(&entry) {
+        let mut pod_ref = ObjectRef::new(&pod.name_any());
+        if let Some(ns) = pod.metadata.namespace.as_deref() {
+            pod_ref = pod_ref.within(ns);
+        }
+        let owner = controller_uid(pod);
+        let node = pod.node_name.as_deref();
+        let hash = sessionguard_api::config_hash(pod);
+        if let Some(e) = self.by_uid.get(uid)
+            && e.pod == pod_ref
+            && e.owner.as_deref() == owner
+            && e.node.as_deref() == node
+            && e.hash == hash
+        {
             return;
         }
-        self.remove(&uid);
+        self.remove(uid);
+        let uid: Uid = Arc::from(uid);
+        let entry = Entry {
+            pod: pod_ref,
+            owner: owner.map(|o| shared(&self.by_owner, o)),
+            node: node.map(|n| shared(&self.by_node, n)),
+            hash,
+        };
         if let Some(o) = &entry.owner {
-            self.by_owner
-                .entry(o.clone())
-                .or_default()
-                .insert(uid.clone(), entry.pod.clone());
+            link(&mut self.by_owner, o, &uid);
         }
         if let Some(n) = &entry.node {
-            self.by_node
-                .entry(n.clone())
-                .or_default()
-                .insert(uid.clone(), entry.pod.clone());
+            link(&mut self.by_node, n, &uid);
         }
         if let Some(h) = &entry.hash {
             self.by_hash.insert(h.clone(), uid.clone());
@@ -104,7 +126,7 @@ impl PodIndex {
         }
         // A recreated mirror pod may hold the hash already: only ours goes.
         if let Some(h) = &old.hash
-            && self.by_hash.get(h).is_some_and(|u| u == uid)
+            && self.by_hash.get(h).is_some_and(|u| &**u == uid)
         {
             self.by_hash.remove(h);
         }
@@ -112,27 +134,30 @@ impl PodIndex {
 
     /// The pod an agent reports under `uid`: its API UID, or a mirror pod's
     /// config hash.
-    pub fn by_uid(&self, uid: &str) -> Option<ObjectRef<Pod>> {
-        let uid = self.by_hash.get(uid).map_or(uid, String::as_str);
+    pub fn by_uid(&self, uid: &str) -> Option<ObjectRef<CachedPod>> {
+        let uid = self.by_hash.get(uid).map_or(uid, |u| &**u);
         self.by_uid.get(uid).map(|e| e.pod.clone())
     }
 
     /// (pod UID, pod) of the pods whose controller has this UID.
-    pub fn owned_by(&self, owner_uid: &str) -> Vec<(String, ObjectRef<Pod>)> {
-        collect(self.by_owner.get(owner_uid))
+    pub fn owned_by(&self, owner_uid: &str) -> Vec<(String, ObjectRef<CachedPod>)> {
+        self.collect(self.by_owner.get(owner_uid))
     }
 
     /// (pod UID, pod) of the pods on this node.
-    pub fn on_node(&self, node: &str) -> Vec<(String, ObjectRef<Pod>)> {
-        collect(self.by_node.get(node))
+    pub fn on_node(&self, node: &str) -> Vec<(String, ObjectRef<CachedPod>)> {
+        self.collect(self.by_node.get(node))
     }
-}
 
-fn collect(set: Option<&HashMap<String, ObjectRef<Pod>>>) -> Vec<(String, ObjectRef<Pod>)> {
-    set.into_iter()
-        .flatten()
-        .map(|(u, r)| (u.clone(), r.clone()))
-        .collect()
+    fn collect(&self, set: Option<&HashSet<Uid>>) -> Vec<(String, ObjectRef<CachedPod>)> {
+        set.into_iter()
+            .flatten()
+            .filter_map(|u| {
+                let e = self.by_uid.get(u)?;
+                Some((u.to_string(), e.pod.clone()))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -140,7 +165,7 @@ mod tests {
     use super::*;
     use crate::fixtures::{pod, statefulset};
 
-    fn names(v: Vec<(String, ObjectRef<Pod>)>) -> Vec<String> {
+    fn names(v: Vec<(String, ObjectRef<CachedPod>)>) -> Vec<String> {
         let mut n: Vec<String> = v.into_iter().map(|(_, r)| r.name).collect();
         n.sort();
         n

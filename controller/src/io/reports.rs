@@ -126,7 +126,7 @@ impl ReportWatch {
             let Some(pod) = self.cache.pod_by_uid(s.pod_uid.as_str()) else {
                 return true; // unknown pod: harmless, matched by UID and node later
             };
-            let pod_node = pod.spec.as_ref().and_then(|p| p.node_name.as_deref()).unwrap_or("");
+            let pod_node = pod.node_name.as_deref().unwrap_or("");
             if pod_node == report.node {
                 return true;
             }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeSpec, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeSpec};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
@@ -19,6 +19,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use sessionguard_api::CachedPod;
 use sessionguard_core::keys;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -31,7 +32,7 @@ pub const POD_PAGE: u32 = 100;
 
 /// The writing halves of the cache's stores, handed to the watches.
 pub struct StoreWriters {
-    pods: Writer<Pod>,
+    pods: Writer<CachedPod>,
     pdbs: Writer<PodDisruptionBudget>,
     namespaces: Writer<PartialObjectMeta<Namespace>>,
     statefulsets: Writer<StatefulSet>,
@@ -113,15 +114,15 @@ impl<T> Wakes<T> {
 #[derive(Clone)]
 pub struct PodWaker {
     cache: Arc<Cache>,
-    wakes: Wakes<ObjectRef<Pod>>,
+    wakes: Wakes<ObjectRef<CachedPod>>,
 }
 
 impl PodWaker {
-    pub fn new(cache: Arc<Cache>, wakes: Wakes<ObjectRef<Pod>>) -> Self {
+    pub fn new(cache: Arc<Cache>, wakes: Wakes<ObjectRef<CachedPod>>) -> Self {
         Self { cache, wakes }
     }
 
-    pub fn wake(&self, pod: ObjectRef<Pod>) {
+    pub fn wake(&self, pod: ObjectRef<CachedPod>) {
         self.wakes.send(pod);
     }
 
@@ -146,7 +147,7 @@ impl PodWaker {
         for pod in self.cache.stores.pods.state() {
             let ours = pod.labels().contains_key(keys::POD_UID_LABEL)
                 || pod.labels().contains_key(keys::INTERACTED);
-            let uid = sessionguard_api::reported_uid(&pod).unwrap_or_default();
+            let uid = sessionguard_api::reported_uid(&*pod).unwrap_or_default();
             if (ours || reported.remove(&uid)) && (ns.is_none() || pod.namespace().as_deref() == ns)
             {
                 self.wake(ObjectRef::from_obj(&*pod));
@@ -199,16 +200,14 @@ pub fn start(
     let pods = reflector::reflector(
         writers.pods,
         watcher(
-            Api::<Pod>::all(client.clone()),
-            // A page of the initial list is decoded whole, as full Pods, before
-            // `trim` sees one: at kube's default of 500 the decoded page (managedFields
-            // as JSON maps above all) was most of the controller's heap peak
-            // (heaptrack, README). 100 cuts that fivefold for 5x the list requests.
+            // Decoded straight into the cached pod (see `sessionguard_api::CachedPod`):
+            // no full Pod, no managedFields, is built for the cache, and a list
+            // page costs what its response text does.
+            Api::<CachedPod>::all(client.clone()),
+            // Pages of 100 rather than kube's 500: a page's body is held whole
+            // while it decodes (heaptrack, README).
             watcher::Config::default().page_size(POD_PAGE),
-        )
-        // Only what decisions read (see `trim`): most of a pod is spec and
-        // managedFields the controller never looks at.
-        .modify(trim::trim_pod),
+        ),
     )
     .default_backoff()
     .inspect(move |ev| match ev {

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use sessionguard_api::CachedPod;
 use sessionguard_core::backoff::Backoff;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::protection::OptIn;
@@ -66,7 +66,7 @@ impl Settings {
 }
 
 /// Whether drift eviction applies to this pod (its namespace).
-pub fn eviction_for(ctx: &Context, pod: &Pod) -> Eviction<'static> {
+pub fn eviction_for(ctx: &Context, pod: &CachedPod) -> Eviction<'static> {
     let ns = pod.namespace().unwrap_or_default();
     ctx.settings
         .evict
@@ -76,7 +76,7 @@ pub fn eviction_for(ctx: &Context, pod: &Pod) -> Eviction<'static> {
 /// Returns when to look again, if eviction is pending.
 pub async fn step(
     ctx: &Context,
-    pod: &Pod,
+    pod: &CachedPod,
     logins: &[Session],
     opt: &OptIn,
     record: Option<&Interaction>,
@@ -104,7 +104,7 @@ pub async fn step(
 /// EvictionScheduled, once per pod (per controller run).
 fn announce_once(
     ctx: &Context,
-    pod: &Pod,
+    pod: &CachedPod,
     record: &Interaction,
     evict_at: Timestamp,
     now: Timestamp,
@@ -131,7 +131,7 @@ fn announce_once(
 }
 
 /// Due, but someone is logged in to this protected pod: wait for the logout.
-fn postpone(ctx: &Context, pod: &Pod, logins: usize, evict_at: Timestamp, now: Timestamp) {
+fn postpone(ctx: &Context, pod: &CachedPod, logins: usize, evict_at: Timestamp, now: Timestamp) {
     let uid = pod.uid().unwrap_or_default();
     let first = ctx
         .memory
@@ -153,7 +153,7 @@ fn postpone(ctx: &Context, pod: &Pod, logins: usize, evict_at: Timestamp, now: T
 
 async fn evict(
     ctx: &Context,
-    pod: &Pod,
+    pod: &CachedPod,
     record: &Interaction,
     evict_at: Timestamp,
     now: Timestamp,

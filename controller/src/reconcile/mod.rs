@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::Eviction;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::core::Status;
 use kube::runtime::reflector::ObjectRef;
+use sessionguard_api::CachedPod;
 use sessionguard_core::pod_plan;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -81,8 +81,8 @@ impl Context {
 /// Built here rather than with kube's `Api::evict`, whose body names the field
 /// `delete_options`: the API server knows only `deleteOptions` and drops the
 /// unknown field, and the UID precondition with it.
-async fn evict_pod(ctx: &Context, pod: &Pod) -> Result<()> {
-    let api: Api<Pod> = Api::namespaced(
+async fn evict_pod(ctx: &Context, pod: &CachedPod) -> Result<()> {
+    let api: Api<CachedPod> = Api::namespaced(
         ctx.writer.client().clone(),
         &pod.namespace().unwrap_or_default(),
     );

@@ -12,9 +12,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
+use sessionguard_api::CachedPod;
 use sessionguard_core::drain::{CordonStep, cordon_step};
 use sessionguard_core::interaction::{login_user, rfc3339};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -59,7 +59,7 @@ pub async fn run(ctx: Arc<Context>, mut woken: UnboundedReceiver<String>) {
     }
 }
 
-fn note(ctx: &Context, node: &str, pods: &[Arc<Pod>], now: Timestamp) -> String {
+fn note(ctx: &Context, node: &str, pods: &[Arc<CachedPod>], now: Timestamp) -> String {
     let named: Vec<String> = pods
         .iter()
         .take(NAMED_MAX)

@@ -83,7 +83,7 @@ async fn step(
         let Some(pod) = ctx.cache.pod_by_uid(&uid) else {
             continue;
         };
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+        let Some(node) = pod.node_name.clone() else {
             continue;
         };
         let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use sessionguard_api::CachedPod;
 use sessionguard_core::keys;
 use sessionguard_core::protection::pdb_name;
 
@@ -19,7 +19,7 @@ use crate::io::cache::is_ours;
 use crate::io::events::{self, Kind};
 
 /// The PDB we want for `pod`.
-pub fn desired(pod: &Pod) -> PodDisruptionBudget {
+pub fn desired(pod: &CachedPod) -> PodDisruptionBudget {
     let uid = pod.uid().unwrap_or_default();
     PodDisruptionBudget {
         metadata: ObjectMeta {
@@ -67,7 +67,7 @@ pub enum Ensured {
 }
 
 /// Creates the PDB unless it exists. Called only when the store shows none of ours.
-pub async fn ensure(ctx: &Context, pod: &Pod) -> Result<Ensured> {
+pub async fn ensure(ctx: &Context, pod: &CachedPod) -> Result<Ensured> {
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.writer.client().clone(), &ns);
     let pdb = desired(pod);

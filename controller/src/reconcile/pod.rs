@@ -1,4 +1,4 @@
-//! Pod reconcile: protection (PDB + autoscaler annotations), the interaction
+//! CachedPod reconcile: protection (PDB + autoscaler annotations), the interaction
 //! record, session events, and (through [`super::evict`]) drift eviction.
 //!
 //! Gather (cache) → decide (`sessionguard_core::pod_plan`) → write (writer),
@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
+use sessionguard_api::CachedPod;
 use sessionguard_core::idle::counts_for_protection;
 use sessionguard_core::interaction::{Interaction, login_user, rfc3339};
 use sessionguard_core::pod_plan::{self, Expiring, Inputs, Plan, PodFacts, Release};
@@ -31,7 +31,7 @@ use crate::io::report_index::Liveness;
 /// re-derived from annotations, so this is only a safety net).
 const RESYNC: Duration = Duration::from_secs(300);
 
-pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(pod: Arc<CachedPod>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.timer("pod");
     ctx.cache.ready().await;
     if pod.metadata.deletion_timestamp.is_some() {
@@ -103,7 +103,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     .await?;
 
     // A cordoned node's count of protected pods may have changed.
-    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+    if let Some(node) = pod.node_name.clone() {
         let _ = ctx.nodes.send(node);
     }
     if let Some(sts) = ctx.cache.owner_statefulset(&pod) {
@@ -132,7 +132,7 @@ struct Seen {
 }
 
 impl Seen {
-    fn gather(ctx: &Context, pod: &Pod, now: Timestamp) -> Self {
+    fn gather(ctx: &Context, pod: &CachedPod, now: Timestamp) -> Self {
         let zero = SignedDuration::ZERO;
         let (logins, node_offset, silent_since, stale_at) = match ctx.cache.liveness(pod, now) {
             Liveness::Fresh {
@@ -161,7 +161,7 @@ impl Seen {
 
     /// The last time a login that counts for protection was seen (one idle
     /// past `--idle-release` does not), which drives the release grace.
-    fn remember_login(&mut self, ctx: &Context, pod: &Pod, now: Timestamp) {
+    fn remember_login(&mut self, ctx: &Context, pod: &CachedPod, now: Timestamp) {
         let pdb = &self.pdb;
         let release = ctx.settings.plan.idle_release;
         let counting = self
@@ -180,7 +180,7 @@ impl Seen {
 
 /// Order matters for the race with a drain: label the pod before the PDB
 /// selects it; delete the PDB before taking the annotations away.
-async fn write_protection(ctx: &Context, pod: &Pod, seen: &Seen, p: &Plan) -> Result<()> {
+async fn write_protection(ctx: &Context, pod: &CachedPod, seen: &Seen, p: &Plan) -> Result<()> {
     if p.protect {
         patch_pod(ctx, pod, &p.labels, &p.annotations).await?;
         if seen.pdb.is_none()
@@ -212,7 +212,7 @@ async fn write_protection(ctx: &Context, pod: &Pod, seen: &Seen, p: &Plan) -> Re
 /// One Warning per protection that nears its cap (remembered per pod: a
 /// restart may repeat it once); and, for the terminal notice, whether it
 /// nears it now.
-fn expiring_event(ctx: &Context, pod: &Pod, logins: &[Session], e: Option<&Expiring>) {
+fn expiring_event(ctx: &Context, pod: &CachedPod, logins: &[Session], e: Option<&Expiring>) {
     let uid = pod.uid().unwrap_or_default();
     ctx.memory.set_expiring(
         &uid,
@@ -245,7 +245,7 @@ fn expiring_event(ctx: &Context, pod: &Pod, logins: &[Session], e: Option<&Expir
     );
 }
 
-fn extended_event(ctx: &Context, pod: &Pod, r: &Interaction) {
+fn extended_event(ctx: &Context, pod: &CachedPod, r: &Interaction) {
     ctx.events.on_pod(
         pod,
         Kind::Normal,
@@ -259,14 +259,14 @@ fn extended_event(ctx: &Context, pod: &Pod, r: &Interaction) {
     );
 }
 
-pub fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(pod: Arc<CachedPod>, err: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(pod = %events::pod_name(&pod), error = %err, "reconcile failed; retrying");
     ctx.failed("pod", err.kind(), Duration::from_secs(2))
 }
 
 async fn patch_pod(
     ctx: &Context,
-    pod: &Pod,
+    pod: &CachedPod,
     labels: &BTreeMap<String, Option<String>>,
     annotations: &BTreeMap<String, Option<String>>,
 ) -> Result<()> {
@@ -294,7 +294,7 @@ async fn patch_pod(
         );
     }
     let patch = serde_json::json!({ "metadata": meta });
-    let api: Api<Pod> = Api::namespaced(
+    let api: Api<CachedPod> = Api::namespaced(
         ctx.writer.client().clone(),
         &pod.namespace().unwrap_or_default(),
     );
@@ -334,7 +334,7 @@ fn container(s: &Session) -> &str {
         .unwrap_or(s.container_id.short())
 }
 
-fn protected_note(pod: &Pod, logins: &[Session]) -> String {
+fn protected_note(pod: &CachedPod, logins: &[Session]) -> String {
     let who: Vec<String> = logins.iter().take(3).map(describe).collect();
     format!(
         "{} login session(s) ({}); PodDisruptionBudget {} (maxUnavailable 0) blocks eviction and drains until the last session ends",
@@ -344,7 +344,7 @@ fn protected_note(pod: &Pod, logins: &[Session]) -> String {
     )
 }
 
-fn release_event(ctx: &Context, pod: &Pod, r: &Release) {
+fn release_event(ctx: &Context, pod: &CachedPod, r: &Release) {
     let (kind, reason, why) = match r {
         Release::SessionsEnded => (
             Kind::Normal,
@@ -406,7 +406,7 @@ fn release_event(ctx: &Context, pod: &Pod, r: &Release) {
 /// SessionStarted/SessionEnded from the difference to what we saw last time.
 /// On the first look after a restart, sessions that the interaction record
 /// already covers are taken as known, so a restart does not replay them.
-fn session_events(ctx: &Context, pod: &Pod, logins: &[Session]) {
+fn session_events(ctx: &Context, pod: &CachedPod, logins: &[Session]) {
     let now: BTreeMap<SessionKey, Session> = logins.iter().map(|s| (s.key(), s.clone())).collect();
     let recorded_until = pod
         .annotations()

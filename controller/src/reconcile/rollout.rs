@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use sessionguard_api::CachedPod;
 use sessionguard_core::keys;
 use sessionguard_core::protection::OptIn;
 use sessionguard_core::rollout::{self as decide, Member, Step, next_step, ordinal};
@@ -99,7 +99,7 @@ struct Rollout {
     update: String,
     replicas: u32,
     updated_replicas: Option<i32>,
-    pods: Vec<Arc<Pod>>,
+    pods: Vec<Arc<CachedPod>>,
     members: Vec<Member>,
 }
 
@@ -137,7 +137,7 @@ impl Rollout {
                         .get(keys::REVISION_HASH)
                         .cloned()
                         .unwrap_or_default(),
-                    ready: ready(p),
+                    ready: p.ready,
                     terminating: p.metadata.deletion_timestamp.is_some()
                         || (in_flight.is_some() && p.uid() == in_flight),
                     logged_in: ctx.cache.logged_in(p, now, ctx.settings.plan.idle_release)
@@ -154,13 +154,6 @@ impl Rollout {
             members,
         })
     }
-}
-
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The step done, and what the rollout is blocked on, if anything (waiting
@@ -204,7 +197,7 @@ async fn act(
 async fn replace(
     ctx: &Context,
     sts: &StatefulSet,
-    pod: &Pod,
+    pod: &CachedPod,
     update: &str,
 ) -> Result<(Action, Option<Blocked>)> {
     match evict_pod(ctx, pod).await {

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -24,6 +23,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
+use sessionguard_api::CachedPod;
 use sessionguard_core::drain::{Refusal, blocked_note, holder};
 use sessionguard_core::eviction::refusal;
 use sessionguard_core::keys;
@@ -55,7 +55,7 @@ pub struct Evictions {
 /// One refused eviction, for the event writer.
 #[derive(Debug)]
 pub struct Blocked {
-    pub pod: Arc<Pod>,
+    pub pod: Arc<CachedPod>,
     /// The authenticated user who asked (a drain's identity, an autoscaler).
     pub by: String,
     pub message: String,
@@ -108,11 +108,7 @@ pub fn review(
         return (resp, "dry_run");
     }
     let by = req.user_info.username.clone().unwrap_or_default();
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default();
+    let node = pod.node_name.clone().unwrap_or_default();
     let user = holder(
         pod.annotations()
             .get(keys::LAST_INTERACTOR)
@@ -176,12 +172,7 @@ pub fn spawn_events(
                     Err(e) => tracing::debug!(error = %e, "event series lost; starting a new one"),
                 }
             }
-            let node = b
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default();
+            let node = b.pod.node_name.clone().unwrap_or_default();
             let note = blocked_note(&b.by, &node, &b.message);
             let ev = events::build(
                 events::object_ref(&*b.pod),

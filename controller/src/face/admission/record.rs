@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use sessionguard_api::CachedPod;
 use sessionguard_core::backoff::Backoff;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::keys;
@@ -74,7 +74,7 @@ impl Sink for Writer {
 
 enum Outcome {
     /// Written; the issues of the record read back (corrected by this write).
-    Recorded(Box<Pod>, Interaction, Vec<String>),
+    Recorded(Box<CachedPod>, Interaction, Vec<String>),
     Gone,
 }
 
@@ -216,7 +216,7 @@ impl Writer {
     }
 
     async fn try_write(&self, r: &Record) -> Result<Outcome, Failure> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &r.namespace);
+        let api: Api<CachedPod> = Api::namespaced(self.client.clone(), &r.namespace);
         let Some(pod) = self.timed("get_pod", api.get_opt(&r.pod)).await? else {
             return Ok(Outcome::Gone);
         };
@@ -250,7 +250,7 @@ impl Writer {
         }
     }
 
-    async fn event(&self, pod: &Pod, r: &Record, rec: Option<&Interaction>) {
+    async fn event(&self, pod: &CachedPod, r: &Record, rec: Option<&Interaction>) {
         let ns = r.namespace.clone();
         let ev = events::build(
             events::object_ref(pod),

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use sessionguard_api::CachedPod;
 use sessionguard_core::keys;
 
 use super::{MERGE_PATCH, OUR_PDB, PDBS, POD, removes};
@@ -15,7 +15,7 @@ use crate::reconcile::{Context, pod};
 /// Runs one pod reconcile in the background, as the controller does.
 fn reconcile(
     ctx: &Arc<Context>,
-    pod: &Pod,
+    pod: &CachedPod,
 ) -> tokio::task::JoinHandle<crate::error::Result<kube::runtime::controller::Action>> {
     tokio::spawn(pod::reconcile(Arc::new(pod.clone()), ctx.clone()))
 }

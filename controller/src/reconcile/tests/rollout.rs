@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use sessionguard_api::CachedPod;
 
 use super::MERGE_PATCH;
 use crate::fixtures::world::{World, world};
@@ -15,7 +15,7 @@ use crate::fixtures::{pod, session, statefulset};
 use crate::reconcile::rollout;
 
 /// `web`, protected, with its three pods at the given revisions, all Ready.
-fn web_at(revisions: [&str; 3]) -> (StatefulSet, Vec<Pod>) {
+fn web_at(revisions: [&str; 3]) -> (StatefulSet, Vec<CachedPod>) {
     let updated = revisions.iter().filter(|r| **r == "web-new").count() as i32;
     let sts = statefulset("web")
         .protected()
@@ -29,7 +29,7 @@ fn web_at(revisions: [&str; 3]) -> (StatefulSet, Vec<Pod>) {
     (sts, pods)
 }
 
-fn with(sts: &StatefulSet, pods: &[Pod]) -> World {
+fn with(sts: &StatefulSet, pods: &[CachedPod]) -> World {
     pods.iter().fold(world().statefulset(sts), |w, p| w.pod(p))
 }
 
