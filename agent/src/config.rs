@@ -122,6 +122,11 @@ pub struct RunArgs {
     /// whoever may scrape metrics). For the SessionReport see `--report-argv`.
     #[arg(long, env = "SESSIONGUARD_SESSIONS_ARGV", default_value_t = false, action = clap::ArgAction::Set)]
     pub sessions_argv: bool,
+    /// Answer `GET /sessions` to callers off loopback too (off: loopback
+    /// only, which is where `kubectl port-forward` arrives; the sessions name
+    /// users, commands and pods, and the port is also the metrics port).
+    #[arg(long, env = "SESSIONGUARD_SESSIONS_REMOTE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub sessions_remote: bool,
     /// Put each session's argv into the SessionReport (off: the command
     /// name and the session's facts only; command lines hold passwords and
     /// tokens, and reports are readable by whoever may list them).

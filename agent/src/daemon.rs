@@ -36,8 +36,15 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         .local_addr()
         .map_err(|e| Error::Http(e.to_string()))?;
     tracing::info!(%addr, node = %args.node_name, proc_root = %args.proc.proc_root.display(), "listening");
-    let server =
-        tokio::spawn(Server::new(registry, rx.clone(), args.sessions_argv).serve(listener));
+    let server = tokio::spawn(
+        Server::new(
+            registry,
+            rx.clone(),
+            args.sessions_argv,
+            args.sessions_remote,
+        )
+        .serve(listener),
+    );
 
     let client = if args.report || args.pod_names {
         Some(

@@ -2,8 +2,10 @@
 //! `GET /sessions` (the current snapshot as JSON, the document the
 //! controller receives, argv left out unless `--sessions-argv`), on the
 //! shared HTTP stack: it only ever serves Prometheus, the kubelet's probes,
-//! and operators with curl. `/sessions` shares the metrics port, and so its
-//! NetworkPolicy (only `networkPolicy.metricsFrom` may reach either).
+//! and operators with curl. `/sessions` names users, commands and pods, so
+//! it answers only callers on loopback (`kubectl port-forward` arrives
+//! there) unless `--sessions-remote`; the metrics port's NetworkPolicy
+//! (`networkPolicy.metricsFrom`) then bounds who else may ask.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
-use sessionguard_http::{Body, Handler, json, shared_routes, text};
+use sessionguard_http::{Body, Handler, Peer, json, shared_routes, text};
 use tokio::net::TcpListener;
 
 use crate::Error;
@@ -22,14 +24,17 @@ pub struct Server {
     snapshot: SnapshotRx,
     /// Serve argv on `/sessions` (opt-in: command lines can hold secrets).
     argv: bool,
+    /// Serve `/sessions` to callers off loopback too.
+    remote: bool,
 }
 
 impl Server {
-    pub fn new(registry: Registry, snapshot: SnapshotRx, argv: bool) -> Arc<Self> {
+    pub fn new(registry: Registry, snapshot: SnapshotRx, argv: bool, remote: bool) -> Arc<Self> {
         Arc::new(Self {
             registry,
             snapshot,
             argv,
+            remote,
         })
     }
 
@@ -64,6 +69,13 @@ impl Handler for Server {
                     None => text(StatusCode::OK, "ok\n"),
                 }
             }
+            "/sessions" if !sessions_allowed(self.remote, req.extensions().get::<Peer>()) => text(
+                StatusCode::FORBIDDEN,
+                "GET /sessions names users and commands: it is served on loopback only. \
+                     Use `kubectl port-forward <agent pod> 9102` and ask 127.0.0.1, or \
+                     `kubectl exec <agent pod> -- sessionguard-agent scan`; \
+                     --sessions-remote=true serves it to every caller the NetworkPolicy admits\n",
+            ),
             "/sessions" => {
                 let mut report = self.snapshot.borrow().report();
                 if !self.argv {
@@ -76,5 +88,42 @@ impl Handler for Server {
                 "try /sessions, /metrics, /healthz or /readyz\n",
             ),
         }
+    }
+}
+
+/// Whether `/sessions` answers this caller: every caller with `remote`, else
+/// only one on loopback (a request without a known peer is refused).
+fn sessions_allowed(remote: bool, peer: Option<&Peer>) -> bool {
+    remote || peer.is_some_and(Peer::is_loopback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(s: &str) -> Peer {
+        Peer(s.parse().unwrap())
+    }
+
+    #[test]
+    fn sessions_are_served_on_loopback_unless_remote_callers_are_allowed() {
+        for local in [
+            "127.0.0.1:5000",
+            "127.3.2.1:5000",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
+            assert!(sessions_allowed(false, Some(&peer(local))), "{local}");
+        }
+        for far in [
+            "10.244.1.7:5000",
+            "192.168.0.1:5000",
+            "[fd00::1]:5000",
+            "[::ffff:10.0.0.1]:5000",
+        ] {
+            assert!(!sessions_allowed(false, Some(&peer(far))), "{far}");
+            assert!(sessions_allowed(true, Some(&peer(far))), "{far}");
+        }
+        assert!(!sessions_allowed(false, None));
     }
 }

@@ -408,7 +408,7 @@ async fn login_protector_replay() -> Result<()> {
     )
     .await?;
     // The interaction label and, for a protected pod, the protection label are
-    // written in one patch, before any PDB: a recorded interaction without the
+    // written in one patch: a recorded interaction without the
     // protection label means the reconcile decided against protecting it.
     let n0 = await_::object(&pods, "nontarget-sts-0", "the interaction recorded", |p| {
         p.metadata

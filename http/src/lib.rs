@@ -41,6 +41,24 @@ pub type Body = Full<Bytes>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientCertificate(pub bool);
 
+/// The address a request came from, in every request's extensions: a
+/// handler may answer some paths to loopback callers only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+impl Peer {
+    /// A caller on this host's (or, in a pod, this pod's) loopback, which is
+    /// where `kubectl port-forward` arrives from.
+    pub fn is_loopback(&self) -> bool {
+        match self.0.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_loopback(),
+            std::net::IpAddr::V6(ip) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        }
+    }
+}
+
 /// Maps one request to one response. Handlers never fail: an error is a
 /// response with a status and a message that says what to do.
 pub trait Handler: Send + Sync + 'static {
@@ -114,6 +132,7 @@ async fn connection<S, H>(
 {
     let svc = service_fn(move |mut req: Request<Incoming>| {
         let handler = handler.clone();
+        req.extensions_mut().insert(Peer(peer));
         if let Some(cert) = cert {
             req.extensions_mut().insert(cert);
         }

@@ -178,14 +178,25 @@ impl Seen {
     }
 }
 
-/// Order matters for the race with a drain: label the pod before the PDB
-/// selects it; delete the PDB before taking the annotations away.
+/// Protecting: the pod's label and its PDB are written at once. The pod is
+/// protected from the moment both exist, whichever lands first: a PDB whose
+/// selector (that label) matches nothing yet blocks nothing, and a label
+/// without its PDB changes nothing. One after the other, each login waited
+/// for two API round trips in a row, under the load a drain brings.
+/// Releasing: delete the PDB before taking the annotations away.
 async fn write_protection(ctx: &Context, pod: &CachedPod, seen: &Seen, p: &Plan) -> Result<()> {
     if p.protect {
-        patch_pod(ctx, pod, &p.labels, &p.annotations).await?;
-        if seen.pdb.is_none()
-            && let pdb::Ensured::Created = pdb::ensure(ctx, pod).await?
-        {
+        let create = async {
+            match seen.pdb {
+                None => pdb::ensure(ctx, pod).await.map(Some),
+                Some(_) => Ok(None),
+            }
+        };
+        let (patched, created) =
+            tokio::join!(patch_pod(ctx, pod, &p.labels, &p.annotations), create);
+        // Announced even if the patch failed: the PDB exists, and the retry
+        // finds it in the store (no second create, no second event).
+        if let Ok(Some(pdb::Ensured::Created)) = created {
             ctx.events.on_pod(
                 pod,
                 Kind::Normal,
@@ -193,6 +204,8 @@ async fn write_protection(ctx: &Context, pod: &CachedPod, seen: &Seen, p: &Plan)
                 protected_note(pod, &seen.logins),
             );
         }
+        patched?;
+        created?;
         return Ok(());
     }
     let deleted = match &seen.pdb {

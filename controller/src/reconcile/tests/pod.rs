@@ -1,4 +1,4 @@
-//! Protection: the pod patch, the PDB, and their order.
+//! Protection: the pod patch and the PDB (written at once), the release and its order.
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ fn reconcile(
 }
 
 #[tokio::test]
-async fn a_login_on_an_opted_in_pod_labels_the_pod_then_creates_its_pdb() {
+async fn a_login_on_an_opted_in_pod_labels_the_pod_and_creates_its_pdb_at_once() {
     let web = pod("web-0").protected().build();
     let uid = web.uid().unwrap();
     let (ctx, mut api) = world()
@@ -30,8 +30,8 @@ async fn a_login_on_an_opted_in_pod_labels_the_pod_then_creates_its_pdb() {
         .start();
     let run = reconcile(&ctx, &web);
 
-    // The label comes first: the PDB's selector must find the pod the moment
-    // the PDB exists, or a drain could slip between the two writes.
+    // Both writes are sent before either is answered: the pod is protected
+    // once both exist, in whichever order they land.
     let patch = api.next().await.is("PATCH", POD);
     assert_eq!(patch.content_type, MERGE_PATCH);
     let meta = &patch.body["metadata"];
@@ -46,9 +46,8 @@ async fn a_login_on_an_opted_in_pod_labels_the_pod_then_creates_its_pdb() {
     assert_eq!(annotations[keys::KARPENTER_DO_NOT_DISRUPT], "true");
     assert!(annotations[keys::SAVED_ANNOTATIONS].is_string());
     assert_eq!(annotations[keys::INTERACTOR], "uid:1000");
-    patch.ok(&web);
-
     let create = api.next().await.is("POST", PDBS);
+    patch.ok(&web);
     let pdb = &create.body;
     assert_eq!(pdb["metadata"]["name"], "sessionguard-web-0");
     assert_eq!(pdb["metadata"]["labels"][keys::MANAGED_BY], keys::MANAGER);
@@ -149,7 +148,7 @@ async fn a_pod_deleted_under_a_logout_is_not_an_error_and_announces_nothing() {
 }
 
 #[tokio::test]
-async fn a_stale_pod_fails_the_reconcile_before_any_pdb_is_created() {
+async fn a_stale_pod_still_gets_its_pdb_and_the_conflict_is_retried() {
     let web = pod("web-0").protected().build();
     let (ctx, mut api) = world()
         .pod(&web)
@@ -157,11 +156,14 @@ async fn a_stale_pod_fails_the_reconcile_before_any_pdb_is_created() {
         .start();
     let run = reconcile(&ctx, &web);
 
+    // The label's patch meets a newer pod (the webhook wrote a record); the
+    // PDB needs nothing from that pod's copy, so it is made all the same.
     api.next().await.is("PATCH", POD).refuse(409, "Conflict");
+    api.next().await.is("POST", PDBS).created();
 
     let err = run.await.unwrap().expect_err("a conflict is retried");
     assert_eq!(err.status(), Some(409), "{err}");
-    assert_eq!(api.finish(ctx).await, ["SessionStarted"]);
+    assert_eq!(api.finish(ctx).await, ["Protected", "SessionStarted"]);
 }
 
 #[tokio::test]
