@@ -221,18 +221,18 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(settings) = config.notice_settings() {
         tokio::spawn(reconcile::notices::run(ctx.clone(), refused, settings));
     }
-    // Wake-ups of the standby time were dropped: look at everything once,
-    // when the caches have listed. Not before: a list still under way at
-    // this moment has woken (through the closed gate) pods its store does
-    // not show until the list ends, so a look now would miss them until the
-    // next resync (a login made while the controller was down, in a run of
-    // 3,000 pods, went unprotected for minutes).
+    // Wake-ups of the standby time were dropped: look at what we have
+    // business with (`first_look`), once the caches have listed. Not before:
+    // a list still under way at this moment has woken (through the closed
+    // gate) pods its store does not show until the list ends, so a look now
+    // would miss them until the next resync (a login made while the
+    // controller was down, in a run of 3,000 pods, went unprotected).
     wake_gate.open();
-    let (first_look, sts_tx) = (cache.clone(), ctx.statefulsets.clone());
+    let (caches, sts_tx) = (cache.clone(), ctx.statefulsets.clone());
     tokio::spawn(async move {
-        first_look.ready().await;
-        waker.wake_all();
-        for sts in first_look.stores.statefulsets.state() {
+        caches.ready().await;
+        waker.first_look();
+        for sts in caches.stores.statefulsets.state() {
             let _ = sts_tx.send(ObjectRef::from_obj(&*sts));
         }
     });

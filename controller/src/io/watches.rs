@@ -126,11 +126,20 @@ impl PodWaker {
         self.wakes.send(pod);
     }
 
-    /// Wakes every pod in the cache: what a new leader does first, since
-    /// the wake-ups of its standby time were dropped.
-    pub fn wake_all(&self) {
-        for pod in self.cache.stores.pods.state() {
-            self.wake(ObjectRef::from_obj(&*pod));
+    /// What a new leader looks at first, once the caches have listed (the
+    /// wake-ups of its standby time were dropped): the pods sessionguard has
+    /// business with (see [`PodWaker::wake_namespace`]) and the pods our PDBs
+    /// belong to. Any other pod has nothing for a reconcile to do until a
+    /// watch event says otherwise; looking at every pod queued each login of
+    /// the first minute after a start at 30,000 pods behind 30,000 reconciles
+    /// (p50 4.8 s).
+    pub fn first_look(&self) {
+        self.wake_namespace(None);
+        for pdb in self.cache.stores.pdbs.state() {
+            let ns = pdb.namespace().unwrap_or_default();
+            for o in pdb.owner_references().iter().filter(|o| o.kind == "Pod") {
+                self.wake(ObjectRef::new(&o.name).within(&ns));
+            }
         }
     }
 
@@ -141,12 +150,23 @@ impl PodWaker {
     }
 
     /// Wakes the pods of a namespace (all namespaces for `None`) that
-    /// sessionguard has business with: labelled by us or named in a report.
+    /// sessionguard has business with: carrying state of ours (protection,
+    /// an interaction record, an extension) or named in a report.
     pub fn wake_namespace(&self, ns: Option<&str>) {
         let mut reported = self.cache.reported_pod_uids();
         for pod in self.cache.stores.pods.state() {
-            let ours = pod.labels().contains_key(keys::POD_UID_LABEL)
-                || pod.labels().contains_key(keys::INTERACTED);
+            let ours = [keys::POD_UID_LABEL, keys::INTERACTED]
+                .iter()
+                .any(|k| pod.labels().contains_key(*k))
+                || [
+                    keys::PROTECTED_SINCE,
+                    keys::SAVED_ANNOTATIONS,
+                    keys::FIRST_INTERACTION,
+                    keys::EVICT_AT,
+                    keys::EXTENSION,
+                ]
+                .iter()
+                .any(|k| pod.annotations().contains_key(*k));
             let uid = sessionguard_api::reported_uid(&*pod).unwrap_or_default();
             if (ours || reported.remove(&uid)) && (ns.is_none() || pod.namespace().as_deref() == ns)
             {

@@ -183,6 +183,12 @@ async fn measure(
     let controller_quiet_cpu = quiet_cpu.cores();
     progress(format!("quiet: calls {}", quiet_calls.describe()));
 
+    // The churn's logins, taken before the restart's: that one waits for a
+    // whole restart and is its own figure (restart → acts), not a sample of
+    // protection under load.
+    let (login, logout) = pdbs.samples();
+    let splits = pdbs.splits();
+
     // --- kill -9, then a login while it is down: until its PDB exists ---
     let target = w
         .protected
@@ -212,12 +218,10 @@ async fn measure(
     let restart_to_ready = killed.elapsed().as_secs_f64();
     agents.logout(&target, pid);
 
-    let (login, logout) = pdbs.samples();
     let q = |v: &[Duration]| Quantiles {
         p50: quantile_ms(v, 0.5),
         p99: quantile_ms(v, 0.99),
     };
-    let splits = pdbs.splits();
     let to_report: Vec<Duration> = splits.iter().map(|s| s.to_report).collect();
     let to_pdb: Vec<Duration> = splits.iter().map(|s| s.to_pdb).collect();
     let slowest = splits.iter().max_by_key(|s| s.total());
