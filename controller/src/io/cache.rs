@@ -225,6 +225,40 @@ impl Cache {
             .collect()
     }
 
+    /// Whether a reconcile of this pod has anything to look at: state of
+    /// ours on it (protection, an interaction record, an extension), our PDB
+    /// for it, or sessions in its node's report. Any other pod is left alone
+    /// until one of these appears (each wakes it: our writes, the PDB watch,
+    /// the report watch), so the initial list of 30,000 pods and every status
+    /// change of theirs do not each cost a reconcile.
+    pub fn has_business(&self, pod: &CachedPod) -> bool {
+        let ours = [keys::POD_UID_LABEL, keys::INTERACTED]
+            .iter()
+            .any(|k| pod.labels().contains_key(*k))
+            || [
+                keys::PROTECTED_SINCE,
+                keys::SAVED_ANNOTATIONS,
+                keys::FIRST_INTERACTION,
+                keys::EVICT_AT,
+                keys::EXTENSION,
+            ]
+            .iter()
+            .any(|k| pod.annotations().contains_key(*k));
+        ours || self.our_pdb(pod).is_some() || self.is_reported(pod)
+    }
+
+    /// Sessions of this pod are in its node's report (whatever their age).
+    fn is_reported(&self, pod: &CachedPod) -> bool {
+        let (Some(node), Some(uid)) = (
+            pod.node_name.as_deref(),
+            sessionguard_api::reported_uid(pod).and_then(|u| PodUid::parse(&u).ok()),
+        ) else {
+            return false;
+        };
+        let index = self.index.read().expect("index lock");
+        index.get(node).is_some_and(|r| r.names(&uid))
+    }
+
     /// Opt-in as declared on the pod, its owners and its namespace.
     pub fn opt_in(&self, pod: &CachedPod) -> OptIn {
         let ns = pod.namespace().unwrap_or_default();
@@ -485,5 +519,38 @@ mod tests {
             ),
             (Some("ops"), Some("web-0"))
         );
+    }
+
+    #[tokio::test]
+    async fn only_pods_with_something_to_look_at_have_business() {
+        let idle = pod("idle-0").protected().build();
+        let logged_in = pod("web-0").protected().build();
+        let recorded = pod("web-1")
+            .interacted(
+                "2026-11-24T00:00:00Z",
+                1000,
+                std::time::Duration::from_secs(3600),
+            )
+            .build();
+        let with_pdb = pod("web-2").build();
+        let login = session(&logged_in).build();
+        let (ctx, _api) = world()
+            .pod(&idle)
+            .pod(&logged_in)
+            .pod(&recorded)
+            .pod(&with_pdb)
+            .pdb(&crate::fixtures::our_pdb(&with_pdb))
+            .agent("node-a", vec![login])
+            .start();
+        assert!(
+            !ctx.cache.has_business(&idle),
+            "opted in, no session, nothing of ours"
+        );
+        assert!(
+            ctx.cache.has_business(&logged_in),
+            "named in its node's report"
+        );
+        assert!(ctx.cache.has_business(&recorded), "an interaction record");
+        assert!(ctx.cache.has_business(&with_pdb), "our PDB");
     }
 }

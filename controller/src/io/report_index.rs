@@ -283,6 +283,11 @@ impl NodeReport {
     pub fn pods(&self) -> impl Iterator<Item = (&PodUid, &Vec<Session>)> {
         self.by_pod.iter()
     }
+
+    /// Whether this report holds sessions of the pod with this UID.
+    pub fn names(&self, pod: &PodUid) -> bool {
+        self.by_pod.contains_key(pod)
+    }
 }
 
 #[cfg(test)]

@@ -128,19 +128,11 @@ impl PodWaker {
 
     /// What a new leader looks at first, once the caches have listed (the
     /// wake-ups of its standby time were dropped): the pods sessionguard has
-    /// business with (see [`PodWaker::wake_namespace`]) and the pods our PDBs
-    /// belong to. Any other pod has nothing for a reconcile to do until a
-    /// watch event says otherwise; looking at every pod queued each login of
-    /// the first minute after a start at 30,000 pods behind 30,000 reconciles
-    /// (p50 4.8 s).
+    /// business with (`Cache::has_business`: state of ours, our PDB, a
+    /// report's sessions). Looking at every pod queued each login of the
+    /// first minute after a start at 30,000 pods behind 30,000 reconciles.
     pub fn first_look(&self) {
         self.wake_namespace(None);
-        for pdb in self.cache.stores.pdbs.state() {
-            let ns = pdb.namespace().unwrap_or_default();
-            for o in pdb.owner_references().iter().filter(|o| o.kind == "Pod") {
-                self.wake(ObjectRef::new(&o.name).within(&ns));
-            }
-        }
     }
 
     pub fn wake_uids<'a>(&self, uids: impl Iterator<Item = &'a str>) {
@@ -150,26 +142,10 @@ impl PodWaker {
     }
 
     /// Wakes the pods of a namespace (all namespaces for `None`) that
-    /// sessionguard has business with: carrying state of ours (protection,
-    /// an interaction record, an extension) or named in a report.
+    /// sessionguard has business with (`Cache::has_business`).
     pub fn wake_namespace(&self, ns: Option<&str>) {
-        let mut reported = self.cache.reported_pod_uids();
         for pod in self.cache.stores.pods.state() {
-            let ours = [keys::POD_UID_LABEL, keys::INTERACTED]
-                .iter()
-                .any(|k| pod.labels().contains_key(*k))
-                || [
-                    keys::PROTECTED_SINCE,
-                    keys::SAVED_ANNOTATIONS,
-                    keys::FIRST_INTERACTION,
-                    keys::EVICT_AT,
-                    keys::EXTENSION,
-                ]
-                .iter()
-                .any(|k| pod.annotations().contains_key(*k));
-            let uid = sessionguard_api::reported_uid(&*pod).unwrap_or_default();
-            if (ours || reported.remove(&uid)) && (ns.is_none() || pod.namespace().as_deref() == ns)
-            {
+            if (ns.is_none() || pod.namespace().as_deref() == ns) && self.cache.has_business(&pod) {
                 self.wake(ObjectRef::from_obj(&*pod));
             }
         }
@@ -230,24 +206,28 @@ pub fn start(
         ),
     )
     .default_backoff()
-    .inspect(move |ev| match ev {
-        // A pod seen for the first time, or again, is woken below: sessions
-        // reported before the pod reached the cache (kept by UID in the report
-        // index) are found by that reconcile, so a late pod loses nothing.
-        Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => cache.index_pod(p, false),
-        Ok(watcher::Event::Delete(p)) => {
-            cache.index_pod(p, true);
-            if let Some(uid) = p.uid() {
-                forget(&uid);
+    .for_each(move |ev| {
+        match ev {
+            // A pod seen (listed, added, changed) is woken if a reconcile has
+            // anything to look at (`has_business`): at 30,000 pods the
+            // initial list and the status changes of pods nobody logged in to
+            // would each cost a reconcile, and logins queued behind them. A
+            // pod whose sessions were reported before it reached the cache is
+            // found by the report it is named in, so a late pod loses nothing.
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                cache.index_pod(&p, false);
+                if cache.has_business(&p) {
+                    pod_waker.wake(ObjectRef::from_obj(&p));
+                }
             }
-        }
-        Err(e) => on_err(e),
-        _ => {}
-    })
-    .touched_objects()
-    .for_each(move |r| {
-        if let Ok(pod) = r {
-            pod_waker.wake(ObjectRef::from_obj(&pod));
+            Ok(watcher::Event::Delete(p)) => {
+                cache.index_pod(&p, true);
+                if let Some(uid) = p.uid() {
+                    forget(&uid);
+                }
+            }
+            Err(e) => on_err(&e),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
         }
         futures::future::ready(())
     });
