@@ -188,7 +188,19 @@ spec:
     )
     .await?;
     await_::pod_ready(&pods, "app").await?;
-    ctl.until_reconciled(1).await?;
+    // The controller holds the opted-in pod (its protecting gauge reads 0).
+    // No reconcile runs for it yet: a pod without sessions or state of ours
+    // has nothing for one to look at.
+    wait::until("the controller to cache app", await_::TIMEOUT, || async {
+        let v = ctl
+            .metric(
+                "sessionguard_pod_protecting",
+                &[("namespace", env.ns()), ("pod", "app")],
+            )
+            .await?;
+        Ok((v == Some(0.0)).then_some(()))
+    })
+    .await?;
     pod_sessions(&ctl, &env, "app", 0.0).await?;
 
     // What `kubectl debug -it app --image=busybox` sends: an ephemeral container
