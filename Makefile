@@ -65,6 +65,7 @@ manifests:
 ## Everything, including e2e tests against the real API server and real processes.
 test: deps fmt-check clippy tools static
 	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test -p sessionguard-controller --bench pod_cache
 
 ## The oldest supported Kubernetes (not part of make test; README "Kubernetes versions"):
 ## the demo's flow, a drain that waits on a login, the exec webhook and the security e2e.
