@@ -127,6 +127,23 @@ fn held<S>(n: usize, mut fill: impl FnMut(&[u8], &mut S), state: S) -> (usize, S
     (after.saturating_sub(before), state)
 }
 
+/// Bytes a reflector store of `K` holds for `n` pods decoded as `K`.
+fn store_only<K>(n: usize) -> usize
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned + Clone + 'static,
+{
+    let (_, writer) = reflector::store::<K>();
+    let (bytes, _writer) = held(
+        n,
+        |t, w: &mut Writer<K>| {
+            let pod: K = serde_json::from_slice(t).expect("a pod");
+            w.apply_watcher_event(&watcher::Event::Apply(pod));
+        },
+        writer,
+    );
+    bytes
+}
+
 fn main() {
     // `cargo test --benches` runs this without `--bench`: a smaller smoke.
     let bench = std::env::args().any(|a| a == "--bench");
@@ -136,27 +153,8 @@ fn main() {
         .unwrap_or(if bench { 3000 } else { 300 });
     let text_bytes = serde_json::to_vec(&pod_json(0)).unwrap().len();
 
-    let (_, full_w) = reflector::store::<Pod>();
-    let (full, full_w) = held(
-        n,
-        |t, w: &mut Writer<Pod>| {
-            let pod: Pod = serde_json::from_slice(t).expect("a pod");
-            w.apply_watcher_event(&watcher::Event::Apply(pod));
-        },
-        full_w,
-    );
-    drop(full_w);
-
-    let (_, alone_w) = reflector::store::<CachedPod>();
-    let (alone, alone_w) = held(
-        n,
-        |t, w: &mut Writer<CachedPod>| {
-            let pod: CachedPod = serde_json::from_slice(t).expect("a pod");
-            w.apply_watcher_event(&watcher::Event::Apply(pod));
-        },
-        alone_w,
-    );
-    drop(alone_w);
+    let full = store_only::<Pod>(n);
+    let alone = store_only::<CachedPod>(n);
 
     let (store, cached_w) = reflector::store::<CachedPod>();
     let (cached, (cached_w, index)) = held(

@@ -169,13 +169,7 @@ impl Cache {
     /// found by the UID its agent sees (a mirror pod's: its config hash) and
     /// named after the pod: agents report UIDs only.
     pub fn liveness(&self, pod: &CachedPod, now: Timestamp) -> Liveness {
-        let (Some(node), Some(uid)) = (
-            pod.node_name.as_deref(),
-            sessionguard_api::reported_uid(pod),
-        ) else {
-            return Liveness::NoReport;
-        };
-        let Ok(uid) = PodUid::parse(&uid) else {
+        let Some((node, uid)) = report_key(pod) else {
             return Liveness::NoReport;
         };
         let mut live =
@@ -215,16 +209,6 @@ impl Cache {
         }
     }
 
-    /// UIDs of every pod some node's report names.
-    pub fn reported_pod_uids(&self) -> std::collections::HashSet<String> {
-        self.index
-            .read()
-            .expect("index lock")
-            .nodes()
-            .flat_map(|n| n.pods().map(|(u, _)| u.as_str().to_string()))
-            .collect()
-    }
-
     /// Whether a reconcile of this pod has anything to look at: state of
     /// ours on it (protection, an interaction record, an extension), our PDB
     /// for it, or sessions in its node's report. Any other pod is left alone
@@ -249,10 +233,7 @@ impl Cache {
 
     /// Sessions of this pod are in its node's report (whatever their age).
     fn is_reported(&self, pod: &CachedPod) -> bool {
-        let (Some(node), Some(uid)) = (
-            pod.node_name.as_deref(),
-            sessionguard_api::reported_uid(pod).and_then(|u| PodUid::parse(&u).ok()),
-        ) else {
+        let Some((node, uid)) = report_key(pod) else {
             return false;
         };
         let index = self.index.read().expect("index lock");
@@ -424,6 +405,13 @@ fn within<K: kube::Resource<DynamicType = ()>>(name: &str, ns: &str) -> ObjectRe
 }
 
 /// A PDB is ours if it carries our label and is owned by the pod.
+/// Where a pod's sessions are reported: its own node's report (never another
+/// node's), under the UID its agent sees (a mirror pod's: its config hash).
+fn report_key(pod: &CachedPod) -> Option<(&str, PodUid)> {
+    let uid = PodUid::parse(&sessionguard_api::reported_uid(pod)?).ok()?;
+    Some((pod.node_name.as_deref()?, uid))
+}
+
 pub fn is_ours(pdb: &PodDisruptionBudget, pod: &CachedPod) -> bool {
     pdb.labels().get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGER)
         && pdb

@@ -1,4 +1,4 @@
-//! CachedPod reconcile: protection (PDB + autoscaler annotations), the interaction
+//! Pod reconcile: protection (PDB + autoscaler annotations), the interaction
 //! record, session events, and (through [`super::evict`]) drift eviction.
 //!
 //! Gather (cache) → decide (`sessionguard_core::pod_plan`) → write (writer),
