@@ -18,6 +18,9 @@ use crate::harness::{Child, TestEnv, await_, identity, workspace_bin};
 /// over at once, as a restarted pod of the same name would.
 const IDENTITY: &str = "scale-controller";
 
+/// The Lease the controller holds in this rig (see `spawn`).
+pub const LEASE_DURATION: &str = "60s";
+
 pub struct Controller {
     child: Option<Child>,
     id: ControllerIdentity,
@@ -58,6 +61,13 @@ impl Controller {
             &self.ns,
             "--lease-name",
             &self.id.lease,
+            // The rig's API server shares two cores with etcd, kwok and 1,000 played
+            // agents; at full size a renewal can wait longer than the default 10 s
+            // renew deadline (15 s Lease), and the controller then steps down and
+            // exits, as it must. A 60 s Lease (40 s deadline) keeps the measurement
+            // going; it changes nothing but how long a hung API server is waited for.
+            "--lease-duration",
+            LEASE_DURATION,
             "--identity",
             IDENTITY,
             "--webhook",
