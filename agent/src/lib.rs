@@ -17,6 +17,9 @@ pub mod report;
 pub mod scan;
 pub mod server;
 pub mod snapshot;
+/// The fake proc tree and fixtures: for this crate's tests and benches and for
+/// other crates' tests (feature `testing`), never in a build that ships.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::Error;

@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use sessionguard_http::Declared;
 
 use crate::proc::Reason;
 use crate::scan::ScanStats;
@@ -82,12 +83,12 @@ impl Metrics {
             "scan_duration",
             "Time to scan the proc root, by full/incremental",
             Unit::Seconds,
-            m.scan_duration.clone(),
+            Declared(m.scan_duration.clone()),
         );
         r.register(
             "scan_errors",
             "Unreadable or malformed proc entries skipped, by kind",
-            m.scan_errors.clone(),
+            Declared(m.scan_errors.clone()),
         );
         r.register(
             "processes_scanned",
@@ -127,22 +128,22 @@ impl Metrics {
         r.register(
             "terminal_notices",
             "Notice lines for sessions' terminals (--notify-terminal), by outcome: written, or why not (rate_limited, no_session, no_tty, open_failed, write_failed, partial)",
-            m.terminal_notices.clone(),
+            Declared(m.terminal_notices.clone()),
         );
         r.register(
             "reports",
             "Session reports written to the API server, by outcome",
-            m.reports.clone(),
+            Declared(m.reports.clone()),
         );
         r.register(
             "report_cuts",
             "Fields and sessions cut from written reports to fit the SessionReport schema and size bound, by kind",
-            m.report_cuts.clone(),
+            Declared(m.report_cuts.clone()),
         );
         r.register(
             "reports_refused",
             "Report writes the API server refused as invalid (a bug: the agent's bounds and the installed CRD disagree), by HTTP code",
-            m.reports_refused.clone(),
+            Declared(m.reports_refused.clone()),
         );
         r.register(
             "foreign_sessions",
@@ -310,6 +311,28 @@ mod tests {
             pod_name: Some("bastion-0".into()),
             ..crate::testing::session()
         }
+    }
+
+    #[test]
+    fn the_readme_lists_exactly_the_metrics_the_agent_serves() {
+        let (_tx, rx) = snapshot::channel("node-a");
+        let mut registry = Registry::default();
+        Metrics::register(&mut registry, rx);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let served = sessionguard_core::metric_docs::served(&text);
+        assert!(served.len() > 10, "too few families served:\n{text}");
+        let documented = sessionguard_core::metric_docs::documented(
+            include_str!("../../README.md"),
+            "#### Agent metrics",
+            "sessionguard_agent_",
+        );
+        let diff = sessionguard_core::metric_docs::differences(&served, &documented);
+        assert!(
+            diff.is_empty(),
+            "README `#### Agent metrics` and the registry (Metrics::register) disagree:\n  {}",
+            diff.join("\n  ")
+        );
     }
 
     #[test]

@@ -166,6 +166,23 @@ pub enum Command {
     /// so no replica leads again before the release is deleted. Idempotent.
     /// Uses the global Lease, identity and write-timeout flags.
     Cleanup(CleanupArgs),
+    /// Uninstall, after the release is deleted: wait until the agents' pods
+    /// are gone, then delete every SessionReport, so no session data outlives
+    /// the release. Idempotent. Uses the global namespace and write-timeout flags.
+    DeleteReports(DeleteReportsArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct DeleteReportsArgs {
+    /// Label selector of the agents' pods in the release namespace
+    /// (`--lease-namespace`); the reports are deleted once none is left.
+    #[arg(long, env = "SESSIONGUARD_AGENT_SELECTOR")]
+    pub agent_selector: String,
+
+    /// How long to wait for the agents' pods to go; then the reports are
+    /// deleted anyway and the run exits 1, naming the pods still there.
+    #[arg(long, env = "SESSIONGUARD_DELETE_REPORTS_TIMEOUT", value_parser = positive, default_value = "3m")]
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -332,5 +349,26 @@ mod tests {
             e.to_string().contains("0s") || e.to_string().contains("positive"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn delete_reports_needs_the_agents_selector() {
+        let c = Config::try_parse_from([
+            "c",
+            "--lease-namespace",
+            "sg",
+            "delete-reports",
+            "--agent-selector",
+            "app.kubernetes.io/component=agent",
+        ])
+        .unwrap();
+        assert_eq!(c.lease_namespace, "sg");
+        let Some(Command::DeleteReports(a)) = c.command else {
+            panic!("delete-reports parsed: {:?}", c.command)
+        };
+        assert_eq!(a.agent_selector, "app.kubernetes.io/component=agent");
+        assert_eq!(a.timeout, Duration::from_secs(180));
+        let e = Config::try_parse_from(["c", "delete-reports"]).unwrap_err();
+        assert!(e.to_string().contains("--agent-selector"), "{e}");
     }
 }

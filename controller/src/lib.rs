@@ -12,6 +12,7 @@
 //! `cleanup` subcommand); `config` is the command line.
 
 pub mod cleanup;
+pub mod cleanup_reports;
 pub mod config;
 pub mod error;
 pub mod face;
@@ -22,5 +23,5 @@ pub mod run;
 #[cfg(test)]
 mod fixtures;
 
-pub use config::{CleanupArgs, Command, Config, LogFormat};
+pub use config::{CleanupArgs, Command, Config, DeleteReportsArgs, LogFormat};
 pub use error::Error;

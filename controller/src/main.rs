@@ -37,6 +37,9 @@ async fn main() -> anyhow::Result<()> {
     }
     match config.command.clone() {
         Some(Command::Cleanup(args)) => sessionguard_controller::cleanup::run(config, args).await?,
+        Some(Command::DeleteReports(args)) => {
+            sessionguard_controller::cleanup_reports::run(config, args).await?
+        }
         None => sessionguard_controller::run::run(config).await?,
     }
     Ok(())

@@ -24,11 +24,9 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::face::admission;
-use crate::face::blocked::{BlockedDrains, BlockedGauge};
-use crate::face::gauges::PodGauges;
-use crate::face::heap::HeapGauges;
+use crate::face::blocked::BlockedDrains;
 use crate::face::http::Health;
-use crate::face::rollout_gauges::RolloutGauges;
+use crate::face::registry;
 use crate::io::cache::Cache;
 use crate::io::events::Recorder;
 use crate::io::lease::Elector;
@@ -91,23 +89,16 @@ pub async fn run(config: Config) -> Result<()> {
     );
     tokio::spawn(log_when_synced(cache.clone()));
 
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
     let blocked = Arc::new(BlockedDrains::default());
     let refused = blocked.clone();
-    let prefixed = registry.sub_registry_with_prefix("sessionguard");
-    prefixed.register_collector(Box::new(PodGauges(cache.clone())));
-    prefixed.register_collector(Box::new(HeapGauges));
-    prefixed.register_collector(Box::new(BlockedGauge {
-        blocked: blocked.clone(),
-        cache: cache.clone(),
-    }));
-    prefixed.register_collector(Box::new(RolloutGauges {
+    let (registry, webhook_metrics) = registry::build(registry::Sources {
+        metrics: &metrics,
         cache: cache.clone(),
         memory: memory.clone(),
-        after: config.rollout_stuck_after,
-    }));
-    let webhook_metrics = admission::register(&config.webhook, &mut registry);
+        blocked: blocked.clone(),
+        rollout_stuck_after: config.rollout_stuck_after,
+        webhook: &config.webhook,
+    });
     let not_in_force = Arc::new(NotInForce::default());
     // Health and metrics first: whatever follows may wait on the API server,
     // and an outage at start-up must be visible (and the process live) meanwhile.

@@ -223,6 +223,10 @@ const API_OUTSIDE_IO: &[(&str, &str)] = &[
         "cleanup.rs",
         "the uninstall run, a process of its own with its own Lease take-over",
     ),
+    (
+        "cleanup_reports.rs",
+        "the post-uninstall run: lists agent pods, deletes SessionReports, each under io::writer::timed",
+    ),
 ];
 
 #[test]

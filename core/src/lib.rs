@@ -33,6 +33,8 @@ pub mod uninstall;
 
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod metric_docs;
 
 pub use bounds::{CUT_MARKER, Cuts};
 pub use error::Error;

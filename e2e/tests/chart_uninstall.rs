@@ -1,10 +1,11 @@
 //! `helm uninstall` while logged in leaves nothing of ours: no PDB anywhere, our labels
-//! and annotations gone, the autoscaler annotations back to what the user had.
+//! and annotations gone, the autoscaler annotations back to what the user had, and no
+//! SessionReport (the post-delete hook, under its own short-lived ServiceAccount).
 //!
 //! Real: the chart installed and uninstalled with the pinned helm; helm's pre-delete
 //! hook Job created by helm, scheduled by the scheduler onto the simulated node, tracked
 //! to completion by the Job controller, and deleted by helm (hook-succeeded) before it
-//! deletes the release. The agent, two controller replicas (leader + standby) and the
+//! deletes the release; likewise the post-delete hook, with its ServiceAccount and RBAC. The agent, two controller replicas (leader + standby) and the
 //! cleanup are the real binaries under the chart's ServiceAccount, with tokens bound
 //! to the chart's pods, through the chart's RBAC and admission policy.
 //!
@@ -21,10 +22,13 @@ use std::time::{Duration, Instant};
 
 use chart_support::{self as chart, Release, check, invalid};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use serde_json::{Value, json};
 use sessionguard_e2e::harness::{TestEnv, await_, workspace_bin};
 use sessionguard_e2e::{Result, wait};
@@ -76,6 +80,35 @@ fn check_rendered_hook(full: &str) -> Result<()> {
             && c["args"] == json!(["cleanup"]),
         format!("hook command: {} {}", c["command"], c["args"]),
     )?;
+    let rendered = chart::template(
+        RELEASE,
+        "ns",
+        &["--show-only", "templates/reports-cleanup-job.yaml"],
+    )?;
+    let docs = chart::docs(&rendered)?;
+    let job = chart::find(&docs, "Job", Some(&format!("{full}-reports-cleanup")))?;
+    let pod = &job["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    check(
+        job["metadata"]["annotations"]["helm.sh/hook"] == "post-delete"
+            && pod["serviceAccountName"] == format!("{full}-reports-cleanup")
+            && c["args"] == json!(["delete-reports"]),
+        format!(
+            "post-delete hook: {} under {} running {}",
+            job["metadata"]["annotations"], pod["serviceAccountName"], c["args"]
+        ),
+    )?;
+    for d in &docs {
+        let ann = &d["metadata"]["annotations"];
+        check(
+            ann["helm.sh/hook"] == "post-delete"
+                && ann["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded",
+            format!(
+                "{} {} must be a post-delete hook deleted on success: {ann}",
+                d["kind"], d["metadata"]["name"]
+            ),
+        )?;
+    }
     let off = chart::template(RELEASE, "ns", &["--set", "cleanupOnUninstall=false"])?;
     check(
         !off.contains("-cleanup\n"),
@@ -343,6 +376,55 @@ async fn helm_uninstall_while_logged_in_leaves_nothing_of_ours() -> Result<()> {
         tokio::time::sleep(wait::POLL * 5).await;
     }
     report_exit(&all_pods, &hook_pod, code).await?;
+
+    // --- the post-delete hook: helm has deleted the release (the agent's pod with
+    // it, so its token is refused from now on); the reports go ---
+    let lp = ListParams::default().labels(&format!(
+        "app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=reports-cleanup"
+    ));
+    let reports_pod = wait::until(
+        "helm's post-delete hook pod Running on the simulated node",
+        await_::TIMEOUT,
+        || async {
+            Ok(all_pods
+                .list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .find(await_::is_running_ready))
+        },
+    )
+    .await?;
+    let sa = reports_pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone());
+    check(
+        sa.as_deref() == Some(format!("{full}-reports-cleanup").as_str()),
+        format!("post-delete hook pod ServiceAccount {sa:?}"),
+    )?;
+    let reports: Api<DynamicObject> = Api::all_with(
+        env.client().clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "sessionguard.io",
+            "v1alpha1",
+            "SessionReport",
+        )),
+    );
+    check(
+        reports.get_opt(env.node_name()).await?.is_some(),
+        "the agent's SessionReport is there before the hook runs",
+    )?;
+    let (code, log) = run_hook_container(&env, &reports_pod, "delete-reports.log").await?;
+    check(
+        code == 0 && log.contains("report cleanup summary") && log.contains(r#""ok":true"#),
+        format!("delete-reports exited {code}"),
+    )?;
+    check(
+        reports.get_opt(env.node_name()).await?.is_none(),
+        "the agent's SessionReport is deleted",
+    )?;
+    report_exit(&all_pods, &reports_pod, code).await?;
     uninstall
         .await
         .map_err(|e| invalid(format!("helm uninstall task: {e}")))??;
@@ -389,8 +471,24 @@ async fn helm_uninstall_while_logged_in_leaves_nothing_of_ours() -> Result<()> {
     // owned by (a reinstall must not wait out the 10-minute hold).
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = env.api();
     check(
-        jobs.get_opt(&format!("{full}-cleanup")).await?.is_none(),
-        "helm deleted the hook Job",
+        jobs.get_opt(&format!("{full}-cleanup")).await?.is_none()
+            && jobs
+                .get_opt(&format!("{full}-reports-cleanup"))
+                .await?
+                .is_none(),
+        "helm deleted the hook Jobs",
+    )?;
+    let sas: Api<ServiceAccount> = env.api();
+    let roles: Api<ClusterRole> = Api::all(env.client().clone());
+    check(
+        sas.get_opt(&format!("{full}-reports-cleanup"))
+            .await?
+            .is_none()
+            && roles
+                .get_opt(&format!("{full}-reports-cleanup"))
+                .await?
+                .is_none(),
+        "the post-delete hook's ServiceAccount and ClusterRole went with its Job",
     )?;
     wait::until(
         "the Lease to go with its owner",

@@ -27,6 +27,9 @@ use tokio_rustls::TlsAcceptor;
 
 pub use hyper;
 
+mod declared;
+pub use declared::Declared;
+
 /// A client that opens a connection and never finishes its request headers
 /// holds a task and a socket; past this it is dropped.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -7,4 +7,5 @@ pub mod blocked;
 pub mod gauges;
 pub mod heap;
 pub mod http;
+pub mod registry;
 pub mod rollout_gauges;

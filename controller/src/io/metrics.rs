@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use sessionguard_http::Declared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
@@ -78,17 +79,17 @@ impl Metrics {
         r.register(
             "writes",
             "Writes to the API server by operation and outcome (ok, error, timeout)",
-            self.writes.clone(),
+            Declared(self.writes.clone()),
         );
         r.register(
             "watcher_errors",
             "Errors from watches on the API server, by resource",
-            self.watcher_errors.clone(),
+            Declared(self.watcher_errors.clone()),
         );
         r.register(
             "report_errors",
             "Session reports or sessions refused, by reason",
-            self.report_errors.clone(),
+            Declared(self.report_errors.clone()),
         );
         r.register(
             "report_latency_seconds",
@@ -98,17 +99,17 @@ impl Metrics {
         r.register(
             "reconcile_duration_seconds",
             "Duration of one reconcile, by controller",
-            self.reconcile_duration.clone(),
+            Declared(self.reconcile_duration.clone()),
         );
         r.register(
             "reconcile_errors",
             "Failed reconciles by controller and error kind",
-            self.reconcile_errors.clone(),
+            Declared(self.reconcile_errors.clone()),
         );
         r.register(
             "evictions",
             "Eviction attempts by reason (drift, rollout) and outcome",
-            self.evictions.clone(),
+            Declared(self.evictions.clone()),
         );
         r.register(
             "leader",

@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use sessionguard_http::Declared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -70,27 +71,27 @@ impl Metrics {
         r.register(
             "requests",
             "Admission requests by webhook (connect, guard, mutate) and outcome (allowed, denied, dry_run, invalid)",
-            self.requests.clone(),
+            Declared(self.requests.clone()),
         );
         r.register(
             "unauthenticated_requests",
             "Requests answered 404 because their path lacks a token this replica accepts, or (with --webhook-client-ca) they came without a client certificate (reason: no_token, wrong_token, no_client_cert); nothing is recorded for them",
-            self.unauthenticated.clone(),
+            Declared(self.unauthenticated.clone()),
         );
         r.register(
             "request_duration_seconds",
             "Time to answer one admission request, by webhook",
-            self.duration.clone(),
+            Declared(self.duration.clone()),
         );
         r.register(
             "duration_seconds",
             "Time from a request's arrival (headers read) to its response ready to write, body read and decision included, by webhook (none: refused before routing)",
-            self.served.clone(),
+            Declared(self.served.clone()),
         );
         r.register(
             "records",
             "Interaction records from the webhook by outcome (recorded, corrected: recorded after bounding or restoring the record read back, shed, closed, pod_gone, failed)",
-            self.records.clone(),
+            Declared(self.records.clone()),
         );
         r.register(
             "queue_depth",
