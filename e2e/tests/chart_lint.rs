@@ -471,6 +471,55 @@ fn notify_terminal_privileges_only_when_enabled() -> Result<()> {
     Ok(())
 }
 
+/// A rotation's first step: the Secret the controller reads holds the current token
+/// and the next, one a line; the configurations keep the current one.
+#[test]
+fn a_next_path_token_joins_the_secret_but_not_the_paths() -> Result<()> {
+    let (tok, next) = ("a".repeat(32), "b".repeat(32));
+    let d = docs(&chart::template(
+        "sg",
+        "sessionguard-system",
+        &[
+            "--set",
+            "webhook.certManager.enabled=true",
+            "--set",
+            &format!("webhook.certManager.pathToken={tok}"),
+            "--set",
+            &format!("webhook.certManager.nextPathToken={next}"),
+        ],
+    )?)?;
+    let w = find(
+        &d,
+        "ValidatingWebhookConfiguration",
+        Some("sg-sessionguard"),
+    )?;
+    let path = w["webhooks"][0]["clientConfig"]["service"]["path"]
+        .as_str()
+        .unwrap_or("");
+    check(
+        path.starts_with(&format!("/s/{tok}/")),
+        format!("path {path}"),
+    )?;
+    let secret = find(&d, "Secret", Some("sg-sessionguard-webhook-path"))?;
+    // base64 of "a"×32 "\n" "b"×32
+    let want =
+        "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWEKYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmI=";
+    check(
+        secret["data"]["token"] == want,
+        format!("token Secret: {secret}"),
+    )?;
+    let bad = chart::template(
+        "sg",
+        "sessionguard-system",
+        &["--set", "webhook.certManager.nextPathToken=short"],
+    );
+    check(
+        bad.is_err(),
+        "a short nextPathToken is refused by the schema",
+    )?;
+    Ok(())
+}
+
 #[test]
 fn cert_manager_mode_renders_the_path_token_into_paths_and_a_secret() -> Result<()> {
     let tok = "Abcdefghijklmnopqrstuvwxyz0123456789_-ABCDEFGHIJ";

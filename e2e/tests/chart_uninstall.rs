@@ -192,6 +192,40 @@ async fn run_hook_container(env: &TestEnv, pod: &Pod, log: &str) -> Result<(i32,
     Ok((status.code().unwrap_or(-1), text))
 }
 
+/// The pod of the release's hook Job of `component`, once the scheduler has put it
+/// on the simulated node and it runs; checked to run as `service_account`.
+async fn running_hook_pod(
+    all_pods: &Api<Pod>,
+    component: &str,
+    service_account: &str,
+) -> Result<Pod> {
+    let lp = ListParams::default().labels(&format!(
+        "app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"
+    ));
+    let pod = wait::until(
+        &format!("helm's {component} hook pod Running on the simulated node"),
+        await_::TIMEOUT,
+        || async {
+            Ok(all_pods
+                .list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .find(await_::is_running_ready))
+        },
+    )
+    .await?;
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone());
+    check(
+        sa.as_deref() == Some(service_account),
+        format!("{component} hook pod ServiceAccount {sa:?}, not {service_account}"),
+    )?;
+    Ok(pod)
+}
+
 /// What the kubelet reports when a `restartPolicy: Never` container exits.
 async fn report_exit(pods: &Api<Pod>, pod: &Pod, code: i32) -> Result<()> {
     let now = jiff::Timestamp::now().to_string();
@@ -295,30 +329,7 @@ async fn helm_uninstall_while_logged_in_leaves_nothing_of_ours() -> Result<()> {
     // --- helm uninstall, its pre-delete hook run for real by helm ---
     let uninstall = tokio::task::spawn_blocking(move || release.uninstall_with_hooks());
     let all_pods: Api<Pod> = env.api();
-    let lp = ListParams::default().labels(&format!(
-        "app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=cleanup"
-    ));
-    let hook_pod = wait::until(
-        "helm's hook pod Running on the simulated node",
-        await_::TIMEOUT,
-        || async {
-            Ok(all_pods
-                .list(&lp)
-                .await?
-                .items
-                .into_iter()
-                .find(await_::is_running_ready))
-        },
-    )
-    .await?;
-    let sa = hook_pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone());
-    check(
-        sa.as_deref() == Some(format!("{full}-controller").as_str()),
-        format!("hook pod ServiceAccount {sa:?}"),
-    )?;
+    let hook_pod = running_hook_pod(&all_pods, "cleanup", &format!("{full}-controller")).await?;
     let (code, log) = run_hook_container(&env, &hook_pod, "cleanup.log").await?;
     check(code == 0, format!("cleanup exited {code}"))?;
     check(
@@ -379,30 +390,12 @@ async fn helm_uninstall_while_logged_in_leaves_nothing_of_ours() -> Result<()> {
 
     // --- the post-delete hook: helm has deleted the release (the agent's pod with
     // it, so its token is refused from now on); the reports go ---
-    let lp = ListParams::default().labels(&format!(
-        "app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=reports-cleanup"
-    ));
-    let reports_pod = wait::until(
-        "helm's post-delete hook pod Running on the simulated node",
-        await_::TIMEOUT,
-        || async {
-            Ok(all_pods
-                .list(&lp)
-                .await?
-                .items
-                .into_iter()
-                .find(await_::is_running_ready))
-        },
+    let reports_pod = running_hook_pod(
+        &all_pods,
+        "reports-cleanup",
+        &format!("{full}-reports-cleanup"),
     )
     .await?;
-    let sa = reports_pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone());
-    check(
-        sa.as_deref() == Some(format!("{full}-reports-cleanup").as_str()),
-        format!("post-delete hook pod ServiceAccount {sa:?}"),
-    )?;
     let reports: Api<DynamicObject> = Api::all_with(
         env.client().clone(),
         &ApiResource::from_gvk(&GroupVersionKind::gvk(

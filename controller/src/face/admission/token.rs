@@ -7,7 +7,10 @@
 //! Tokens come from the certificate Secret (generated mode: made, rotated
 //! and published by the policy in `sessionguard_core::certs`) or from a
 //! mounted file (`--webhook-path-token-file`, cert-manager mode: the chart
-//! renders the same token into the configurations).
+//! renders the same token into the configurations). The file holds one token
+//! a line: the first is the configurations' own, the others are accepted too,
+//! so a rotation can hand every replica the next token before the
+//! configurations' path changes to it (chart: `certManager.nextPathToken`).
 
 use std::path::Path;
 use std::sync::RwLock;
@@ -19,6 +22,9 @@ pub const PREFIX: &str = "/s/";
 
 /// Shortest token accepted from a file: 128 bits of hex or base64.
 const MIN_FILE_TOKEN: usize = 32;
+/// Most tokens a file may hold: the current one and the next, with room for
+/// an operator's overlap; more is a mistake, not a rotation.
+const MAX_FILE_TOKENS: usize = 4;
 
 /// Why a request was refused (the metric's `reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +82,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 #[derive(Debug, Default)]
 pub struct Tokens {
     accepted: RwLock<Vec<String>>,
+    /// The file's tokens as last read (mounted mode).
+    last_file: std::sync::Mutex<Vec<String>>,
 }
 
 // === impl Tokens ===
@@ -86,16 +94,22 @@ impl Tokens {
         *self.accepted.write().expect("tokens lock") = tokens;
     }
 
-    /// A token read from a file: it and the one before it are accepted, so
-    /// the API server's calls keep landing while its path is updated.
-    /// Returns true if it is new.
-    pub fn observe(&self, token: String) -> bool {
-        let mut accepted = self.accepted.write().expect("tokens lock");
-        if accepted.last() == Some(&token) {
+    /// The tokens read from a file: they and the ones read before them are
+    /// accepted, so the API server's calls keep landing while its path is
+    /// updated. Returns true if they changed.
+    pub fn observe(&self, tokens: Vec<String>) -> bool {
+        let mut last = self.last_file.lock().expect("tokens lock");
+        if *last == tokens {
             return false;
         }
-        let previous = accepted.pop();
-        *accepted = previous.into_iter().chain([token]).collect();
+        let mut accepted: Vec<String> = last.clone();
+        for t in &tokens {
+            if !accepted.contains(t) {
+                accepted.push(t.clone());
+            }
+        }
+        *self.accepted.write().expect("tokens lock") = accepted;
+        *last = tokens;
         true
     }
 
@@ -123,20 +137,39 @@ impl Tokens {
 
 /// Reads a token file (trailing whitespace ignored); refuses a short or
 /// non-path-safe token rather than serving behind a guessable one.
-pub fn read_file(path: &Path) -> Result<String> {
+/// The tokens of a token file, one a line (blank lines skipped), the
+/// configurations' own first.
+pub fn read_file(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Webhook(format!("reading {}: {e}", path.display())))?;
-    let token = text.trim().to_string();
-    let safe = token
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if token.len() < MIN_FILE_TOKEN || !safe {
-        return Err(Error::Webhook(format!(
-            "{}: the webhook path token must be at least {MIN_FILE_TOKEN} characters of [A-Za-z0-9_-]",
-            path.display()
-        )));
+    parse_file(&text).map_err(|why| Error::Webhook(format!("{}: {why}", path.display())))
+}
+
+fn parse_file(text: &str) -> std::result::Result<Vec<String>, String> {
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if tokens.is_empty() || tokens.len() > MAX_FILE_TOKENS {
+        return Err(format!(
+            "holds {} webhook path tokens; it must hold 1 to {MAX_FILE_TOKENS}, one a line",
+            tokens.len()
+        ));
     }
-    Ok(token)
+    for (i, token) in tokens.iter().enumerate() {
+        let safe = token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if token.len() < MIN_FILE_TOKEN || !safe {
+            return Err(format!(
+                "line {}: the webhook path token must be at least {MIN_FILE_TOKEN} characters of [A-Za-z0-9_-]",
+                i + 1
+            ));
+        }
+    }
+    Ok(tokens)
 }
 
 #[cfg(test)]
@@ -193,10 +226,10 @@ mod tests {
     #[test]
     fn a_file_token_keeps_its_predecessor_accepted() {
         let t = Tokens::default();
-        assert!(t.observe("a".repeat(32)));
-        assert!(!t.observe("a".repeat(32)));
-        assert!(t.observe("b".repeat(32)));
-        assert!(t.observe("c".repeat(32)));
+        assert!(t.observe(vec!["a".repeat(32)]));
+        assert!(!t.observe(vec!["a".repeat(32)]));
+        assert!(t.observe(vec!["b".repeat(32)]));
+        assert!(t.observe(vec!["c".repeat(32)]));
         let p = |s: String| format!("/s/{s}/validate/pods");
         assert!(t.route(&p("a".repeat(32))).is_err());
         assert!(t.route(&p("b".repeat(32))).is_ok());
@@ -209,12 +242,42 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("token");
         std::fs::write(&f, format!("{T}\n")).unwrap();
-        assert_eq!(read_file(&f).unwrap(), T);
-        for bad in ["short", &format!("{T}/.."), &format!("{T} {T}")] {
+        assert_eq!(read_file(&f).unwrap(), [T]);
+        for bad in [
+            "short",
+            &format!("{T}/.."),
+            &format!("{T} {T}"),
+            &format!("{T}\nshort"),
+        ] {
             std::fs::write(&f, bad).unwrap();
             let e = read_file(&f).unwrap_err().to_string();
             assert!(e.contains("at least 32 characters"), "{bad}: {e}");
         }
+        for bad in ["", "\n\n", &format!("{T}\n").repeat(5)] {
+            let e = parse_file(bad).unwrap_err();
+            assert!(e.contains("1 to 4"), "{bad:?}: {e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The rotation the chart's `nextPathToken` makes: every replica accepts
+    /// the next token before the configurations' path moves to it, and the
+    /// old one until the file changes again.
+    #[test]
+    fn a_rotation_through_the_file_never_refuses_either_path() {
+        let (old, new) = ("o".repeat(32), "n".repeat(32));
+        let p = |s: &str| format!("/s/{s}/validate/connect");
+        let t = Tokens::default();
+        assert!(t.observe(parse_file(&format!("{old}\n")).unwrap()));
+        assert!(t.route(&p(&new)).is_err());
+        // Step 1: the next token joins; the configurations still use the old.
+        assert!(t.observe(parse_file(&format!("{old}\n\n{new}\n")).unwrap()));
+        assert!(t.route(&p(&old)).is_ok() && t.route(&p(&new)).is_ok());
+        // Step 2: the new one is the configurations' own; the old still passes.
+        assert!(t.observe(parse_file(&format!("{new}\n")).unwrap()));
+        assert!(t.route(&p(&old)).is_ok() && t.route(&p(&new)).is_ok());
+        // Any later change drops it.
+        assert!(t.observe(parse_file(&format!("{new}\n{}\n", "x".repeat(32))).unwrap()));
+        assert!(t.route(&p(&old)).is_err() && t.route(&p(&new)).is_ok());
     }
 }

@@ -132,7 +132,7 @@ impl Manager {
                 .map_err(|e| Error::Webhook(format!("reading {}: {e}", p.display())))
         };
         if self.tokens.observe(token::read_file(token_file)?) {
-            tracing::info!(file = %token_file.display(), "webhook path token loaded (the previous one, if any, still accepted)");
+            tracing::info!(file = %token_file.display(), "webhook path tokens loaded (the previous ones, if any, still accepted until the file changes again)");
         }
         if self.resolver.set(&read("tls.crt")?, &read("tls.key")?)? {
             tracing::info!(dir = %dir.display(), "webhook certificate loaded from files");
