@@ -86,9 +86,12 @@ bench:
 ## progress, a table, then one JSON line. SCALE_NODES, SCALE_PODS, SCALE_MINUTES and
 ## SCALE_LOGIN_RATE override 1000 / 30000 / 10 / 1. Release build: the figures are the
 ## product's. Not part of make test (its small smoke, e2e/tests/scale_smoke.rs, is).
+## The controller is built first and sg-scale told not to build it again: its first start
+## comes half an hour into a full run, and a source edited meanwhile would otherwise be
+## compiled then, in the middle of the measurement.
 scale: tools
 	$(CARGO) build --release -p sessionguard-controller --bin sessionguard-controller
-	$(CARGO) run --release -p sessionguard-e2e --bin sg-scale
+	SESSIONGUARD_NO_BUILD=1 $(CARGO) run --release -p sessionguard-e2e --bin sg-scale
 
 dev-up: tools-cluster
 	bash e2e/dev.sh up
