@@ -61,13 +61,7 @@ async fn operator_crds(client: &kube::Client) -> Result<()> {
     Ok(())
 }
 
-fn report_api(client: &kube::Client) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("sessionguard.io", "v1alpha1", "SessionReport"),
-        "sessionreports",
-    );
-    Api::all_with(client.clone(), &ar)
-}
+use sessionguard_e2e::harness::install::report_api;
 
 /// What the stand-ins let through and the Operator's CRDs refuse: a value outside an
 /// enum, a missing required field, an undeclared field (server-side apply answers that

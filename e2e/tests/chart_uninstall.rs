@@ -26,10 +26,9 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
-use kube::api::{
-    ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use sessionguard_e2e::harness::install::report_api;
 use sessionguard_e2e::harness::{TestEnv, await_, workspace_bin};
 use sessionguard_e2e::{Result, wait};
 
@@ -396,14 +395,7 @@ async fn helm_uninstall_while_logged_in_leaves_nothing_of_ours() -> Result<()> {
         &format!("{full}-reports-cleanup"),
     )
     .await?;
-    let reports: Api<DynamicObject> = Api::all_with(
-        env.client().clone(),
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "sessionguard.io",
-            "v1alpha1",
-            "SessionReport",
-        )),
-    );
+    let reports = report_api(env.client());
     check(
         reports.get_opt(env.node_name()).await?.is_some(),
         "the agent's SessionReport is there before the hook runs",

@@ -404,7 +404,6 @@ fn within<K: kube::Resource<DynamicType = ()>>(name: &str, ns: &str) -> ObjectRe
     ObjectRef::new(name).within(ns)
 }
 
-/// A PDB is ours if it carries our label and is owned by the pod.
 /// Where a pod's sessions are reported: its own node's report (never another
 /// node's), under the UID its agent sees (a mirror pod's: its config hash).
 fn report_key(pod: &CachedPod) -> Option<(&str, PodUid)> {
@@ -412,6 +411,7 @@ fn report_key(pod: &CachedPod) -> Option<(&str, PodUid)> {
     Some((pod.node_name.as_deref()?, uid))
 }
 
+/// A PDB is ours if it carries our label and is owned by the pod.
 pub fn is_ours(pdb: &PodDisruptionBudget, pod: &CachedPod) -> bool {
     pdb.labels().get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGER)
         && pdb

@@ -9,7 +9,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::ListParams;
 
 /// Lines of each log shown for a failed test.
 const LOG_TAIL: usize = 25;
@@ -121,8 +121,7 @@ pub async fn namespace(client: &kube::Client, ns: &str, node: Option<&str>) {
     })
     .await;
     if let Some(node) = node {
-        let gvk = GroupVersionKind::gvk("sessionguard.io", "v1alpha1", "SessionReport");
-        let reports: Api<DynamicObject> = Api::all_with(c(), &ApiResource::from_gvk(&gvk));
+        let reports = super::install::report_api(&c());
         eprintln!("--- sessionreport {node}");
         match reports.get_opt(node).await {
             Ok(Some(r)) => eprintln!("  {}", r.data),

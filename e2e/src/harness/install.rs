@@ -7,8 +7,9 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde::de::DeserializeOwned;
+use sessionguard_core::keys;
 
 use super::await_;
 use crate::{Error, Result};
@@ -16,6 +17,16 @@ use crate::{Error, Result};
 pub const CRD: &str = include_str!("../../../charts/sessionguard/crds/sessionreports.yaml");
 pub const POLICY: &str =
     include_str!("../../../charts/sessionguard/files/sessionreport-policy.yaml");
+
+/// The SessionReports as the API server stores them (plain JSON: tests read and
+/// write fields the typed resource would refuse or normalise).
+pub fn report_api(client: &kube::Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(keys::REPORT_GROUP, keys::REPORT_VERSION, keys::REPORT_KIND);
+    Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(&gvk, keys::REPORT_PLURAL),
+    )
+}
 
 /// Creates `obj`, or replaces the one of that name.
 pub async fn create_or_replace<K>(api: &Api<K>, obj: K) -> Result<()>

@@ -19,7 +19,7 @@ use crate::harness::{Child, TestEnv, await_, identity, workspace_bin};
 const IDENTITY: &str = "scale-controller";
 
 /// The Lease the controller holds in this rig (see `spawn`).
-pub const LEASE_DURATION: &str = "60s";
+const LEASE_DURATION: &str = "60s";
 
 pub struct Controller {
     child: Option<Child>,

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher;
 use sessionguard_core::keys;
 
@@ -216,8 +215,7 @@ impl PdbTimes {
 
     /// Marks each awaited login when a report that names its pod is first seen.
     fn watch_reports(&self, client: &kube::Client) {
-        let gvk = GroupVersionKind::gvk("sessionguard.io", "v1alpha1", "SessionReport");
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+        let api = crate::harness::install::report_api(client);
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let mut events = watcher(api, watcher::Config::default()).boxed();

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
-use kube::discovery::ApiResource;
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 use sessionguard_e2e::harness::{Child, TestEnv, await_, identity, tokens, workspace_bin};
@@ -332,13 +331,7 @@ pub async fn start_agent_with(
     Ok(agent)
 }
 
-pub fn report_api(client: &kube::Client) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("sessionguard.io", "v1alpha1", "SessionReport"),
-        "sessionreports",
-    );
-    Api::all_with(client.clone(), &ar)
-}
+pub use sessionguard_e2e::harness::install::report_api;
 
 /// Sessions in the node's report for `pod_uid`.
 pub fn report_sessions(report: &DynamicObject, pod_uid: &str) -> usize {

@@ -135,10 +135,9 @@ impl Tokens {
     }
 }
 
-/// Reads a token file (trailing whitespace ignored); refuses a short or
+/// The tokens of a token file, one a line (blank lines and surrounding
+/// whitespace ignored), the configurations' own first; refuses a short or
 /// non-path-safe token rather than serving behind a guessable one.
-/// The tokens of a token file, one a line (blank lines skipped), the
-/// configurations' own first.
 pub fn read_file(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Webhook(format!("reading {}: {e}", path.display())))?;
