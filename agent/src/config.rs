@@ -36,6 +36,29 @@ pub enum Command {
     Scan(ScanArgs),
     /// Run the daemon: scan on an interval, serve metrics and /sessions, report.
     Run(RunArgs),
+    /// Write notice lines into sessions' terminals for the agent (`run
+    /// --notify-terminal`): the one process that holds the rights to, in its
+    /// own container.
+    Notifier(NotifierArgs),
+}
+
+/// Where the agent asks the notifier (a directory only the agent pod's
+/// containers mount).
+pub const NOTIFY_SOCKET: &str = "/run/sessionguard/notify.sock";
+
+#[derive(Debug, Args)]
+pub struct NotifierArgs {
+    /// Where the host's proc filesystem is mounted (`/host/proc` in a pod).
+    #[arg(long, env = "SESSIONGUARD_PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// The Unix socket to listen on (a stale socket there is replaced; any
+    /// other file is an error).
+    #[arg(long, env = "SESSIONGUARD_NOTIFY_SOCKET", default_value = NOTIFY_SOCKET)]
+    pub socket: PathBuf,
+    /// Answer only callers with this uid (the agent's), as the kernel reports
+    /// it for the connection; unset: any caller that can reach the socket.
+    #[arg(long, env = "SESSIONGUARD_NOTIFY_CLIENT_UID")]
+    pub client_uid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -142,15 +165,18 @@ pub struct RunArgs {
     pub pod_names: bool,
     /// Write the controller's notices (a drain waiting on the session, its
     /// protection nearing --max-protection) into the session's terminal, one
-    /// line like `wall`. Needs CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and write
-    /// access to the terminal (the tty group); the controller must run with
-    /// --notify-terminal too.
+    /// line like `wall`, through the notifier listening on --notify-socket
+    /// (`sessionguard-agent notifier`, which holds the rights; the agent needs
+    /// none for this). The controller must run with --notify-terminal too.
     #[arg(long, env = "SESSIONGUARD_NOTIFY_TERMINAL", default_value_t = false, action = clap::ArgAction::Set)]
     pub notify_terminal: bool,
     /// With --notify-terminal: at most one line per session this often (a
     /// notice that stays is told again after it).
     #[arg(long, env = "SESSIONGUARD_NOTIFY_INTERVAL", default_value = "5m", value_parser = duration)]
     pub notify_interval: Duration,
+    /// With --notify-terminal: the notifier's socket.
+    #[arg(long, env = "SESSIONGUARD_NOTIFY_SOCKET", default_value = NOTIFY_SOCKET)]
+    pub notify_socket: PathBuf,
 }
 
 pub use sessionguard_core::duration::positive_flag as duration;

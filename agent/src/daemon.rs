@@ -80,9 +80,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             let (tx, notices) = notify::channel();
             writer = writer.with_notices(tx);
             let notifier =
-                Notifier::new(&args.proc.proc_root, args.notify_interval, metrics.clone());
+                Notifier::new(&args.notify_socket, args.notify_interval, metrics.clone());
             tokio::spawn(notifier.run(notices, rx.clone()));
-            tracing::info!(interval = ?args.notify_interval, "terminal notices on");
+            tracing::info!(interval = ?args.notify_interval, socket = %args.notify_socket.display(), "terminal notices on, through the notifier");
         }
         tokio::spawn(writer.run(rx));
     }

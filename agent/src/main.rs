@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sessionguard_agent::config::{Cli, Command, LogFormat, Output};
 use sessionguard_agent::scan::{ProcFs, Scanner, ScannerConfig};
-use sessionguard_agent::{daemon, output, report};
+use sessionguard_agent::{daemon, notify, output, report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,6 +15,10 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(daemon::run(args)).map_err(anyhow::Error::from)),
+        Command::Notifier(args) => {
+            notify::server::serve(&args.socket, &args.proc_root, args.client_uid)
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

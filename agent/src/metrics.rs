@@ -127,7 +127,7 @@ impl Metrics {
         );
         r.register(
             "terminal_notices",
-            "Notice lines for sessions' terminals (--notify-terminal), by outcome: written, or why not (rate_limited, no_session, no_tty, open_failed, write_failed, partial)",
+            "Notice lines for sessions' terminals (--notify-terminal), by outcome: written, or why not (no_session, no_tty, open_failed, write_failed, partial, bad_request, notifier_unavailable, notifier_error)",
             Declared(m.terminal_notices.clone()),
         );
         r.register(

@@ -440,21 +440,74 @@ fn notify_terminal_privileges_only_when_enabled() -> Result<()> {
         format!("the agent never gets the status: {agent_rules}"),
     )?;
     let pod = &find(&on, "DaemonSet", Some("sg-sessionguard-agent"))?["spec"]["template"]["spec"];
-    let (sc, c) = (&pod["securityContext"], &pod["containers"][0]);
-    let csc = &c["securityContext"];
+    let containers = pod["containers"].as_array().cloned().unwrap_or_default();
     check(
-        sc["runAsUser"] == 0
-            && sc["supplementalGroups"] == serde_json::json!([5])
+        containers.len() == 2
+            && containers[0]["name"] == "agent"
+            && containers[1]["name"] == "notifier",
+        format!("the agent and the notifier, each its own container: {containers:?}"),
+    )?;
+    let (sc, c, n) = (&pod["securityContext"], &containers[0], &containers[1]);
+    let off_pod = &agent["securityContext"];
+    // The agent is exactly as unprivileged as without notices.
+    check(
+        sc == off_pod && c["securityContext"] == agent["containers"][0]["securityContext"],
+        format!(
+            "the agent keeps its unprivileged identity with notify.terminal: {sc} {}",
+            c["securityContext"]
+        ),
+    )?;
+    check(
+        sc["runAsNonRoot"] == true
+            && sc["runAsUser"] != 0
             && sc["seccompProfile"]["type"] == "RuntimeDefault",
         format!("agent pod securityContext with notify.terminal: {sc}"),
     )?;
+    let nsc = &n["securityContext"];
     check(
-        csc["capabilities"]["drop"] == serde_json::json!(["ALL"])
-            && csc["capabilities"]["add"] == serde_json::json!(["SYS_PTRACE", "DAC_READ_SEARCH"])
-            && csc["allowPrivilegeEscalation"] == false
-            && csc["privileged"] == false
-            && csc["readOnlyRootFilesystem"] == true,
-        format!("agent container securityContext with notify.terminal: {csc}"),
+        nsc["runAsUser"] == 0
+            && nsc["runAsGroup"] == 5
+            && nsc["capabilities"]["drop"] == serde_json::json!(["ALL"])
+            && nsc["capabilities"]["add"] == serde_json::json!(["SYS_PTRACE"])
+            && nsc["allowPrivilegeEscalation"] == false
+            && nsc["privileged"] == false
+            && nsc["readOnlyRootFilesystem"] == true,
+        format!("notifier securityContext: {nsc}"),
+    )?;
+    check(
+        n["args"] == serde_json::json!(["notifier"])
+            && env_of(n, "SESSIONGUARD_NOTIFY_CLIENT_UID")
+                == Some(sc["runAsUser"].to_string().into())
+            && env_of(n, "SESSIONGUARD_NOTIFY_SOCKET") == env_of(c, "SESSIONGUARD_NOTIFY_SOCKET")
+            && n["ports"].is_null()
+            && n["env"].to_string().find("KUBE").is_none(),
+        format!(
+            "the notifier answers the agent's uid on their shared socket, and listens on no port: {n}"
+        ),
+    )?;
+    // The notifier gets no API token: the pod mounts none by itself, the
+    // agent's container mounts one; the notifier mounts /host/proc and the
+    // socket's directory only.
+    check(
+        pod["automountServiceAccountToken"] == false
+            && c["volumeMounts"]
+                .to_string()
+                .contains("/var/run/secrets/kubernetes.io/serviceaccount"),
+        format!("the token is the agent container's alone: {pod}"),
+    )?;
+    let mounts: Vec<String> = n["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| format!("{}:{}", m["name"], m["mountPath"]))
+        .collect();
+    check(
+        mounts
+            == [
+                "\"host-proc\":\"/host/proc\"",
+                "\"notify\":\"/run/sessionguard\"",
+            ],
+        format!("the notifier mounts /host/proc and the socket's directory only: {mounts:?}"),
     )?;
     check(
         env_of(c, "SESSIONGUARD_NOTIFY_TERMINAL") == Some("true".into())

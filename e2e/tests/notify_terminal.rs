@@ -197,11 +197,12 @@ async fn a_drain_waiting_on_a_login_is_told_in_its_terminal_once() -> Result<()>
         "no notice counted without the flag",
     )?;
 
-    // The same agent identity, now with the flag.
+    // The same agent identity, now with the flag and the notifier beside it.
     let kubeconfig = agent.kubeconfig.clone();
     drop(agent);
+    let (_notifier, socket) = start_notifier(&env).await?;
     let listen = sg::free_addr()?;
-    let _agent = start_notifying_agent(&env, &kubeconfig, listen)?;
+    let _agent = start_notifying_agent(&env, &kubeconfig, listen, &socket)?;
     let started = Instant::now();
     let line = wait::until(
         "the notice on the pty's master side",
@@ -301,13 +302,22 @@ async fn protection_nearing_its_cap_is_told_in_the_terminal() -> Result<()> {
         ],
     )?;
     ctl.until_leader().await?;
+    let (_notifier, socket) = start_notifier(&env).await?;
+    let socket = socket.display().to_string();
     let listen = sg::free_addr()?;
     let _agent = sg::start_agent_with(
         &env,
         "500ms",
         listen,
         "1s",
-        &["--notify-terminal", "true", "--notify-interval", "1h"],
+        &[
+            "--notify-terminal",
+            "true",
+            "--notify-interval",
+            "1h",
+            "--notify-socket",
+            &socket,
+        ],
     )
     .await?;
     env.create_yaml::<Pod>(DB).await?;
@@ -364,6 +374,7 @@ fn start_notifying_agent(
     env: &TestEnv,
     kubeconfig: &std::path::Path,
     listen: std::net::SocketAddr,
+    socket: &std::path::Path,
 ) -> Result<sg::Agent> {
     let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
     let log = env.scratch_dir().join("agent-notify.log");
@@ -384,6 +395,8 @@ fn start_notifying_agent(
         "true",
         "--notify-interval",
         "1h",
+        "--notify-socket",
+        &socket.display().to_string(),
     ];
     let child = Child::spawn(
         &bin,
@@ -401,4 +414,67 @@ fn start_notifying_agent(
         log,
         kubeconfig: kubeconfig.to_path_buf(),
     })
+}
+
+/// CAP_SYS_PTRACE, as /proc/<pid>/status prints a capability set.
+const SYS_PTRACE_ONLY: u64 = 1 << 19;
+
+/// The notifier as the chart runs it: its own process, uid 0 with no
+/// capability but CAP_SYS_PTRACE, gid tty (5), no_new_privs. Checked,
+/// not assumed: its effective set is read back from /proc. Returns the child
+/// and its socket once it listens.
+async fn start_notifier(env: &TestEnv) -> Result<(Child, std::path::PathBuf)> {
+    let bin = workspace_bin("sessionguard-agent", "sessionguard-agent")?;
+    let socket = env.scratch_dir().join("notify.sock");
+    let log = env.scratch_dir().join("notifier.log");
+    let (bin_s, socket_s) = (bin.display().to_string(), socket.display().to_string());
+    let args = [
+        "--inh-caps=-all",
+        "--bounding-set=-all,+sys_ptrace",
+        "--regid=5",
+        "--clear-groups",
+        "--no-new-privs",
+        &bin_s,
+        "notifier",
+        "--proc-root",
+        "/proc",
+        "--socket",
+        &socket_s,
+    ];
+    let child = Child::spawn(
+        "/usr/bin/setpriv".as_ref(),
+        &args,
+        &[("RUST_LOG", "info")],
+        &log,
+    )?;
+    let pid = child.pid();
+    eprintln!("notifier: pid {pid}, log {}", log.display());
+    wait::until("the notifier listening", await_::TIMEOUT, || {
+        let up = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+        async move { Ok(up.then_some(())) }
+    })
+    .await?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| wh::invalid(format!("the notifier's status: {e}")))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let cap_eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap_or(u64::MAX);
+    check(
+        cap_eff == SYS_PTRACE_ONLY
+            && field("Gid:").split_whitespace().all(|g| g == "5")
+            && field("Groups:").is_empty(),
+        format!(
+            "the notifier runs with CapEff {:x}, gids {:?} and groups {:?}; want CAP_SYS_PTRACE alone and gid tty",
+            cap_eff,
+            field("Gid:"),
+            field("Groups:")
+        ),
+    )?;
+    Ok((child, socket))
 }

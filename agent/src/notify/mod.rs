@@ -7,23 +7,27 @@
 //! over); the agent reads nothing else for this. A line is written only to a
 //! session the latest scan still sees with the same pod, terminal and leader,
 //! at most once per session per `--notify-interval` (`core::notice::RateLimit`),
-//! through the leader's own terminal descriptor under the proc root, opened
-//! `O_WRONLY | O_NOCTTY | O_NONBLOCK` and written once: a full or hung
-//! terminal costs one failed write, never a blocked agent.
+//! by the notifier (`sessionguard-agent notifier`, `server`), a separate
+//! process the agent asks over a Unix socket. The agent itself opens no
+//! terminal and needs no privilege for this: the notifier holds the rights a
+//! terminal write needs (CAP_SYS_PTRACE and the `tty` group) and nothing
+//! else, and checks every request against /proc itself (`terminal`).
 //!
-//! Privilege: entering `/proc/<pid>/fd` of another user's process needs
-//! `CAP_DAC_READ_SEARCH` (mode 0500) and following its links `CAP_SYS_PTRACE`;
-//! opening the terminal needs write permission on it (the `tty` group, as
-//! `wall` has, which also honours `mesg n`). The chart grants these only with
-//! `notify.terminal.enabled` (measured: the chart README, Security).
+//! A notifier that is down or slow costs one failed line
+//! (`notifier_unavailable`, `notifier_error`), never a blocked agent: each
+//! request has its own connection with a two-second timeout, off the runtime.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+pub mod server;
+pub mod terminal;
+pub mod wire;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sessionguard_core::Session;
-use sessionguard_core::notice::{Notice, RateLimit, terminal_bytes};
+use sessionguard_core::notice::{Notice, RateLimit};
 use tokio::sync::watch;
 
 use crate::metrics::{Metrics, OutcomeLabel};
@@ -41,15 +45,16 @@ pub fn channel() -> (NoticesTx, NoticesRx) {
 type Told = (String, String, u32);
 
 pub struct Notifier {
-    proc_root: PathBuf,
+    socket: PathBuf,
     limit: RateLimit<Told>,
     metrics: Metrics,
 }
 
 impl Notifier {
-    pub fn new(proc_root: &Path, interval: Duration, metrics: Metrics) -> Self {
+    /// Lines go to the notifier listening on `socket`.
+    pub fn new(socket: &Path, interval: Duration, metrics: Metrics) -> Self {
         Self {
-            proc_root: proc_root.to_path_buf(),
+            socket: socket.to_path_buf(),
             limit: RateLimit::new(interval),
             metrics,
         }
@@ -72,23 +77,26 @@ impl Notifier {
                 };
                 let key = (n.pod_uid.to_string(), n.tty.clone(), s.pid);
                 if self.limit.admit(key, Instant::now()) {
-                    due.push((s.pid, s.tty.clone(), terminal_bytes(&n.line)));
+                    due.push(wire::Request {
+                        pid: s.pid,
+                        tty: s.tty.clone(),
+                        line: n.line.clone(),
+                    });
                 }
             }
             if due.is_empty() {
                 continue;
             }
-            let root = self.proc_root.clone();
-            // Reading /proc and opening a terminal are system calls that do
-            // not block with O_NONBLOCK, but off the runtime all the same.
+            let socket = self.socket.clone();
+            // Blocking socket I/O with timeouts: off the runtime.
             let outcomes = tokio::task::spawn_blocking(move || {
                 due.into_iter()
-                    .map(|(pid, tty, bytes)| {
-                        let outcome = write_line(&root, pid, &tty, &bytes);
+                    .map(|req| {
+                        let outcome = tell(&socket, &req);
                         if outcome == "written" {
-                            tracing::info!(pid, %tty, "told the session in its terminal");
+                            tracing::info!(pid = req.pid, tty = %req.tty, "told the session in its terminal");
                         } else {
-                            tracing::warn!(pid, %tty, outcome, "could not write the notice into the session's terminal");
+                            tracing::warn!(pid = req.pid, tty = %req.tty, outcome, "could not write the notice into the session's terminal");
                         }
                         outcome
                     })
@@ -120,50 +128,28 @@ fn session_of<'a>(n: &Notice, sessions: &'a [Session]) -> Option<&'a Session> {
         .find(|s| s.pod_uid == n.pod_uid && s.tty == n.tty && n.pid.is_none_or(|p| p == s.pid))
 }
 
-/// Writes `bytes` once into the terminal `tty` (`pts/N`) that the process
-/// `pid` holds open on one of its standard descriptors. The outcome label.
-pub fn write_line(proc_root: &Path, pid: u32, tty: &str, bytes: &[u8]) -> &'static str {
-    // Only Unix98 ptys are named as the descriptor's link shows them; a
-    // `major:minor` terminal (a serial line) is not written to.
-    if !tty.starts_with("pts/") {
-        return "no_tty";
-    }
-    let want = Path::new("/dev").join(tty);
-    let fds = proc_root.join(pid.to_string()).join("fd");
-    let Some(fd) = (0..3)
-        .map(|n| fds.join(n.to_string()))
-        .find(|p| std::fs::read_link(p).is_ok_and(|t| t == want))
-    else {
-        return "no_tty";
+/// Asks the notifier at `socket` to write one line; its answer, or why there
+/// was none.
+pub fn tell(socket: &Path, req: &wire::Request) -> &'static str {
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return "notifier_unavailable";
     };
-    // The magic link opens the process's own terminal (whatever mount
-    // namespace it lives in), with the permission checks of the device.
-    let file = match OpenOptions::new()
-        .write(true)
-        .custom_flags(nix::libc::O_NOCTTY | nix::libc::O_NONBLOCK)
-        .open(&fd)
-    {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::debug!(path = %fd.display(), error = %e, "opening the terminal");
-            return "open_failed";
-        }
-    };
-    // The descriptor may have been replaced between the check and the open.
-    let is_tty = file
-        .metadata()
-        .is_ok_and(|m| m.file_type().is_char_device())
-        && nix::unistd::isatty(&file).unwrap_or(false);
-    if !is_tty {
-        return "no_tty";
+    let timeout = Some(Duration::from_secs(2));
+    if s.set_read_timeout(timeout).is_err() || s.set_write_timeout(timeout).is_err() {
+        return "notifier_error";
     }
-    match nix::unistd::write(&file, bytes) {
-        Ok(n) if n == bytes.len() => "written",
-        Ok(_) => "partial",
-        Err(e) => {
-            tracing::debug!(path = %fd.display(), error = %e, "writing to the terminal");
-            "write_failed"
-        }
+    // A notifier that refuses the caller answers before reading, and the
+    // write may then fail: its answer is still there to read.
+    let _ = s.write_all(&req.encode());
+    // The answer is one line; a notifier that refused us closes with our
+    // request unread, and the kernel reports that (ECONNRESET) after the
+    // answer's bytes: what arrived before the error counts.
+    let mut answer = Vec::with_capacity(32);
+    let _ = s.take(64).read_to_end(&mut answer);
+    if answer.ends_with(b"\n") {
+        wire::outcome(&answer)
+    } else {
+        "notifier_error"
     }
 }
 
@@ -194,16 +180,5 @@ mod tests {
         );
         let no_pid = Notice { pid: None, ..n };
         assert!(session_of(&no_pid, &sessions).is_some());
-    }
-
-    #[test]
-    fn only_a_terminal_is_written_to() {
-        // Our own stdin in a test run is no pty named pts/999.
-        let me = std::process::id();
-        assert_eq!(
-            write_line(Path::new("/proc"), me, "pts/999", b"x"),
-            "no_tty"
-        );
-        assert_eq!(write_line(Path::new("/proc"), me, "4:1", b"x"), "no_tty");
     }
 }
