@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sessionguard_core::duration::{flag as duration, positive_flag as positive};
+use sessionguard_core::scope::Namespaces;
 use sessionguard_core::{cap, pod_plan};
 
 use crate::face::admission::WebhookConfig;
@@ -85,6 +86,13 @@ pub struct Config {
     /// Time from first interaction to eviction (recorded on the pod at first interaction).
     #[arg(long, env = "SESSIONGUARD_TTL", value_parser = positive, default_value = "10m")]
     pub ttl: Duration,
+
+    /// The only namespaces sessionguard acts in (comma-separated): protects,
+    /// records, evicts and rolls out there and nowhere else; empty: every
+    /// namespace. The chart's admission policies hold the controller's token
+    /// to the same list (`controller.namespaces`).
+    #[arg(long, env = "SESSIONGUARD_NAMESPACES", value_delimiter = ',', value_parser = namespace_name)]
+    pub namespaces: Vec<String>,
 
     /// Namespaces whose pods are never drift-evicted (comma-separated).
     #[arg(long, env = "SESSIONGUARD_NAMESPACE_ALLOWLIST", value_delimiter = ',')]
@@ -238,6 +246,12 @@ impl Config {
             })
     }
 
+    /// Where sessionguard acts (`--namespaces`; every name was checked when
+    /// parsed).
+    pub fn namespaces(&self) -> Namespaces {
+        Namespaces::parse(&self.namespaces).expect("checked by the flag's parser")
+    }
+
     /// The reconciles' settings: plain values, so nothing below the wiring
     /// depends on the command line.
     pub fn reconcile_settings(&self) -> reconcile::Settings {
@@ -259,6 +273,11 @@ impl Config {
             rollout_stuck_after: self.rollout_stuck_after,
         }
     }
+}
+
+/// One `--namespaces` entry: a name a namespace can have (or empty).
+fn namespace_name(s: &str) -> Result<String, String> {
+    Namespaces::parse(&[s]).map(|_| s.trim().to_string())
 }
 
 #[cfg(test)]

@@ -56,7 +56,10 @@ pub async fn run(config: Config) -> Result<()> {
         metrics.clone(),
     );
     let (stores, store_writers) = watches::stores();
-    let cache = Arc::new(Cache::new(stores, config.agent_grace));
+    let cache = Arc::new(Cache::new(stores, config.agent_grace).within(config.namespaces()));
+    if let Some(names) = cache.namespaces().names() {
+        tracing::info!(?names, "acting only in these namespaces (--namespaces)");
+    }
     let memory = Arc::new(Memory::default());
     let events = Recorder::new(writer.clone(), identity.clone());
     let (pod_tx, pod_rx) = mpsc::unbounded_channel::<ObjectRef<CachedPod>>();
@@ -152,7 +155,7 @@ pub async fn run(config: Config) -> Result<()> {
     // `run`, so a closed channel never reads as a loss.
     let (gone_tx, mut gone) = watch::channel::<Option<String>>(None);
     if config.require_admission_policies {
-        let wanted = policies::wanted(&config.admission_policies, &me)?;
+        let wanted = policies::wanted(&config.admission_policies, &me, cache.namespaces())?;
         if !policies_in_force(
             &client,
             &config,

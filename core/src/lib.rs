@@ -27,6 +27,7 @@ pub mod readback;
 pub mod report;
 pub mod rollout;
 pub mod rollout_stall;
+pub mod scope;
 pub mod session;
 pub mod session_key;
 pub mod uninstall;

@@ -6,6 +6,7 @@ mod chart_support;
 
 use chart_support::{self as chart, check, docs, find, invalid};
 use serde_json::Value;
+use sessionguard_core::scope::Namespaces;
 use sessionguard_e2e::Result;
 
 fn all_on() -> String {
@@ -524,6 +525,84 @@ fn notify_terminal_privileges_only_when_enabled() -> Result<()> {
     Ok(())
 }
 
+/// controller.namespaces: the controller told, every policy on pods, PDBs and
+/// StatefulSet status refusing its writes elsewhere, the webhooks not called
+/// elsewhere; without it, none of that.
+#[test]
+fn chosen_namespaces_reach_the_flag_the_policies_and_the_webhooks() -> Result<()> {
+    let set = [
+        "--set",
+        "controller.namespaces={ops,db}",
+        "--set",
+        "webhook.enabled=true",
+    ];
+    let on = docs(&chart::template("sg", "sessionguard-system", &set)?)?;
+    let off = docs(&chart::template(
+        "sg",
+        "sessionguard-system",
+        &["--set", "webhook.enabled=true"],
+    )?)?;
+    let ctl = &find(&on, "Deployment", Some("sg-sessionguard-controller"))?["spec"]["template"]["spec"]
+        ["containers"][0];
+    check(
+        ctl["env"]
+            .to_string()
+            .contains(r#"{"name":"SESSIONGUARD_NAMESPACES","value":"db,ops"}"#),
+        format!("the controller's --namespaces: {}", ctl["env"]),
+    )?;
+    let scoped = |d: &[Value], policy: &str| -> Result<bool> {
+        let p = find(
+            d,
+            "ValidatingAdmissionPolicy",
+            Some(&format!("sg-sessionguard-controller-{policy}")),
+        )?;
+        // The text the controller expects first (core::scope), or it stays NotReady.
+        let want = Namespaces::parse(&["ops", "db"])
+            .map_err(invalid)?
+            .policy_expression()
+            .unwrap_or_default();
+        Ok(p["spec"]["validations"][0]["expression"] == want.as_str())
+    };
+    for policy in ["pods", "pdbs", "statefulsets"] {
+        check(
+            scoped(&on, policy)?,
+            format!("the {policy} policy is held to ops and db"),
+        )?;
+        check(
+            !scoped(&off, policy)?,
+            format!("the {policy} policy is not limited by default"),
+        )?;
+    }
+    check(
+        !scoped(&on, "webhooks")?,
+        "the webhook configurations' policy has no namespace",
+    )?;
+    let hooks: Vec<&Value> = on
+        .iter()
+        .filter(|d| {
+            d["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+        })
+        .flat_map(|d| d["webhooks"].as_array().into_iter().flatten())
+        .collect();
+    check(!hooks.is_empty(), "webhooks rendered")?;
+    for h in hooks {
+        check(
+            h["namespaceSelector"]["matchExpressions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["operator"] == "In" && e["values"] == serde_json::json!(["ops", "db"])),
+            format!(
+                "webhook {} is called only for ops and db: {}",
+                h["name"], h["namespaceSelector"]
+            ),
+        )?;
+    }
+    Ok(())
+}
+
 /// A rotation's first step: the Secret the controller reads holds the current token
 /// and the next, one a line; the configurations keep the current one.
 #[test]
@@ -784,6 +863,11 @@ fn schema_refuses_bad_values_with_the_key_named() -> Result<()> {
         ("controller.ttl=3x", "/controller/ttl"),
         ("agent.bogus=1", "bogus"),
         ("logFormat=xml", "/logFormat"),
+        // A name goes into the policies' CEL: only what a namespace can be called.
+        (
+            "controller.namespaces={ops'] || true || ['x}",
+            "/controller/namespaces/0",
+        ),
         (
             "alerts.longLogin.thresholdSeconds=-5",
             "/alerts/longLogin/thresholdSeconds",

@@ -25,6 +25,10 @@
 //!   caBundle passes.
 //! - With `--webhook-client-ca`, a review from a client without the API
 //!   server's client certificate records nothing even at the real path.
+//! - With `controller.namespaces`, the controller's token setting
+//!   `safe-to-evict` on a pod, or creating a budget of exactly the controller's
+//!   shape, in a namespace the operator did not choose: refused, nothing
+//!   changed; the same writes in a chosen namespace pass.
 
 mod webhook_support;
 
@@ -617,6 +621,120 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
 /// webhook configurations (to publish `caBundle`). With it, one could point a
 /// webhook at another server or widen its rules to every Secret. The chart's
 /// policy lets it change `caBundle` and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_chosen_namespaces_the_controller_token_writes_nowhere_else() -> Result<()> {
+    let _serial = sg::serial().await;
+    let Some(env) = TestEnv::start("sec-ctl-scope").await? else {
+        return Ok(());
+    };
+    sg::install(env.client()).await?;
+    // A second namespace the operator did not choose, with a pod that no
+    // kubelet will run (bound to a node that does not exist).
+    let foreign = format!("{}-foreign", env.ns());
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client().clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": foreign}}))?,
+        )
+        .await?;
+    let result = async {
+        let chosen = format!("controller.namespaces={{{}}}", env.ns());
+        let id = sessionguard_e2e::harness::identity::chart_controller_with(&env, false, &[&chosen])
+            .await?;
+        let as_ctl = sessionguard_e2e::controlplane::kubeconfig::client(&id.kubeconfig).await?;
+        let foreign_pods: Api<Pod> = Api::namespaced(env.client().clone(), &foreign);
+        let victim: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "victim"},
+            "spec": {"nodeName": "no-such-node",
+                     "containers": [{"name": "app", "image": "busybox"}]}
+        }))?;
+        let victim = foreign_pods.create(&PostParams::default(), &victim).await?;
+        let victim_uid = victim.metadata.uid.clone().unwrap_or_default();
+        wh::pod(&env, "mine").await?;
+        let pp = PatchParams::default();
+        let hold = json!({"metadata": {"annotations": {keys::CA_SAFE_TO_EVICT: "false"}}});
+
+        // Awaited, not assumed: the API server loads new policies within a
+        // second or so; until then the patch would pass (RBAC allows it), so
+        // the wait undoes any that did.
+        let ctl_foreign: Api<Pod> = Api::namespaced(as_ctl.clone(), &foreign);
+        let why = wait::until(
+            "the policy to refuse writes outside controller.namespaces",
+            await_::TIMEOUT,
+            || async {
+                match ctl_foreign.patch("victim", &pp, &Patch::Merge(&hold)).await {
+                    Err(e) => Ok(Some(refusal::<()>(Err(e)))),
+                    Ok(_) => {
+                        let undo = json!({"metadata": {"annotations": {keys::CA_SAFE_TO_EVICT: null}}});
+                        foreign_pods.patch("victim", &pp, &Patch::Merge(&undo)).await?;
+                        Ok(None)
+                    }
+                }
+            },
+        )
+        .await?;
+        check(
+            why.contains("acts only in the namespaces the operator chose") && why.contains(&foreign),
+            format!("safe-to-evict in a namespace not chosen: {why:?}"),
+        )?;
+        let now = foreign_pods.get("victim").await?;
+        check(
+            !kube::ResourceExt::annotations(&now).contains_key(keys::CA_SAFE_TO_EVICT),
+            format!("the foreign pod is unchanged: {:?}", now.metadata.annotations),
+        )?;
+        // A budget of exactly the controller's own shape, for that pod.
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "metadata": {"name": "sessionguard-victim", "labels": {keys::MANAGED_BY: keys::MANAGER},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "victim", "uid": victim_uid}]},
+            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {keys::POD_UID_LABEL: victim_uid}}}
+        }))?;
+        let ctl_foreign_pdbs: Api<PodDisruptionBudget> = Api::namespaced(as_ctl.clone(), &foreign);
+        let e = refusal(ctl_foreign_pdbs.create(&PostParams::default(), &pdb).await);
+        check(
+            e.contains("acts only in the namespaces the operator chose"),
+            format!("our-shaped PDB in a namespace not chosen: {e:?}"),
+        )?;
+        let foreign_pdbs: Api<PodDisruptionBudget> = Api::namespaced(env.client().clone(), &foreign);
+        check(
+            foreign_pdbs.list(&ListParams::default()).await?.items.is_empty(),
+            "no PDB in the foreign namespace",
+        )?;
+
+        // The control: the same writes in the chosen namespace pass.
+        let ctl_pods: Api<Pod> = Api::namespaced(as_ctl.clone(), env.ns());
+        ctl_pods
+            .patch("mine", &pp, &Patch::Merge(&hold))
+            .await
+            .map_err(|e| invalid(format!("safe-to-evict in the chosen namespace refused: {e}")))?;
+        let mine_uid = env.api::<Pod>().get("mine").await?.metadata.uid.unwrap_or_default();
+        let label = json!({"metadata": {"labels": {keys::POD_UID_LABEL: mine_uid}}});
+        ctl_pods
+            .patch("mine", &pp, &Patch::Merge(&label))
+            .await
+            .map_err(|e| invalid(format!("the pod-uid label in the chosen namespace refused: {e}")))?;
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "metadata": {"name": "sessionguard-mine", "labels": {keys::MANAGED_BY: keys::MANAGER},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "mine", "uid": mine_uid}]},
+            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {keys::POD_UID_LABEL: mine_uid}}}
+        }))?;
+        Api::<PodDisruptionBudget>::namespaced(as_ctl.clone(), env.ns())
+            .create(&PostParams::default(), &pdb)
+            .await
+            .map_err(|e| invalid(format!("our PDB in the chosen namespace refused: {e}")))?;
+        // The controller run with the same --namespaces finds these policies
+        // exactly as it expects them (else it would stay NotReady): it leads.
+        let ctl = sg::spawn_controller(&env, &id, "scope-ctl", &["--namespaces", env.ns()])?;
+        ctl.until_leader().await?;
+        drop(ctl);
+        Ok::<(), sessionguard_e2e::Error>(())
+    }
+    .await;
+    namespaces.delete(&foreign, &Default::default()).await?;
+    result?;
+    env.finish().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_token_changes_nothing_of_its_webhooks_but_the_ca_bundle() -> Result<()> {
     use k8s_openapi::api::admissionregistration::v1::{

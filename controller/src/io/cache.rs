@@ -18,6 +18,7 @@ use sessionguard_api::CachedPod;
 use sessionguard_core::idle::counts_for_protection;
 use sessionguard_core::notice::Notice;
 use sessionguard_core::protection::{Map, OptIn, pdb_name};
+use sessionguard_core::scope::Namespaces;
 use sessionguard_core::{PodUid, console, keys};
 use tokio::sync::watch;
 
@@ -47,6 +48,9 @@ pub struct Cache {
     /// How long a node's sessions stay trusted after its agent's last report.
     agent_grace: Duration,
     reports_synced: watch::Sender<bool>,
+    /// Where sessionguard may act (`--namespaces`); pods elsewhere are
+    /// never looked at, so never written to.
+    namespaces: Namespaces,
 }
 
 impl Cache {
@@ -58,7 +62,25 @@ impl Cache {
             notices: RwLock::default(),
             agent_grace,
             reports_synced: watch::Sender::new(false),
+            namespaces: Namespaces::all(),
         }
+    }
+
+    /// Acts only in `namespaces` (see `core::scope`).
+    pub fn within(mut self, namespaces: Namespaces) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    pub fn namespaces(&self) -> &Namespaces {
+        &self.namespaces
+    }
+
+    /// Whether sessionguard may act on this pod at all (its namespace is one
+    /// the operator chose).
+    pub fn in_scope(&self, pod: &CachedPod) -> bool {
+        self.namespaces
+            .contains(pod.metadata.namespace.as_deref().unwrap_or_default())
     }
 
     pub fn agent_grace(&self) -> Duration {
@@ -216,6 +238,9 @@ impl Cache {
     /// the report watch), so the initial list of 30,000 pods and every status
     /// change of theirs do not each cost a reconcile.
     pub fn has_business(&self, pod: &CachedPod) -> bool {
+        if !self.in_scope(pod) {
+            return false;
+        }
         let ours = [keys::POD_UID_LABEL, keys::INTERACTED]
             .iter()
             .any(|k| pod.labels().contains_key(*k))

@@ -14,6 +14,7 @@ use kube::Client;
 use kube::api::Api;
 use serde::Deserialize;
 use sessionguard_core::policy_check::{self, Binding, Policy};
+use sessionguard_core::scope::{Namespaces, SCOPED_RESOURCES};
 
 use crate::error::{Error, Result};
 
@@ -22,8 +23,10 @@ const CHART_POLICIES: &str =
     include_str!("../../../charts/sessionguard/files/controller-policy.yaml");
 
 /// The policies this controller needs: the chart's, named with `prefix`
-/// (the release's full name) and matching `user` (this controller).
-pub fn wanted(prefix: &str, user: &str) -> Result<Vec<Policy>> {
+/// (the release's full name) and matching `user` (this controller), and
+/// with `--namespaces` the chart's namespace check first on the policies of
+/// the resources it writes in namespaces.
+pub fn wanted(prefix: &str, user: &str, namespaces: &Namespaces) -> Result<Vec<Policy>> {
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(CHART_POLICIES) {
         let value = serde_yaml::Value::deserialize(doc).map_err(|e| {
@@ -42,6 +45,19 @@ pub fn wanted(prefix: &str, user: &str) -> Result<Vec<Policy>> {
         let mut p = view(&vap);
         p.name = renamed(&p.name, prefix);
         p.conditions = vec![policy_check::user_condition(user)];
+        let scoped = p.rules.iter().any(|r| {
+            r.rsplit('|')
+                .next()
+                .is_some_and(|res| res.split(',').any(|x| SCOPED_RESOURCES.contains(&x)))
+        });
+        if let (true, Some(check)) = (scoped, namespaces.policy_expression()) {
+            let first = p
+                .validations
+                .iter()
+                .take_while(|v| v.starts_with("let "))
+                .count();
+            p.validations.insert(first, check);
+        }
         out.push(p);
     }
     Ok(out)
@@ -249,7 +265,12 @@ mod tests {
 
     #[test]
     fn the_built_in_policies_are_the_chart_s_renamed_for_the_release_and_user() {
-        let w = wanted("sg", "system:serviceaccount:ns:sg-controller").unwrap();
+        let w = wanted(
+            "sg",
+            "system:serviceaccount:ns:sg-controller",
+            &Namespaces::all(),
+        )
+        .unwrap();
         let names: Vec<&str> = w.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
@@ -275,5 +296,21 @@ mod tests {
             w[1].validations
         );
         assert_eq!(w[0].rules, ["|*|UPDATE|pods"]);
+
+        // With --namespaces, the chart's namespace check comes first on pods,
+        // PDBs (after its variable) and StatefulSet status; not on webhooks.
+        let only = Namespaces::parse(&["ops", "db"]).unwrap();
+        let check = only.policy_expression().unwrap();
+        let s = wanted("sg", "system:serviceaccount:ns:sg-controller", &only).unwrap();
+        assert_eq!(s[0].validations[0], check);
+        assert_eq!(s[1].validations[1], check, "{:?}", s[1].validations);
+        assert_eq!(
+            s[2].validations, w[2].validations,
+            "webhooks: cluster-scoped"
+        );
+        assert_eq!(s[3].validations[0], check);
+        for i in [0, 1, 3] {
+            assert_eq!(s[i].validations.len(), w[i].validations.len() + 1);
+        }
     }
 }

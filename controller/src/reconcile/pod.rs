@@ -38,6 +38,11 @@ pub async fn reconcile(pod: Arc<CachedPod>, ctx: Arc<Context>) -> Result<Action>
         // The pod is going; the garbage collector removes our PDB with it.
         return Ok(Action::await_change());
     }
+    if !ctx.cache.in_scope(&pod) {
+        // Not a namespace the operator chose: nothing is written here (the
+        // chart's policies would refuse it), whatever reports or wakes it.
+        return Ok(Action::await_change());
+    }
     let now = Timestamp::now();
     let mut seen = Seen::gather(&ctx, &pod, now);
     // Before the login is remembered: the first look after a restart is

@@ -36,7 +36,11 @@ pub fn manages(sts: &StatefulSet, opt: &OptIn) -> bool {
 pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.timer("statefulset");
     ctx.cache.ready().await;
-    if !ctx.settings.rollout || !manages(&sts, &ctx.cache.set_opt_in(&sts)) {
+    let in_scope = ctx
+        .cache
+        .namespaces()
+        .contains(sts.metadata.namespace.as_deref().unwrap_or_default());
+    if !ctx.settings.rollout || !in_scope || !manages(&sts, &ctx.cache.set_opt_in(&sts)) {
         ctx.memory
             .rollout_stall(&sts.uid().unwrap_or_default(), |_| (None, ()));
         return Ok(Action::await_change());

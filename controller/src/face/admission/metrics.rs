@@ -90,7 +90,7 @@ impl Metrics {
         );
         r.register(
             "records",
-            "Interaction records from the webhook by outcome (recorded, corrected: recorded after bounding or restoring the record read back, shed, closed, pod_gone, failed)",
+            "Interaction records from the webhook by outcome (recorded, corrected: recorded after bounding or restoring the record read back, shed, closed, pod_gone, out_of_scope: a namespace not in --namespaces, failed)",
             Declared(self.records.clone()),
         );
         r.register(

@@ -37,6 +37,7 @@ use sessionguard_core::backoff::Backoff;
 use sessionguard_core::interaction::{Interaction, rfc3339};
 use sessionguard_core::keys;
 use sessionguard_core::readback::{Bounds, read_back};
+use sessionguard_core::scope::Namespaces;
 
 use super::interaction::Record;
 use super::metrics::Metrics;
@@ -58,6 +59,9 @@ pub struct Writer {
     /// `sessionguard_writes`: the record's API calls count with every other
     /// write. Not gated on the Lease (see the module comment).
     pub write_metrics: WriteMetrics,
+    /// `--namespaces`: a record elsewhere is not written (the webhook
+    /// configurations do not send those requests; this holds if one comes).
+    pub namespaces: Namespaces,
 }
 
 /// Where the record workers deliver: the API server ([`Writer`]) in the
@@ -183,6 +187,11 @@ impl Writer {
     /// Writes one record, retrying conflicts and errors a few times.
     pub async fn write(&self, r: Record) {
         let pod_name = format!("{}/{}", r.namespace, r.pod);
+        if !self.namespaces.contains(&r.namespace) {
+            self.metrics.record("out_of_scope");
+            tracing::debug!(pod = %pod_name, "not recorded: outside --namespaces");
+            return;
+        }
         for attempt in 0..ATTEMPTS {
             match self.try_write(&r).await {
                 Ok(Outcome::Recorded(pod, rec, issues)) => {

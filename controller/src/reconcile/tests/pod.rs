@@ -180,3 +180,32 @@ async fn a_replica_without_the_lease_writes_nothing() {
     let events = api.finish(ctx).await;
     assert!(events.is_empty(), "not even an event: {events:?}");
 }
+
+#[tokio::test]
+async fn a_login_outside_the_chosen_namespaces_is_neither_looked_at_nor_written() {
+    let web = pod("web-0").protected().build();
+    let (ctx, api) = world()
+        .pod(&web)
+        .agent("node-a", vec![session(&web).build()])
+        .only_in(&["db", "bastions"])
+        .start();
+    assert!(!ctx.cache.has_business(&web), "no wake-up for it");
+    reconcile(&ctx, &web).await.unwrap().expect("nothing to do");
+    let events = api.finish(ctx).await;
+    assert!(events.is_empty(), "no write, not even an event: {events:?}");
+
+    // The same login where the operator chose: protected (the control).
+    let (ctx, mut api) = world()
+        .pod(&web)
+        .agent("node-a", vec![session(&web).build()])
+        .only_in(&["ops"])
+        .start();
+    assert!(ctx.cache.has_business(&web));
+    let run = reconcile(&ctx, &web);
+    let patch = api.next().await.is("PATCH", POD);
+    let create = api.next().await.is("POST", PDBS);
+    patch.ok(&web);
+    create.created();
+    run.await.unwrap().expect("reconciled");
+    assert_eq!(api.finish(ctx).await, ["Protected", "SessionStarted"]);
+}
