@@ -56,7 +56,12 @@ impl Namespaces {
 
 /// What the chart's policies hold to the chosen namespaces: every resource the
 /// controller writes in a namespace.
-pub const SCOPED_RESOURCES: &[&str] = &["pods", "poddisruptionbudgets", "statefulsets/status"];
+pub const SCOPED_RESOURCES: &[&str] = &[
+    "pods",
+    "poddisruptionbudgets",
+    "statefulsets/status",
+    "pods/eviction",
+];
 
 fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();

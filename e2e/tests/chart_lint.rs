@@ -309,6 +309,7 @@ fn default_rendering_is_least_privilege() -> Result<()> {
         "sg-sessionguard-controller-pdbs",
         "sg-sessionguard-controller-webhooks",
         "sg-sessionguard-controller-statefulsets",
+        "sg-sessionguard-controller-evictions",
     ] {
         let p = find(&d, "ValidatingAdmissionPolicy", Some(name))?;
         let b = find(&d, "ValidatingAdmissionPolicyBinding", Some(name))?;

@@ -52,8 +52,8 @@ async fn without_its_policies_the_controller_stays_not_ready_and_stops_when_one_
         .await?
         .unwrap_or(0.0);
     check(
-        missing >= 4.0,
-        format!("all four policies are missing, the gauge says {missing}"),
+        missing >= 5.0,
+        format!("all five policies are missing, the gauge says {missing}"),
     )?;
     let events: Api<Event> = env.api();
     let lp = ListParams::default().fields(&format!("regarding.name={}", id.lease));

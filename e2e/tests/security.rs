@@ -586,6 +586,43 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
         .await
         .map_err(|e| invalid(format!("a rollout's status mark refused: {e}")))?;
 
+    // --- evictions: only with a UID precondition, never a grace period of its own ---
+    // (chart RBAC grants pods/eviction with controller.rollout, on by default)
+    let uid_now = pods.get("target").await?.metadata.uid.unwrap_or_default();
+    for (what, options, want) in [
+        (
+            "a zero grace period (kill at once)",
+            json!({"gracePeriodSeconds": 0, "preconditions": {"uid": uid_now}}),
+            "may not shorten a pod's grace period",
+        ),
+        (
+            "no UID precondition",
+            json!({}),
+            "only with a UID precondition",
+        ),
+    ] {
+        let body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                          "metadata": {"name": "target", "namespace": env.ns()},
+                          "deleteOptions": options});
+        let e = refusal(
+            ctl_pods
+                .create_subresource::<_, kube::core::Status>(
+                    "eviction",
+                    "target",
+                    &PostParams::default(),
+                    &body,
+                )
+                .await,
+        );
+        check(e.contains(want), format!("eviction with {what}: {e:?}"))?;
+    }
+    let still = pods.get("target").await?;
+    check(
+        still.metadata.uid.as_deref() == Some(uid_now.as_str())
+            && still.metadata.deletion_timestamp.is_none(),
+        "the pod was not evicted",
+    )?;
+
     // --- the normal flows under the same identity and policies: protect, release ---
     let _ctl = sg::start_controller(&env, "sec-ctl", &[]).await?;
     let _agent = sg::start_agent(&env, "500ms").await?;
@@ -722,6 +759,43 @@ async fn with_chosen_namespaces_the_controller_token_writes_nowhere_else() -> Re
             .create(&PostParams::default(), &pdb)
             .await
             .map_err(|e| invalid(format!("our PDB in the chosen namespace refused: {e}")))?;
+        // Evictions: in the foreign namespace refused by the policy; in the
+        // chosen one the policy lets ours through and our PDB refuses it (429).
+        let eviction = |name: &str, ns: &str, uid: &str| {
+            json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                   "metadata": {"name": name, "namespace": ns},
+                   "deleteOptions": {"preconditions": {"uid": uid}}})
+        };
+        let e = refusal(
+            ctl_foreign
+                .create_subresource::<_, kube::core::Status>(
+                    "eviction",
+                    "victim",
+                    &PostParams::default(),
+                    &eviction("victim", &foreign, &victim_uid),
+                )
+                .await,
+        );
+        check(
+            e.contains("acts only in the namespaces the operator chose"),
+            format!("eviction in a namespace not chosen: {e:?}"),
+        )?;
+        match ctl_pods
+            .create_subresource::<_, kube::core::Status>(
+                "eviction",
+                "mine",
+                &PostParams::default(),
+                &eviction("mine", env.ns(), &mine_uid),
+            )
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 429 => {}
+            other => {
+                return Err(invalid(format!(
+                    "our eviction in the chosen namespace: want the PDB's 429, got {other:?}"
+                )));
+            }
+        }
         // The controller run with the same --namespaces finds these policies
         // exactly as it expects them (else it would stay NotReady): it leads.
         let ctl = sg::spawn_controller(&env, &id, "scope-ctl", &["--namespaces", env.ns()])?;

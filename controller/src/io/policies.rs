@@ -278,7 +278,8 @@ mod tests {
                 "sg-controller-pods",
                 "sg-controller-pdbs",
                 "sg-controller-webhooks",
-                "sg-controller-statefulsets"
+                "sg-controller-statefulsets",
+                "sg-controller-evictions"
             ]
         );
         for p in &w {
@@ -309,7 +310,8 @@ mod tests {
             "webhooks: cluster-scoped"
         );
         assert_eq!(s[3].validations[0], check);
-        for i in [0, 1, 3] {
+        assert_eq!(s[4].validations[0], check);
+        for i in [0, 1, 3, 4] {
             assert_eq!(s[i].validations.len(), w[i].validations.len() + 1);
         }
     }
