@@ -204,6 +204,33 @@ async fn exec_attach_debug_are_recorded_and_the_record_is_guarded() -> Result<()
         records(&ctl, "recorded").await? == 4.0,
         "exactly four records (exec, attach, debug, attach)",
     )?;
+    // Each record folded into the pod as the replica's cache held it: the pod
+    // was read from the API server only after a patch it refused (cache behind).
+    let writes = |op: &'static str, outcome: &'static str| {
+        let ctl = &ctl;
+        async move {
+            Ok::<f64, sessionguard_e2e::Error>(
+                ctl.metric(
+                    "sessionguard_writes_total",
+                    &[("op", op), ("outcome", outcome)],
+                )
+                .await?
+                .unwrap_or(0.0),
+            )
+        }
+    };
+    let (reads, refused, patched) = (
+        writes("get_pod", "ok").await?,
+        writes("record_interaction", "error").await?,
+        writes("record_interaction", "ok").await?,
+    );
+    eprintln!("record writes: {patched} patches, {refused} refused, {reads} reads");
+    check(
+        patched == 4.0 && reads <= refused,
+        format!(
+            "records read the pod only after a refused patch: {reads} reads, {refused} refused, {patched} patches"
+        ),
+    )?;
 
     // --- kubectl sessions get matches the pod ---
     let (code, out, err) = wh::plugin(&env, &["-n", env.ns(), "get", "-o", "json"]).await?;

@@ -292,7 +292,7 @@ pub async fn start(wh: &WebhookConfig, shared: Shared<'_>) -> Result<()> {
         identity: identity.to_string(),
         metrics: metrics.clone(),
         write_metrics: write_metrics.clone(),
-        namespaces: cache.namespaces().clone(),
+        cache: cache.clone(),
     });
     record::spawn_workers(writer, rx, wh.record_workers.max(1), metrics.clone());
     let (evictions, blocked) = eviction::Evictions::new(cache, refusals);
