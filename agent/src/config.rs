@@ -180,3 +180,22 @@ pub struct RunArgs {
 }
 
 pub use sessionguard_core::duration::positive_flag as duration;
+
+#[cfg(test)]
+mod readme {
+    use clap::CommandFactory;
+    use sessionguard_core::flag_docs;
+
+    #[test]
+    fn the_readme_documents_every_flag_and_its_variable() {
+        let flags = flag_docs::flags(&super::Cli::command());
+        assert!(flags.len() > 20, "too few flags read: {flags:?}");
+        let diff =
+            flag_docs::differences(include_str!("../../README.md"), "#### Agent flags", &flags);
+        assert!(
+            diff.is_empty(),
+            "README `#### Agent flags` and the agent's flags (config.rs) disagree:\n  {}",
+            diff.join("\n  ")
+        );
+    }
+}

@@ -391,3 +391,25 @@ mod tests {
         assert!(e.to_string().contains("--agent-selector"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use clap::CommandFactory;
+    use sessionguard_core::flag_docs;
+
+    #[test]
+    fn the_readme_documents_every_flag_and_its_variable() {
+        let flags = flag_docs::flags(&super::Config::command());
+        assert!(flags.len() > 40, "too few flags read: {flags:?}");
+        let diff = flag_docs::differences(
+            include_str!("../../README.md"),
+            "### Controller flags",
+            &flags,
+        );
+        assert!(
+            diff.is_empty(),
+            "README `### Controller flags` and the controller's flags (config.rs) disagree:\n  {}",
+            diff.join("\n  ")
+        );
+    }
+}

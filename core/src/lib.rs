@@ -35,6 +35,8 @@ pub mod uninstall;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 #[cfg(any(test, feature = "fixtures"))]
+pub mod flag_docs;
+#[cfg(any(test, feature = "fixtures"))]
 pub mod metric_docs;
 
 pub use bounds::{CUT_MARKER, Cuts};

@@ -27,22 +27,30 @@ pub fn served(exposition: &str) -> BTreeMap<String, String> {
 /// the same or a higher level: every row whose first cell is a metric name
 /// with `prefix` in backticks, and whose second cell is its type.
 pub fn documented(readme: &str, heading: &str, prefix: &str) -> BTreeMap<String, String> {
-    let level = heading.chars().take_while(|c| *c == '#').count();
-    let Some((_, section)) = readme.split_once(&format!("\n{heading}\n")) else {
-        return BTreeMap::new();
-    };
-    section
-        .lines()
-        .take_while(|l| {
-            let hashes = l.chars().take_while(|c| *c == '#').count();
-            !(hashes > 0 && hashes <= level && l[hashes..].starts_with(' '))
-        })
+    section(readme, heading)
+        .into_iter()
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
             let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
             let kind = cells.get(2)?;
             name.starts_with(prefix)
                 .then(|| (name.to_string(), kind.to_string()))
+        })
+        .collect()
+}
+
+/// The lines of the README section under `heading` (a whole heading line),
+/// up to the next heading of the same or a higher level; none when the
+/// heading is not there.
+pub fn section<'a>(readme: &'a str, heading: &str) -> Vec<&'a str> {
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let Some((_, rest)) = readme.split_once(&format!("\n{heading}\n")) else {
+        return Vec::new();
+    };
+    rest.lines()
+        .take_while(|l| {
+            let hashes = l.chars().take_while(|c| *c == '#').count();
+            !(hashes > 0 && hashes <= level && l[hashes..].starts_with(' '))
         })
         .collect()
 }
