@@ -395,21 +395,15 @@ mod tests {
 #[cfg(test)]
 mod readme {
     use clap::CommandFactory;
-    use sessionguard_core::flag_docs;
 
     #[test]
     fn the_readme_documents_every_flag_and_its_variable() {
-        let flags = flag_docs::flags(&super::Config::command());
-        assert!(flags.len() > 40, "too few flags read: {flags:?}");
-        let diff = flag_docs::differences(
-            include_str!("../../README.md"),
-            "### Controller flags",
-            &flags,
-        );
-        assert!(
-            diff.is_empty(),
-            "README `### Controller flags` and the controller's flags (config.rs) disagree:\n  {}",
-            diff.join("\n  ")
-        );
+        let readme = include_str!("../../README.md");
+        let cmd = super::Config::command();
+        if let Err(e) =
+            sessionguard_core::flag_docs::check(readme, "### Controller flags", &cmd, 40)
+        {
+            panic!("{e}");
+        }
     }
 }

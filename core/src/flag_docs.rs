@@ -14,6 +14,29 @@ pub struct Flag {
     pub env: Option<String>,
 }
 
+/// What a binary's README test asserts: `cmd`'s flags (at least `min` of
+/// them, so an empty read cannot pass) and the README section under
+/// `heading` agree; else every difference, one per line.
+pub fn check(readme: &str, heading: &str, cmd: &clap::Command, min: usize) -> Result<(), String> {
+    let flags = flags(cmd);
+    if flags.len() < min {
+        return Err(format!(
+            "only {} flags read from {}: {flags:?}",
+            flags.len(),
+            cmd.get_name()
+        ));
+    }
+    let diff = differences(readme, heading, &flags);
+    if diff.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "README `{heading}` and {}'s flags disagree:\n  {}",
+        cmd.get_name(),
+        diff.join("\n  ")
+    ))
+}
+
 /// Every flag of `cmd` and its subcommands that has a long name, but the
 /// generated `--help` and `--version`; a global flag once.
 pub fn flags(cmd: &clap::Command) -> Vec<Flag> {
