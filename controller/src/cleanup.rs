@@ -77,14 +77,7 @@ async fn cleanup(client: Client, config: &Config, args: &CleanupArgs) -> Result<
     // A name of its own, so it never mistakes the controller's holding for its
     // own (`kubectl exec` into a controller pod inherits its POD_NAME).
     let identity = format!("{}-cleanup", config.identity());
-    let mut elector = Elector::new(
-        client.clone(),
-        &config.lease_namespace,
-        &config.lease_name,
-        &identity,
-        config.lease_duration,
-        metrics.clone(),
-    );
+    let mut elector = config.elector(client.clone(), &identity, metrics.clone());
     let attempt = Instant::now();
     let fence = elector.take_over().await?;
     let gate = Arc::new(WriteGate::new(metrics.leader.clone()));

@@ -9,6 +9,8 @@ use sessionguard_core::scope::Namespaces;
 use sessionguard_core::{cap, pod_plan};
 
 use crate::face::admission::WebhookConfig;
+use crate::io::lease::Elector;
+use crate::io::metrics::Metrics;
 use crate::reconcile::{self, evict};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -244,6 +246,19 @@ impl Config {
             .then_some(reconcile::notices::Settings {
                 after: self.notify_terminal_after,
             })
+    }
+
+    /// The leader election on `--lease-namespace`/`--lease-name` for `identity`
+    /// (the controller's, or the uninstall cleanup's own).
+    pub fn elector(&self, client: kube::Client, identity: &str, metrics: Metrics) -> Elector {
+        Elector::new(
+            client,
+            &self.lease_namespace,
+            &self.lease_name,
+            identity,
+            self.lease_duration,
+            metrics,
+        )
     }
 
     /// Where sessionguard acts (`--namespaces`; every name was checked when

@@ -141,14 +141,7 @@ pub async fn run(config: Config) -> Result<()> {
         admission::start(&config.webhook, shared).await?;
     }
 
-    let mut elector = Elector::new(
-        client.clone(),
-        &config.lease_namespace,
-        &config.lease_name,
-        &identity,
-        config.lease_duration,
-        metrics.clone(),
-    );
+    let mut elector = config.elector(client.clone(), &identity, metrics.clone());
     // No Lease (so no write) before the policies that narrow our rights are in
     // force: without them RBAC alone lets this token patch any pod.
     // `gone` says when one of them goes later; the sender lives as long as

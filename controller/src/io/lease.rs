@@ -91,6 +91,20 @@ impl Elector {
         }
     }
 
+    /// Creates the Lease, held by us from `now` (409: someone created it first).
+    async fn create(&self, now: Timestamp) -> Result<()> {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                ..Default::default()
+            },
+            spec: Some(self.spec(None, now)),
+        };
+        let pp = PostParams::default();
+        let create = self.api.create(&pp, &lease);
+        self.timed("create_lease", create).await.map(|_| ())
+    }
+
     /// One attempt: true if we hold the Lease afterwards.
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool> {
         let now = Timestamp::now();
@@ -98,20 +112,7 @@ impl Elector {
             .timed("get_lease", self.api.get_opt(&self.name))
             .await?
         else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    ..Default::default()
-                },
-                spec: Some(self.spec(None, now)),
-            };
-            return match self
-                .timed(
-                    "create_lease",
-                    self.api.create(&PostParams::default(), &lease),
-                )
-                .await
-            {
+            return match self.create(now).await {
                 Ok(_) => Ok(true),
                 Err(e) if e.status() == Some(409) => Ok(false),
                 Err(e) => Err(e),
@@ -180,20 +181,7 @@ impl Elector {
                 .timed("get_lease", self.api.get_opt(&self.name))
                 .await?
             else {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(self.name.clone()),
-                        ..Default::default()
-                    },
-                    spec: Some(self.spec(None, now)),
-                };
-                match self
-                    .timed(
-                        "create_lease",
-                        self.api.create(&PostParams::default(), &lease),
-                    )
-                    .await
-                {
+                match self.create(now).await {
                     Ok(_) => return Ok(Duration::ZERO),
                     Err(e) if e.status() == Some(409) && conflicts < 5 => {
                         conflicts += 1;
