@@ -24,11 +24,12 @@
 //! `mesg n`). Nothing here needs CAP_DAC_READ_SEARCH.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat, openat2};
 use nix::sys::stat::{Mode, SFlag, fstat, major, minor};
 
 use crate::proc::{parse_stat, tty::major_minor, tty_name};
@@ -60,14 +61,24 @@ pub fn open_terminal(proc_root: &Path, pid: u32, tty: &str) -> Result<File, &'st
     if format!("pts/{n}") != tty {
         return Err("no_tty"); // "pts/007", "pts/+1": not how the kernel names one
     }
-    let dir = proc_root.join(pid.to_string());
-    let stat = std::fs::read(dir.join("stat")).map_err(|_| "no_tty")?;
+    // One handle on the process's /proc directory for both reads: if the pid
+    // ends and is reused in between, the handle still names the old process
+    // and every read through it fails, so the terminal checked and the root
+    // followed are one process's.
+    let dir = open(
+        &proc_root.join(pid.to_string()),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|_| "no_tty")?;
+    let stat = read_at(&dir, "stat").ok_or("no_tty")?;
     let tty_nr = parse_stat(&stat).map_err(|_| "no_tty")?.tty_nr;
     if tty_name(tty_nr) != tty {
         return Err("no_tty");
     }
-    let root = open(
-        &dir.join("root"),
+    let root = openat(
+        &dir,
+        "root",
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
@@ -107,6 +118,14 @@ pub fn open_terminal(proc_root: &Path, pid: u32, tty: &str) -> Result<File, &'st
         return Err("no_tty");
     }
     Ok(file)
+}
+
+/// A small file under `dir` (a /proc/<pid> handle), read whole.
+fn read_at(dir: &OwnedFd, name: &str) -> Option<Vec<u8>> {
+    let fd = openat(dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
+    let mut out = Vec::with_capacity(512);
+    File::from(fd).read_to_end(&mut out).ok()?;
+    Some(out)
 }
 
 #[cfg(test)]
