@@ -348,6 +348,19 @@ async fn with_a_client_ca_a_review_without_the_api_server_s_certificate_records_
 }
 
 /// `Err` text of a call, or "" if it succeeded.
+/// Asks the eviction API, as `api`'s identity, to evict `pod` with these
+/// `deleteOptions`.
+async fn evict(
+    api: &Api<Pod>,
+    pod: &str,
+    options: serde_json::Value,
+) -> kube::Result<kube::core::Status> {
+    let body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                      "metadata": {"name": pod}, "deleteOptions": options});
+    api.create_subresource("eviction", pod, &PostParams::default(), &body)
+        .await
+}
+
 fn refusal<T>(r: std::result::Result<T, kube::Error>) -> String {
     match r {
         Ok(_) => String::new(),
@@ -601,19 +614,7 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
             "only with a UID precondition",
         ),
     ] {
-        let body = json!({"apiVersion": "policy/v1", "kind": "Eviction",
-                          "metadata": {"name": "target", "namespace": env.ns()},
-                          "deleteOptions": options});
-        let e = refusal(
-            ctl_pods
-                .create_subresource::<_, kube::core::Status>(
-                    "eviction",
-                    "target",
-                    &PostParams::default(),
-                    &body,
-                )
-                .await,
-        );
+        let e = refusal(evict(&ctl_pods, "target", options).await);
         check(e.contains(want), format!("eviction with {what}: {e:?}"))?;
     }
     let still = pods.get("target").await?;
@@ -654,10 +655,9 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
     env.finish().await
 }
 
-/// Issue 22's first finding: the controller's token holds `update` on its two
-/// webhook configurations (to publish `caBundle`). With it, one could point a
-/// webhook at another server or widen its rules to every Secret. The chart's
-/// policy lets it change `caBundle` and nothing else.
+/// Issue 22: with `controller.namespaces`, the controller's token (chart RBAC
+/// and the chart's policies rendered for one chosen namespace) writes pods,
+/// budgets and evictions there and nowhere else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_chosen_namespaces_the_controller_token_writes_nowhere_else() -> Result<()> {
     let _serial = sg::serial().await;
@@ -761,34 +761,14 @@ async fn with_chosen_namespaces_the_controller_token_writes_nowhere_else() -> Re
             .map_err(|e| invalid(format!("our PDB in the chosen namespace refused: {e}")))?;
         // Evictions: in the foreign namespace refused by the policy; in the
         // chosen one the policy lets ours through and our PDB refuses it (429).
-        let eviction = |name: &str, ns: &str, uid: &str| {
-            json!({"apiVersion": "policy/v1", "kind": "Eviction",
-                   "metadata": {"name": name, "namespace": ns},
-                   "deleteOptions": {"preconditions": {"uid": uid}}})
-        };
         let e = refusal(
-            ctl_foreign
-                .create_subresource::<_, kube::core::Status>(
-                    "eviction",
-                    "victim",
-                    &PostParams::default(),
-                    &eviction("victim", &foreign, &victim_uid),
-                )
-                .await,
+            evict(&ctl_foreign, "victim", json!({"preconditions": {"uid": victim_uid}})).await,
         );
         check(
             e.contains("acts only in the namespaces the operator chose"),
             format!("eviction in a namespace not chosen: {e:?}"),
         )?;
-        match ctl_pods
-            .create_subresource::<_, kube::core::Status>(
-                "eviction",
-                "mine",
-                &PostParams::default(),
-                &eviction("mine", env.ns(), &mine_uid),
-            )
-            .await
-        {
+        match evict(&ctl_pods, "mine", json!({"preconditions": {"uid": mine_uid}})).await {
             Err(kube::Error::Api(s)) if s.code == 429 => {}
             other => {
                 return Err(invalid(format!(
@@ -809,6 +789,10 @@ async fn with_chosen_namespaces_the_controller_token_writes_nowhere_else() -> Re
     env.finish().await
 }
 
+/// Issue 22's first finding: the controller's token holds `update` on its two
+/// webhook configurations (to publish `caBundle`). With it, one could point a
+/// webhook at another server or widen its rules to every Secret. The chart's
+/// policy lets it change `caBundle` and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_token_changes_nothing_of_its_webhooks_but_the_ca_bundle() -> Result<()> {
     use k8s_openapi::api::admissionregistration::v1::{
