@@ -361,6 +361,26 @@ async fn evict(
         .await
 }
 
+/// Waits until `probe` (a dry run, so a probe that passes changes nothing) is
+/// refused: the API server loads each new policy on its own, within a second
+/// or so, and an attack tried before its policy is in force would prove
+/// nothing (and might succeed).
+async fn until_in_force<T, F, Fut>(what: &str, probe: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = kube::Result<T>>,
+{
+    wait::until(
+        &format!("the policy on {what} in force"),
+        await_::TIMEOUT,
+        || {
+            let attempt = probe();
+            async move { Ok(attempt.await.is_err().then_some(())) }
+        },
+    )
+    .await
+}
+
 fn refusal<T>(r: std::result::Result<T, kube::Error>) -> String {
     match r {
         Ok(_) => String::new(),
@@ -471,6 +491,14 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
             "metadata: {name: team-budget, labels: {owner: team-a}}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: target}}\n",
         )
         .await?;
+    let dry = kube::api::DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    until_in_force("PodDisruptionBudgets", || {
+        ctl_pdbs.delete("team-budget", &dry)
+    })
+    .await?;
     let e = refusal(ctl_pdbs.delete("team-budget", &Default::default()).await);
     check(
         e.contains("only its own PodDisruptionBudgets"),
@@ -602,6 +630,8 @@ async fn the_controller_token_patches_only_our_keys_and_deletes_only_our_pdbs() 
     // --- evictions: only with a UID precondition, never a grace period of its own ---
     // (chart RBAC grants pods/eviction with controller.rollout, on by default)
     let uid_now = pods.get("target").await?.metadata.uid.unwrap_or_default();
+    let dry_run = json!({"dryRun": ["All"], "preconditions": {"uid": uid_now}});
+    until_in_force("evictions", || evict(&ctl_pods, "target", dry_run.clone())).await?;
     for (what, options, want) in [
         (
             "a zero grace period (kill at once)",
@@ -727,6 +757,11 @@ async fn with_chosen_namespaces_the_controller_token_writes_nowhere_else() -> Re
             "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {keys::POD_UID_LABEL: victim_uid}}}
         }))?;
         let ctl_foreign_pdbs: Api<PodDisruptionBudget> = Api::namespaced(as_ctl.clone(), &foreign);
+        let dry = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        until_in_force("PodDisruptionBudgets", || ctl_foreign_pdbs.create(&dry, &pdb)).await?;
         let e = refusal(ctl_foreign_pdbs.create(&PostParams::default(), &pdb).await);
         check(
             e.contains("acts only in the namespaces the operator chose"),
@@ -761,6 +796,8 @@ async fn with_chosen_namespaces_the_controller_token_writes_nowhere_else() -> Re
             .map_err(|e| invalid(format!("our PDB in the chosen namespace refused: {e}")))?;
         // Evictions: in the foreign namespace refused by the policy; in the
         // chosen one the policy lets ours through and our PDB refuses it (429).
+        let probe = json!({"dryRun": ["All"], "preconditions": {"uid": victim_uid}});
+        until_in_force("evictions", || evict(&ctl_foreign, "victim", probe.clone())).await?;
         let e = refusal(
             evict(&ctl_foreign, "victim", json!({"preconditions": {"uid": victim_uid}})).await,
         );
