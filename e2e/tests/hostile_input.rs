@@ -281,8 +281,17 @@ async fn a_huge_argv_costs_only_its_own_fields() -> Result<()> {
         refused.is_none(),
         format!("no write was refused: {refused:?}"),
     )?;
-    // Both pods stay protected while logged in: an eviction is refused.
+    // Both pods stay protected while logged in: an eviction is refused. The
+    // controller writes the pod's UID label and its PDB at once: the pod is
+    // protected once both exist, so the label is awaited too.
     for pod in ["odd", "plain"] {
+        await_::object(&pods, pod, "labelled for its PDB", |p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(sessionguard_core::keys::POD_UID_LABEL))
+        })
+        .await?;
         match pods.evict(pod, &Default::default()).await {
             Err(kube::Error::Api(s)) if s.code == 429 => {}
             other => {
