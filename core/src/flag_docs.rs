@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::metric_docs::section;
+use crate::metric_docs::table_rows;
 
 /// One flag as the binary's parser declares it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,8 +63,7 @@ fn collect(cmd: &clap::Command, out: &mut BTreeSet<Flag>) {
 /// text of each such row's second cell (the environment variable).
 pub fn documented(readme: &str, heading: &str) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for row in section(readme, heading) {
-        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    for cells in table_rows(readme, heading) {
         let (Some(names), Some(env)) = (cells.get(1), cells.get(2)) else {
             continue;
         };

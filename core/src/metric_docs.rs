@@ -27,15 +27,24 @@ pub fn served(exposition: &str) -> BTreeMap<String, String> {
 /// the same or a higher level: every row whose first cell is a metric name
 /// with `prefix` in backticks, and whose second cell is its type.
 pub fn documented(readme: &str, heading: &str, prefix: &str) -> BTreeMap<String, String> {
-    section(readme, heading)
+    table_rows(readme, heading)
         .into_iter()
-        .filter_map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        .filter_map(|cells| {
             let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
             let kind = cells.get(2)?;
             name.starts_with(prefix)
                 .then(|| (name.to_string(), kind.to_string()))
         })
+        .collect()
+}
+
+/// The table rows of the README section under `heading`, each as its cells
+/// trimmed (the first, before the leading `|`, empty).
+pub fn table_rows<'a>(readme: &'a str, heading: &str) -> Vec<Vec<&'a str>> {
+    section(readme, heading)
+        .into_iter()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| l.split('|').map(str::trim).collect())
         .collect()
 }
 
