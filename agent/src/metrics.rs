@@ -313,11 +313,38 @@ mod tests {
         }
     }
 
+    /// Every labelled family gets one sample, so its label names show.
+    fn feed_each_once(m: &Metrics) {
+        m.observe(&ScanStats {
+            errors: [("stat", 1)].into(),
+            ..ScanStats::default()
+        });
+        let outcome = OutcomeLabel {
+            outcome: "written".into(),
+        };
+        m.terminal_notices.get_or_create(&outcome).inc();
+        m.reports.get_or_create(&outcome).inc();
+        m.report_cuts
+            .get_or_create(&KindLabel {
+                kind: "command".into(),
+            })
+            .inc();
+        m.reports_refused
+            .get_or_create(&CodeLabel { code: "422".into() })
+            .inc();
+    }
+
     #[test]
     fn the_readme_lists_exactly_the_metrics_the_agent_serves() {
-        let (_tx, rx) = snapshot::channel("node-a");
+        let (tx, rx) = snapshot::channel("node-a");
         let mut registry = Registry::default();
-        Metrics::register(&mut registry, rx);
+        feed_each_once(&Metrics::register(&mut registry, rx));
+        // A login, so the per-session gauges have a series to show labels on.
+        tx.send_replace(Arc::new(Snapshot {
+            sessions: vec![session('a', 10)],
+            ready: true,
+            ..Snapshot::default()
+        }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         let served = sessionguard_core::metric_docs::served(&text);
@@ -330,7 +357,7 @@ mod tests {
         let diff = sessionguard_core::metric_docs::differences(&served, &documented);
         assert!(
             diff.is_empty(),
-            "README `#### Agent metrics` and the registry (Metrics::register) disagree:\n  {}",
+            "README `#### Agent metrics` and the registry (Metrics::register) disagree (name, type or labels):\n  {}",
             diff.join("\n  ")
         );
     }

@@ -191,6 +191,12 @@ async fn measure(
     let quiet_secs = quiet_started.elapsed().as_secs_f64();
     let controller_quiet_cpu = quiet_cpu.cores();
     progress(format!("quiet: calls {}", quiet_calls.describe()));
+    // The peak so far is the running controller's (churn, webhook minute, quiet);
+    // what the restart adds is its relist, told apart here.
+    progress(format!(
+        "controller RSS peak before the restart: {:.1} MiB",
+        peaks.get("controller")
+    ));
 
     // The churn's logins, taken before the restart's: that one waits for a
     // whole restart and is its own figure (restart → acts), not a sample of
