@@ -29,6 +29,14 @@ use crate::io::trim;
 
 /// Pods per page of the pod watch's initial list (see `start`).
 pub const POD_PAGE: u32 = 100;
+/// StatefulSets and Nodes per page of their initial lists. Both are decoded
+/// as whole k8s-openapi objects (a pod template, a node's status, and their
+/// managedFields) before `trim` sees one, and a page is decoded at once: at
+/// kube's 500 a page of the scale load's StatefulSets was tens of MiB for an
+/// instant, which a restart showed as the controller's RSS peak.
+pub const OBJECT_PAGE: u32 = 50;
+/// Objects per page of the metadata-only watches (no spec, no status).
+pub const META_PAGE: u32 = 200;
 
 /// The writing halves of the cache's stores, handed to the watches.
 pub struct StoreWriters {
@@ -238,7 +246,7 @@ pub fn start(
         writers.statefulsets,
         watcher(
             Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default(),
+            watcher::Config::default().page_size(OBJECT_PAGE),
         )
         // Only what the rollout reads (see `trim`): the pod template is most
         // of a StatefulSet.
@@ -310,7 +318,7 @@ fn spawn_nodes(client: &Client, writer: Writer<Node>, wakes: Wakes<String>, metr
     tokio::spawn(
         reflector::reflector(
             writer,
-            watcher(api, watcher::Config::default()).modify(trim_node),
+            watcher(api, watcher::Config::default().page_size(OBJECT_PAGE)).modify(trim_node),
         )
         .default_backoff()
         .for_each(move |ev| {
@@ -374,7 +382,7 @@ fn spawn_meta<K>(
         reflector::reflector(
             writer,
             // managedFields is most of an object's metadata, and nothing reads it.
-            watcher(api, watcher::Config::default())
+            watcher(api, watcher::Config::default().page_size(META_PAGE))
                 .modify(|m: &mut PartialObjectMeta<K>| m.metadata.managed_fields = None),
         )
         .default_backoff()

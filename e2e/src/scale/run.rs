@@ -231,6 +231,12 @@ async fn measure(
     )
     .await?;
     let restart_to_ready = killed.elapsed().as_secs_f64();
+    let heap = sum_of(&ctl.metrics().await?, "sessionguard_heap_allocated_bytes") / 1048576.0;
+    progress(format!(
+        "restarted: RSS {:.1} MiB, heap allocated {heap:.1} MiB; RSS peak {:.1} MiB",
+        rss_mib(ctl_pid.load(Ordering::Relaxed)).unwrap_or(0.0),
+        peaks.get("controller")
+    ));
     agents.logout(&target, pid);
 
     let q = |v: &[Duration]| Quantiles {
