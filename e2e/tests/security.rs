@@ -347,7 +347,6 @@ async fn with_a_client_ca_a_review_without_the_api_server_s_certificate_records_
     env.finish().await
 }
 
-/// `Err` text of a call, or "" if it succeeded.
 /// Asks the eviction API, as `api`'s identity, to evict `pod` with these
 /// `deleteOptions`.
 async fn evict(
@@ -361,10 +360,14 @@ async fn evict(
         .await
 }
 
+/// How every message of the chart's controller policies begins.
+const OUR_POLICY: &str = "the sessionguard controller";
+
 /// Waits until `probe` (a dry run, so a probe that passes changes nothing) is
-/// refused: the API server loads each new policy on its own, within a second
-/// or so, and an attack tried before its policy is in force would prove
-/// nothing (and might succeed).
+/// refused by one of our policies: the API server loads each new policy on its
+/// own, within a second or so, and an attack tried before its policy is in
+/// force would prove nothing (and might succeed). Any other refusal (a PDB's
+/// 429, a slow API server) is not the policy, so the wait goes on.
 async fn until_in_force<T, F, Fut>(what: &str, probe: F) -> Result<()>
 where
     F: Fn() -> Fut,
@@ -375,12 +378,13 @@ where
         await_::TIMEOUT,
         || {
             let attempt = probe();
-            async move { Ok(attempt.await.is_err().then_some(())) }
+            async move { Ok(refusal(attempt.await).contains(OUR_POLICY).then_some(())) }
         },
     )
     .await
 }
 
+/// `Err` text of a call, or "" if it succeeded.
 fn refusal<T>(r: std::result::Result<T, kube::Error>) -> String {
     match r {
         Ok(_) => String::new(),

@@ -23,11 +23,17 @@ pub const KWOK_TAINT: &str = "sessionguard.io/kwok";
 /// Parallel API calls while building the cluster.
 pub const PARALLEL: usize = 32;
 
-/// kwok's options beside its stages. kwok marks pods Running with a few workers, each
-/// waiting on its status PATCH: at its default of 4, with an API server that answers in
-/// 100-200 ms while 30,000 pods are created, that was about 17 pods a second however idle
-/// the CPU (the scheduler had bound every pod; 18,000 waited for kwok). 16 workers keep
-/// the API server, not kwok's queue, the limit. Leases are renewed by 8.
+/// kwok's options beside its stages.
+/// - Node Leases of 40 s, renewed every 10 s, as a kubelet's (and as kwokctl runs kwok).
+///   Started as we first started it, kwok made no Lease: the node lifecycle controller
+///   took every node for dead 50 s after kwok made it Ready and marked each of its pods
+///   NotReady (a status write and an event per pod, and its set's status), kwok made the
+///   node Ready again, and so on for the whole run: the "steady" 300-node cluster kept
+///   kube-apiserver at a full core, and at 1,000 nodes the build crawled.
+/// - 16 workers marking pods Running. Each waits on its status PATCH: at kwok's default
+///   of 4, with an API server answering in 100-200 ms while 30,000 pods are created,
+///   that was about 17 pods a second however idle the CPU (the scheduler had bound every
+///   pod; 18,000 waited for kwok). 8 renew the Leases.
 const OPTIONS: &str = "apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokConfiguration
 options:
@@ -60,14 +66,6 @@ pub fn start(env: &TestEnv) -> Result<Child> {
             "--manage-all-nodes=false",
             "--manage-nodes-with-label-selector",
             &selector,
-            // Renew each node's Lease as a kubelet does (40 s, every 10 s). kwok's own
-            // default is none when started without a KwokConfiguration (kwokctl passes
-            // 40): the node lifecycle controller then took every node for dead 50 s after
-            // kwok made it Ready, marked each of its pods NotReady (a status write and an
-            // event per pod, and its set's status), kwok made the node Ready again, and so
-            // on, for as long as the run lasted: at 300 / 9,000 the "steady" cluster kept
-            // kube-apiserver at a full core, and at 1,000 nodes the build crawled.
-            "--node-lease-duration-seconds=40",
             "--cidr=10.0.0.1/16",
             "--node-ip=10.255.0.1",
         ],

@@ -385,7 +385,6 @@ async fn settle(ctl: &Controller) -> Result<bool> {
     Ok(false)
 }
 
-/// The running pid of a control-plane component (its pidfile: `<pid> <start time>`).
 /// Windows over which the API server's CPU is compared.
 const QUIET_WINDOW: Duration = Duration::from_secs(5);
 /// The longest wait for a quiet cluster; the churn starts then regardless.
@@ -396,9 +395,8 @@ const QUIET_MAX: Duration = Duration::from_secs(300);
 /// each other, or both under 0.15 cores), at most `QUIET_MAX`. Right after
 /// 30,000 pods turn Running, kwok and the controller-manager go on working
 /// for a while; logins measured then measure that too, and runs compare only
-/// from the same steady cluster (whether this explains the 4099a4e run's
-/// early tail is not known yet). How long it took and the API server's last
-/// window.
+/// from the same steady cluster. Returns how long it took and the API
+/// server's last window (the progress line prints both).
 async fn quiet_cluster(apiserver: Option<u32>) -> (Duration, f64) {
     let start = Instant::now();
     let Some(pid) = apiserver else {
@@ -421,6 +419,7 @@ async fn quiet_cluster(apiserver: Option<u32>) -> (Duration, f64) {
     (start.elapsed(), last)
 }
 
+/// The running pid of a control-plane component (its pidfile: `<pid> <start time>`).
 fn component_pid(env: &TestEnv, name: &str) -> Option<u32> {
     let file = env
         .cluster()
